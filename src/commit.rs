@@ -1,0 +1,191 @@
+//! Group commit: many appenders share one `fdatasync`, and a failed one poisons the store.
+//!
+//! Appenders wait for the durable position to reach their own last position. Whoever finds no
+//! sync in flight leads the next one: it syncs everything written so far, so every thread that
+//! arrived while the previous sync ran is covered by this one. Followers just wait.
+
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex, MutexGuard};
+
+use crate::error::{Error, Result};
+
+#[derive(Debug)]
+struct State {
+    /// Every event at or below this position is durable.
+    durable: u64,
+    syncing: bool,
+    poisoned: Option<String>,
+    flush_requested: bool,
+    shutdown: bool,
+}
+
+/// Durability coordination for one store.
+#[derive(Debug)]
+pub(crate) struct Commit {
+    state: Mutex<State>,
+    synced: Condvar,
+    flusher: Condvar,
+}
+
+impl Commit {
+    pub(crate) fn new(durable: u64) -> Self {
+        Commit {
+            state: Mutex::new(State {
+                durable,
+                syncing: false,
+                poisoned: None,
+                flush_requested: false,
+                shutdown: false,
+            }),
+            synced: Condvar::new(),
+            flusher: Condvar::new(),
+        }
+    }
+
+    /// Fails when the store is poisoned.
+    pub(crate) fn check(&self) -> Result<()> {
+        poisoned_error(&self.state.lock())
+    }
+
+    /// Marks the store poisoned; every later write or sync fails.
+    pub(crate) fn poison(&self, cause: String) {
+        let mut st = self.state.lock();
+        st.poisoned.get_or_insert(cause);
+        self.synced.notify_all();
+    }
+
+    /// The durable position.
+    pub(crate) fn durable(&self) -> u64 {
+        self.state.lock().durable
+    }
+
+    /// Returns once every event up to `target` is durable, leading syncs as needed.
+    ///
+    /// `sync` makes everything written so far durable and returns the position it covered.
+    pub(crate) fn sync_to(&self, target: u64, sync: &mut dyn FnMut() -> Result<u64>) -> Result<()> {
+        let mut st = self.state.lock();
+        loop {
+            poisoned_error(&st)?;
+            if st.durable >= target {
+                return Ok(());
+            }
+            if st.syncing {
+                self.synced.wait(&mut st);
+                continue;
+            }
+            st.syncing = true;
+            let outcome = MutexGuard::unlocked(&mut st, &mut *sync);
+            st.syncing = false;
+            self.synced.notify_all();
+            match outcome {
+                Ok(covered) => st.durable = st.durable.max(covered),
+                Err(e) => {
+                    st.poisoned.get_or_insert_with(|| e.to_string());
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Asks the background flusher to sync soon.
+    pub(crate) fn request_flush(&self) {
+        let mut st = self.state.lock();
+        if !st.flush_requested {
+            st.flush_requested = true;
+            self.flusher.notify_one();
+        }
+    }
+
+    /// Stops the background flusher.
+    pub(crate) fn shutdown(&self) {
+        self.state.lock().shutdown = true;
+        self.flusher.notify_all();
+    }
+
+    /// The background flusher's loop: calls `flush` when asked to, or every `interval`, until
+    /// shut down or poisoned.
+    pub(crate) fn run_flusher(&self, interval: Option<Duration>, mut flush: impl FnMut()) {
+        loop {
+            {
+                let mut st = self.state.lock();
+                while !st.flush_requested && !st.shutdown {
+                    match interval {
+                        Some(d) => {
+                            if self.flusher.wait_for(&mut st, d).timed_out() {
+                                break;
+                            }
+                        }
+                        None => self.flusher.wait(&mut st),
+                    }
+                }
+                if st.shutdown || st.poisoned.is_some() {
+                    return;
+                }
+                st.flush_requested = false;
+            }
+            flush();
+        }
+    }
+}
+
+fn poisoned_error(st: &State) -> Result<()> {
+    match &st.poisoned {
+        Some(cause) => Err(Error::Poisoned {
+            cause: cause.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    #[test]
+    fn concurrent_waiters_share_syncs() {
+        let commit = Arc::new(Commit::new(0));
+        let written = Arc::new(AtomicU64::new(0));
+        let syncs = Arc::new(AtomicU64::new(0));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (commit, written, syncs) = (commit.clone(), written.clone(), syncs.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..50 {
+                        let mine = written.fetch_add(1, Ordering::SeqCst) + 1;
+                        commit
+                            .sync_to(mine, &mut || {
+                                syncs.fetch_add(1, Ordering::SeqCst);
+                                let covered = written.load(Ordering::SeqCst);
+                                std::thread::sleep(Duration::from_millis(1));
+                                Ok(covered)
+                            })
+                            .unwrap();
+                        assert!(commit.durable() >= mine);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert!(syncs.load(Ordering::SeqCst) < 400, "no sync was shared");
+    }
+
+    #[test]
+    fn failed_sync_poisons_everyone() {
+        let commit = Commit::new(0);
+        let err = commit
+            .sync_to(1, &mut || {
+                Err(Error::InvalidArgument("disk on fire".into()))
+            })
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)));
+        let again = commit.sync_to(1, &mut || Ok(1)).unwrap_err();
+        assert!(matches!(again, Error::Poisoned { ref cause } if cause.contains("disk on fire")));
+        assert!(commit.check().is_err());
+        assert_eq!(commit.durable(), 0);
+    }
+}

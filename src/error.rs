@@ -1,0 +1,94 @@
+//! The crate's one error type.
+
+use std::path::PathBuf;
+
+use crate::event::ExpectedVersion;
+
+/// Everything that can go wrong in annal, with the context a person needs to act on it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system I/O call failed.
+    #[error("I/O error: {op} {path}: {source}")]
+    Io {
+        /// What annal was doing ("write", "fdatasync", "open", ...).
+        op: &'static str,
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Data on disk fails a checksum or an invariant. Never returned as if valid.
+    #[error("corruption in {segment} at byte {offset}: {reason}")]
+    Corruption {
+        /// The file holding the bad data.
+        segment: PathBuf,
+        /// Byte offset of the bad frame, record or header within that file.
+        offset: u64,
+        /// What check failed.
+        reason: String,
+    },
+
+    /// An earlier write or fdatasync failed; the store refuses writes until it is reopened.
+    ///
+    /// After a failed fsync the kernel may already have dropped the dirty pages, so retrying
+    /// could report success for data that is gone. Reopening recovers from what is really on disk.
+    #[error("store is poisoned after a failed {cause}; reopen it to recover")]
+    Poisoned {
+        /// The failure that poisoned the store.
+        cause: String,
+    },
+
+    /// An argument was rejected before anything was written.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+
+    /// The stream's version did not match the expected version; nothing was written.
+    #[error("wrong expected version for stream {stream:?}: expected {expected}, actual {}", match actual { Some(v) => v.to_string(), None => "no stream".to_string() })]
+    WrongExpectedVersion {
+        /// The stream appended to.
+        stream: String,
+        /// What the caller expected.
+        expected: ExpectedVersion,
+        /// The stream's version at the time (`None`: the stream has no events).
+        actual: Option<u64>,
+    },
+
+    /// Another process (or another `Store` in this one) has the directory open.
+    #[error("store directory {path} is locked by another process or handle")]
+    Locked {
+        /// The store directory.
+        path: PathBuf,
+    },
+
+    /// The store has been closed.
+    #[error("store is closed")]
+    Closed,
+}
+
+/// `Result` with annal's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn corruption(
+        segment: impl Into<PathBuf>,
+        offset: u64,
+        reason: impl Into<String>,
+    ) -> Self {
+        Error::Corruption {
+            segment: segment.into(),
+            offset,
+            reason: reason.into(),
+        }
+    }
+}

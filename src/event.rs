@@ -1,0 +1,115 @@
+//! The values an application hands to and gets from the store.
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+/// An event to append: its type, payload, optional metadata and optional id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventData {
+    /// The event's type, such as `"ItemAdded"`. Non-empty, at most
+    /// [`MAX_EVENT_TYPE_LEN`](crate::MAX_EVENT_TYPE_LEN) bytes.
+    pub event_type: String,
+    /// The event's body, in whatever encoding the application uses.
+    pub payload: Bytes,
+    /// Free-form metadata (correlation ids, causation, user, ...).
+    pub metadata: Bytes,
+    /// An optional 128-bit id (a UUID, say). Ids make retried appends idempotent; see
+    /// [`Store::append`](crate::Store::append).
+    pub id: Option<u128>,
+}
+
+impl EventData {
+    /// An event with a type and a payload, no metadata and no id.
+    pub fn new(event_type: impl Into<String>, payload: impl Into<Bytes>) -> Self {
+        EventData {
+            event_type: event_type.into(),
+            payload: payload.into(),
+            metadata: Bytes::new(),
+            id: None,
+        }
+    }
+
+    /// Sets the metadata.
+    pub fn with_metadata(mut self, metadata: impl Into<Bytes>) -> Self {
+        self.metadata = metadata.into();
+        self
+    }
+
+    /// Sets the event id.
+    pub fn with_id(mut self, id: u128) -> Self {
+        self.id = Some(id);
+        self
+    }
+}
+
+/// An event as stored, read back from the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedEvent {
+    /// The stream it belongs to.
+    pub stream: Arc<str>,
+    /// Its version within the stream: 1 for the stream's first event, dense.
+    pub version: u64,
+    /// Its global position: N for the N-th event ever appended to the store, dense.
+    pub position: u64,
+    /// The event's type.
+    pub event_type: String,
+    /// The payload. Where the segment is memory-mapped this is a view of the map, not a copy.
+    pub payload: Bytes,
+    /// The metadata, likewise zero-copy where mapped.
+    pub metadata: Bytes,
+    /// The id given at append time, if any.
+    pub id: Option<u128>,
+    /// When the store appended it: microseconds since the Unix epoch (UTC).
+    pub timestamp: u64,
+}
+
+/// What the caller believes about a stream's version before an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExpectedVersion {
+    /// No check.
+    Any,
+    /// The stream must have no events.
+    NoStream,
+    /// The stream must have at least one event.
+    StreamExists,
+    /// The stream's last event must have exactly this version.
+    Exact(u64),
+}
+
+impl fmt::Display for ExpectedVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExpectedVersion::Any => f.write_str("any"),
+            ExpectedVersion::NoStream => f.write_str("no stream"),
+            ExpectedVersion::StreamExists => f.write_str("stream exists"),
+            ExpectedVersion::Exact(v) => write!(f, "{v}"),
+        }
+    }
+}
+
+impl ExpectedVersion {
+    /// Whether a stream whose last version is `actual` (`None`: no events) satisfies this.
+    pub fn matches(self, actual: Option<u64>) -> bool {
+        match self {
+            ExpectedVersion::Any => true,
+            ExpectedVersion::NoStream => actual.is_none(),
+            ExpectedVersion::StreamExists => actual.is_some(),
+            ExpectedVersion::Exact(v) => actual == Some(v),
+        }
+    }
+}
+
+/// Where an append landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AppendResult {
+    /// Stream version of the first appended event.
+    pub first_version: u64,
+    /// Stream version of the last appended event (the stream's new version).
+    pub last_version: u64,
+    /// Global position of the first appended event.
+    pub first_position: u64,
+    /// Global position of the last appended event.
+    pub last_position: u64,
+}

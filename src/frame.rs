@@ -1,0 +1,399 @@
+//! The byte layout of frames and event records; `FORMAT.md` describes the same bytes in prose.
+//!
+//! One append is one frame, so its events become durable, or vanish in a crash, together:
+//!
+//! ```text
+//! frame  := body_len:u32 crc:u32 body            crc = CRC-32(body_len bytes ++ body)
+//! body   := first_position:u64 first_version:u64 count:u32 stream_len:u16 stream record*count
+//! record := content_len:u32 content_crc:u32 content    content_crc = CRC-32(content)
+//! content:= position:u64 version:u64 timestamp_us:u64 flags:u8 [id:u128]
+//!           type_len:u16 type metadata_len:u32 metadata payload_len:u32 payload
+//! ```
+//! All integers are little-endian. A frame whose eight header bytes are all zero is empty
+//! space (the unwritten, preallocated rest of a segment), never a frame.
+#![deny(clippy::indexing_slicing)]
+
+use std::ops::Range;
+
+use crate::event::EventData;
+
+/// Bytes before a frame's body.
+pub(crate) const FRAME_HEADER_LEN: usize = 8;
+/// Bytes of a body before the stream name.
+const BODY_FIXED_LEN: usize = 8 + 8 + 4 + 2;
+/// Bytes before a record's content.
+pub(crate) const RECORD_HEADER_LEN: usize = 8;
+/// Bytes of a record's content besides the id, type, metadata and payload.
+const CONTENT_FIXED_LEN: usize = 8 + 8 + 8 + 1 + 2 + 4 + 4;
+/// The smallest possible encoded record (one-byte type, nothing else).
+pub(crate) const MIN_RECORD_LEN: usize = RECORD_HEADER_LEN + CONTENT_FIXED_LEN + 1;
+const FLAG_HAS_ID: u8 = 1;
+
+/// Encoded size of one event's record.
+pub(crate) fn record_len(e: &EventData) -> usize {
+    RECORD_HEADER_LEN
+        + CONTENT_FIXED_LEN
+        + if e.id.is_some() { 16 } else { 0 }
+        + e.event_type.len()
+        + e.metadata.len()
+        + e.payload.len()
+}
+
+/// Encoded size of a frame holding `events` of `stream`.
+pub(crate) fn frame_len(stream: &str, events: &[EventData]) -> usize {
+    FRAME_HEADER_LEN + BODY_FIXED_LEN + stream.len() + events.iter().map(record_len).sum::<usize>()
+}
+
+/// Where an append's events start and what they are numbered.
+pub(crate) struct FrameStart<'a> {
+    pub stream: &'a str,
+    pub first_position: u64,
+    pub first_version: u64,
+    pub timestamp: u64,
+}
+
+/// Appends the frame for `events` to `buf` and the offset of each record (relative to the
+/// frame's start) to `record_offsets`. Lengths must already be validated to fit their fields.
+pub(crate) fn encode_frame(
+    buf: &mut Vec<u8>,
+    start: &FrameStart<'_>,
+    events: &[EventData],
+    record_offsets: &mut Vec<u32>,
+) {
+    let frame_start = buf.len();
+    buf.extend_from_slice(&[0; FRAME_HEADER_LEN]);
+    buf.extend_from_slice(&start.first_position.to_le_bytes());
+    buf.extend_from_slice(&start.first_version.to_le_bytes());
+    buf.extend_from_slice(&(events.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&(start.stream.len() as u16).to_le_bytes());
+    buf.extend_from_slice(start.stream.as_bytes());
+    for (i, e) in events.iter().enumerate() {
+        let record_start = buf.len();
+        record_offsets.push((record_start - frame_start) as u32);
+        buf.extend_from_slice(&[0; RECORD_HEADER_LEN]);
+        buf.extend_from_slice(&(start.first_position + i as u64).to_le_bytes());
+        buf.extend_from_slice(&(start.first_version + i as u64).to_le_bytes());
+        buf.extend_from_slice(&start.timestamp.to_le_bytes());
+        match e.id {
+            Some(id) => {
+                buf.push(FLAG_HAS_ID);
+                buf.extend_from_slice(&id.to_le_bytes());
+            }
+            None => buf.push(0),
+        }
+        buf.extend_from_slice(&(e.event_type.len() as u16).to_le_bytes());
+        buf.extend_from_slice(e.event_type.as_bytes());
+        buf.extend_from_slice(&(e.metadata.len() as u32).to_le_bytes());
+        buf.extend_from_slice(&e.metadata);
+        buf.extend_from_slice(&(e.payload.len() as u32).to_le_bytes());
+        buf.extend_from_slice(&e.payload);
+        let content = buf
+            .get(record_start + RECORD_HEADER_LEN..)
+            .unwrap_or_default();
+        let crc = crc32fast::hash(content);
+        let content_len = content.len() as u32;
+        put_u32(buf, record_start, content_len);
+        put_u32(buf, record_start + 4, crc);
+    }
+    let body_len = (buf.len() - frame_start - FRAME_HEADER_LEN) as u32;
+    let mut h = crc32fast::Hasher::new();
+    h.update(&body_len.to_le_bytes());
+    h.update(
+        buf.get(frame_start + FRAME_HEADER_LEN..)
+            .unwrap_or_default(),
+    );
+    put_u32(buf, frame_start, body_len);
+    put_u32(buf, frame_start + 4, h.finalize());
+}
+
+fn put_u32(buf: &mut [u8], at: usize, v: u32) {
+    if let Some(dst) = buf.get_mut(at..at + 4) {
+        dst.copy_from_slice(&v.to_le_bytes());
+    }
+}
+
+/// A bounds-checked little-endian reader: malformed input yields `None`, never a panic.
+pub(crate) struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    pub(crate) fn new(buf: &'a [u8], pos: usize) -> Self {
+        Cursor { buf, pos }
+    }
+    pub(crate) fn pos(&self) -> usize {
+        self.pos
+    }
+    pub(crate) fn bytes(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.pos.checked_add(n)?;
+        let b = self.buf.get(self.pos..end)?;
+        self.pos = end;
+        Some(b)
+    }
+    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        self.bytes(N)?.try_into().ok()
+    }
+    pub(crate) fn u8(&mut self) -> Option<u8> {
+        Some(self.array::<1>()?[0])
+    }
+    pub(crate) fn u16(&mut self) -> Option<u16> {
+        Some(u16::from_le_bytes(self.array()?))
+    }
+    pub(crate) fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.array()?))
+    }
+    pub(crate) fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.array()?))
+    }
+    pub(crate) fn u128(&mut self) -> Option<u128> {
+        Some(u128::from_le_bytes(self.array()?))
+    }
+}
+
+/// A frame that passed its checksum, borrowed from the segment's bytes.
+#[derive(Debug, Clone)]
+pub(crate) struct Frame<'a> {
+    /// Offset of the frame's header in the buffer it was read from.
+    pub offset: usize,
+    /// Total encoded length (header and body).
+    pub len: usize,
+    pub first_position: u64,
+    pub first_version: u64,
+    pub count: u32,
+    pub stream: &'a str,
+    /// Offset (in the same buffer) of the first record.
+    pub records_offset: usize,
+}
+
+/// The outcome of reading a frame at some offset.
+#[derive(Debug)]
+pub(crate) enum FrameRead<'a> {
+    /// A frame that passed its checksum and parsed.
+    Frame(Frame<'a>),
+    /// Empty space: eight zero bytes, or the end of the buffer.
+    End,
+    /// Not a complete frame: a short header, a length running past the end, or a checksum
+    /// mismatch. At the end of the log this is what a torn write looks like.
+    Bad(&'static str),
+    /// The checksum passed but the contents are not a frame annal writes.
+    Malformed(&'static str),
+}
+
+/// Reads the frame at `offset` of `buf`.
+pub(crate) fn read_frame(buf: &[u8], offset: usize) -> FrameRead<'_> {
+    let rest = buf.get(offset..).unwrap_or_default();
+    if rest.is_empty() {
+        return FrameRead::End;
+    }
+    let mut c = Cursor::new(buf, offset);
+    let (Some(len), Some(crc)) = (c.u32(), c.u32()) else {
+        return if rest.iter().all(|&b| b == 0) {
+            FrameRead::End
+        } else {
+            FrameRead::Bad("truncated frame header")
+        };
+    };
+    if len == 0 && crc == 0 {
+        return FrameRead::End;
+    }
+    let Some(body) = c.bytes(len as usize) else {
+        return FrameRead::Bad("frame length runs past the end of the segment");
+    };
+    let mut h = crc32fast::Hasher::new();
+    h.update(&len.to_le_bytes());
+    h.update(body);
+    if h.finalize() != crc {
+        return FrameRead::Bad("frame checksum mismatch");
+    }
+    match parse_body(buf, offset, len as usize) {
+        Some(f) => FrameRead::Frame(f),
+        None => FrameRead::Malformed("frame body does not parse"),
+    }
+}
+
+fn parse_body(buf: &[u8], offset: usize, body_len: usize) -> Option<Frame<'_>> {
+    let end = offset + FRAME_HEADER_LEN + body_len;
+    let mut c = Cursor::new(buf.get(..end)?, offset + FRAME_HEADER_LEN);
+    let first_position = c.u64()?;
+    let first_version = c.u64()?;
+    let count = c.u32()?;
+    let stream_len = c.u16()? as usize;
+    let stream = std::str::from_utf8(c.bytes(stream_len)?).ok()?;
+    if count == 0 || stream.is_empty() || first_position == 0 || first_version == 0 {
+        return None;
+    }
+    // Every record takes at least MIN_RECORD_LEN bytes, which bounds `count` by the body.
+    if (count as usize).checked_mul(MIN_RECORD_LEN)? > end - c.pos() {
+        return None;
+    }
+    Some(Frame {
+        offset,
+        len: FRAME_HEADER_LEN + body_len,
+        first_position,
+        first_version,
+        count,
+        stream,
+        records_offset: c.pos(),
+    })
+}
+
+impl Frame<'_> {
+    /// Offset just past the frame.
+    pub(crate) fn end(&self) -> usize {
+        self.offset + self.len
+    }
+    /// Position of the frame's last event.
+    pub(crate) fn last_position(&self) -> u64 {
+        self.first_position + u64::from(self.count) - 1
+    }
+}
+
+/// One event record, decoded. Ranges index the buffer it was decoded from.
+#[derive(Debug, Clone)]
+pub(crate) struct Record<'a> {
+    pub position: u64,
+    pub version: u64,
+    pub timestamp: u64,
+    pub id: Option<u128>,
+    pub event_type: &'a str,
+    pub metadata: Range<usize>,
+    pub payload: Range<usize>,
+    /// Offset just past the record.
+    pub end: usize,
+}
+
+/// Decodes the record at `offset` of `buf`, checking its own checksum when `verify` is set
+/// (a frame's checksum already covers its records).
+pub(crate) fn read_record(
+    buf: &[u8],
+    offset: usize,
+    verify: bool,
+) -> Result<Record<'_>, &'static str> {
+    let mut c = Cursor::new(buf, offset);
+    let content_len = c.u32().ok_or("truncated record header")? as usize;
+    let crc = c.u32().ok_or("truncated record header")?;
+    let content_start = c.pos();
+    let content = c.bytes(content_len).ok_or("record runs past its segment")?;
+    if verify && crc32fast::hash(content) != crc {
+        return Err("record checksum mismatch");
+    }
+    let end = c.pos();
+    let mut c = Cursor::new(buf.get(..end).ok_or("record out of range")?, content_start);
+    let bad = "record content does not parse";
+    let position = c.u64().ok_or(bad)?;
+    let version = c.u64().ok_or(bad)?;
+    let timestamp = c.u64().ok_or(bad)?;
+    let id = match c.u8().ok_or(bad)? {
+        0 => None,
+        FLAG_HAS_ID => Some(c.u128().ok_or(bad)?),
+        _ => return Err("record has unknown flags"),
+    };
+    let type_len = c.u16().ok_or(bad)? as usize;
+    let event_type = std::str::from_utf8(c.bytes(type_len).ok_or(bad)?)
+        .map_err(|_| "event type is not UTF-8")?;
+    let meta_len = c.u32().ok_or(bad)? as usize;
+    let meta_start = c.pos();
+    c.bytes(meta_len).ok_or(bad)?;
+    let payload_len = c.u32().ok_or(bad)? as usize;
+    let payload_start = c.pos();
+    c.bytes(payload_len).ok_or(bad)?;
+    if c.pos() != end {
+        return Err("record length disagrees with its fields");
+    }
+    Ok(Record {
+        position,
+        version,
+        timestamp,
+        id,
+        event_type,
+        metadata: meta_start..meta_start + meta_len,
+        payload: payload_start..payload_start + payload_len,
+        end,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> (Vec<u8>, Vec<u32>) {
+        let events = vec![
+            EventData::new("Created", &b"abc"[..]).with_id(7),
+            EventData::new("Added", &b""[..]).with_metadata(&b"m"[..]),
+        ];
+        let mut buf = vec![];
+        let mut offs = vec![];
+        let start = FrameStart {
+            stream: "s-1",
+            first_position: 5,
+            first_version: 2,
+            timestamp: 9,
+        };
+        encode_frame(&mut buf, &start, &events, &mut offs);
+        assert_eq!(buf.len(), frame_len("s-1", &events));
+        (buf, offs)
+    }
+
+    #[test]
+    fn round_trip() {
+        let (buf, offs) = sample();
+        let FrameRead::Frame(f) = read_frame(&buf, 0) else {
+            panic!("not a frame")
+        };
+        assert_eq!(
+            (f.first_position, f.first_version, f.count, f.stream),
+            (5, 2, 2, "s-1")
+        );
+        assert_eq!(f.len, buf.len());
+        let r0 = read_record(&buf, offs[0] as usize, true).unwrap();
+        assert_eq!(
+            (r0.position, r0.version, r0.timestamp, r0.id, r0.event_type),
+            (5, 2, 9, Some(7), "Created")
+        );
+        assert_eq!(&buf[r0.payload.clone()], b"abc");
+        let r1 = read_record(&buf, r0.end, true).unwrap();
+        assert_eq!(r0.end, offs[1] as usize);
+        assert_eq!(
+            (r1.position, r1.version, r1.id, r1.event_type),
+            (6, 3, None, "Added")
+        );
+        assert_eq!(&buf[r1.metadata.clone()], b"m");
+        assert_eq!(r1.end, buf.len());
+    }
+
+    #[test]
+    fn every_flipped_bit_is_detected() {
+        let (buf, offs) = sample();
+        for i in 0..buf.len() * 8 {
+            let mut b = buf.clone();
+            b[i / 8] ^= 1 << (i % 8);
+            assert!(!matches!(read_frame(&b, 0), FrameRead::Frame(_)), "bit {i}");
+            if i / 8 >= offs[0] as usize {
+                // Records carry their own checksum for point reads.
+                let r0 = read_record(&b, offs[0] as usize, true);
+                let r1 = read_record(&b, offs[1] as usize, true);
+                assert!(r0.is_err() || r1.is_err(), "bit {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_truncation_is_bad_not_a_frame() {
+        let (buf, _) = sample();
+        for cut in 1..buf.len() {
+            let mut b = buf[..cut].to_vec();
+            assert!(matches!(read_frame(&b, 0), FrameRead::Bad(_)), "cut {cut}");
+            b.resize(buf.len() + 16, 0);
+            // Lost bytes that were zeros anyway leave the frame whole, and that is correct.
+            if b[..buf.len()] != buf[..] {
+                assert!(
+                    matches!(read_frame(&b, 0), FrameRead::Bad(_)),
+                    "zero-padded cut {cut}"
+                );
+            }
+        }
+        assert!(matches!(read_frame(&[0u8; 16], 0), FrameRead::End));
+        assert!(matches!(read_frame(&[], 0), FrameRead::End));
+    }
+}

@@ -1,0 +1,144 @@
+//! The in-memory stream index: stream name to the locations of its events, in version order.
+//!
+//! A location packs a segment ordinal and a byte offset into one `u64`, so an event costs
+//! eight bytes of index (plus the vector's spare capacity), and locations compare in log order.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Bits of a location that hold the byte offset within the segment.
+const OFFSET_BITS: u32 = 40;
+/// The largest segment ordinal a location can hold.
+pub(crate) const MAX_ORDINAL: u32 = (1 << (64 - OFFSET_BITS)) - 1;
+
+/// Packs a segment ordinal and an offset into a location.
+pub(crate) fn pack(ordinal: u32, offset: u64) -> u64 {
+    (u64::from(ordinal) << OFFSET_BITS) | (offset & ((1 << OFFSET_BITS) - 1))
+}
+
+/// Splits a location into segment ordinal and offset.
+pub(crate) fn unpack(location: u64) -> (u32, u64) {
+    (
+        (location >> OFFSET_BITS) as u32,
+        location & ((1 << OFFSET_BITS) - 1),
+    )
+}
+
+/// Stream name to the locations of its events; entry `i` is version `i + 1`.
+#[derive(Debug, Default)]
+pub(crate) struct StreamIndex {
+    streams: HashMap<Arc<str>, Vec<u64>>,
+}
+
+impl StreamIndex {
+    /// The stream's last version, counting every written event (visible or not yet).
+    pub(crate) fn version(&self, stream: &str) -> Option<u64> {
+        self.streams
+            .get(stream)
+            .map(|l| l.len() as u64)
+            .filter(|&v| v > 0)
+    }
+
+    /// The stream's last version among events before `watermark` (a location).
+    pub(crate) fn visible_version(&self, stream: &str, watermark: u64) -> Option<u64> {
+        let locs = self.streams.get(stream)?;
+        // Unpublished events are at most a few appends at the end.
+        let visible = locs.len() - locs.iter().rev().take_while(|&&l| l >= watermark).count();
+        (visible > 0).then_some(visible as u64)
+    }
+
+    /// Adds the next events of `stream` (in version order).
+    pub(crate) fn push(&mut self, stream: &str, locations: impl IntoIterator<Item = u64>) {
+        let locs = match self.streams.get_mut(stream) {
+            Some(l) => l,
+            None => self.streams.entry(Arc::from(stream)).or_default(),
+        };
+        locs.extend(locations);
+    }
+
+    /// The shared name of a stream and up to `max` locations starting at version `from`
+    /// (1-based), among those before `watermark`.
+    pub(crate) fn locations(
+        &self,
+        stream: &str,
+        from: u64,
+        max: usize,
+        watermark: u64,
+    ) -> Option<(Arc<str>, Vec<u64>)> {
+        let (name, locs) = self.streams.get_key_value(stream)?;
+        let start = usize::try_from(from.saturating_sub(1)).unwrap_or(usize::MAX);
+        let taken = locs
+            .get(start..)
+            .unwrap_or_default()
+            .iter()
+            .take(max)
+            .take_while(|&&l| l < watermark)
+            .copied()
+            .collect();
+        Some((Arc::clone(name), taken))
+    }
+
+    /// The shared name of a stream.
+    pub(crate) fn name(&self, stream: &str) -> Option<Arc<str>> {
+        self.streams
+            .get_key_value(stream)
+            .map(|(k, _)| Arc::clone(k))
+    }
+
+    /// Every stream with its visible version, in no particular order.
+    pub(crate) fn streams(&self, watermark: u64) -> Vec<(Arc<str>, u64)> {
+        self.streams
+            .keys()
+            .filter_map(|k| Some((Arc::clone(k), self.visible_version(k, watermark)?)))
+            .collect()
+    }
+
+    /// Number of streams.
+    pub(crate) fn stream_count(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// Approximate heap bytes held: location vectors, names, and the hash table.
+    pub(crate) fn memory_bytes(&self) -> usize {
+        let per_entry = std::mem::size_of::<(Arc<str>, Vec<u64>)>() + 1;
+        let table = self.streams.capacity() * per_entry;
+        let names_and_locs: usize = self
+            .streams
+            .iter()
+            // An Arc<str> allocation holds two counters before the bytes.
+            .map(|(k, v)| 16 + k.len() + v.capacity() * 8)
+            .sum();
+        table + names_and_locs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_order_like_the_log() {
+        assert!(pack(1, 1 << 39) < pack(2, 32));
+        assert_eq!(
+            unpack(pack(MAX_ORDINAL, (1 << 40) - 1)),
+            (MAX_ORDINAL, (1 << 40) - 1)
+        );
+    }
+
+    #[test]
+    fn versions_and_visibility() {
+        let mut ix = StreamIndex::default();
+        assert_eq!(ix.version("a"), None);
+        ix.push("a", [pack(1, 32), pack(1, 100)]);
+        ix.push("b", [pack(1, 200)]);
+        ix.push("a", [pack(2, 32)]);
+        assert_eq!(ix.version("a"), Some(3));
+        assert_eq!(ix.visible_version("a", pack(2, 32)), Some(2));
+        assert_eq!(ix.visible_version("b", pack(1, 200)), None);
+        let (_, l) = ix.locations("a", 2, 10, pack(3, 0)).unwrap();
+        assert_eq!(l, vec![pack(1, 100), pack(2, 32)]);
+        let (_, l) = ix.locations("a", 1, 10, pack(1, 100)).unwrap();
+        assert_eq!(l, vec![pack(1, 32)]);
+        assert_eq!(ix.stream_count(), 2);
+    }
+}

@@ -1,0 +1,112 @@
+//! The segment log: the ordered list of segments and the write path that fills and rolls them.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use crate::error::{Error, Result};
+use crate::index::MAX_ORDINAL;
+use crate::segment::{SEGMENT_HEADER_LEN, Segment};
+use crate::storage::{Storage, StorageFile};
+
+/// The segment being written.
+#[derive(Debug)]
+pub(crate) struct Active {
+    pub seg: Arc<Segment>,
+    pub file: Arc<dyn StorageFile>,
+    /// Where the next frame goes.
+    pub offset: u64,
+}
+
+/// All segments, in order; segment ordinals start at 1 and are contiguous.
+#[derive(Debug)]
+pub(crate) struct Log {
+    storage: Arc<dyn Storage>,
+    dir: PathBuf,
+    segment_size: u64,
+    segments: RwLock<Vec<Arc<Segment>>>,
+}
+
+impl Log {
+    pub(crate) fn new(
+        storage: Arc<dyn Storage>,
+        dir: &Path,
+        segment_size: u64,
+        segments: Vec<Arc<Segment>>,
+    ) -> Self {
+        Log {
+            storage,
+            dir: dir.to_path_buf(),
+            segment_size,
+            segments: RwLock::new(segments),
+        }
+    }
+
+    /// Segment `ordinal`, if it exists.
+    pub(crate) fn segment(&self, ordinal: u32) -> Option<Arc<Segment>> {
+        let i = usize::try_from(ordinal.checked_sub(1)?).ok()?;
+        self.segments.read().get(i).cloned()
+    }
+
+    /// All segments, oldest first.
+    pub(crate) fn segments(&self) -> Vec<Arc<Segment>> {
+        self.segments.read().clone()
+    }
+
+    /// Writes one frame whose first event is `first_position`, rolling to a new segment when
+    /// it does not fit, and returns the segment ordinal and offset it was written at.
+    ///
+    /// Any error leaves the active segment in an unknown state: the caller must poison.
+    pub(crate) fn write(
+        &self,
+        active: &mut Active,
+        frame: &[u8],
+        first_position: u64,
+    ) -> Result<(u32, u64)> {
+        let len = frame.len() as u64;
+        if active.offset + len > active.seg.capacity {
+            self.roll(active, len, first_position)?;
+        }
+        let offset = active.offset;
+        active
+            .file
+            .write_all_at(frame, offset)
+            .map_err(|e| Error::io("write", &active.seg.path, e))?;
+        active.offset += len;
+        active.seg.note_frame(first_position, offset);
+        active.seg.set_end(active.offset);
+        Ok((active.seg.ordinal, offset))
+    }
+
+    /// Seals the active segment (fdatasync: it is never written again) and starts the next,
+    /// big enough for a frame of `need` bytes starting at `base_position`.
+    fn roll(&self, active: &mut Active, need: u64, base_position: u64) -> Result<()> {
+        active
+            .file
+            .sync_data()
+            .map_err(|e| Error::io("fdatasync", &active.seg.path, e))?;
+        let ordinal = active.seg.ordinal + 1;
+        if ordinal > MAX_ORDINAL {
+            return Err(Error::InvalidArgument(format!(
+                "the log is full: at most {MAX_ORDINAL} segments"
+            )));
+        }
+        let capacity = self.segment_size.max(SEGMENT_HEADER_LEN + need);
+        let (seg, file) = Segment::create(
+            self.storage.as_ref(),
+            &self.dir,
+            ordinal,
+            base_position,
+            capacity,
+        )?;
+        let seg = Arc::new(seg);
+        self.segments.write().push(Arc::clone(&seg));
+        *active = Active {
+            seg,
+            file,
+            offset: SEGMENT_HEADER_LEN,
+        };
+        Ok(())
+    }
+}

@@ -1,0 +1,104 @@
+//! How a store is opened: durability policy, segment size, limits.
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// When appended data is made durable with `fdatasync`.
+///
+/// Under every policy an append hands its bytes to the operating system before it returns, so an
+/// acknowledged append survives a crash of the process (`kill -9`). The policies differ in what
+/// survives a crash of the operating system or a power loss:
+///
+/// | policy | process crash | OS crash / power loss |
+/// |---|---|---|
+/// | `Always` | nothing acknowledged is lost | nothing acknowledged is lost |
+/// | `EveryEvents(n)` | nothing acknowledged is lost | at most the last `n` acknowledged events are lost |
+/// | `Interval(d)` | nothing acknowledged is lost | events acknowledged in about the last `d` (plus one fdatasync) may be lost |
+/// | `Never` | nothing acknowledged is lost | anything since the last `sync()`, segment roll or close may be lost |
+///
+/// Whatever is lost is always a suffix: after recovery the log is a prefix of what was
+/// acknowledged, with no gaps and no half-written append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// An append returns only after its data is durable. Concurrent appenders share one
+    /// `fdatasync` (group commit), so throughput grows with the number of appending threads.
+    Always,
+    /// Appends return once written to the OS; a background thread makes them durable every
+    /// `Duration`.
+    Interval(Duration),
+    /// Appends return once written to the OS; a background thread syncs as events accumulate,
+    /// and an append waits for a sync rather than let more than `n` acknowledged events be
+    /// unsynced.
+    EveryEvents(u64),
+    /// The OS decides when data reaches the disk; [`Store::sync`](crate::Store::sync), segment
+    /// rolls and closing the store flush.
+    Never,
+}
+
+/// Options for [`Store::open`](crate::Store::open).
+///
+/// A plain struct with public fields: `Options { fsync: FsyncPolicy::Never, ..Options::default() }`.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Durability policy; default [`FsyncPolicy::Always`].
+    pub fsync: FsyncPolicy,
+    /// Maximum size of a segment file in bytes (default 64 MiB). Segments are preallocated
+    /// (sparsely) to this size. A single append must fit in one segment.
+    pub segment_size: u64,
+    /// Maximum size of one event's payload plus metadata in bytes (default 16 MiB).
+    pub max_event_size: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            fsync: FsyncPolicy::Always,
+            segment_size: 64 * 1024 * 1024,
+            max_event_size: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// Smallest accepted segment size; tiny segments are for tests that want frequent rolls.
+pub const MIN_SEGMENT_SIZE: u64 = 256;
+/// Largest accepted segment size: event locations keep 40 bits of offset.
+pub const MAX_SEGMENT_SIZE: u64 = 1 << 40;
+
+impl Options {
+    /// Sets the fsync policy.
+    pub fn fsync(mut self, policy: FsyncPolicy) -> Self {
+        self.fsync = policy;
+        self
+    }
+
+    /// Sets the segment size in bytes.
+    pub fn segment_size(mut self, bytes: u64) -> Self {
+        self.segment_size = bytes;
+        self
+    }
+
+    /// Sets the maximum payload plus metadata size of one event.
+    pub fn max_event_size(mut self, bytes: usize) -> Self {
+        self.max_event_size = bytes;
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        if !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&self.segment_size) {
+            return Err(Error::InvalidArgument(format!(
+                "segment_size {} is outside {MIN_SEGMENT_SIZE}..={MAX_SEGMENT_SIZE}",
+                self.segment_size
+            )));
+        }
+        match self.fsync {
+            FsyncPolicy::EveryEvents(0) => Err(Error::InvalidArgument(
+                "FsyncPolicy::EveryEvents(0): use FsyncPolicy::Always".into(),
+            )),
+            FsyncPolicy::Interval(d) if d.is_zero() => Err(Error::InvalidArgument(
+                "FsyncPolicy::Interval(0): use FsyncPolicy::Always".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,452 @@
+//! Reading: one stream through the index, or the whole log ("$all") in position order.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::event::RecordedEvent;
+use crate::frame::{self, FrameRead};
+use crate::index::unpack;
+use crate::segment::Segment;
+use crate::store::{Inner, Watermark};
+
+/// Which way a read goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Oldest first.
+    Forward,
+    /// Newest first.
+    Backward,
+}
+
+/// Where a read starts, which way it goes, and how many events it returns at most.
+///
+/// `from` is a stream version for [`Store::read_stream`](crate::Store::read_stream) and a global
+/// position for [`Store::read_all`](crate::Store::read_all); the event at `from` is included.
+/// Reading up to version or position N gives the state as of N ("time travel").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// Direction of the read.
+    pub direction: Direction,
+    /// First version or position returned (backward reads start at `min(from, last)`).
+    pub from: u64,
+    /// Maximum number of events returned.
+    pub limit: u64,
+}
+
+impl ReadOptions {
+    /// Forward from `from` (1 is the beginning).
+    pub fn forward_from(from: u64) -> Self {
+        ReadOptions {
+            direction: Direction::Forward,
+            from,
+            limit: u64::MAX,
+        }
+    }
+    /// Backward from `from` (use [`ReadOptions::backward`] for the end).
+    pub fn backward_from(from: u64) -> Self {
+        ReadOptions {
+            direction: Direction::Backward,
+            from,
+            limit: u64::MAX,
+        }
+    }
+    /// Forward from the beginning.
+    pub fn forward() -> Self {
+        Self::forward_from(1)
+    }
+    /// Backward from the end.
+    pub fn backward() -> Self {
+        Self::backward_from(u64::MAX)
+    }
+    /// At most `n` events.
+    pub fn limit(mut self, n: u64) -> Self {
+        self.limit = n;
+        self
+    }
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        Self::forward()
+    }
+}
+
+/// Versions `[lo, hi]` that a read covers, given the last visible one.
+fn span(opts: &ReadOptions, last: u64) -> Option<(u64, u64)> {
+    if opts.limit == 0 || last == 0 {
+        return None;
+    }
+    let n = opts.limit - 1;
+    match opts.direction {
+        Direction::Forward => {
+            let lo = opts.from.max(1);
+            (lo <= last).then(|| (lo, lo.saturating_add(n).min(last)))
+        }
+        Direction::Backward => {
+            let hi = opts.from.min(last);
+            (hi >= 1).then(|| (hi.saturating_sub(n).max(1), hi))
+        }
+    }
+}
+
+/// How many locations a stream read copies out of the index at a time.
+const STREAM_CHUNK: u64 = 1024;
+
+/// The events of one stream, from [`Store::read_stream`](crate::Store::read_stream).
+///
+/// Each record's own checksum is verified as it is read.
+#[derive(Debug)]
+pub struct StreamEvents {
+    inner: Arc<Inner>,
+    stream: Option<Arc<str>>,
+    forward: bool,
+    /// Versions still to read, inclusive.
+    lo: u64,
+    hi: u64,
+    done: bool,
+    locations: Vec<u64>,
+    /// Version of `locations[0]`.
+    chunk_version: u64,
+    segment: Option<Arc<Segment>>,
+}
+
+impl StreamEvents {
+    pub(crate) fn new(inner: Arc<Inner>, stream: &str, opts: ReadOptions) -> Self {
+        let wm = inner.watermark();
+        let (name, visible) = {
+            let ix = inner.index.read();
+            (ix.name(stream), ix.visible_version(stream, wm.location))
+        };
+        let range = span(&opts, visible.unwrap_or(0));
+        let (lo, hi) = range.unwrap_or((1, 0));
+        StreamEvents {
+            inner,
+            stream: name,
+            forward: opts.direction == Direction::Forward,
+            lo,
+            hi,
+            done: range.is_none(),
+            locations: Vec::new(),
+            chunk_version: 0,
+            segment: None,
+        }
+    }
+
+    fn next_event(&mut self) -> Result<Option<RecordedEvent>> {
+        if self.done || self.lo > self.hi {
+            return Ok(None);
+        }
+        let Some(stream) = self.stream.clone() else {
+            return Ok(None);
+        };
+        let version = if self.forward { self.lo } else { self.hi };
+        let in_chunk = version >= self.chunk_version
+            && version < self.chunk_version + self.locations.len() as u64;
+        if !in_chunk {
+            let start = if self.forward {
+                self.lo
+            } else {
+                self.hi.saturating_sub(STREAM_CHUNK - 1).max(self.lo)
+            };
+            let len = (self.hi - self.lo + 1).min(STREAM_CHUNK) as usize;
+            let (_, locs) = self
+                .inner
+                .index
+                .read()
+                .locations(&stream, start, len, u64::MAX)
+                .unwrap_or_default();
+            if locs.is_empty() {
+                return Ok(None);
+            }
+            self.locations = locs;
+            self.chunk_version = start;
+        }
+        let loc = self
+            .locations
+            .get((version - self.chunk_version) as usize)
+            .copied()
+            .unwrap_or(0);
+        let event = read_event(&self.inner, &mut self.segment, &stream, version, loc)?;
+        if self.forward {
+            self.lo += 1;
+        } else {
+            self.hi -= 1;
+        }
+        Ok(Some(event))
+    }
+}
+
+impl Iterator for StreamEvents {
+    type Item = Result<RecordedEvent>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.next_event() {
+            Ok(e) => e.map(Ok),
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// Reads and checks the record at index location `loc`, which must be `version` of `stream`.
+pub(crate) fn read_event(
+    inner: &Inner,
+    cached: &mut Option<Arc<Segment>>,
+    stream: &Arc<str>,
+    version: u64,
+    loc: u64,
+) -> Result<RecordedEvent> {
+    let (ordinal, offset) = unpack(loc);
+    let seg = match cached {
+        Some(s) if s.ordinal == ordinal => Arc::clone(s),
+        _ => {
+            let s = inner.log.segment(ordinal).ok_or_else(|| {
+                Error::corruption(
+                    &inner.dir,
+                    offset,
+                    format!(
+                        "stream {stream:?} version {version} points at missing segment {ordinal}"
+                    ),
+                )
+            })?;
+            *cached = Some(Arc::clone(&s));
+            s
+        }
+    };
+    let bytes = seg.read_record(offset)?;
+    let r = frame::read_record(&bytes, 0, true)
+        .map_err(|reason| Error::corruption(&seg.path, offset, reason))?;
+    if r.version != version {
+        return Err(Error::corruption(
+            &seg.path,
+            offset,
+            format!(
+                "record has version {}, expected version {version} of stream {stream:?}",
+                r.version
+            ),
+        ));
+    }
+    Ok(RecordedEvent {
+        stream: Arc::clone(stream),
+        version,
+        position: r.position,
+        event_type: r.event_type.to_owned(),
+        payload: bytes.slice(r.payload.clone()),
+        metadata: bytes.slice(r.metadata.clone()),
+        id: r.id,
+        timestamp: r.timestamp,
+    })
+}
+
+/// Every event in position order, from [`Store::read_all`](crate::Store::read_all).
+///
+/// Reads whole frames and verifies each frame's checksum before decoding its events.
+#[derive(Debug)]
+pub struct AllEvents {
+    segments: Vec<Arc<Segment>>,
+    wm: Watermark,
+    forward: bool,
+    lo: u64,
+    hi: u64,
+    done: bool,
+    /// Decoded events of the current chunk; the next one to return is last.
+    buf: Vec<RecordedEvent>,
+}
+
+impl AllEvents {
+    pub(crate) fn new(inner: &Inner, opts: ReadOptions) -> Self {
+        let wm = inner.watermark();
+        // Listed after the watermark was taken, so every segment it covers is here.
+        let segments = inner.log.segments();
+        let range = span(&opts, wm.position);
+        let (lo, hi) = range.unwrap_or((1, 0));
+        AllEvents {
+            segments,
+            wm,
+            forward: opts.direction == Direction::Forward,
+            lo,
+            hi,
+            done: range.is_none(),
+            buf: Vec::new(),
+        }
+    }
+
+    /// Decodes the sample chunk holding the next position to return.
+    fn fill(&mut self) -> Result<()> {
+        self.buf.clear();
+        let target = if self.forward { self.lo } else { self.hi };
+        let i = self
+            .segments
+            .partition_point(|s| s.base_position <= target)
+            .checked_sub(1);
+        let seg = i.and_then(|i| self.segments.get(i)).ok_or_else(|| {
+            Error::corruption(
+                PathBuf::new(),
+                0,
+                format!("no segment holds position {target}"),
+            )
+        })?;
+        let (wm_ordinal, wm_offset) = unpack(self.wm.location);
+        let end = if seg.ordinal == wm_ordinal {
+            wm_offset
+        } else {
+            seg.end()
+        };
+        let range = seg
+            .chunk_of(target)
+            .and_then(|c| seg.chunk_range(c, end))
+            .ok_or_else(|| {
+                Error::corruption(
+                    &seg.path,
+                    end,
+                    format!("position {target} is not in its segment"),
+                )
+            })?;
+        decode_chunk(seg, range, self.lo, self.hi, &mut self.buf)?;
+        if self.forward {
+            self.buf.reverse();
+        }
+        match self.buf.last() {
+            Some(e) if e.position == target => Ok(()),
+            _ => Err(Error::corruption(
+                &seg.path,
+                range.0,
+                format!("position {target} is missing from the log"),
+            )),
+        }
+    }
+}
+
+impl Iterator for AllEvents {
+    type Item = Result<RecordedEvent>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done || self.lo > self.hi {
+            return None;
+        }
+        if self.buf.is_empty()
+            && let Err(e) = self.fill()
+        {
+            self.done = true;
+            return Some(Err(e));
+        }
+        let e = self.buf.pop()?;
+        if self.forward {
+            self.lo = e.position + 1;
+        } else {
+            self.hi = e.position.saturating_sub(1);
+            if e.position == 1 {
+                self.done = true;
+            }
+        }
+        Some(Ok(e))
+    }
+}
+
+/// Decodes the events with positions in `[lo, hi]` from the frames in byte range `range` of
+/// `seg`, verifying each frame's checksum.
+fn decode_chunk(
+    seg: &Segment,
+    range: (u64, u64),
+    lo: u64,
+    hi: u64,
+    out: &mut Vec<RecordedEvent>,
+) -> Result<()> {
+    let (start, stop) = range;
+    let bytes = seg.read(start, stop - start)?;
+    let mut offset = 0usize;
+    let mut stream: Option<Arc<str>> = None;
+    let mut expected: Option<u64> = None;
+    while (offset as u64) < stop - start {
+        let abs = start + offset as u64;
+        let f = match frame::read_frame(&bytes, offset) {
+            FrameRead::Frame(f) => f,
+            FrameRead::End => {
+                return Err(Error::corruption(
+                    &seg.path,
+                    abs,
+                    "empty space inside written data",
+                ));
+            }
+            FrameRead::Bad(reason) | FrameRead::Malformed(reason) => {
+                return Err(Error::corruption(&seg.path, abs, reason));
+            }
+        };
+        if expected.is_some_and(|p| p != f.first_position) {
+            return Err(Error::corruption(
+                &seg.path,
+                abs,
+                "frame positions are not dense",
+            ));
+        }
+        expected = Some(f.last_position() + 1);
+        offset = f.end();
+        if f.first_position > hi {
+            break;
+        }
+        if f.last_position() < lo {
+            continue;
+        }
+        let name = match &stream {
+            Some(s) if &**s == f.stream => Arc::clone(s),
+            _ => {
+                let s: Arc<str> = Arc::from(f.stream);
+                stream = Some(Arc::clone(&s));
+                s
+            }
+        };
+        let mut at = f.records_offset;
+        for i in 0..u64::from(f.count) {
+            let r = frame::read_record(&bytes, at, false)
+                .map_err(|reason| Error::corruption(&seg.path, start + at as u64, reason))?;
+            at = r.end;
+            if r.position != f.first_position + i || r.version != f.first_version + i {
+                return Err(Error::corruption(
+                    &seg.path,
+                    start + at as u64,
+                    "record's position or version disagrees with its frame",
+                ));
+            }
+            if r.position < lo || r.position > hi {
+                continue;
+            }
+            out.push(RecordedEvent {
+                stream: Arc::clone(&name),
+                version: r.version,
+                position: r.position,
+                event_type: r.event_type.to_owned(),
+                payload: bytes.slice(r.payload.clone()),
+                metadata: bytes.slice(r.metadata.clone()),
+                id: r.id,
+                timestamp: r.timestamp,
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans() {
+        let f = ReadOptions::forward_from;
+        assert_eq!(span(&f(1), 10), Some((1, 10)));
+        assert_eq!(span(&f(0), 10), Some((1, 10)));
+        assert_eq!(span(&f(11), 10), None);
+        assert_eq!(span(&f(3).limit(2), 10), Some((3, 4)));
+        assert_eq!(span(&f(3).limit(0), 10), None);
+        assert_eq!(span(&ReadOptions::backward(), 10), Some((1, 10)));
+        assert_eq!(span(&ReadOptions::backward().limit(3), 10), Some((8, 10)));
+        assert_eq!(
+            span(&ReadOptions::backward_from(2).limit(5), 10),
+            Some((1, 2))
+        );
+        assert_eq!(span(&ReadOptions::backward_from(0), 10), None);
+        assert_eq!(span(&f(1), 0), None);
+    }
+}

@@ -1,0 +1,310 @@
+//! Segment files: a header, then frames, then zeroed (preallocated) space.
+//!
+//! A segment is created whole (header written and synced under a temporary name, then renamed
+//! and the directory synced), preallocated to its capacity, and mapped read-only for its whole
+//! life. Writes go through positional writes; the shared map sees them. Once the writer moves on
+//! to the next segment, a segment is sealed: synced and never written again.
+#![deny(clippy::indexing_slicing)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use parking_lot::RwLock;
+
+use crate::error::{Error, Result};
+use crate::frame::{Cursor, RECORD_HEADER_LEN};
+use crate::storage::{Storage, StorageFile};
+
+/// Length of the segment header.
+pub(crate) const SEGMENT_HEADER_LEN: u64 = 32;
+const MAGIC: [u8; 8] = *b"ANNALSEG";
+const FORMAT_VERSION: u16 = 1;
+const SUFFIX: &str = ".seg";
+/// A sparse-index sample is taken at the first frame that starts this many bytes past the
+/// previous sample, bounding how far a read by position scans.
+pub(crate) const SAMPLE_BYTES: u64 = 4096;
+
+/// File name of segment `ordinal`.
+pub(crate) fn file_name(ordinal: u32) -> String {
+    format!("{ordinal:010}{SUFFIX}")
+}
+
+/// The ordinal of a segment file name, or `None` for any other file.
+pub(crate) fn parse_file_name(name: &str) -> Option<u32> {
+    let digits = name.strip_suffix(SUFFIX)?;
+    if digits.len() != 10 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+fn encode_header(ordinal: u32, base_position: u64) -> [u8; SEGMENT_HEADER_LEN as usize] {
+    let mut h = [0u8; SEGMENT_HEADER_LEN as usize];
+    let mut v = Vec::with_capacity(h.len());
+    v.extend_from_slice(&MAGIC);
+    v.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    v.extend_from_slice(&0u16.to_le_bytes());
+    v.extend_from_slice(&ordinal.to_le_bytes());
+    v.extend_from_slice(&base_position.to_le_bytes());
+    v.extend_from_slice(&0u32.to_le_bytes());
+    let crc = crc32fast::hash(&v);
+    v.extend_from_slice(&crc.to_le_bytes());
+    h.copy_from_slice(&v);
+    h
+}
+
+fn decode_header(buf: &[u8]) -> std::result::Result<(u32, u64), &'static str> {
+    let mut c = Cursor::new(buf, 0);
+    let short = "segment header is truncated";
+    if c.bytes(8).ok_or(short)? != MAGIC {
+        return Err("segment header has the wrong magic");
+    }
+    let version = c.u16().ok_or(short)?;
+    let _flags = c.u16().ok_or(short)?;
+    let ordinal = c.u32().ok_or(short)?;
+    let base = c.u64().ok_or(short)?;
+    let _reserved = c.u32().ok_or(short)?;
+    let covered = buf.get(..c.pos()).ok_or(short)?;
+    if crc32fast::hash(covered) != c.u32().ok_or(short)? {
+        return Err("segment header checksum mismatch");
+    }
+    if version != FORMAT_VERSION {
+        return Err("unsupported segment format version");
+    }
+    if base == 0 {
+        return Err("segment base position is zero");
+    }
+    Ok((ordinal, base))
+}
+
+/// A point in the sparse position index of a segment: the frame at `offset` starts with the
+/// event at `position`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Sample {
+    pub position: u64,
+    pub offset: u64,
+}
+
+#[derive(Debug)]
+enum Data {
+    /// A read-only map of the whole (preallocated) file.
+    Mapped(Bytes),
+    /// No map available from the storage: read with positional reads.
+    File(Arc<dyn StorageFile>),
+}
+
+/// One segment file, shared by the writer and readers.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub ordinal: u32,
+    pub base_position: u64,
+    pub path: PathBuf,
+    pub capacity: u64,
+    data: Data,
+    /// End of the frames written into this segment so far.
+    end: AtomicU64,
+    samples: RwLock<Vec<Sample>>,
+}
+
+impl Segment {
+    /// Creates segment `ordinal` of `capacity` bytes in `dir`, durably, and returns it with
+    /// its file opened for writing.
+    pub(crate) fn create(
+        storage: &dyn Storage,
+        dir: &Path,
+        ordinal: u32,
+        base_position: u64,
+        capacity: u64,
+    ) -> Result<(Segment, Arc<dyn StorageFile>)> {
+        let path = dir.join(file_name(ordinal));
+        let tmp = dir.join(format!("{}.tmp", file_name(ordinal)));
+        // A leftover from a creation that crashed before its rename holds nothing acknowledged.
+        match storage.remove(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io("remove", &tmp, e));
+            }
+            _ => {}
+        }
+        let file: Arc<dyn StorageFile> = Arc::from(
+            storage
+                .create(&tmp)
+                .map_err(|e| Error::io("create", &tmp, e))?,
+        );
+        file.write_all_at(&encode_header(ordinal, base_position), 0)
+            .map_err(|e| Error::io("write", &tmp, e))?;
+        file.set_len(capacity)
+            .map_err(|e| Error::io("preallocate", &tmp, e))?;
+        file.sync_data()
+            .map_err(|e| Error::io("fdatasync", &tmp, e))?;
+        storage
+            .rename(&tmp, &path)
+            .map_err(|e| Error::io("rename", &tmp, e))?;
+        storage
+            .sync_dir(dir)
+            .map_err(|e| Error::io("fsync directory", dir, e))?;
+        let seg = Segment::with_file(path, ordinal, base_position, &file)?;
+        seg.end.store(SEGMENT_HEADER_LEN, Ordering::Release);
+        Ok((seg, file))
+    }
+
+    /// Opens an existing segment and checks its header against the name it was listed under.
+    pub(crate) fn open(
+        storage: &dyn Storage,
+        dir: &Path,
+        ordinal: u32,
+        write: bool,
+    ) -> Result<(Segment, Arc<dyn StorageFile>)> {
+        let path = dir.join(file_name(ordinal));
+        let file: Arc<dyn StorageFile> = Arc::from(
+            storage
+                .open(&path, write)
+                .map_err(|e| Error::io("open", &path, e))?,
+        );
+        let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
+        let len = file.len().map_err(|e| Error::io("stat", &path, e))?;
+        if len < SEGMENT_HEADER_LEN {
+            return Err(Error::corruption(
+                &path,
+                0,
+                "segment is shorter than its header",
+            ));
+        }
+        file.read_exact_at(&mut header, 0)
+            .map_err(|e| Error::io("read", &path, e))?;
+        let (found, base) = decode_header(&header).map_err(|r| Error::corruption(&path, 0, r))?;
+        if found != ordinal {
+            return Err(Error::corruption(
+                &path,
+                0,
+                format!("header says segment {found}, file name says {ordinal}"),
+            ));
+        }
+        let seg = Segment::with_file(path, ordinal, base, &file)?;
+        Ok((seg, file))
+    }
+
+    fn with_file(
+        path: PathBuf,
+        ordinal: u32,
+        base_position: u64,
+        file: &Arc<dyn StorageFile>,
+    ) -> Result<Segment> {
+        let capacity = file.len().map_err(|e| Error::io("stat", &path, e))?;
+        let data = match file.map().map_err(|e| Error::io("mmap", &path, e))? {
+            Some(map) => Data::Mapped(map),
+            None => Data::File(Arc::clone(file)),
+        };
+        Ok(Segment {
+            ordinal,
+            base_position,
+            path,
+            capacity,
+            data,
+            end: AtomicU64::new(SEGMENT_HEADER_LEN),
+            samples: RwLock::new(Vec::new()),
+        })
+    }
+
+    /// Bytes `[offset, offset + len)` of the file: a view of the map, or a fresh read.
+    pub(crate) fn read(&self, offset: u64, len: u64) -> Result<Bytes> {
+        let end = offset
+            .checked_add(len)
+            .filter(|&e| e <= self.capacity)
+            .ok_or_else(|| {
+                Error::corruption(&self.path, offset, "read runs past the end of the segment")
+            })?;
+        match &self.data {
+            Data::Mapped(map) => {
+                if end > map.len() as u64 {
+                    return Err(Error::corruption(
+                        &self.path,
+                        offset,
+                        "read runs past the map",
+                    ));
+                }
+                Ok(map.slice(offset as usize..end as usize))
+            }
+            Data::File(file) => {
+                let mut buf = vec![0u8; len as usize];
+                file.read_exact_at(&mut buf, offset)
+                    .map_err(|e| Error::io("read", &self.path, e))?;
+                Ok(Bytes::from(buf))
+            }
+        }
+    }
+
+    /// The bytes of the record at `offset`: its header and content, not yet checked.
+    pub(crate) fn read_record(&self, offset: u64) -> Result<Bytes> {
+        let header = self.read(offset, RECORD_HEADER_LEN as u64)?;
+        let len = Cursor::new(&header, 0).u32().unwrap_or(0);
+        self.read(offset, RECORD_HEADER_LEN as u64 + u64::from(len))
+    }
+
+    /// End of the frames written so far.
+    pub(crate) fn end(&self) -> u64 {
+        self.end.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_end(&self, end: u64) {
+        self.end.store(end, Ordering::Release);
+    }
+
+    /// Records that the frame at `offset` starts at `position`, if a sample is due.
+    pub(crate) fn note_frame(&self, position: u64, offset: u64) {
+        let mut samples = self.samples.write();
+        let due = samples
+            .last()
+            .is_none_or(|s| offset >= s.offset + SAMPLE_BYTES);
+        if due {
+            samples.push(Sample { position, offset });
+        }
+    }
+
+    /// The sample chunk holding `position`: its index, or `None` when the segment has no frame.
+    pub(crate) fn chunk_of(&self, position: u64) -> Option<usize> {
+        let samples = self.samples.read();
+        let n = samples.partition_point(|s| s.position <= position);
+        n.checked_sub(1)
+    }
+
+    /// Byte range of chunk `i`: from its sample to the next one (or to `end`).
+    pub(crate) fn chunk_range(&self, i: usize, end: u64) -> Option<(u64, u64)> {
+        let samples = self.samples.read();
+        let start = samples.get(i)?.offset;
+        let stop = samples.get(i + 1).map_or(end, |s| s.offset).min(end);
+        (start < stop).then_some((start, stop))
+    }
+
+    /// Bytes of memory held by the sparse position index.
+    pub(crate) fn sample_bytes(&self) -> usize {
+        self.samples.read().capacity() * std::mem::size_of::<Sample>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trip_and_checks() {
+        let h = encode_header(7, 1234);
+        assert_eq!(decode_header(&h), Ok((7, 1234)));
+        for i in 0..h.len() {
+            let mut b = h;
+            b[i] ^= 0x10;
+            assert!(decode_header(&b).is_err(), "byte {i}");
+        }
+        assert!(decode_header(&h[..20]).is_err());
+    }
+
+    #[test]
+    fn file_names() {
+        assert_eq!(file_name(12), "0000000012.seg");
+        assert_eq!(parse_file_name("0000000012.seg"), Some(12));
+        assert_eq!(parse_file_name("0000000012.seg.tmp"), None);
+        assert_eq!(parse_file_name("12.seg"), None);
+        assert_eq!(parse_file_name("LOCK"), None);
+    }
+}

@@ -1,0 +1,57 @@
+//! The I/O seam: every file access annal makes goes through [`Storage`] and [`StorageFile`].
+//!
+//! [`FsStorage`] is the real implementation over `std::fs`. Tests put a simulated disk
+//! underneath instead, one that can lose unsynced writes, tear writes and fail calls, so that
+//! crash safety is shown by crashing.
+//!
+//! Methods return plain `std::io::Result`; the caller adds the path and operation to the error.
+
+mod fs;
+
+use std::any::Any;
+use std::fmt::Debug;
+use std::io;
+use std::path::Path;
+
+use bytes::Bytes;
+
+pub use fs::FsStorage;
+
+/// A directory-level file system.
+pub trait Storage: Send + Sync + Debug {
+    /// Creates `path` and its parents if they do not exist.
+    fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Creates a new file, failing if it exists; opened for reading and writing.
+    fn create(&self, path: &Path) -> io::Result<Box<dyn StorageFile>>;
+    /// Opens an existing file, for writing too when `write` is true.
+    fn open(&self, path: &Path, write: bool) -> io::Result<Box<dyn StorageFile>>;
+    /// Removes a file.
+    fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Atomically renames `from` to `to`, replacing `to`.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Makes the directory's entries (created, renamed, removed files) durable.
+    fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    /// Names of the entries in a directory, in no particular order.
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Takes an exclusive lock on `path` (created if missing), held until the guard is dropped.
+    /// Fails with [`io::ErrorKind::WouldBlock`] when another holder has it.
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn Any + Send + Sync>>;
+}
+
+/// An open file.
+pub trait StorageFile: Send + Sync + Debug {
+    /// Current length in bytes.
+    fn len(&self) -> io::Result<u64>;
+    /// Fills `buf` from `offset`; fails with `UnexpectedEof` past the end.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// Writes all of `buf` at `offset`. Not durable until [`sync_data`](Self::sync_data).
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Sets the length, zero-filling when it grows.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Makes written data (and the length) durable: `fdatasync`.
+    fn sync_data(&self) -> io::Result<()>;
+    /// A read-only view of the whole file as it is now, which keeps reflecting later writes
+    /// within that length (a shared memory map). `None` when the implementation has no such
+    /// view; callers then read with [`read_exact_at`](Self::read_exact_at).
+    fn map(&self) -> io::Result<Option<Bytes>>;
+}

@@ -1,0 +1,541 @@
+//! [`Store`]: open, append with expected versions, read, sync, close.
+
+use std::any::Any;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::commit::Commit;
+use crate::error::{Error, Result};
+use crate::event::{AppendResult, EventData, ExpectedVersion};
+use crate::frame::{self, FrameStart};
+use crate::index::{StreamIndex, pack};
+use crate::log::{Active, Log};
+use crate::options::{FsyncPolicy, Options};
+use crate::read::{AllEvents, ReadOptions, StreamEvents, read_event};
+use crate::recovery::{self, RecoveryReport};
+use crate::storage::{FsStorage, Storage};
+
+/// Longest accepted stream name, in bytes.
+pub const MAX_STREAM_NAME_LEN: usize = 1024;
+/// Longest accepted event type, in bytes.
+pub const MAX_EVENT_TYPE_LEN: usize = 1024;
+/// Name of the lock file in a store directory.
+const LOCK_FILE: &str = "LOCK";
+
+/// An embedded event store over one directory.
+///
+/// `Store` is `Send + Sync`: share it between threads with `Arc`. Appends are serialized (and
+/// under [`FsyncPolicy::Always`] share fdatasyncs); reads run concurrently with them and with
+/// each other. Readers see an event only once its append has been acknowledged, so a reader
+/// never sees an event that a crash could take back under the store's policy.
+#[derive(Debug)]
+pub struct Store {
+    inner: Arc<Inner>,
+    flusher: Option<JoinHandle<()>>,
+    closed: bool,
+}
+
+/// How far readers may read: the last acknowledged position, and the log location just past it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Watermark {
+    pub position: u64,
+    pub location: u64,
+}
+
+#[derive(Debug)]
+struct Writer {
+    active: Active,
+    next_position: u64,
+    /// Everything written to the OS so far.
+    written: Watermark,
+    buf: Vec<u8>,
+    offsets: Vec<u32>,
+}
+
+/// The store's shared state; iterators hold it too.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) dir: PathBuf,
+    pub(crate) options: Options,
+    pub(crate) log: Log,
+    pub(crate) index: RwLock<StreamIndex>,
+    writer: Mutex<Writer>,
+    commit: Commit,
+    watermark: Mutex<Watermark>,
+    recovery: RecoveryReport,
+    _lock: Box<dyn Any + Send + Sync>,
+}
+
+/// A stream and its last version, from [`Store::streams`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamInfo {
+    /// The stream's name.
+    pub name: String,
+    /// Its last version (the number of events in it).
+    pub version: u64,
+}
+
+/// Counters from [`Store::stats`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stats {
+    /// Events in the store (acknowledged and readable).
+    pub events: u64,
+    /// Streams with at least one event.
+    pub streams: u64,
+    /// Segment files.
+    pub segments: u64,
+    /// Bytes of log data in the segments (headers and frames, not preallocated space).
+    pub bytes: u64,
+    /// Position of the last event, 0 when empty.
+    pub last_position: u64,
+    /// Position up to which every event is known to be durable (synced).
+    pub durable_position: u64,
+    /// Approximate heap bytes held by the stream index and the sparse position index.
+    pub index_memory_bytes: u64,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir` on the real file system.
+    ///
+    /// Recovery runs first: see [`RecoveryReport`] and the README. Fails with
+    /// [`Error::Locked`] when another process or `Store` has the directory open, and with
+    /// [`Error::Corruption`] when the log is damaged anywhere but in a torn tail.
+    pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
+        Self::open_with_storage(Arc::new(FsStorage), dir, options)
+    }
+
+    /// Opens the store in `dir` on the given storage (a simulated disk, in tests).
+    pub fn open_with_storage(
+        storage: Arc<dyn Storage>,
+        dir: impl AsRef<Path>,
+        options: Options,
+    ) -> Result<Store> {
+        options.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        storage
+            .create_dir_all(&dir)
+            .map_err(|e| Error::io("create directory", &dir, e))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = storage.lock(&lock_path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::WouldBlock => Error::Locked { path: dir.clone() },
+            _ => Error::io("lock", &lock_path, e),
+        })?;
+        let mut index = StreamIndex::default();
+        let rec = recovery::recover(storage.as_ref(), &dir, options.segment_size, &mut index)?;
+        let last = rec.next_position - 1;
+        let written = Watermark {
+            position: last,
+            location: pack(rec.active.seg.ordinal, rec.active.offset),
+        };
+        let policy = options.fsync;
+        let inner = Arc::new(Inner {
+            log: Log::new(storage, &dir, options.segment_size, rec.segments),
+            dir,
+            options,
+            index: RwLock::new(index),
+            writer: Mutex::new(Writer {
+                active: rec.active,
+                next_position: rec.next_position,
+                written,
+                buf: Vec::new(),
+                offsets: Vec::new(),
+            }),
+            // Recovery synced the active segment; sealed ones were synced when sealed.
+            commit: Commit::new(last),
+            watermark: Mutex::new(written),
+            recovery: rec.report,
+            _lock: lock,
+        });
+        let flusher = match policy {
+            FsyncPolicy::Interval(_) | FsyncPolicy::EveryEvents(_) => {
+                let interval = match policy {
+                    FsyncPolicy::Interval(d) => Some(d),
+                    _ => None,
+                };
+                let bg = Arc::clone(&inner);
+                let handle = std::thread::Builder::new()
+                    .name("annal-flusher".into())
+                    .spawn(move || {
+                        // A failed sync poisons the store; appenders see it.
+                        bg.commit.run_flusher(interval, || {
+                            let _ = bg.sync();
+                        });
+                    })
+                    .map_err(|e| Error::io("spawn flusher thread", &inner.dir, e))?;
+                Some(handle)
+            }
+            FsyncPolicy::Always | FsyncPolicy::Never => None,
+        };
+        Ok(Store {
+            inner,
+            flusher,
+            closed: false,
+        })
+    }
+
+    /// Appends `events` to `stream` as one atomic frame, if the stream's version matches
+    /// `expected`.
+    ///
+    /// Returns once the events are acknowledged under the store's [`FsyncPolicy`]. On a version
+    /// mismatch returns [`Error::WrongExpectedVersion`] and writes nothing.
+    ///
+    /// **Idempotent retries.** When every event carries an id, a retry of an append that
+    /// already succeeded returns the original [`AppendResult`] and writes nothing. A retry is
+    /// recognised when:
+    /// - with [`ExpectedVersion::Exact`]`(v)` or [`ExpectedVersion::NoStream`] (`v` = 0): the
+    ///   stream's events `v+1 ..= v+n` carry exactly these ids, in order;
+    /// - with [`ExpectedVersion::Any`] or [`ExpectedVersion::StreamExists`]: the stream's last
+    ///   `n` events carry exactly these ids, in order (a retry after other appends to the same
+    ///   stream is not recognised and appends again).
+    ///
+    /// Only ids are compared, not types or payloads. Events without ids are never deduplicated.
+    pub fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: &[EventData],
+    ) -> Result<AppendResult> {
+        self.inner.append(stream, expected, events)
+    }
+
+    /// Reads `stream` (versions) per `opts`. An unknown stream reads as empty.
+    pub fn read_stream(&self, stream: &str, opts: ReadOptions) -> Result<StreamEvents> {
+        Ok(StreamEvents::new(Arc::clone(&self.inner), stream, opts))
+    }
+
+    /// Reads the whole log ("$all", positions) per `opts`.
+    pub fn read_all(&self, opts: ReadOptions) -> Result<AllEvents> {
+        Ok(AllEvents::new(&self.inner, opts))
+    }
+
+    /// The stream's last version, `None` when it has no events.
+    pub fn stream_version(&self, stream: &str) -> Result<Option<u64>> {
+        let wm = self.inner.watermark();
+        Ok(self.inner.index.read().visible_version(stream, wm.location))
+    }
+
+    /// Position of the last acknowledged event, 0 for an empty store.
+    pub fn last_position(&self) -> u64 {
+        self.inner.watermark().position
+    }
+
+    /// Every stream with its last version, sorted by name.
+    pub fn streams(&self) -> Result<Vec<StreamInfo>> {
+        let wm = self.inner.watermark();
+        let mut v: Vec<StreamInfo> = self
+            .inner
+            .index
+            .read()
+            .streams(wm.location)
+            .into_iter()
+            .map(|(name, version)| StreamInfo {
+                name: name.to_string(),
+                version,
+            })
+            .collect();
+        v.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        Ok(v)
+    }
+
+    /// Counters: events, streams, segments, bytes, positions, index memory.
+    pub fn stats(&self) -> Result<Stats> {
+        let wm = self.inner.watermark();
+        let segments = self.inner.log.segments();
+        let (streams, index_bytes) = {
+            let ix = self.inner.index.read();
+            (ix.stream_count() as u64, ix.memory_bytes())
+        };
+        let sample_bytes: usize = segments.iter().map(|s| s.sample_bytes()).sum();
+        Ok(Stats {
+            events: wm.position,
+            streams,
+            segments: segments.len() as u64,
+            bytes: segments.iter().map(|s| s.end()).sum(),
+            last_position: wm.position,
+            durable_position: self.inner.commit.durable().min(wm.position),
+            index_memory_bytes: (index_bytes + sample_bytes) as u64,
+        })
+    }
+
+    /// Makes every acknowledged event durable (fdatasync), whatever the policy.
+    pub fn sync(&self) -> Result<()> {
+        self.inner.sync()
+    }
+
+    /// What recovery did when this store was opened.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.inner.recovery
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The options the store was opened with.
+    pub fn options(&self) -> &Options {
+        &self.inner.options
+    }
+
+    /// Syncs and closes the store, reporting a failed final sync. Dropping the store does the
+    /// same but cannot report. The directory lock is released once every iterator over the
+    /// store has been dropped too.
+    pub fn close(mut self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        self.closed = true;
+        self.inner.commit.shutdown();
+        if let Some(h) = self.flusher.take() {
+            let _ = h.join();
+        }
+        self.inner.sync()
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+impl Inner {
+    pub(crate) fn watermark(&self) -> Watermark {
+        *self.watermark.lock()
+    }
+
+    /// Makes `wm` visible to readers (never moving backwards).
+    fn publish(&self, wm: Watermark) {
+        let mut cur = self.watermark.lock();
+        if wm.position > cur.position {
+            *cur = wm;
+        }
+    }
+
+    /// Syncs everything written so far (group commit).
+    fn sync(&self) -> Result<()> {
+        let target = self.writer.lock().written.position;
+        self.commit.sync_to(target, &mut || self.sync_written())
+    }
+
+    /// One fdatasync of the active segment, covering everything written before it started;
+    /// publishes what it covered.
+    fn sync_written(&self) -> Result<u64> {
+        let (seg, file, wm) = {
+            let w = self.writer.lock();
+            (
+                Arc::clone(&w.active.seg),
+                Arc::clone(&w.active.file),
+                w.written,
+            )
+        };
+        file.sync_data()
+            .map_err(|e| Error::io("fdatasync", &seg.path, e))?;
+        self.publish(wm);
+        Ok(wm.position)
+    }
+
+    /// Waits until `position` is acknowledged under the policy (durable for `Always`).
+    fn wait_acknowledged(&self, position: u64) -> Result<()> {
+        match self.options.fsync {
+            FsyncPolicy::Always => self.commit.sync_to(position, &mut || self.sync_written()),
+            _ => Ok(()),
+        }
+    }
+
+    fn validate(&self, stream: &str, events: &[EventData]) -> Result<()> {
+        let invalid = |why: String| Err(Error::InvalidArgument(why));
+        if stream.is_empty() {
+            return invalid("stream name is empty".into());
+        }
+        if stream.len() > MAX_STREAM_NAME_LEN {
+            return invalid(format!(
+                "stream name is {} bytes, more than {MAX_STREAM_NAME_LEN}",
+                stream.len()
+            ));
+        }
+        if stream.starts_with('$') {
+            return invalid(format!(
+                "stream {stream:?}: names starting with '$' are reserved"
+            ));
+        }
+        if events.is_empty() {
+            return invalid(format!("no events to append to stream {stream:?}"));
+        }
+        for (i, e) in events.iter().enumerate() {
+            if e.event_type.is_empty() || e.event_type.len() > MAX_EVENT_TYPE_LEN {
+                return invalid(format!(
+                    "event {i} for stream {stream:?}: type must be 1 to {MAX_EVENT_TYPE_LEN} bytes"
+                ));
+            }
+            let size = e.payload.len() + e.metadata.len();
+            if size > self.options.max_event_size {
+                return invalid(format!(
+                    "event {i} for stream {stream:?} is {size} bytes, more than max_event_size {}",
+                    self.options.max_event_size
+                ));
+            }
+        }
+        let len = frame::frame_len(stream, events);
+        if u32::try_from(len).is_err() || u32::try_from(events.len()).is_err() {
+            return invalid(format!(
+                "append to stream {stream:?} is {len} bytes, more than one frame holds (4 GiB)"
+            ));
+        }
+        Ok(())
+    }
+
+    fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: &[EventData],
+    ) -> Result<AppendResult> {
+        self.validate(stream, events)?;
+        let mut guard = self.writer.lock();
+        self.commit.check()?;
+        let current = self.index.read().version(stream);
+        if let Some(original) = self.find_retry(stream, expected, current, events)? {
+            drop(guard);
+            self.wait_acknowledged(original.last_position)?;
+            return Ok(original);
+        }
+        if !expected.matches(current) {
+            return Err(Error::WrongExpectedVersion {
+                stream: stream.to_string(),
+                expected,
+                actual: current,
+            });
+        }
+        let w = &mut *guard;
+        let n = events.len() as u64;
+        let result = AppendResult {
+            first_version: current.unwrap_or(0) + 1,
+            last_version: current.unwrap_or(0) + n,
+            first_position: w.next_position,
+            last_position: w.next_position + n - 1,
+        };
+        w.buf.clear();
+        w.offsets.clear();
+        let start = FrameStart {
+            stream,
+            first_position: result.first_position,
+            first_version: result.first_version,
+            timestamp: now_micros(),
+        };
+        frame::encode_frame(&mut w.buf, &start, events, &mut w.offsets);
+        let (ordinal, frame_offset) =
+            match self.log.write(&mut w.active, &w.buf, result.first_position) {
+                Ok(at) => at,
+                Err(e) => {
+                    self.commit.poison(e.to_string());
+                    return Err(e);
+                }
+            };
+        self.index.write().push(
+            stream,
+            w.offsets
+                .iter()
+                .map(|&o| pack(ordinal, frame_offset + u64::from(o))),
+        );
+        w.next_position += n;
+        w.written = Watermark {
+            position: result.last_position,
+            location: pack(ordinal, w.active.offset),
+        };
+        match self.options.fsync {
+            FsyncPolicy::Always => {
+                drop(guard);
+                self.commit
+                    .sync_to(result.last_position, &mut || self.sync_written())?;
+            }
+            FsyncPolicy::Never | FsyncPolicy::Interval(_) => {
+                self.publish(w.written);
+            }
+            FsyncPolicy::EveryEvents(max_unsynced) => {
+                self.publish(w.written);
+                drop(guard);
+                let durable = self.commit.durable();
+                let unsynced = result.last_position.saturating_sub(durable);
+                if unsynced >= (max_unsynced / 2).max(1) {
+                    self.commit.request_flush();
+                }
+                if unsynced > max_unsynced {
+                    self.commit
+                        .sync_to(result.last_position - max_unsynced, &mut || {
+                            self.sync_written()
+                        })?;
+                }
+            }
+        }
+        Ok(result)
+    }
+
+    /// The original result, if this append is a retry of one already written.
+    fn find_retry(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        current: Option<u64>,
+        events: &[EventData],
+    ) -> Result<Option<AppendResult>> {
+        let ids: Option<Vec<u128>> = events.iter().map(|e| e.id).collect();
+        let (Some(ids), Some(current)) = (ids, current) else {
+            return Ok(None);
+        };
+        let n = ids.len() as u64;
+        let after = match expected {
+            ExpectedVersion::Exact(v) if v < current => v,
+            ExpectedVersion::NoStream => 0,
+            ExpectedVersion::Any | ExpectedVersion::StreamExists => match current.checked_sub(n) {
+                Some(v) => v,
+                None => return Ok(None),
+            },
+            ExpectedVersion::Exact(_) => return Ok(None),
+        };
+        if after + n > current {
+            return Ok(None);
+        }
+        let Some((name, locs)) =
+            self.index
+                .read()
+                .locations(stream, after + 1, ids.len(), u64::MAX)
+        else {
+            return Ok(None);
+        };
+        let mut cached = None;
+        let mut found = Vec::with_capacity(ids.len());
+        for (i, (&loc, &id)) in locs.iter().zip(&ids).enumerate() {
+            let e = read_event(self, &mut cached, &name, after + 1 + i as u64, loc)?;
+            if e.id != Some(id) {
+                return Ok(None);
+            }
+            found.push(e.position);
+        }
+        match (found.first(), found.last()) {
+            (Some(&first_position), Some(&last_position)) if found.len() == ids.len() => {
+                Ok(Some(AppendResult {
+                    first_version: after + 1,
+                    last_version: after + n,
+                    first_position,
+                    last_position,
+                }))
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
