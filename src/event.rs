@@ -74,7 +74,9 @@ pub enum ExpectedVersion {
     NoStream,
     /// The stream must have at least one event.
     StreamExists,
-    /// The stream's last event must have exactly this version.
+    /// The stream's last event must have exactly this version. `Exact(0)` means the stream
+    /// has no events, like [`ExpectedVersion::NoStream`], so a loop can pass the version it
+    /// last saw without a special case for a new stream.
     Exact(u64),
 }
 
@@ -96,7 +98,7 @@ impl ExpectedVersion {
             ExpectedVersion::Any => true,
             ExpectedVersion::NoStream => actual.is_none(),
             ExpectedVersion::StreamExists => actual.is_some(),
-            ExpectedVersion::Exact(v) => actual == Some(v),
+            ExpectedVersion::Exact(v) => actual.unwrap_or(0) == v,
         }
     }
 }

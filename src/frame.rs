@@ -314,6 +314,7 @@ pub(crate) fn read_record(
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

@@ -58,6 +58,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+mod checkpoint;
 mod commit;
 mod error;
 mod event;
@@ -77,3 +78,8 @@ pub use options::{FsyncPolicy, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, Options};
 pub use read::{AllEvents, Direction, ReadOptions, StreamEvents};
 pub use recovery::RecoveryReport;
 pub use store::{MAX_EVENT_TYPE_LEN, MAX_STREAM_NAME_LEN, Stats, Store, StreamInfo};
+
+/// The README's code blocks, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

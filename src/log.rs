@@ -19,6 +19,15 @@ pub(crate) struct Active {
     pub offset: u64,
 }
 
+/// Where a frame was written.
+#[derive(Debug)]
+pub(crate) struct Written {
+    pub ordinal: u32,
+    pub offset: u64,
+    /// The segment this write sealed by rolling past it, if it did.
+    pub sealed: Option<Arc<Segment>>,
+}
+
 /// All segments, in order; segment ordinals start at 1 and are contiguous.
 #[derive(Debug)]
 pub(crate) struct Log {
@@ -55,7 +64,7 @@ impl Log {
     }
 
     /// Writes one frame whose first event is `first_position`, rolling to a new segment when
-    /// it does not fit, and returns the segment ordinal and offset it was written at.
+    /// it does not fit.
     ///
     /// Any error leaves the active segment in an unknown state: the caller must poison.
     pub(crate) fn write(
@@ -63,9 +72,11 @@ impl Log {
         active: &mut Active,
         frame: &[u8],
         first_position: u64,
-    ) -> Result<(u32, u64)> {
+    ) -> Result<Written> {
         let len = frame.len() as u64;
+        let mut sealed = None;
         if active.offset + len > active.seg.capacity {
+            sealed = Some(Arc::clone(&active.seg));
             self.roll(active, len, first_position)?;
         }
         let offset = active.offset;
@@ -76,7 +87,11 @@ impl Log {
         active.offset += len;
         active.seg.note_frame(first_position, offset);
         active.seg.set_end(active.offset);
-        Ok((active.seg.ordinal, offset))
+        Ok(Written {
+            ordinal: active.seg.ordinal,
+            offset,
+            sealed,
+        })
     }
 
     /// Seals the active segment (fdatasync: it is never written again) and starts the next,

@@ -48,6 +48,9 @@ pub struct Options {
     pub segment_size: u64,
     /// Maximum size of one event's payload plus metadata in bytes (default 16 MiB).
     pub max_event_size: usize,
+    /// Write an index checkpoint for each sealed segment and load them on open (default
+    /// true). Without them, every open scans the whole log.
+    pub index_checkpoints: bool,
 }
 
 impl Default for Options {
@@ -56,6 +59,7 @@ impl Default for Options {
             fsync: FsyncPolicy::Always,
             segment_size: 64 * 1024 * 1024,
             max_event_size: 16 * 1024 * 1024,
+            index_checkpoints: true,
         }
     }
 }
@@ -81,6 +85,12 @@ impl Options {
     /// Sets the maximum payload plus metadata size of one event.
     pub fn max_event_size(mut self, bytes: usize) -> Self {
         self.max_event_size = bytes;
+        self
+    }
+
+    /// Turns index checkpoints on or off.
+    pub fn index_checkpoints(mut self, on: bool) -> Self {
+        self.index_checkpoints = on;
         self
     }
 

@@ -87,6 +87,13 @@ pub(crate) struct Sample {
     pub offset: u64,
 }
 
+/// Whether a frame at `offset` gets a sample, given the samples so far.
+pub(crate) fn sample_due(samples: &[Sample], offset: u64) -> bool {
+    samples
+        .last()
+        .is_none_or(|s| offset >= s.offset + SAMPLE_BYTES)
+}
+
 #[derive(Debug)]
 enum Data {
     /// A read-only map of the whole (preallocated) file.
@@ -254,12 +261,14 @@ impl Segment {
     /// Records that the frame at `offset` starts at `position`, if a sample is due.
     pub(crate) fn note_frame(&self, position: u64, offset: u64) {
         let mut samples = self.samples.write();
-        let due = samples
-            .last()
-            .is_none_or(|s| offset >= s.offset + SAMPLE_BYTES);
-        if due {
+        if sample_due(&samples, offset) {
             samples.push(Sample { position, offset });
         }
+    }
+
+    /// Replaces the sparse position index (from a scan or a checkpoint).
+    pub(crate) fn set_samples(&self, samples: Vec<Sample>) {
+        *self.samples.write() = samples;
     }
 
     /// The sample chunk holding `position`: its index, or `None` when the segment has no frame.
@@ -284,6 +293,7 @@ impl Segment {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

@@ -8,6 +8,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Mutex, RwLock};
 
+use std::sync::mpsc::Sender;
+
+use crate::checkpoint;
 use crate::commit::Commit;
 use crate::error::{Error, Result};
 use crate::event::{AppendResult, EventData, ExpectedVersion};
@@ -17,6 +20,7 @@ use crate::log::{Active, Log};
 use crate::options::{FsyncPolicy, Options};
 use crate::read::{AllEvents, ReadOptions, StreamEvents, read_event};
 use crate::recovery::{self, RecoveryReport};
+use crate::segment::Segment;
 use crate::storage::{FsStorage, Storage};
 
 /// Longest accepted stream name, in bytes.
@@ -36,6 +40,7 @@ const LOCK_FILE: &str = "LOCK";
 pub struct Store {
     inner: Arc<Inner>,
     flusher: Option<JoinHandle<()>>,
+    indexer: Option<JoinHandle<()>>,
     closed: bool,
 }
 
@@ -54,6 +59,8 @@ struct Writer {
     written: Watermark,
     buf: Vec<u8>,
     offsets: Vec<u32>,
+    /// Sealed segments go here to get their index checkpoint written in the background.
+    to_index: Option<Sender<Arc<Segment>>>,
 }
 
 /// The store's shared state; iterators hold it too.
@@ -62,6 +69,7 @@ pub(crate) struct Inner {
     pub(crate) dir: PathBuf,
     pub(crate) options: Options,
     pub(crate) log: Log,
+    storage: Arc<dyn Storage>,
     pub(crate) index: RwLock<StreamIndex>,
     writer: Mutex<Writer>,
     commit: Commit,
@@ -125,15 +133,36 @@ impl Store {
             _ => Error::io("lock", &lock_path, e),
         })?;
         let mut index = StreamIndex::default();
-        let rec = recovery::recover(storage.as_ref(), &dir, options.segment_size, &mut index)?;
+        let rec = recovery::recover(
+            storage.as_ref(),
+            &dir,
+            options.segment_size,
+            options.index_checkpoints,
+            &mut index,
+        )?;
         let last = rec.next_position - 1;
         let written = Watermark {
             position: last,
             location: pack(rec.active.seg.ordinal, rec.active.offset),
         };
         let policy = options.fsync;
+        let checkpoints = options.index_checkpoints;
+        let (to_index, indexed) = std::sync::mpsc::channel::<Arc<Segment>>();
+        if options.index_checkpoints {
+            for ord in &rec.unindexed {
+                if let Some(seg) = rec.segments.get(*ord as usize - 1) {
+                    let _ = to_index.send(Arc::clone(seg));
+                }
+            }
+        }
         let inner = Arc::new(Inner {
-            log: Log::new(storage, &dir, options.segment_size, rec.segments),
+            log: Log::new(
+                Arc::clone(&storage),
+                &dir,
+                options.segment_size,
+                rec.segments,
+            ),
+            storage,
             dir,
             options,
             index: RwLock::new(index),
@@ -143,6 +172,7 @@ impl Store {
                 written,
                 buf: Vec::new(),
                 offsets: Vec::new(),
+                to_index: checkpoints.then_some(to_index),
             }),
             // Recovery synced the active segment; sealed ones were synced when sealed.
             commit: Commit::new(last),
@@ -170,9 +200,25 @@ impl Store {
             }
             FsyncPolicy::Always | FsyncPolicy::Never => None,
         };
+        let indexer = if inner.options.index_checkpoints {
+            let bg = Arc::clone(&inner);
+            let handle = std::thread::Builder::new()
+                .name("annal-indexer".into())
+                .spawn(move || {
+                    // A checkpoint that fails to be written is only a slower next open.
+                    for seg in indexed {
+                        let _ = checkpoint::build_and_write(bg.storage.as_ref(), &bg.dir, &seg);
+                    }
+                })
+                .map_err(|e| Error::io("spawn indexer thread", &inner.dir, e))?;
+            Some(handle)
+        } else {
+            None
+        };
         Ok(Store {
             inner,
             flusher,
+            indexer,
             closed: false,
         })
     }
@@ -297,6 +343,11 @@ impl Store {
         if let Some(h) = self.flusher.take() {
             let _ = h.join();
         }
+        // Closing the channel lets the indexer finish what it has queued and stop.
+        self.inner.writer.lock().to_index = None;
+        if let Some(h) = self.indexer.take() {
+            let _ = h.join();
+        }
         self.inner.sync()
     }
 }
@@ -400,13 +451,47 @@ impl Inner {
         events: &[EventData],
     ) -> Result<AppendResult> {
         self.validate(stream, events)?;
+        let (result, is_retry) = self.write(stream, expected, events)?;
+        if is_retry {
+            self.wait_acknowledged(result.last_position)?;
+            return Ok(result);
+        }
+        match self.options.fsync {
+            FsyncPolicy::Always => {
+                self.commit
+                    .sync_to(result.last_position, &mut || self.sync_written())?;
+            }
+            FsyncPolicy::Never | FsyncPolicy::Interval(_) => {}
+            FsyncPolicy::EveryEvents(max_unsynced) => {
+                let durable = self.commit.durable();
+                let unsynced = result.last_position.saturating_sub(durable);
+                if unsynced >= (max_unsynced / 2).max(1) {
+                    self.commit.request_flush();
+                }
+                if unsynced > max_unsynced {
+                    self.commit
+                        .sync_to(result.last_position - max_unsynced, &mut || {
+                            self.sync_written()
+                        })?;
+                }
+            }
+        }
+        Ok(result)
+    }
+
+    /// Under the writer lock: checks the expected version, encodes and writes the frame, and
+    /// indexes it. Returns the result and whether it was a recognised retry (nothing written).
+    fn write(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: &[EventData],
+    ) -> Result<(AppendResult, bool)> {
         let mut guard = self.writer.lock();
         self.commit.check()?;
         let current = self.index.read().version(stream);
         if let Some(original) = self.find_retry(stream, expected, current, events)? {
-            drop(guard);
-            self.wait_acknowledged(original.last_position)?;
-            return Ok(original);
+            return Ok((original, true));
         }
         if !expected.matches(current) {
             return Err(Error::WrongExpectedVersion {
@@ -432,14 +517,17 @@ impl Inner {
             timestamp: now_micros(),
         };
         frame::encode_frame(&mut w.buf, &start, events, &mut w.offsets);
-        let (ordinal, frame_offset) =
-            match self.log.write(&mut w.active, &w.buf, result.first_position) {
-                Ok(at) => at,
-                Err(e) => {
-                    self.commit.poison(e.to_string());
-                    return Err(e);
-                }
-            };
+        let written = match self.log.write(&mut w.active, &w.buf, result.first_position) {
+            Ok(at) => at,
+            Err(e) => {
+                self.commit.poison(e.to_string());
+                return Err(e);
+            }
+        };
+        if let (Some(sealed), Some(tx)) = (written.sealed, &w.to_index) {
+            let _ = tx.send(sealed);
+        }
+        let (ordinal, frame_offset) = (written.ordinal, written.offset);
         self.index.write().push(
             stream,
             w.offsets
@@ -451,32 +539,11 @@ impl Inner {
             position: result.last_position,
             location: pack(ordinal, w.active.offset),
         };
-        match self.options.fsync {
-            FsyncPolicy::Always => {
-                drop(guard);
-                self.commit
-                    .sync_to(result.last_position, &mut || self.sync_written())?;
-            }
-            FsyncPolicy::Never | FsyncPolicy::Interval(_) => {
-                self.publish(w.written);
-            }
-            FsyncPolicy::EveryEvents(max_unsynced) => {
-                self.publish(w.written);
-                drop(guard);
-                let durable = self.commit.durable();
-                let unsynced = result.last_position.saturating_sub(durable);
-                if unsynced >= (max_unsynced / 2).max(1) {
-                    self.commit.request_flush();
-                }
-                if unsynced > max_unsynced {
-                    self.commit
-                        .sync_to(result.last_position - max_unsynced, &mut || {
-                            self.sync_written()
-                        })?;
-                }
-            }
+        if self.options.fsync != FsyncPolicy::Always {
+            // Handed to the OS: acknowledged under every other policy.
+            self.publish(w.written);
         }
-        Ok(result)
+        Ok((result, false))
     }
 
     /// The original result, if this append is a retry of one already written.

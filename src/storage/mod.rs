@@ -39,6 +39,7 @@ pub trait Storage: Send + Sync + Debug {
 }
 
 /// An open file.
+#[allow(clippy::len_without_is_empty)] // a file's length is data, not a collection's size
 pub trait StorageFile: Send + Sync + Debug {
     /// Current length in bytes.
     fn len(&self) -> io::Result<u64>;

@@ -1,0 +1,25 @@
+//! The shared benchmark workload: 200-byte payloads, 16-byte event types, streams named like
+//! `order-123`.
+#![allow(dead_code)]
+
+use annal::EventData;
+
+pub const PAYLOAD: usize = 200;
+
+pub fn stream_name(i: u64, streams: u64) -> String {
+    format!("order-{}", mix(i) % streams)
+}
+
+pub fn event(i: u64) -> EventData {
+    let mut payload = vec![0u8; PAYLOAD];
+    payload[..8].copy_from_slice(&i.to_le_bytes());
+    EventData::new(format!("OrderEvent{:06}", i % 1000), payload)
+}
+
+/// A cheap, fixed permutation-ish hash so streams interleave like real traffic.
+pub fn mix(mut x: u64) -> u64 {
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x
+}

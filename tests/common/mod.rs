@@ -1,0 +1,157 @@
+//! Shared test helpers: event builders, a model of the store, and a storage that fails on cue.
+#![allow(dead_code)]
+
+use std::any::Any;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use annal::storage::{FsStorage, Storage, StorageFile};
+use annal::{EventData, Options, ReadOptions, RecordedEvent, Store};
+use bytes::Bytes;
+
+/// Options with tiny segments and no fsync per append, for fast tests that roll often.
+pub fn tiny(segment_size: u64) -> Options {
+    Options {
+        fsync: annal::FsyncPolicy::Never,
+        segment_size,
+        ..Options::default()
+    }
+}
+
+/// An event whose payload encodes `n`, so reads can be checked byte for byte.
+pub fn ev(n: u64) -> EventData {
+    EventData::new(format!("T{}", n % 3), format!("payload-{n}").into_bytes())
+        .with_metadata(format!("m{}", n % 5).into_bytes())
+}
+
+pub fn all(store: &Store) -> Vec<RecordedEvent> {
+    store
+        .read_all(ReadOptions::forward())
+        .unwrap()
+        .collect::<annal::Result<Vec<_>>>()
+        .unwrap()
+}
+
+pub fn stream(store: &Store, name: &str) -> Vec<RecordedEvent> {
+    store
+        .read_stream(name, ReadOptions::forward())
+        .unwrap()
+        .collect::<annal::Result<Vec<_>>>()
+        .unwrap()
+}
+
+/// Segment files of a store directory, oldest first.
+pub fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Offset just past the last non-zero byte of a file.
+pub fn data_end(path: &Path) -> usize {
+    let b = std::fs::read(path).unwrap();
+    b.iter().rposition(|&x| x != 0).map_or(0, |i| i + 1)
+}
+
+/// Every file of a directory and its bytes, to check that a failed open changed nothing.
+pub fn snapshot_dir(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .map(|p| {
+            let b = std::fs::read(&p).unwrap();
+            (p, b)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Switches that make a [`FaultyStorage`] fail.
+#[derive(Debug, Default)]
+pub struct Faults {
+    pub fail_sync: AtomicBool,
+    pub fail_write: AtomicBool,
+    pub syncs: AtomicU64,
+}
+
+/// The real file system, with writes and fdatasyncs that fail when told to.
+#[derive(Debug, Default, Clone)]
+pub struct FaultyStorage {
+    pub faults: Arc<Faults>,
+}
+
+#[derive(Debug)]
+struct FaultyFile {
+    inner: Box<dyn StorageFile>,
+    faults: Arc<Faults>,
+}
+
+impl Storage for FaultyStorage {
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        FsStorage.create_dir_all(path)
+    }
+    fn create(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
+        Ok(Box::new(FaultyFile {
+            inner: FsStorage.create(path)?,
+            faults: self.faults.clone(),
+        }))
+    }
+    fn open(&self, path: &Path, write: bool) -> io::Result<Box<dyn StorageFile>> {
+        Ok(Box::new(FaultyFile {
+            inner: FsStorage.open(path, write)?,
+            faults: self.faults.clone(),
+        }))
+    }
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        FsStorage.remove(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        FsStorage.rename(from, to)
+    }
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        FsStorage.sync_dir(path)
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        FsStorage.list(dir)
+    }
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn Any + Send + Sync>> {
+        FsStorage.lock(path)
+    }
+}
+
+impl StorageFile for FaultyFile {
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.inner.read_exact_at(buf, offset)
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        if self.faults.fail_write.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(28)); // ENOSPC
+        }
+        self.inner.write_all_at(buf, offset)
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.faults.syncs.fetch_add(1, Ordering::SeqCst);
+        if self.faults.fail_sync.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(5)); // EIO
+        }
+        self.inner.sync_data()
+    }
+    fn map(&self) -> io::Result<Option<Bytes>> {
+        // No map: exercises the positional-read path.
+        Ok(None)
+    }
+}

@@ -1,0 +1,293 @@
+//! Recovery on open: torn tails are cut, corruption is refused, zeroed space is empty space.
+
+mod common;
+
+use annal::{Error, EventData, ExpectedVersion, Options, Store};
+use common::*;
+
+/// A store with 20 single-event frames and one 3-event frame at the end; returns the dir, the
+/// last segment, and the byte range of the last frame.
+fn store_with_last_frame() -> (tempfile::TempDir, std::path::PathBuf, usize, usize) {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), tiny(4096)).unwrap();
+    for i in 1..=20 {
+        store
+            .append(&format!("s-{}", i % 4), ExpectedVersion::Any, &[ev(i)])
+            .unwrap();
+    }
+    store.sync().unwrap();
+    let seg = segment_files(tmp.path()).pop().unwrap();
+    let start = data_end(&seg);
+    store
+        .append(
+            "s-last",
+            ExpectedVersion::NoStream,
+            &[ev(21), ev(22), ev(23)],
+        )
+        .unwrap();
+    drop(store);
+    let end = data_end(&seg);
+    assert!(end > start);
+    (tmp, seg, start, end)
+}
+
+#[test]
+fn torn_tail_of_every_length_recovers_to_the_frames_before_it() {
+    let (tmp, seg, start, end) = store_with_last_frame();
+    let original = std::fs::read(&seg).unwrap();
+    for garbage in [0u8, 0xAB] {
+        for cut in 0..(end - start) {
+            // The write reached the disk up to `cut`; the rest is zeros or stale sectors.
+            let mut bytes = original.clone();
+            bytes[start + cut..end].fill(garbage);
+            std::fs::write(&seg, &bytes).unwrap();
+            let store = Store::open(tmp.path(), tiny(4096)).unwrap();
+            let events = all(&store);
+            assert_eq!(events.len(), 20, "cut {cut} garbage {garbage:#x}");
+            assert!(events.iter().all(|e| e.stream.as_ref() != "s-last"));
+            assert_eq!(store.stream_version("s-last").unwrap(), None);
+            let report = store.recovery_report().clone();
+            assert!(report.truncated_bytes <= (end - start) as u64);
+            if garbage != 0 || bytes[start..end].iter().any(|&b| b != 0) {
+                assert!(
+                    report.truncated_bytes > 0,
+                    "cut {cut}: nothing reported cut"
+                );
+                assert_eq!(report.truncated_at.as_ref().unwrap().1, start as u64);
+            }
+            // The log continues where the good frames ended.
+            let r = store
+                .append("s-new", ExpectedVersion::NoStream, &[ev(99)])
+                .unwrap();
+            assert_eq!(r.first_position, 21);
+            drop(store);
+            let store = Store::open(tmp.path(), tiny(4096)).unwrap();
+            assert_eq!(store.recovery_report().truncated_bytes, 0);
+            assert_eq!(all(&store).len(), 21);
+            drop(store);
+        }
+    }
+    // The untouched file still holds all three events of the last append.
+    std::fs::write(&seg, &original).unwrap();
+    let store = Store::open(tmp.path(), tiny(4096)).unwrap();
+    assert_eq!(stream(&store, "s-last").len(), 3);
+}
+
+#[test]
+fn flipped_byte_in_an_earlier_frame_is_corruption_and_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), tiny(1024)).unwrap();
+    for i in 1..=60 {
+        store.append("s", ExpectedVersion::Any, &[ev(i)]).unwrap();
+    }
+    drop(store);
+    let segs = segment_files(tmp.path());
+    assert!(segs.len() >= 3);
+    let first_frame = 32usize;
+    let expect_corruption = |err: Error, seg: &std::path::Path| match err {
+        Error::Corruption {
+            segment, offset, ..
+        } => {
+            assert_eq!(segment, seg);
+            assert_eq!(offset, first_frame as u64);
+        }
+        other => panic!("expected corruption, got {other:?}"),
+    };
+    // Without index checkpoints every segment is scanned on open; with them only the active
+    // one is, and damage in a sealed segment is found when it is read (or by `verify`).
+    for checkpoints in [false, true] {
+        let opts = tiny(1024).index_checkpoints(checkpoints);
+        for (i, seg) in [&segs[0], segs.last().unwrap()].into_iter().enumerate() {
+            let original = std::fs::read(seg).unwrap();
+            let mut bytes = original.clone();
+            bytes[first_frame + 20] ^= 0x01;
+            std::fs::write(seg, &bytes).unwrap();
+            let before = snapshot_dir(tmp.path());
+            let sealed_with_checkpoint = checkpoints && i == 0;
+            if sealed_with_checkpoint {
+                let store = Store::open(tmp.path(), opts.clone()).unwrap();
+                assert_eq!(store.recovery_report().segments_scanned, 1);
+                let err = store
+                    .read_all(annal::ReadOptions::forward())
+                    .unwrap()
+                    .find_map(Result::err)
+                    .expect("damage in a sealed segment must surface on read");
+                expect_corruption(err, seg);
+            } else {
+                expect_corruption(Store::open(tmp.path(), opts.clone()).unwrap_err(), seg);
+                assert_eq!(
+                    snapshot_dir(tmp.path()),
+                    before,
+                    "a failed open changed files"
+                );
+            }
+            std::fs::write(seg, &original).unwrap();
+        }
+    }
+    let store = Store::open(tmp.path(), tiny(1024)).unwrap();
+    assert_eq!(all(&store).len(), 60);
+}
+
+#[test]
+fn index_checkpoints_are_used_and_never_trusted_blindly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = tiny(700);
+    let store = Store::open(tmp.path(), opts.clone()).unwrap();
+    for i in 1..=200 {
+        store
+            .append(&format!("s-{}", i % 9), ExpectedVersion::Any, &[ev(i)])
+            .unwrap();
+    }
+    let stats = store.stats().unwrap();
+    drop(store); // waits for the background indexer
+    let segs = segment_files(tmp.path());
+    let idx = |seg: &std::path::Path| seg.with_extension("idx");
+    for seg in &segs[..segs.len() - 1] {
+        assert!(idx(seg).exists(), "no checkpoint for {}", seg.display());
+    }
+    assert!(!idx(segs.last().unwrap()).exists());
+    let reference = {
+        let store = Store::open(tmp.path(), opts.clone().index_checkpoints(false)).unwrap();
+        assert_eq!(store.recovery_report().segments_from_checkpoint, 0);
+        (all(&store), store.streams().unwrap())
+    };
+    let check = |want_from_checkpoint: usize| {
+        let store = Store::open(tmp.path(), opts.clone()).unwrap();
+        let r = store.recovery_report();
+        assert_eq!(r.segments_from_checkpoint, want_from_checkpoint);
+        assert_eq!(r.segments_from_checkpoint + r.segments_scanned, segs.len());
+        assert_eq!((all(&store), store.streams().unwrap()), reference);
+        for s in 0..9 {
+            let name = format!("s-{s}");
+            let es = stream(&store, &name);
+            assert!(
+                es.iter()
+                    .enumerate()
+                    .all(|(i, e)| e.version == i as u64 + 1)
+            );
+        }
+        assert_eq!(store.stats().unwrap().events, stats.events);
+    };
+    check(segs.len() - 1);
+    // A corrupt checkpoint, a missing one, and a stale one (from another segment) are ignored.
+    let mut b = std::fs::read(idx(&segs[1])).unwrap();
+    b[40] ^= 1;
+    std::fs::write(idx(&segs[1]), b).unwrap();
+    std::fs::remove_file(idx(&segs[2])).unwrap();
+    std::fs::copy(idx(&segs[5]), idx(&segs[4])).unwrap();
+    check(segs.len() - 4);
+    // Opening rewrote them in the background.
+    check(segs.len() - 1);
+}
+
+#[test]
+fn corruption_found_by_reads_is_an_error_never_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), tiny(1 << 20)).unwrap();
+    for i in 1..=10 {
+        store.append("s", ExpectedVersion::Any, &[ev(i)]).unwrap();
+    }
+    // Rot under a live store: flip a payload byte of event 5 behind its back.
+    let seg = segment_files(tmp.path()).pop().unwrap();
+    let bytes = std::fs::read(&seg).unwrap();
+    let needle = b"payload-5";
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap();
+    let file = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, b"X", at as u64).unwrap();
+    let by_stream: Vec<_> = store
+        .read_stream("s", annal::ReadOptions::forward())
+        .unwrap()
+        .collect();
+    assert_eq!(by_stream.iter().filter(|r| r.is_ok()).count(), 4);
+    assert!(matches!(by_stream[4], Err(Error::Corruption { .. })));
+    assert_eq!(by_stream.len(), 5, "iteration stops at the first error");
+    let by_all: Vec<_> = store
+        .read_all(annal::ReadOptions::forward())
+        .unwrap()
+        .collect();
+    assert!(
+        by_all
+            .iter()
+            .any(|r| matches!(r, Err(Error::Corruption { .. })))
+    );
+    assert!(
+        by_all
+            .iter()
+            .flatten()
+            .all(|e| e.payload.as_ref() != b"XXX")
+    );
+    drop(store);
+    assert!(matches!(
+        Store::open(tmp.path(), tiny(1 << 20)),
+        Err(Error::Corruption { .. })
+    ));
+}
+
+#[test]
+fn zeroed_space_after_the_log_is_empty_space() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), tiny(4096)).unwrap();
+    store.append("s", ExpectedVersion::Any, &[ev(1)]).unwrap();
+    drop(store);
+    let seg = segment_files(tmp.path()).pop().unwrap();
+    // A longer preallocation than the options ask for is just more empty space.
+    let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    f.set_len(1 << 20).unwrap();
+    let store = Store::open(tmp.path(), tiny(4096)).unwrap();
+    assert_eq!(store.recovery_report().truncated_bytes, 0);
+    assert_eq!(all(&store).len(), 1);
+}
+
+#[test]
+fn a_valid_frame_after_a_zeroed_gap_is_corruption() {
+    let (tmp, seg, start, _end) = store_with_last_frame();
+    // Zero an earlier frame entirely: the last frame now follows a hole.
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let hole = start - 40..start;
+    bytes[hole.clone()].fill(0);
+    std::fs::write(&seg, &bytes).unwrap();
+    let before = snapshot_dir(tmp.path());
+    let err = Store::open(tmp.path(), Options::default()).unwrap_err();
+    assert!(matches!(err, Error::Corruption { .. }), "{err:?}");
+    assert_eq!(snapshot_dir(tmp.path()), before);
+}
+
+#[test]
+fn missing_segment_is_corruption() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), tiny(512)).unwrap();
+    for i in 1..=30 {
+        store.append("s", ExpectedVersion::Any, &[ev(i)]).unwrap();
+    }
+    drop(store);
+    let segs = segment_files(tmp.path());
+    std::fs::remove_file(&segs[1]).unwrap();
+    let err = Store::open(tmp.path(), tiny(512)).unwrap_err();
+    assert!(
+        matches!(&err, Error::Corruption { segment, .. } if segment == &segs[1]),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn leftover_temporary_segment_is_removed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), tiny(4096)).unwrap();
+    store.append("s", ExpectedVersion::Any, &[ev(1)]).unwrap();
+    drop(store);
+    std::fs::write(tmp.path().join("0000000002.seg.tmp"), b"half a header").unwrap();
+    let store = Store::open(tmp.path(), tiny(4096)).unwrap();
+    assert_eq!(store.recovery_report().removed_temp_files, 1);
+    assert!(!tmp.path().join("0000000002.seg.tmp").exists());
+    let r = store
+        .append(
+            "s",
+            ExpectedVersion::Exact(1),
+            &[EventData::new("T", &b"x"[..])],
+        )
+        .unwrap();
+    assert_eq!(r.first_position, 2);
+}

@@ -1,0 +1,580 @@
+//! The store API: versions, expected versions, idempotent retries, validation, reads, locking,
+//! policies, poisoning and concurrency.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use annal::{
+    AppendResult, Error, EventData, ExpectedVersion, FsyncPolicy, Options, ReadOptions, Store,
+};
+use common::*;
+
+#[test]
+fn versions_and_positions_are_dense_across_many_segment_rolls() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), tiny(512)).unwrap();
+    let mut n = 0u64;
+    for round in 0..300u64 {
+        let batch: Vec<_> = (0..(round % 4 + 1))
+            .map(|_| {
+                n += 1;
+                ev(n)
+            })
+            .collect();
+        store
+            .append(&format!("s-{}", round % 7), ExpectedVersion::Any, &batch)
+            .unwrap();
+    }
+    let check = |store: &Store| {
+        let events = all(store);
+        assert_eq!(events.len() as u64, n);
+        for (i, e) in events.iter().enumerate() {
+            assert_eq!(e.position, i as u64 + 1);
+            assert_eq!(
+                e.payload.as_ref(),
+                format!("payload-{}", e.position).as_bytes()
+            );
+            assert_eq!(
+                e.metadata.as_ref(),
+                format!("m{}", e.position % 5).as_bytes()
+            );
+        }
+        let mut total = 0;
+        for s in 0..7 {
+            let es = stream(store, &format!("s-{s}"));
+            for (i, e) in es.iter().enumerate() {
+                assert_eq!(e.version, i as u64 + 1);
+                assert_eq!(e.stream.as_ref(), format!("s-{s}"));
+            }
+            total += es.len();
+        }
+        assert_eq!(total as u64, n);
+        let backward: Vec<u64> = store
+            .read_all(ReadOptions::backward())
+            .unwrap()
+            .map(|e| e.unwrap().position)
+            .collect();
+        assert_eq!(backward, (1..=n).rev().collect::<Vec<_>>());
+    };
+    check(&store);
+    assert!(store.stats().unwrap().segments > 50);
+    drop(store);
+    let store = Store::open(tmp.path(), tiny(512)).unwrap();
+    check(&store);
+    assert_eq!(store.recovery_report().events, n);
+}
+
+#[test]
+fn multi_event_append_is_one_atomic_frame_with_consecutive_numbers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), tiny(4096)).unwrap();
+    store
+        .append("a", ExpectedVersion::NoStream, &[ev(1)])
+        .unwrap();
+    let r = store
+        .append("b", ExpectedVersion::NoStream, &[ev(2), ev(3), ev(4)])
+        .unwrap();
+    assert_eq!(
+        r,
+        AppendResult {
+            first_version: 1,
+            last_version: 3,
+            first_position: 2,
+            last_position: 4
+        }
+    );
+    let b = stream(&store, "b");
+    assert_eq!(
+        b.iter()
+            .map(|e| (e.version, e.position))
+            .collect::<Vec<_>>(),
+        [(1, 2), (2, 3), (3, 4)]
+    );
+    assert!(b.windows(2).all(|w| w[0].timestamp == w[1].timestamp));
+}
+
+#[test]
+fn an_append_bigger_than_a_segment_gets_a_segment_of_its_own() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), tiny(512)).unwrap();
+    let big = EventData::new("Big", vec![7u8; 5000]);
+    store.append("s", ExpectedVersion::Any, &[ev(1)]).unwrap();
+    store
+        .append("s", ExpectedVersion::Any, &[big.clone(), big])
+        .unwrap();
+    store.append("s", ExpectedVersion::Any, &[ev(4)]).unwrap();
+    drop(store);
+    let store = Store::open(tmp.path(), tiny(512)).unwrap();
+    let s = stream(&store, "s");
+    assert_eq!(s.len(), 4);
+    assert_eq!(s[1].payload.len(), 5000);
+}
+
+#[test]
+fn expected_version_rules() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), tiny(4096)).unwrap();
+    let wrong = |r: annal::Result<AppendResult>, exp: ExpectedVersion, act: Option<u64>| match r {
+        Err(Error::WrongExpectedVersion {
+            stream,
+            expected,
+            actual,
+        }) => {
+            assert_eq!((stream.as_str(), expected, actual), ("s", exp, act));
+        }
+        other => panic!("expected WrongExpectedVersion, got {other:?}"),
+    };
+    wrong(
+        store.append("s", ExpectedVersion::StreamExists, &[ev(1)]),
+        ExpectedVersion::StreamExists,
+        None,
+    );
+    wrong(
+        store.append("s", ExpectedVersion::Exact(1), &[ev(1)]),
+        ExpectedVersion::Exact(1),
+        None,
+    );
+    assert_eq!(store.stream_version("s").unwrap(), None);
+    assert_eq!(store.last_position(), 0);
+    store
+        .append("s", ExpectedVersion::Exact(0), &[ev(1)])
+        .unwrap();
+    wrong(
+        store.append("s", ExpectedVersion::NoStream, &[ev(2)]),
+        ExpectedVersion::NoStream,
+        Some(1),
+    );
+    wrong(
+        store.append("s", ExpectedVersion::Exact(0), &[ev(2)]),
+        ExpectedVersion::Exact(0),
+        Some(1),
+    );
+    wrong(
+        store.append("s", ExpectedVersion::Exact(2), &[ev(2)]),
+        ExpectedVersion::Exact(2),
+        Some(1),
+    );
+    store
+        .append("s", ExpectedVersion::Exact(1), &[ev(2)])
+        .unwrap();
+    store
+        .append("s", ExpectedVersion::StreamExists, &[ev(3)])
+        .unwrap();
+    store.append("s", ExpectedVersion::Any, &[ev(4)]).unwrap();
+    assert_eq!(store.stream_version("s").unwrap(), Some(4));
+    assert_eq!(store.last_position(), 4, "failed appends wrote nothing");
+    assert_eq!(all(&store).len(), 4);
+}
+
+#[test]
+fn retried_appends_with_ids_are_recognised() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), tiny(4096)).unwrap();
+    let batch = |a: u128, b: u128| [ev(1).with_id(a), ev(2).with_id(b)];
+    let first = store
+        .append("s", ExpectedVersion::NoStream, &batch(1, 2))
+        .unwrap();
+    // The same append again (a retry after a lost reply): same result, nothing written.
+    assert_eq!(
+        store
+            .append("s", ExpectedVersion::NoStream, &batch(1, 2))
+            .unwrap(),
+        first
+    );
+    let second = store
+        .append("s", ExpectedVersion::Exact(2), &batch(3, 4))
+        .unwrap();
+    store
+        .append("other", ExpectedVersion::Any, &[ev(9)])
+        .unwrap();
+    // Exact retries are recognised even after later appends.
+    assert_eq!(
+        store
+            .append("s", ExpectedVersion::Exact(2), &batch(3, 4))
+            .unwrap(),
+        second
+    );
+    assert_eq!(
+        store
+            .append("s", ExpectedVersion::NoStream, &batch(1, 2))
+            .unwrap(),
+        first
+    );
+    // Any: recognised when they are the stream's last events.
+    assert_eq!(
+        store
+            .append("s", ExpectedVersion::Any, &batch(3, 4))
+            .unwrap(),
+        second
+    );
+    assert_eq!(store.last_position(), 5);
+    // Different ids at that version: a genuine conflict.
+    assert!(matches!(
+        store.append("s", ExpectedVersion::Exact(2), &batch(3, 5)),
+        Err(Error::WrongExpectedVersion { .. })
+    ));
+    // Without ids nothing is deduplicated.
+    assert!(matches!(
+        store.append("s", ExpectedVersion::NoStream, &[ev(1), ev(2)]),
+        Err(Error::WrongExpectedVersion { .. })
+    ));
+    // Any with ids that are not the last events: appended anew.
+    let again = store
+        .append("s", ExpectedVersion::Any, &batch(1, 2))
+        .unwrap();
+    assert_eq!(again.first_version, 5);
+    // Survives a reopen: the ids are read from the log.
+    drop(store);
+    let store = Store::open(tmp.path(), tiny(4096)).unwrap();
+    assert_eq!(
+        store
+            .append("s", ExpectedVersion::Exact(2), &batch(3, 4))
+            .unwrap(),
+        second
+    );
+    assert_eq!(store.last_position(), 7);
+}
+
+#[test]
+fn invalid_arguments_write_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), tiny(4096).max_event_size(100)).unwrap();
+    let invalid = |r: annal::Result<AppendResult>| {
+        assert!(matches!(r, Err(Error::InvalidArgument(_))), "{r:?}");
+    };
+    invalid(store.append("", ExpectedVersion::Any, &[ev(1)]));
+    invalid(store.append(
+        &"x".repeat(annal::MAX_STREAM_NAME_LEN + 1),
+        ExpectedVersion::Any,
+        &[ev(1)],
+    ));
+    invalid(store.append("$all", ExpectedVersion::Any, &[ev(1)]));
+    invalid(store.append("s", ExpectedVersion::Any, &[]));
+    invalid(store.append("s", ExpectedVersion::Any, &[EventData::new("", &b"x"[..])]));
+    invalid(store.append(
+        "s",
+        ExpectedVersion::Any,
+        &[ev(1), EventData::new("Big", vec![0u8; 101])],
+    ));
+    assert_eq!(store.last_position(), 0);
+    store
+        .append(
+            &"x".repeat(annal::MAX_STREAM_NAME_LEN),
+            ExpectedVersion::Any,
+            &[EventData::new("Ok", vec![0u8; 100])],
+        )
+        .unwrap();
+    for bad in [
+        Options {
+            segment_size: 10,
+            ..Options::default()
+        },
+        Options {
+            fsync: FsyncPolicy::EveryEvents(0),
+            ..Options::default()
+        },
+        Options {
+            fsync: FsyncPolicy::Interval(Duration::ZERO),
+            ..Options::default()
+        },
+    ] {
+        let t = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            Store::open(t.path(), bad),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+}
+
+#[test]
+fn reads_forward_backward_from_and_limited() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), tiny(600)).unwrap();
+    for i in 1..=50u64 {
+        store
+            .append(
+                if i % 2 == 0 { "even" } else { "odd" },
+                ExpectedVersion::Any,
+                &[ev(i)],
+            )
+            .unwrap();
+    }
+    let versions = |opts: ReadOptions| -> Vec<u64> {
+        store
+            .read_stream("even", opts)
+            .unwrap()
+            .map(|e| e.unwrap().version)
+            .collect()
+    };
+    assert_eq!(versions(ReadOptions::forward_from(23)), [23, 24, 25]);
+    assert_eq!(versions(ReadOptions::forward_from(3).limit(2)), [3, 4]);
+    assert_eq!(versions(ReadOptions::backward().limit(3)), [25, 24, 23]);
+    assert_eq!(versions(ReadOptions::backward_from(2)), [2, 1]);
+    assert_eq!(versions(ReadOptions::backward_from(100).limit(1)), [25]);
+    assert!(versions(ReadOptions::forward_from(26)).is_empty());
+    assert!(
+        store
+            .read_stream("nope", ReadOptions::forward())
+            .unwrap()
+            .next()
+            .is_none()
+    );
+    let positions = |opts: ReadOptions| -> Vec<u64> {
+        store
+            .read_all(opts)
+            .unwrap()
+            .map(|e| e.unwrap().position)
+            .collect()
+    };
+    assert_eq!(positions(ReadOptions::forward_from(48)), [48, 49, 50]);
+    assert_eq!(
+        positions(ReadOptions::forward_from(10).limit(3)),
+        [10, 11, 12]
+    );
+    assert_eq!(
+        positions(ReadOptions::backward_from(30).limit(4)),
+        [30, 29, 28, 27]
+    );
+    assert_eq!(positions(ReadOptions::backward().limit(2)), [50, 49]);
+    assert!(positions(ReadOptions::forward_from(51)).is_empty());
+    // Time travel: the even stream as of position 20 is its events up to there.
+    let as_of_20: Vec<u64> = store
+        .read_all(ReadOptions::forward().limit(20))
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.stream.as_ref() == "even")
+        .map(|e| e.version)
+        .collect();
+    assert_eq!(as_of_20, (1..=10).collect::<Vec<_>>());
+    let names: Vec<_> = store
+        .streams()
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.name, s.version))
+        .collect();
+    assert_eq!(names, [("even".to_string(), 25), ("odd".to_string(), 25)]);
+    let stats = store.stats().unwrap();
+    assert_eq!(
+        (stats.events, stats.streams, stats.last_position),
+        (50, 2, 50)
+    );
+    assert!(stats.segments > 2 && stats.bytes > 50 * 40 && stats.index_memory_bytes >= 50 * 8);
+}
+
+#[test]
+fn second_open_of_a_directory_is_locked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), Options::default()).unwrap();
+    assert!(matches!(
+        Store::open(tmp.path(), Options::default()),
+        Err(Error::Locked { path }) if path == tmp.path()
+    ));
+    store.close().unwrap();
+    Store::open(tmp.path(), Options::default()).unwrap();
+}
+
+#[test]
+fn failed_fsync_poisons_the_store_and_reopen_recovers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let disk = FaultyStorage::default();
+    let opts = Options {
+        segment_size: 4096,
+        ..Options::default()
+    };
+    let store = Store::open_with_storage(Arc::new(disk.clone()), tmp.path(), opts.clone()).unwrap();
+    let ok = store
+        .append("s", ExpectedVersion::NoStream, &[ev(1)])
+        .unwrap();
+    disk.faults.fail_sync.store(true, Ordering::SeqCst);
+    let failed = store.append("s", ExpectedVersion::Exact(1), &[ev(2)]);
+    assert!(
+        matches!(
+            failed,
+            Err(Error::Io {
+                op: "fdatasync",
+                ..
+            })
+        ),
+        "{failed:?}"
+    );
+    // Even once the disk "works" again, nothing more is acknowledged.
+    disk.faults.fail_sync.store(false, Ordering::SeqCst);
+    for _ in 0..3 {
+        let r = store.append("t", ExpectedVersion::Any, &[ev(3)]);
+        assert!(
+            matches!(r, Err(Error::Poisoned { ref cause }) if cause.contains("fdatasync")),
+            "{r:?}"
+        );
+    }
+    assert!(matches!(store.sync(), Err(Error::Poisoned { .. })));
+    // Readers never saw the unacknowledged event.
+    assert_eq!(all(&store).len(), 1);
+    assert_eq!(store.stream_version("s").unwrap(), Some(1));
+    drop(store);
+    let store = Store::open(tmp.path(), opts).unwrap();
+    let events = all(&store);
+    assert!(!events.is_empty() && events.len() <= 2);
+    assert_eq!(events[0].position, ok.first_position);
+    store.append("s", ExpectedVersion::Any, &[ev(4)]).unwrap();
+}
+
+#[test]
+fn failed_write_poisons_the_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let disk = FaultyStorage::default();
+    let store = Store::open_with_storage(Arc::new(disk.clone()), tmp.path(), tiny(4096)).unwrap();
+    store.append("s", ExpectedVersion::Any, &[ev(1)]).unwrap();
+    disk.faults.fail_write.store(true, Ordering::SeqCst);
+    assert!(matches!(
+        store.append("s", ExpectedVersion::Any, &[ev(2)]),
+        Err(Error::Io { op: "write", .. })
+    ));
+    disk.faults.fail_write.store(false, Ordering::SeqCst);
+    assert!(matches!(
+        store.append("s", ExpectedVersion::Any, &[ev(3)]),
+        Err(Error::Poisoned { .. })
+    ));
+    assert_eq!(all(&store).len(), 1);
+}
+
+#[test]
+fn group_commit_many_threads_every_event_present_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let disk = FaultyStorage::default();
+    let store = Arc::new(
+        Store::open_with_storage(
+            Arc::new(disk.clone()),
+            tmp.path(),
+            Options {
+                segment_size: 8192,
+                ..Options::default()
+            },
+        )
+        .unwrap(),
+    );
+    let syncs_before = disk.faults.syncs.load(Ordering::SeqCst);
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                (0..40)
+                    .map(|i| {
+                        let r = store
+                            .append(&format!("t-{t}"), ExpectedVersion::Exact(i), &[ev(i)])
+                            .unwrap();
+                        assert!(store.stats().unwrap().durable_position >= r.last_position);
+                        r.first_position
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut positions: Vec<u64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    positions.sort_unstable();
+    assert_eq!(positions, (1..=320).collect::<Vec<_>>());
+    assert!(disk.faults.syncs.load(Ordering::SeqCst) - syncs_before >= 1);
+    assert_eq!(all(&store).len(), 320);
+}
+
+#[test]
+fn racing_exact_appends_exactly_one_wins() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(tmp.path(), tiny(1 << 16)).unwrap());
+    for round in 0..100u64 {
+        let barrier = Arc::new(std::sync::Barrier::new(2));
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                let (store, barrier) = (store.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    store.append("hot", ExpectedVersion::Exact(round), &[ev(round)])
+                })
+            })
+            .collect();
+        let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        assert_eq!(
+            results.iter().filter(|r| r.is_ok()).count(),
+            1,
+            "round {round}"
+        );
+        assert!(results.iter().any(|r| matches!(r, Err(Error::WrongExpectedVersion { actual: Some(v), .. }) if *v == round + 1)));
+    }
+    assert_eq!(store.stream_version("hot").unwrap(), Some(100));
+}
+
+#[test]
+fn readers_run_alongside_the_writer_and_see_only_whole_appends() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(tmp.path(), tiny(2048)).unwrap());
+    let writer = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            for i in 0..400u64 {
+                store
+                    .append("s", ExpectedVersion::Any, &[ev(2 * i), ev(2 * i + 1)])
+                    .unwrap();
+            }
+        })
+    };
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let mut last = 0;
+                while last < 800 {
+                    let events = all(&store);
+                    assert_eq!(events.len() % 2, 0, "half an append was visible");
+                    assert!(events.len() >= last);
+                    for (i, e) in events.iter().enumerate() {
+                        assert_eq!(e.position, i as u64 + 1);
+                    }
+                    let v = store.stream_version("s").unwrap().unwrap_or(0);
+                    assert!(v >= events.len() as u64);
+                    last = events.len();
+                }
+            })
+        })
+        .collect();
+    writer.join().unwrap();
+    for r in readers {
+        r.join().unwrap();
+    }
+}
+
+#[test]
+fn background_policies_acknowledge_and_bound_unsynced_events() {
+    for policy in [
+        FsyncPolicy::EveryEvents(10),
+        FsyncPolicy::Interval(Duration::from_millis(5)),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let opts = Options {
+            fsync: policy,
+            segment_size: 4096,
+            ..Options::default()
+        };
+        let store = Store::open(tmp.path(), opts.clone()).unwrap();
+        for i in 1..=200u64 {
+            let r = store.append("s", ExpectedVersion::Any, &[ev(i)]).unwrap();
+            if let FsyncPolicy::EveryEvents(n) = policy {
+                let durable = store.stats().unwrap().durable_position;
+                assert!(
+                    r.last_position - durable <= n,
+                    "{} unsynced",
+                    r.last_position - durable
+                );
+            }
+        }
+        store.sync().unwrap();
+        assert_eq!(store.stats().unwrap().durable_position, 200);
+        store.close().unwrap();
+        let store = Store::open(tmp.path(), opts).unwrap();
+        assert_eq!(all(&store).len(), 200);
+    }
+}
