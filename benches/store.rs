@@ -133,5 +133,70 @@ fn stream_read(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, append_batches, group_commit, replay, stream_read);
+/// An order aggregate whose events carry the workload's 200-byte payloads.
+#[derive(Default, Clone, serde::Serialize, serde::Deserialize)]
+struct Order {
+    events: u64,
+    bytes: u64,
+}
+
+impl annal::Aggregate for Order {
+    type Event = Vec<u8>;
+    type Command = ();
+    type Error = ();
+    fn event_type(_: &Vec<u8>) -> &'static str {
+        "OrderEvent"
+    }
+    fn apply(&mut self, e: &Vec<u8>) {
+        self.events += 1;
+        self.bytes += e.len() as u64;
+    }
+    fn handle(&self, _: ()) -> Result<Vec<Vec<u8>>, ()> {
+        Ok(vec![vec![0; PAYLOAD]])
+    }
+}
+
+fn aggregate_load(c: &mut Criterion) {
+    let mut g = c.benchmark_group("aggregate_load_100k_events");
+    g.sample_size(10).measurement_time(Duration::from_secs(5));
+    let payload = <annal::Bincode as annal::Codec>::encode(&vec![7u8; PAYLOAD]).unwrap();
+    for (name, every) in [("with_snapshots", 1000u64), ("without_snapshots", 0)] {
+        let tmp = tempfile::tempdir().unwrap();
+        let opts = Options::default()
+            .fsync(FsyncPolicy::Never)
+            .snapshot_every(every)
+            .aggregate_cache(0);
+        let store = Store::open(tmp.path(), opts).unwrap();
+        let batch: Vec<_> = (0..1000)
+            .map(|_| annal::EventData::new("OrderEvent", payload.clone()))
+            .collect();
+        for _ in 0..100 {
+            store
+                .append("order-1", ExpectedVersion::Any, &batch)
+                .unwrap();
+        }
+        // The first load takes the snapshot at 100,000; then 500 more events arrive.
+        store.aggregate::<Order>().load("order-1").unwrap();
+        store
+            .append("order-1", ExpectedVersion::Any, &batch[..500])
+            .unwrap();
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let l = store.aggregate::<Order>().load("order-1").unwrap();
+                assert_eq!(l.state.events, 100_500);
+                assert!(every == 0 || l.replayed == 500);
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    append_batches,
+    group_commit,
+    replay,
+    stream_read,
+    aggregate_load
+);
 criterion_main!(benches);

@@ -63,6 +63,17 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// An aggregate's event or state could not be encoded or decoded.
+    #[error("codec error in stream {stream:?}{}: {reason}", version.map(|v| format!(" at version {v}")).unwrap_or_default())]
+    Codec {
+        /// The stream involved.
+        stream: String,
+        /// The event's version, when it was an event.
+        version: Option<u64>,
+        /// What the codec said.
+        reason: String,
+    },
+
     /// The store has been closed.
     #[error("store is closed")]
     Closed,

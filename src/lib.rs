@@ -58,7 +58,9 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+mod aggregate;
 mod checkpoint;
+mod codec;
 mod commit;
 mod error;
 mod event;
@@ -69,9 +71,12 @@ mod options;
 mod read;
 mod recovery;
 mod segment;
+mod snapshot;
 pub mod storage;
 mod store;
 
+pub use aggregate::{Aggregate, ExecuteError, Executed, Loaded, Repository};
+pub use codec::{Bincode, Codec};
 pub use error::{Error, Result};
 pub use event::{AppendResult, EventData, ExpectedVersion, RecordedEvent};
 pub use options::{FsyncPolicy, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, Options};

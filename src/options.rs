@@ -51,6 +51,15 @@ pub struct Options {
     /// Write an index checkpoint for each sealed segment and load them on open (default
     /// true). Without them, every open scans the whole log.
     pub index_checkpoints: bool,
+    /// An aggregate's state is saved as a snapshot once its stream has moved this many events
+    /// past its last snapshot (checked on load and execute). Default 1000; 0 turns snapshots
+    /// off.
+    pub snapshot_every: u64,
+    /// How many snapshots are kept per stream and aggregate type (default 4): the newest serves
+    /// loads, older ones serve loads of past versions. At least 1.
+    pub snapshots_kept: usize,
+    /// How many recently used aggregate states are cached in memory (default 1024; 0: none).
+    pub aggregate_cache: usize,
 }
 
 impl Default for Options {
@@ -60,6 +69,9 @@ impl Default for Options {
             segment_size: 64 * 1024 * 1024,
             max_event_size: 16 * 1024 * 1024,
             index_checkpoints: true,
+            snapshot_every: 1000,
+            snapshots_kept: 4,
+            aggregate_cache: 1024,
         }
     }
 }
@@ -91,6 +103,18 @@ impl Options {
     /// Turns index checkpoints on or off.
     pub fn index_checkpoints(mut self, on: bool) -> Self {
         self.index_checkpoints = on;
+        self
+    }
+
+    /// Sets how many events apart snapshots are taken (0: never).
+    pub fn snapshot_every(mut self, events: u64) -> Self {
+        self.snapshot_every = events;
+        self
+    }
+
+    /// Sets how many aggregate states are cached in memory.
+    pub fn aggregate_cache(mut self, states: usize) -> Self {
+        self.aggregate_cache = states;
         self
     }
 

@@ -10,7 +10,9 @@ use parking_lot::{Mutex, RwLock};
 
 use std::sync::mpsc::Sender;
 
+use crate::aggregate::{Aggregate, Repository, StateCache};
 use crate::checkpoint;
+use crate::codec::Codec;
 use crate::commit::Commit;
 use crate::error::{Error, Result};
 use crate::event::{AppendResult, EventData, ExpectedVersion};
@@ -21,6 +23,7 @@ use crate::options::{FsyncPolicy, Options};
 use crate::read::{AllEvents, ReadOptions, StreamEvents, read_event};
 use crate::recovery::{self, RecoveryReport};
 use crate::segment::Segment;
+use crate::snapshot::SnapshotStore;
 use crate::storage::{FsStorage, Storage};
 
 /// Longest accepted stream name, in bytes.
@@ -75,6 +78,8 @@ pub(crate) struct Inner {
     commit: Commit,
     watermark: Mutex<Watermark>,
     recovery: RecoveryReport,
+    pub(crate) snapshots: SnapshotStore,
+    pub(crate) aggregate_cache: StateCache,
     _lock: Box<dyn Any + Send + Sync>,
 }
 
@@ -104,6 +109,10 @@ pub struct Stats {
     pub durable_position: u64,
     /// Approximate heap bytes held by the stream index and the sparse position index.
     pub index_memory_bytes: u64,
+    /// Snapshots retained.
+    pub snapshots: u64,
+    /// Bytes of snapshot files.
+    pub snapshot_bytes: u64,
 }
 
 impl Store {
@@ -155,7 +164,12 @@ impl Store {
                 }
             }
         }
+        let snapshots =
+            SnapshotStore::open(Arc::clone(&storage), &dir, options.snapshots_kept.max(1))?;
+        let aggregate_cache = StateCache::new(options.aggregate_cache);
         let inner = Arc::new(Inner {
+            snapshots,
+            aggregate_cache,
             log: Log::new(
                 Arc::clone(&storage),
                 &dir,
@@ -296,6 +310,7 @@ impl Store {
             (ix.stream_count() as u64, ix.memory_bytes())
         };
         let sample_bytes: usize = segments.iter().map(|s| s.sample_bytes()).sum();
+        let (snapshots, snapshot_bytes) = self.inner.snapshots.stats();
         Ok(Stats {
             events: wm.position,
             streams,
@@ -304,12 +319,28 @@ impl Store {
             last_position: wm.position,
             durable_position: self.inner.commit.durable().min(wm.position),
             index_memory_bytes: (index_bytes + sample_bytes) as u64,
+            snapshots,
+            snapshot_bytes,
         })
     }
 
     /// Makes every acknowledged event durable (fdatasync), whatever the policy.
     pub fn sync(&self) -> Result<()> {
         self.inner.sync()
+    }
+
+    /// A repository for aggregate type `A`, its events and snapshots encoded with bincode.
+    pub fn aggregate<A: Aggregate>(&self) -> Repository<'_, A> {
+        Repository::new(self)
+    }
+
+    /// A repository for aggregate type `A` whose events and snapshots use codec `C`.
+    pub fn aggregate_with_codec<A: Aggregate, C: Codec>(&self) -> Repository<'_, A, C> {
+        Repository::new(self)
+    }
+
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
     }
 
     /// What recovery did when this store was opened.

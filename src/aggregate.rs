@@ -1,0 +1,457 @@
+//! Aggregates: state folded from a stream's events, commands that become new events, and
+//! loads that resume from the latest snapshot.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::codec::{Bincode, Codec};
+use crate::error::{Error, Result};
+use crate::event::{AppendResult, EventData, ExpectedVersion, RecordedEvent};
+use crate::read::ReadOptions;
+use crate::snapshot::{Entry, Kind, Snapshot};
+use crate::store::Store;
+
+/// A consistency boundary whose state is the fold of one stream's events.
+///
+/// ```
+/// use annal::Aggregate;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Default, Clone, Serialize, Deserialize)]
+/// struct Counter { value: i64 }
+///
+/// #[derive(Serialize, Deserialize)]
+/// enum CounterEvent { Added(i64) }
+///
+/// struct Add(i64);
+///
+/// impl Aggregate for Counter {
+///     type Event = CounterEvent;
+///     type Command = Add;
+///     type Error = String;
+///     fn event_type(_: &CounterEvent) -> &'static str { "Added" }
+///     fn apply(&mut self, CounterEvent::Added(n): &CounterEvent) { self.value += n }
+///     fn handle(&self, Add(n): Add) -> Result<Vec<CounterEvent>, String> {
+///         if self.value + n < 0 { return Err("would go negative".into()) }
+///         Ok(vec![CounterEvent::Added(n)])
+///     }
+/// }
+/// ```
+pub trait Aggregate:
+    Default + Clone + Serialize + DeserializeOwned + Send + Sync + 'static
+{
+    /// The facts this aggregate records.
+    type Event: Serialize + DeserializeOwned;
+    /// What it is asked to do.
+    type Command;
+    /// Why it refuses a command.
+    type Error;
+    /// The shape of the state as saved in snapshots: bump it when the state's shape changes,
+    /// and snapshots of other versions are ignored (and replaced).
+    const SNAPSHOT_VERSION: u32 = 1;
+
+    /// The name snapshots are filed under; defaults to the Rust type name.
+    fn aggregate_type() -> &'static str {
+        std::any::type_name::<Self>()
+    }
+    /// The event type recorded in the log, such as `"ItemAdded"`.
+    fn event_type(event: &Self::Event) -> &'static str;
+    /// Folds one event into the state. Never fails: events are facts.
+    fn apply(&mut self, event: &Self::Event);
+    /// Decides what a command means given the current state: new events, or a refusal.
+    fn handle(&self, command: Self::Command) -> std::result::Result<Vec<Self::Event>, Self::Error>;
+}
+
+/// An aggregate's state as of some version of its stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loaded<A> {
+    /// The state.
+    pub state: A,
+    /// The stream version it includes (0: no events).
+    pub version: u64,
+    /// The version of the snapshot the load started from, if it started from one.
+    pub snapshot_version: Option<u64>,
+    /// Events folded on top of the snapshot (or cached state, or the default state).
+    pub replayed: u64,
+    /// Whether it started from the in-memory cache of recently used states.
+    pub cached: bool,
+}
+
+/// What [`Repository::execute`] did.
+#[derive(Debug, Clone)]
+pub struct Executed<A: Aggregate> {
+    /// The events the command produced (empty: nothing to record, nothing appended).
+    pub events: Vec<A::Event>,
+    /// The state after them.
+    pub state: A,
+    /// The stream version after them.
+    pub version: u64,
+    /// Where they were appended.
+    pub appended: Option<AppendResult>,
+    /// How many times the command was run (more than 1 after version conflicts).
+    pub attempts: u32,
+}
+
+/// Why [`Repository::execute`] failed.
+#[derive(Debug)]
+pub enum ExecuteError<E> {
+    /// The aggregate refused the command; nothing was written.
+    Domain(E),
+    /// The store failed, or version conflicts outlasted the retries
+    /// ([`Error::WrongExpectedVersion`]).
+    Store(Error),
+}
+
+impl<E: fmt::Display> fmt::Display for ExecuteError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExecuteError::Domain(e) => write!(f, "command rejected: {e}"),
+            ExecuteError::Store(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl<E: fmt::Debug + fmt::Display> std::error::Error for ExecuteError<E> {}
+
+impl<E> From<Error> for ExecuteError<E> {
+    fn from(e: Error) -> Self {
+        ExecuteError::Store(e)
+    }
+}
+
+/// Loads and runs commands against one aggregate type; from [`Store::aggregate`].
+pub struct Repository<'s, A, C = Bincode> {
+    store: &'s Store,
+    retries: u32,
+    kind: Kind,
+    _types: PhantomData<fn() -> (A, C)>,
+}
+
+impl<A, C> fmt::Debug for Repository<'_, A, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Repository")
+            .field("aggregate", &self.kind.aggregate)
+            .field("retries", &self.retries)
+            .finish()
+    }
+}
+
+impl<'s, A: Aggregate, C: Codec> Repository<'s, A, C> {
+    pub(crate) fn new(store: &'s Store) -> Self {
+        Repository {
+            store,
+            retries: 3,
+            kind: Kind {
+                aggregate: A::aggregate_type().into(),
+                schema: A::SNAPSHOT_VERSION,
+                codec: C::NAME.into(),
+            },
+            _types: PhantomData,
+        }
+    }
+
+    /// How many times [`execute`](Self::execute) reloads and retries after a version
+    /// conflict before returning it (default 3).
+    pub fn max_retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
+    }
+
+    /// The current state of `stream`: from the cache or the latest snapshot, plus the events
+    /// after it. Takes a snapshot when the stream has moved `snapshot_every` events past its
+    /// last one.
+    pub fn load(&self, stream: &str) -> Result<Loaded<A>> {
+        let current = self.store.stream_version(stream)?.unwrap_or(0);
+        self.load_to(stream, current, current)
+    }
+
+    /// The state of `stream` as of `version` (or its current version, if lower), from the
+    /// nearest snapshot at or below it.
+    pub fn load_at(&self, stream: &str, version: u64) -> Result<Loaded<A>> {
+        let current = self.store.stream_version(stream)?.unwrap_or(0);
+        self.load_to(stream, version.min(current), current)
+    }
+
+    /// Loads `stream`, lets the aggregate handle `command`, and appends the events it produces
+    /// with [`ExpectedVersion::Exact`] of the version it loaded. On a version conflict it
+    /// reloads and runs the command again, up to [`max_retries`](Self::max_retries) times.
+    pub fn execute(
+        &self,
+        stream: &str,
+        command: A::Command,
+    ) -> std::result::Result<Executed<A>, ExecuteError<A::Error>>
+    where
+        A::Command: Clone,
+    {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let loaded = self.load(stream)?;
+            let events = loaded
+                .state
+                .handle(command.clone())
+                .map_err(ExecuteError::Domain)?;
+            if events.is_empty() {
+                return Ok(Executed {
+                    events,
+                    state: loaded.state,
+                    version: loaded.version,
+                    appended: None,
+                    attempts,
+                });
+            }
+            let data = events
+                .iter()
+                .map(|e| {
+                    let bytes = C::encode(e).map_err(|reason| Error::Codec {
+                        stream: stream.to_string(),
+                        version: None,
+                        reason,
+                    })?;
+                    Ok(EventData::new(A::event_type(e), bytes))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            match self
+                .store
+                .append(stream, ExpectedVersion::Exact(loaded.version), &data)
+            {
+                Ok(r) => {
+                    let mut state = loaded.state;
+                    for e in &events {
+                        state.apply(e);
+                    }
+                    self.cache().put::<A, C>(stream, r.last_version, &state);
+                    self.maybe_snapshot(stream, &state, r.last_version, None)?;
+                    return Ok(Executed {
+                        events,
+                        state,
+                        version: r.last_version,
+                        appended: Some(r),
+                        attempts,
+                    });
+                }
+                Err(Error::WrongExpectedVersion { .. }) if attempts <= self.retries => continue,
+                Err(e) => return Err(ExecuteError::Store(e)),
+            }
+        }
+    }
+
+    fn cache(&self) -> &StateCache {
+        &self.store.inner().aggregate_cache
+    }
+
+    /// Loads the state as of `target`; `current` is the stream's version now.
+    fn load_to(&self, stream: &str, target: u64, current: u64) -> Result<Loaded<A>> {
+        let mut loaded = Loaded {
+            state: A::default(),
+            version: 0,
+            snapshot_version: None,
+            replayed: 0,
+            cached: false,
+        };
+        let cached = self
+            .cache()
+            .get::<A, C>(stream)
+            .filter(|(version, _)| *version <= target);
+        let floor = cached.as_ref().map_or(0, |(version, _)| *version);
+        // A snapshot is only worth it when it is newer than the cached state.
+        if let Some((version, state)) = self.newest_snapshot(stream, floor, target)? {
+            loaded.state = state;
+            loaded.version = version;
+            loaded.snapshot_version = Some(version);
+        } else if let Some((version, state)) = cached {
+            loaded.state = state;
+            loaded.version = version;
+            loaded.cached = true;
+        }
+        let mut last_event = None;
+        if target > loaded.version {
+            let opts = ReadOptions::forward_from(loaded.version + 1).limit(target - loaded.version);
+            for e in self.store.read_stream(stream, opts)? {
+                let e = e?;
+                loaded.state.apply(&decode_event::<A, C>(&e)?);
+                loaded.replayed += 1;
+                loaded.version = e.version;
+                last_event = Some(e);
+            }
+        }
+        if loaded.version == current && (loaded.replayed > 0 || !loaded.cached) {
+            self.cache()
+                .put::<A, C>(stream, loaded.version, &loaded.state);
+        }
+        self.maybe_snapshot(stream, &loaded.state, loaded.version, last_event.as_ref())?;
+        Ok(loaded)
+    }
+
+    /// The newest usable snapshot above `floor` and at or below `target`. Unusable ones are
+    /// discarded.
+    fn newest_snapshot(&self, stream: &str, floor: u64, target: u64) -> Result<Option<(u64, A)>> {
+        let snapshots = &self.store.inner().snapshots;
+        let candidates = snapshots.candidates(stream, &self.kind, target);
+        for entry in candidates.into_iter().take_while(|e| e.version > floor) {
+            match self.verify(stream, &entry)? {
+                Some(state) => return Ok(Some((entry.version, state))),
+                None => snapshots.discard(stream, &entry),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Reads a snapshot and checks it against the log; `None` if it must not be used.
+    fn verify(&self, stream: &str, entry: &Entry) -> Result<Option<A>> {
+        let Some(s) = self.store.inner().snapshots.read(entry)? else {
+            return Ok(None);
+        };
+        let matches = s.stream == stream
+            && s.version == entry.version
+            && *s.aggregate == *self.kind.aggregate
+            && s.schema == self.kind.schema
+            && *s.codec == *self.kind.codec;
+        if !matches {
+            return Ok(None);
+        }
+        // The event it was folded up to must be the one in the log now.
+        let event = self
+            .store
+            .read_stream(stream, ReadOptions::forward_from(s.version).limit(1))?
+            .next()
+            .transpose()?;
+        match event {
+            Some(e) if e.position == s.event_position && e.timestamp == s.event_timestamp => {
+                Ok(C::decode::<A>(&s.state).ok())
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Saves a snapshot of `state` at `version` if the stream has moved `snapshot_every`
+    /// events past its last one. `last_event`, when given, is the event at `version`.
+    fn maybe_snapshot(
+        &self,
+        stream: &str,
+        state: &A,
+        version: u64,
+        last_event: Option<&RecordedEvent>,
+    ) -> Result<()> {
+        let every = self.store.options().snapshot_every;
+        if every == 0 || version == 0 {
+            return Ok(());
+        }
+        let snapshots = &self.store.inner().snapshots;
+        let last = snapshots.last_version(stream, &self.kind).unwrap_or(0);
+        if version < last.saturating_add(every) {
+            return Ok(());
+        }
+        let event = match last_event {
+            Some(e) if e.version == version => e.clone(),
+            _ => match self
+                .store
+                .read_stream(stream, ReadOptions::forward_from(version).limit(1))?
+                .next()
+            {
+                Some(e) => e?,
+                None => return Ok(()),
+            },
+        };
+        let state = C::encode(state).map_err(|reason| Error::Codec {
+            stream: stream.to_string(),
+            version: Some(version),
+            reason,
+        })?;
+        snapshots.write(&Snapshot {
+            stream: stream.to_string(),
+            aggregate: self.kind.aggregate.to_string(),
+            schema: self.kind.schema,
+            codec: self.kind.codec.to_string(),
+            version,
+            event_position: event.position,
+            event_timestamp: event.timestamp,
+            state,
+        })
+    }
+}
+
+fn decode_event<A: Aggregate, C: Codec>(e: &RecordedEvent) -> Result<A::Event> {
+    C::decode(&e.payload).map_err(|reason| Error::Codec {
+        stream: e.stream.to_string(),
+        version: Some(e.version),
+        reason: format!("event type {:?}: {reason}", e.event_type),
+    })
+}
+
+/// A bounded cache of recently used aggregate states, by type and stream. A cached state is
+/// only ever a starting point: events after its version are always replayed.
+#[derive(Debug)]
+pub(crate) struct StateCache {
+    capacity: usize,
+    inner: Mutex<CacheInner>,
+}
+
+#[derive(Debug, Default)]
+struct CacheInner {
+    entries: HashMap<(TypeId, Box<str>), CacheEntry>,
+    tick: u64,
+}
+
+#[derive(Debug)]
+struct CacheEntry {
+    version: u64,
+    state: Arc<dyn Any + Send + Sync>,
+    used: u64,
+}
+
+impl StateCache {
+    pub(crate) fn new(capacity: usize) -> Self {
+        StateCache {
+            capacity,
+            inner: Mutex::new(CacheInner::default()),
+        }
+    }
+
+    fn get<A: Aggregate, C: Codec>(&self, stream: &str) -> Option<(u64, A)> {
+        let mut c = self.inner.lock();
+        c.tick += 1;
+        let tick = c.tick;
+        let e = c
+            .entries
+            .get_mut(&(TypeId::of::<(A, C)>(), stream.into()))?;
+        e.used = tick;
+        let state = e.state.downcast_ref::<A>()?.clone();
+        Some((e.version, state))
+    }
+
+    fn put<A: Aggregate, C: Codec>(&self, stream: &str, version: u64, state: &A) {
+        if self.capacity == 0 {
+            return;
+        }
+        let mut c = self.inner.lock();
+        c.tick += 1;
+        let used = c.tick;
+        let key = (TypeId::of::<(A, C)>(), stream.into());
+        if c.entries.get(&key).is_some_and(|e| e.version > version) {
+            return;
+        }
+        c.entries.insert(
+            key,
+            CacheEntry {
+                version,
+                state: Arc::new(state.clone()),
+                used,
+            },
+        );
+        if c.entries.len() > self.capacity {
+            // Evict the least recently used eighth in one pass.
+            let mut ages: Vec<u64> = c.entries.values().map(|e| e.used).collect();
+            let cut = ages.len() / 8 + 1;
+            let (_, &mut threshold, _) = ages.select_nth_unstable(cut - 1);
+            c.entries.retain(|_, e| e.used > threshold);
+        }
+    }
+}

@@ -1,0 +1,495 @@
+//! Snapshot files: saved aggregate states, so loads replay only the events after them.
+//!
+//! Snapshots are a cache over the log, never a source of truth. They live in append-only,
+//! CRC-framed files `NNNNNNNNNN.snap` in the store directory, are written without fsync (a
+//! lost snapshot costs a longer replay, nothing else), and are ignored whenever anything about
+//! them is off: checksum, aggregate type, schema version, codec, or the fingerprint of the
+//! event they claim to cover (which catches a snapshot that outlived its events in a power
+//! loss). Only the newest `snapshots_kept` per stream and aggregate type are retained; when
+//! dropped ones outweigh live ones the files are compacted into a new one.
+#![deny(clippy::indexing_slicing)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+use crate::frame::Cursor;
+use crate::storage::{Storage, StorageFile};
+
+const SUFFIX: &str = ".snap";
+/// A snapshot file stops taking new records past this size.
+const FILE_MAX: u64 = 64 * 1024 * 1024;
+/// Compaction waits until at least this many dead bytes have accumulated.
+const COMPACT_MIN_DEAD: u64 = 256 * 1024;
+const RECORD_HEADER_LEN: usize = 8;
+
+fn file_name(n: u32) -> String {
+    format!("{n:010}{SUFFIX}")
+}
+
+fn parse_file_name(name: &str) -> Option<u32> {
+    let digits = name.strip_suffix(SUFFIX)?;
+    (digits.len() == 10 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
+}
+
+/// What a snapshot is of: which aggregate type, state schema and codec.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Kind {
+    pub aggregate: Arc<str>,
+    pub schema: u32,
+    pub codec: Arc<str>,
+}
+
+/// A snapshot as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Snapshot {
+    pub stream: String,
+    pub aggregate: String,
+    pub schema: u32,
+    pub codec: String,
+    /// The stream version the state includes.
+    pub version: u64,
+    /// Position and timestamp of the event at `version`: the history this state was folded from.
+    pub event_position: u64,
+    pub event_timestamp: u64,
+    pub state: Vec<u8>,
+}
+
+/// Where a snapshot is, and what it is of.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    pub kind: Kind,
+    pub version: u64,
+    file: u32,
+    offset: u64,
+    len: u64,
+}
+
+#[derive(Debug)]
+struct File {
+    handle: Arc<dyn StorageFile>,
+    path: PathBuf,
+    len: u64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    files: BTreeMap<u32, File>,
+    /// The file new snapshots are appended to; `None`: start a new one.
+    active: Option<u32>,
+    /// Per stream, retained snapshots ordered by version.
+    by_stream: HashMap<Box<str>, Vec<Entry>>,
+    live_bytes: u64,
+    total_bytes: u64,
+}
+
+/// All snapshots of a store.
+#[derive(Debug)]
+pub(crate) struct SnapshotStore {
+    storage: Arc<dyn Storage>,
+    dir: PathBuf,
+    keep: usize,
+    state: Mutex<State>,
+}
+
+fn encode(s: &Snapshot) -> Vec<u8> {
+    let mut b = vec![0u8; RECORD_HEADER_LEN];
+    b.extend_from_slice(&(s.stream.len() as u16).to_le_bytes());
+    b.extend_from_slice(s.stream.as_bytes());
+    b.extend_from_slice(&(s.aggregate.len() as u16).to_le_bytes());
+    b.extend_from_slice(s.aggregate.as_bytes());
+    b.extend_from_slice(&(s.codec.len() as u16).to_le_bytes());
+    b.extend_from_slice(s.codec.as_bytes());
+    b.extend_from_slice(&s.schema.to_le_bytes());
+    b.extend_from_slice(&s.version.to_le_bytes());
+    b.extend_from_slice(&s.event_position.to_le_bytes());
+    b.extend_from_slice(&s.event_timestamp.to_le_bytes());
+    b.extend_from_slice(&(s.state.len() as u64).to_le_bytes());
+    b.extend_from_slice(&s.state);
+    let body_len = (b.len() - RECORD_HEADER_LEN) as u32;
+    let mut h = crc32fast::Hasher::new();
+    h.update(&body_len.to_le_bytes());
+    h.update(b.get(RECORD_HEADER_LEN..).unwrap_or_default());
+    let crc = h.finalize();
+    let mut header = [0u8; RECORD_HEADER_LEN];
+    header[..4].copy_from_slice(&body_len.to_le_bytes());
+    header[4..].copy_from_slice(&crc.to_le_bytes());
+    b.splice(..RECORD_HEADER_LEN, header);
+    b
+}
+
+/// Decodes the record at `offset` of `buf`: the snapshot and the record's total length.
+/// `None` for anything that is not an intact record (end of data included).
+fn decode(buf: &[u8], offset: usize) -> Option<(Snapshot, usize)> {
+    let mut c = Cursor::new(buf, offset);
+    let body_len = c.u32()?;
+    let crc = c.u32()?;
+    let body = c.bytes(body_len as usize)?;
+    let mut h = crc32fast::Hasher::new();
+    h.update(&body_len.to_le_bytes());
+    h.update(body);
+    if body_len == 0 || h.finalize() != crc {
+        return None;
+    }
+    let mut c = Cursor::new(body, 0);
+    let string = |c: &mut Cursor<'_>| -> Option<String> {
+        let n = c.u16()? as usize;
+        String::from_utf8(c.bytes(n)?.to_vec()).ok()
+    };
+    let stream = string(&mut c)?;
+    let aggregate = string(&mut c)?;
+    let codec = string(&mut c)?;
+    let schema = c.u32()?;
+    let version = c.u64()?;
+    let event_position = c.u64()?;
+    let event_timestamp = c.u64()?;
+    let state_len = usize::try_from(c.u64()?).ok()?;
+    let state = c.bytes(state_len)?.to_vec();
+    if c.pos() != body.len() || version == 0 {
+        return None;
+    }
+    let s = Snapshot {
+        stream,
+        aggregate,
+        schema,
+        codec,
+        version,
+        event_position,
+        event_timestamp,
+        state,
+    };
+    Some((s, RECORD_HEADER_LEN + body_len as usize))
+}
+
+impl State {
+    fn kind(&self, aggregate: &str, schema: u32, codec: &str) -> Kind {
+        // Share the strings with an existing entry of the same kind, if any.
+        let existing = self
+            .by_stream
+            .values()
+            .flatten()
+            .map(|e| &e.kind)
+            .find(|k| &*k.aggregate == aggregate && &*k.codec == codec);
+        match existing {
+            Some(k) => Kind {
+                aggregate: Arc::clone(&k.aggregate),
+                schema,
+                codec: Arc::clone(&k.codec),
+            },
+            None => Kind {
+                aggregate: aggregate.into(),
+                schema,
+                codec: codec.into(),
+            },
+        }
+    }
+
+    /// Indexes a snapshot, dropping the oldest of its stream and aggregate beyond `keep`.
+    fn add(&mut self, stream: &str, entry: Entry, keep: usize) {
+        self.live_bytes += entry.len;
+        let entries = match self.by_stream.get_mut(stream) {
+            Some(e) => e,
+            None => self.by_stream.entry(stream.into()).or_default(),
+        };
+        // Same stream, aggregate and version: the newer record replaces the older.
+        if let Some(i) = entries
+            .iter()
+            .position(|e| e.version == entry.version && e.kind == entry.kind)
+        {
+            let old = entries.remove(i);
+            self.live_bytes -= old.len;
+        }
+        let at = entries.partition_point(|e| e.version <= entry.version);
+        let aggregate = Arc::clone(&entry.kind.aggregate);
+        entries.insert(at, entry);
+        let same: Vec<usize> = entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.kind.aggregate == aggregate)
+            .map(|(i, _)| i)
+            .collect();
+        if same.len() > keep {
+            for &i in same.iter().take(same.len() - keep).rev() {
+                let old = entries.remove(i);
+                self.live_bytes -= old.len;
+            }
+        }
+    }
+}
+
+impl SnapshotStore {
+    /// Opens the snapshot files of `dir`, indexing every intact record. A record that fails its
+    /// checks ends what is read of that file; new snapshots then go to a new file.
+    pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, keep: usize) -> Result<Self> {
+        let mut numbers: Vec<u32> = storage
+            .list(dir)
+            .map_err(|e| Error::io("list", dir, e))?
+            .iter()
+            .filter_map(|n| parse_file_name(n))
+            .collect();
+        numbers.sort_unstable();
+        let mut st = State::default();
+        let mut last_clean = false;
+        for n in numbers {
+            let path = dir.join(file_name(n));
+            let handle: Arc<dyn StorageFile> = Arc::from(
+                storage
+                    .open(&path, true)
+                    .map_err(|e| Error::io("open", &path, e))?,
+            );
+            let len = handle.len().map_err(|e| Error::io("stat", &path, e))?;
+            let mut buf = vec![0u8; usize::try_from(len).unwrap_or(0)];
+            handle
+                .read_exact_at(&mut buf, 0)
+                .map_err(|e| Error::io("read", &path, e))?;
+            let mut offset = 0usize;
+            while let Some((s, rec_len)) = decode(&buf, offset) {
+                let kind = st.kind(&s.aggregate, s.schema, &s.codec);
+                let entry = Entry {
+                    kind,
+                    version: s.version,
+                    file: n,
+                    offset: offset as u64,
+                    len: rec_len as u64,
+                };
+                st.add(&s.stream, entry, keep);
+                offset += rec_len;
+            }
+            last_clean = offset as u64 == len;
+            st.total_bytes += len;
+            st.files.insert(n, File { handle, path, len });
+        }
+        if last_clean {
+            st.active = st.files.keys().next_back().copied();
+        }
+        Ok(SnapshotStore {
+            storage,
+            dir: dir.to_path_buf(),
+            keep: keep.max(1),
+            state: Mutex::new(st),
+        })
+    }
+
+    /// Retained snapshots of `stream` of this kind at or below `max_version`, newest first.
+    pub(crate) fn candidates(&self, stream: &str, kind: &Kind, max_version: u64) -> Vec<Entry> {
+        let st = self.state.lock();
+        st.by_stream
+            .get(stream)
+            .map(|v| {
+                v.iter()
+                    .rev()
+                    .filter(|e| e.version <= max_version && e.kind == *kind)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Version of the newest retained snapshot of `stream` of this kind.
+    pub(crate) fn last_version(&self, stream: &str, kind: &Kind) -> Option<u64> {
+        let st = self.state.lock();
+        st.by_stream
+            .get(stream)?
+            .iter()
+            .rev()
+            .find(|e| e.kind == *kind)
+            .map(|e| e.version)
+    }
+
+    /// Reads a snapshot; `None` when it no longer passes its checks.
+    pub(crate) fn read(&self, entry: &Entry) -> Result<Option<Snapshot>> {
+        let handle = {
+            let st = self.state.lock();
+            match st.files.get(&entry.file) {
+                Some(f) => Arc::clone(&f.handle),
+                None => return Ok(None),
+            }
+        };
+        let mut buf = vec![0u8; usize::try_from(entry.len).unwrap_or(0)];
+        if handle.read_exact_at(&mut buf, entry.offset).is_err() {
+            return Ok(None);
+        }
+        Ok(decode(&buf, 0).map(|(s, _)| s))
+    }
+
+    /// Forgets a snapshot that failed verification, so a fresh one will be taken.
+    pub(crate) fn discard(&self, stream: &str, entry: &Entry) {
+        let mut st = self.state.lock();
+        let mut freed = 0;
+        if let Some(v) = st.by_stream.get_mut(stream) {
+            v.retain(|e| {
+                let same = e.file == entry.file && e.offset == entry.offset;
+                if same {
+                    freed += e.len;
+                }
+                !same
+            });
+        }
+        st.live_bytes -= freed;
+    }
+
+    /// Appends a snapshot (no fsync: snapshots are a cache), then compacts if dead records
+    /// outweigh live ones.
+    pub(crate) fn write(&self, s: &Snapshot) -> Result<()> {
+        let bytes = encode(s);
+        let mut st = self.state.lock();
+        let n = match st
+            .active
+            .filter(|n| st.files.get(n).is_some_and(|f| f.len < FILE_MAX))
+        {
+            Some(n) => n,
+            None => self.new_file(&mut st)?,
+        };
+        let file = st
+            .files
+            .get_mut(&n)
+            .ok_or_else(|| Error::corruption(&self.dir, 0, "snapshot file vanished"))?;
+        let offset = file.len;
+        file.handle
+            .write_all_at(&bytes, offset)
+            .map_err(|e| Error::io("write", &file.path, e))?;
+        file.len += bytes.len() as u64;
+        st.total_bytes += bytes.len() as u64;
+        let kind = st.kind(&s.aggregate, s.schema, &s.codec);
+        let entry = Entry {
+            kind,
+            version: s.version,
+            file: n,
+            offset,
+            len: bytes.len() as u64,
+        };
+        st.add(&s.stream, entry, self.keep);
+        let dead = st.total_bytes - st.live_bytes;
+        if dead > st.live_bytes && dead >= COMPACT_MIN_DEAD {
+            self.compact(&mut st)?;
+        }
+        Ok(())
+    }
+
+    fn new_file(&self, st: &mut State) -> Result<u32> {
+        let n = st.files.keys().next_back().map_or(1, |n| n + 1);
+        let path = self.dir.join(file_name(n));
+        let handle: Arc<dyn StorageFile> = Arc::from(
+            self.storage
+                .create(&path)
+                .map_err(|e| Error::io("create", &path, e))?,
+        );
+        st.files.insert(
+            n,
+            File {
+                handle,
+                path,
+                len: 0,
+            },
+        );
+        st.active = Some(n);
+        Ok(n)
+    }
+
+    /// Copies the retained snapshots into a new file and removes the old files.
+    fn compact(&self, st: &mut State) -> Result<()> {
+        let n = st.files.keys().next_back().map_or(1, |n| n + 1);
+        let path = self.dir.join(file_name(n));
+        let tmp = self.dir.join(format!("{}.tmp", file_name(n)));
+        let out = self
+            .storage
+            .create(&tmp)
+            .map_err(|e| Error::io("create", &tmp, e))?;
+        let mut len = 0u64;
+        let mut moved: Vec<(Box<str>, usize, u64)> = Vec::new();
+        for (stream, entries) in &st.by_stream {
+            for (i, e) in entries.iter().enumerate() {
+                let Some(f) = st.files.get(&e.file) else {
+                    continue;
+                };
+                let mut buf = vec![0u8; usize::try_from(e.len).unwrap_or(0)];
+                f.handle
+                    .read_exact_at(&mut buf, e.offset)
+                    .map_err(|err| Error::io("read", &f.path, err))?;
+                out.write_all_at(&buf, len)
+                    .map_err(|err| Error::io("write", &tmp, err))?;
+                moved.push((stream.clone(), i, len));
+                len += e.len;
+            }
+        }
+        out.sync_data()
+            .map_err(|e| Error::io("fdatasync", &tmp, e))?;
+        drop(out);
+        let io = |op, p: &Path, e| Error::io(op, p, e);
+        self.storage
+            .rename(&tmp, &path)
+            .map_err(|e| io("rename", &tmp, e))?;
+        self.storage
+            .sync_dir(&self.dir)
+            .map_err(|e| io("fsync directory", &self.dir, e))?;
+        for (stream, i, offset) in moved {
+            if let Some(e) = st.by_stream.get_mut(&stream).and_then(|v| v.get_mut(i)) {
+                e.file = n;
+                e.offset = offset;
+            }
+        }
+        for (_, f) in std::mem::take(&mut st.files) {
+            self.storage
+                .remove(&f.path)
+                .map_err(|e| io("remove", &f.path, e))?;
+        }
+        self.storage
+            .sync_dir(&self.dir)
+            .map_err(|e| io("fsync directory", &self.dir, e))?;
+        let handle: Arc<dyn StorageFile> = Arc::from(
+            self.storage
+                .open(&path, true)
+                .map_err(|e| io("open", &path, e))?,
+        );
+        st.files.insert(n, File { handle, path, len });
+        st.active = Some(n);
+        st.total_bytes = len;
+        st.live_bytes = len;
+        Ok(())
+    }
+
+    /// Number of retained snapshots and bytes of snapshot files.
+    pub(crate) fn stats(&self) -> (u64, u64) {
+        let st = self.state.lock();
+        let count = st.by_stream.values().map(|v| v.len() as u64).sum();
+        (count, st.total_bytes)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    fn snap() -> Snapshot {
+        Snapshot {
+            stream: "cart-1".into(),
+            aggregate: "Cart".into(),
+            schema: 2,
+            codec: "bincode2".into(),
+            version: 1000,
+            event_position: 5000,
+            event_timestamp: 77,
+            state: vec![1, 2, 3],
+        }
+    }
+
+    #[test]
+    fn record_round_trip_and_damage_rejected() {
+        let b = encode(&snap());
+        assert_eq!(decode(&b, 0), Some((snap(), b.len())));
+        for i in 0..b.len() {
+            let mut d = b.clone();
+            d[i] ^= 0x08;
+            assert_eq!(decode(&d, 0), None, "byte {i}");
+        }
+        for cut in 0..b.len() {
+            assert_eq!(decode(&b[..cut], 0), None);
+        }
+    }
+}
