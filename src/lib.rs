@@ -62,27 +62,33 @@ mod aggregate;
 mod checkpoint;
 mod codec;
 mod commit;
+mod durable;
 mod error;
 mod event;
 mod frame;
 mod index;
 mod log;
 mod options;
+mod projection;
 mod read;
 mod recovery;
 mod segment;
 mod snapshot;
 pub mod storage;
 mod store;
+mod subscription;
 
 pub use aggregate::{Aggregate, ExecuteError, Executed, Loaded, Repository};
 pub use codec::{Bincode, Codec};
+pub use durable::{DurableInfo, DurableSubscription};
 pub use error::{Error, Result};
 pub use event::{AppendResult, EventData, ExpectedVersion, RecordedEvent};
 pub use options::{FsyncPolicy, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, Options};
+pub use projection::{Projection, RunningProjection};
 pub use read::{AllEvents, Direction, ReadOptions, StreamEvents};
 pub use recovery::RecoveryReport;
 pub use store::{MAX_EVENT_TYPE_LEN, MAX_STREAM_NAME_LEN, Stats, Store, StreamInfo};
+pub use subscription::Subscription;
 
 /// The README's code blocks, compiled and run as doctests.
 #[cfg(doctest)]

@@ -60,6 +60,9 @@ pub struct Options {
     pub snapshots_kept: usize,
     /// How many recently used aggregate states are cached in memory (default 1024; 0: none).
     pub aggregate_cache: usize,
+    /// A running projection saves its state and position every this many events (default
+    /// 1000; 0: only when asked and when dropped).
+    pub projection_checkpoint_every: u64,
 }
 
 impl Default for Options {
@@ -72,6 +75,7 @@ impl Default for Options {
             snapshot_every: 1000,
             snapshots_kept: 4,
             aggregate_cache: 1024,
+            projection_checkpoint_every: 1000,
         }
     }
 }

@@ -3,10 +3,11 @@
 use std::any::Any;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 
 use std::sync::mpsc::Sender;
 
@@ -14,17 +15,20 @@ use crate::aggregate::{Aggregate, Repository, StateCache};
 use crate::checkpoint;
 use crate::codec::Codec;
 use crate::commit::Commit;
+use crate::durable::{self, DurableInfo, DurableSubscription, Registry};
 use crate::error::{Error, Result};
 use crate::event::{AppendResult, EventData, ExpectedVersion};
 use crate::frame::{self, FrameStart};
 use crate::index::{StreamIndex, pack};
 use crate::log::{Active, Log};
 use crate::options::{FsyncPolicy, Options};
+use crate::projection::{self, Projection, RunningProjection};
 use crate::read::{AllEvents, ReadOptions, StreamEvents, read_event};
 use crate::recovery::{self, RecoveryReport};
 use crate::segment::Segment;
 use crate::snapshot::SnapshotStore;
 use crate::storage::{FsStorage, Storage};
+use crate::subscription::Subscription;
 
 /// Longest accepted stream name, in bytes.
 pub const MAX_STREAM_NAME_LEN: usize = 1024;
@@ -77,8 +81,12 @@ pub(crate) struct Inner {
     writer: Mutex<Writer>,
     commit: Commit,
     watermark: Mutex<Watermark>,
+    /// Signalled whenever the watermark moves or the store closes.
+    published: Condvar,
+    closed: AtomicBool,
     recovery: RecoveryReport,
     pub(crate) snapshots: SnapshotStore,
+    pub(crate) durables: Mutex<Registry>,
     pub(crate) aggregate_cache: StateCache,
     _lock: Box<dyn Any + Send + Sync>,
 }
@@ -111,6 +119,8 @@ pub struct Stats {
     pub index_memory_bytes: u64,
     /// Snapshots retained.
     pub snapshots: u64,
+    /// Durable subscriptions, with their acknowledged positions and lag.
+    pub durable_subscriptions: Vec<DurableInfo>,
     /// Bytes of snapshot files.
     pub snapshot_bytes: u64,
 }
@@ -167,8 +177,11 @@ impl Store {
         let snapshots =
             SnapshotStore::open(Arc::clone(&storage), &dir, options.snapshots_kept.max(1))?;
         let aggregate_cache = StateCache::new(options.aggregate_cache);
+        let durables = Registry::open(storage.as_ref(), &dir, last)?;
+        projection::discard_beyond(storage.as_ref(), &dir, last)?;
         let inner = Arc::new(Inner {
             snapshots,
+            durables: Mutex::new(durables),
             aggregate_cache,
             log: Log::new(
                 Arc::clone(&storage),
@@ -191,6 +204,8 @@ impl Store {
             // Recovery synced the active segment; sealed ones were synced when sealed.
             commit: Commit::new(last),
             watermark: Mutex::new(written),
+            published: Condvar::new(),
+            closed: AtomicBool::new(false),
             recovery: rec.report,
             _lock: lock,
         });
@@ -321,6 +336,7 @@ impl Store {
             index_memory_bytes: (index_bytes + sample_bytes) as u64,
             snapshots,
             snapshot_bytes,
+            durable_subscriptions: self.inner.durables.lock().list(wm.position),
         })
     }
 
@@ -341,6 +357,44 @@ impl Store {
 
     pub(crate) fn inner(&self) -> &Inner {
         &self.inner
+    }
+
+    /// Subscribes to the whole log from `from_position` (1: from the beginning): the history,
+    /// then live events as they are acknowledged, in position order.
+    pub fn subscribe_all(&self, from_position: u64) -> Result<Subscription> {
+        Ok(Subscription::all(Arc::clone(&self.inner), from_position))
+    }
+
+    /// Subscribes to one stream from `from_version` (1: from its first event).
+    pub fn subscribe_stream(&self, stream: &str, from_version: u64) -> Result<Subscription> {
+        Ok(Subscription::stream(
+            Arc::clone(&self.inner),
+            stream,
+            from_version,
+        ))
+    }
+
+    /// Opens the durable subscription `name`, creating it at position 0 if it is new: a
+    /// subscription to the whole log that resumes after its last
+    /// [`ack`](DurableSubscription::ack)ed position, delivering at least once, in order.
+    pub fn durable_subscription(&self, name: &str) -> Result<DurableSubscription> {
+        durable::open(&self.inner, name)
+    }
+
+    /// Every durable subscription with its acknowledged position and lag, by name.
+    pub fn durable_subscriptions(&self) -> Result<Vec<DurableInfo>> {
+        Ok(self.inner.durables.lock().list(self.last_position()))
+    }
+
+    /// Deletes a durable subscription (which must not be open); false if it did not exist.
+    pub fn delete_durable_subscription(&self, name: &str) -> Result<bool> {
+        durable::delete(&self.inner, name)
+    }
+
+    /// Opens projection `P`, resuming from its checkpoint (or from position 1 when it has
+    /// none, or its [`Projection::VERSION`] changed).
+    pub fn projection<P: Projection>(&self) -> Result<RunningProjection<P>> {
+        RunningProjection::open(&self.inner)
     }
 
     /// What recovery did when this store was opened.
@@ -371,6 +425,8 @@ impl Store {
         }
         self.closed = true;
         self.inner.commit.shutdown();
+        let synced = self.inner.sync();
+        self.inner.close_subscriptions();
         if let Some(h) = self.flusher.take() {
             let _ = h.join();
         }
@@ -379,7 +435,7 @@ impl Store {
         if let Some(h) = self.indexer.take() {
             let _ = h.join();
         }
-        self.inner.sync()
+        synced
     }
 }
 
@@ -399,7 +455,42 @@ impl Inner {
         let mut cur = self.watermark.lock();
         if wm.position > cur.position {
             *cur = wm;
+            self.published.notify_all();
         }
+    }
+
+    pub(crate) fn storage(&self) -> &dyn Storage {
+        self.storage.as_ref()
+    }
+
+    pub(crate) fn watermark_guard(&self) -> MutexGuard<'_, Watermark> {
+        self.watermark.lock()
+    }
+
+    /// Waits for the watermark to move (or the store to close) until `deadline`; true when
+    /// the wait timed out.
+    pub(crate) fn wait_published(
+        &self,
+        wm: &mut MutexGuard<'_, Watermark>,
+        deadline: Instant,
+    ) -> bool {
+        self.published.wait_until(wm, deadline).timed_out()
+    }
+
+    /// Waits for the watermark to move or the store to close.
+    pub(crate) fn wait_published_forever(&self, wm: &mut MutexGuard<'_, Watermark>) {
+        self.published.wait(wm);
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Marks the store closed and wakes every subscriber.
+    fn close_subscriptions(&self) {
+        let _wm = self.watermark.lock();
+        self.closed.store(true, Ordering::Release);
+        self.published.notify_all();
     }
 
     /// Syncs everything written so far (group commit).

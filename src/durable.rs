@@ -1,0 +1,371 @@
+//! Durable subscriptions: a named subscription to the whole log whose acknowledged position
+//! is kept in the store, so delivery resumes after it following a restart or a crash.
+//!
+//! Delivery is **at least once, in order**: events after the last acknowledged position are
+//! delivered again after a restart, including any the consumer had handled but not yet
+//! acknowledged. A consumer that must not act twice deduplicates by event id or position.
+//!
+//! The position lives in `NAME.sub`: two 32-byte slots written alternately, each with a
+//! sequence number and a CRC, so a torn write can only ever cost the newest ack. Under
+//! [`FsyncPolicy::Always`](crate::FsyncPolicy::Always) an ack is synced before `ack` returns;
+//! under the other policies it is synced when the subscription is dropped and may otherwise be
+//! lost in a power failure (never in a process crash), which means redelivery, not loss.
+#![deny(clippy::indexing_slicing)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::event::RecordedEvent;
+use crate::frame::Cursor;
+use crate::options::FsyncPolicy;
+use crate::storage::{Storage, StorageFile};
+use crate::store::Inner;
+use crate::subscription::Subscription;
+
+const SUFFIX: &str = ".sub";
+const MAGIC: [u8; 8] = *b"ANNALSUB";
+const SLOT_LEN: usize = 32;
+
+/// A durable subscription as listed by [`Store::durable_subscriptions`](crate::Store::durable_subscriptions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DurableInfo {
+    /// Its name.
+    pub name: String,
+    /// The last acknowledged position (0: none).
+    pub acked_position: u64,
+    /// Events appended after the acknowledged position: last position minus acknowledged.
+    pub lag: u64,
+}
+
+/// Checks a name for a durable subscription or projection: 1 to 128 ASCII letters, digits,
+/// `-`, `_` or `.`, not starting with `.`.
+pub(crate) fn validate_name(what: &str, name: &str) -> Result<()> {
+    let ok = (1..=128).contains(&name.len())
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "{what} name {name:?}: use 1 to 128 of A-Z a-z 0-9 - _ . (not starting with .)"
+        )))
+    }
+}
+
+fn encode_slot(seq: u64, position: u64) -> [u8; SLOT_LEN] {
+    let mut s = [0u8; SLOT_LEN];
+    let mut v = Vec::with_capacity(SLOT_LEN);
+    v.extend_from_slice(&MAGIC);
+    v.extend_from_slice(&seq.to_le_bytes());
+    v.extend_from_slice(&position.to_le_bytes());
+    v.extend_from_slice(&0u32.to_le_bytes());
+    let crc = crc32fast::hash(&v);
+    v.extend_from_slice(&crc.to_le_bytes());
+    s.copy_from_slice(&v);
+    s
+}
+
+/// The valid slot with the highest sequence number: (sequence, position).
+fn decode_slots(buf: &[u8]) -> Option<(u64, u64)> {
+    let slot = |i: usize| -> Option<(u64, u64)> {
+        let b = buf.get(i * SLOT_LEN..(i + 1) * SLOT_LEN)?;
+        let mut c = Cursor::new(b, 0);
+        if c.bytes(8)? != MAGIC {
+            return None;
+        }
+        let seq = c.u64()?;
+        let position = c.u64()?;
+        let _reserved = c.u32()?;
+        let covered = b.get(..c.pos())?;
+        (crc32fast::hash(covered) == c.u32()?).then_some((seq, position))
+    };
+    match (slot(0), slot(1)) {
+        (Some(a), Some(b)) => Some(if a.0 >= b.0 { a } else { b }),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The registry of durable subscriptions of an open store.
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    /// Name to (acknowledged position, whether a handle is open).
+    subs: BTreeMap<String, (u64, bool)>,
+}
+
+fn path_of(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}{SUFFIX}"))
+}
+
+/// Reads an ack file: (sequence, position); a file with no valid slot reads as position 0.
+fn read_ack(storage: &dyn Storage, path: &Path) -> Result<(Arc<dyn StorageFile>, u64, u64)> {
+    let file: Arc<dyn StorageFile> = Arc::from(
+        storage
+            .open(path, true)
+            .map_err(|e| Error::io("open", path, e))?,
+    );
+    let mut buf = [0u8; 2 * SLOT_LEN];
+    let len = file.len().map_err(|e| Error::io("stat", path, e))?;
+    let n = (len as usize).min(buf.len());
+    if let Some(b) = buf.get_mut(..n) {
+        file.read_exact_at(b, 0)
+            .map_err(|e| Error::io("read", path, e))?;
+    }
+    let (seq, position) = decode_slots(&buf).unwrap_or((0, 0));
+    Ok((file, seq, position))
+}
+
+fn write_slot(
+    file: &dyn StorageFile,
+    path: &Path,
+    seq: u64,
+    position: u64,
+    sync: bool,
+) -> Result<()> {
+    let at = (seq % 2) * SLOT_LEN as u64;
+    file.write_all_at(&encode_slot(seq, position), at)
+        .map_err(|e| Error::io("write", path, e))?;
+    if sync {
+        file.sync_data()
+            .map_err(|e| Error::io("fdatasync", path, e))?;
+    }
+    Ok(())
+}
+
+impl Registry {
+    /// Loads every `NAME.sub` in `dir`. Positions past `last_position` (the end of the log
+    /// after recovery) are pulled back to it and rewritten: those events were lost with the
+    /// log's tail, and new events will take their positions.
+    pub(crate) fn open(storage: &dyn Storage, dir: &Path, last_position: u64) -> Result<Self> {
+        let mut subs = BTreeMap::new();
+        for name in storage.list(dir).map_err(|e| Error::io("list", dir, e))? {
+            let Some(sub) = name.strip_suffix(SUFFIX) else {
+                continue;
+            };
+            if validate_name("subscription", sub).is_err() {
+                continue;
+            }
+            let path = path_of(dir, sub);
+            let (file, seq, mut position) = read_ack(storage, &path)?;
+            if position > last_position {
+                position = last_position;
+                write_slot(file.as_ref(), &path, seq + 1, position, true)?;
+            }
+            subs.insert(sub.to_string(), (position, false));
+        }
+        Ok(Registry { subs })
+    }
+
+    pub(crate) fn list(&self, last_position: u64) -> Vec<DurableInfo> {
+        self.subs
+            .iter()
+            .map(|(name, &(acked, _))| DurableInfo {
+                name: name.clone(),
+                acked_position: acked,
+                lag: last_position.saturating_sub(acked),
+            })
+            .collect()
+    }
+}
+
+/// Opens (creating if needed) the durable subscription `name`.
+pub(crate) fn open(inner: &Arc<Inner>, name: &str) -> Result<DurableSubscription> {
+    validate_name("subscription", name)?;
+    let storage = inner.storage();
+    let path = path_of(&inner.dir, name);
+    let mut reg = inner.durables.lock();
+    match reg.subs.get_mut(name) {
+        Some((_, true)) => {
+            return Err(Error::InvalidArgument(format!(
+                "durable subscription {name:?} is already open"
+            )));
+        }
+        Some((_, open)) => *open = true,
+        None => {
+            let tmp = inner.dir.join(format!("{name}{SUFFIX}.tmp"));
+            let f = storage
+                .create(&tmp)
+                .map_err(|e| Error::io("create", &tmp, e))?;
+            write_slot(f.as_ref(), &tmp, 0, 0, true)?;
+            storage
+                .rename(&tmp, &path)
+                .map_err(|e| Error::io("rename", &tmp, e))?;
+            storage
+                .sync_dir(&inner.dir)
+                .map_err(|e| Error::io("fsync directory", &inner.dir, e))?;
+            reg.subs.insert(name.to_string(), (0, true));
+        }
+    }
+    drop(reg);
+    let opened = read_ack(storage, &path);
+    let (file, seq, acked) = match opened {
+        Ok(x) => x,
+        Err(e) => {
+            if let Some((_, open)) = inner.durables.lock().subs.get_mut(name) {
+                *open = false;
+            }
+            return Err(e);
+        }
+    };
+    Ok(DurableSubscription {
+        name: name.to_string(),
+        sub: Subscription::all(Arc::clone(inner), acked + 1),
+        inner: Arc::clone(inner),
+        file,
+        path,
+        seq,
+        acked,
+        synced: true,
+    })
+}
+
+/// Deletes the durable subscription `name`; false if there was none.
+pub(crate) fn delete(inner: &Inner, name: &str) -> Result<bool> {
+    validate_name("subscription", name)?;
+    let mut reg = inner.durables.lock();
+    match reg.subs.get(name) {
+        None => return Ok(false),
+        Some((_, true)) => {
+            return Err(Error::InvalidArgument(format!(
+                "durable subscription {name:?} is open; drop it first"
+            )));
+        }
+        Some(_) => {}
+    }
+    let path = path_of(&inner.dir, name);
+    let storage = inner.storage();
+    storage
+        .remove(&path)
+        .map_err(|e| Error::io("remove", &path, e))?;
+    storage
+        .sync_dir(&inner.dir)
+        .map_err(|e| Error::io("fsync directory", &inner.dir, e))?;
+    reg.subs.remove(name);
+    Ok(true)
+}
+
+/// A named subscription to the whole log that resumes after its last acknowledged position;
+/// from [`Store::durable_subscription`](crate::Store::durable_subscription).
+///
+/// Only one handle per name can be open at a time. See the module docs for the guarantee.
+#[derive(Debug)]
+pub struct DurableSubscription {
+    name: String,
+    sub: Subscription,
+    inner: Arc<Inner>,
+    file: Arc<dyn StorageFile>,
+    path: PathBuf,
+    seq: u64,
+    acked: u64,
+    synced: bool,
+}
+
+impl DurableSubscription {
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The last acknowledged position (0: none).
+    pub fn acked_position(&self) -> u64 {
+        self.acked
+    }
+
+    /// Only events of streams whose name starts with `prefix`. Filters are not stored: give
+    /// them each time the subscription is opened.
+    pub fn stream_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.sub.set_prefix(prefix.into());
+        self
+    }
+
+    /// Only events of these types.
+    pub fn event_types<I, S>(mut self, types: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.sub
+            .set_types(types.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// The next event, waiting at most `timeout`.
+    pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<RecordedEvent>> {
+        self.sub.next_timeout(timeout)
+    }
+
+    /// Records that every event up to `position` has been handled. Acknowledging a position
+    /// at or below the current one does nothing; one beyond the last delivered event is
+    /// refused.
+    pub fn ack(&mut self, position: u64) -> Result<()> {
+        if position <= self.acked {
+            return Ok(());
+        }
+        if position > self.sub.last_position() {
+            return Err(Error::InvalidArgument(format!(
+                "durable subscription {:?}: cannot acknowledge position {position}, only {} was delivered",
+                self.name,
+                self.sub.last_position()
+            )));
+        }
+        let sync = self.inner.options.fsync == FsyncPolicy::Always;
+        write_slot(self.file.as_ref(), &self.path, self.seq + 1, position, sync)?;
+        self.seq += 1;
+        self.acked = position;
+        self.synced = sync;
+        if let Some(entry) = self.inner.durables.lock().subs.get_mut(&self.name) {
+            entry.0 = position;
+        }
+        Ok(())
+    }
+}
+
+impl Iterator for DurableSubscription {
+    type Item = Result<RecordedEvent>;
+
+    /// Blocks until the next event; `None` once the store is closed and drained.
+    fn next(&mut self) -> Option<Self::Item> {
+        self.sub.next()
+    }
+}
+
+impl Drop for DurableSubscription {
+    fn drop(&mut self) {
+        if !self.synced {
+            let _ = self.file.sync_data();
+        }
+        if let Some(entry) = self.inner.durables.lock().subs.get_mut(&self.name) {
+            entry.1 = false;
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newest_valid_slot_wins_and_torn_slots_are_ignored() {
+        let mut buf = [0u8; 64];
+        buf[..32].copy_from_slice(&encode_slot(4, 100));
+        buf[32..].copy_from_slice(&encode_slot(5, 120));
+        assert_eq!(decode_slots(&buf), Some((5, 120)));
+        buf[40] ^= 1; // the newer slot torn
+        assert_eq!(decode_slots(&buf), Some((4, 100)));
+        buf[3] ^= 1;
+        assert_eq!(decode_slots(&buf), None);
+    }
+
+    #[test]
+    fn names() {
+        assert!(validate_name("s", "shipping-v2.eu_1").is_ok());
+        for bad in ["", ".hidden", "a/b", "a b", &"x".repeat(129)] {
+            assert!(validate_name("s", bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! Projections: read models folded from the whole log, checkpointed so they resume.
+//!
+//! A projection's state and position are saved in `NAME.proj` (checksummed; written under a
+//! temporary name, synced, renamed, directory synced) every
+//! [`Options::projection_checkpoint_every`](crate::Options::projection_checkpoint_every)
+//! events and when it is dropped. On restart it resumes from there instead of replaying the
+//! whole log; a checkpoint of another [`Projection::VERSION`], a damaged one, or one past the
+//! end of the log (its events lost in a power failure) is discarded and the projection is
+//! rebuilt from position 1.
+#![deny(clippy::indexing_slicing)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::codec::{Bincode, Codec};
+use crate::durable::validate_name;
+use crate::error::{Error, Result};
+use crate::event::RecordedEvent;
+use crate::frame::Cursor;
+use crate::storage::Storage;
+use crate::store::Inner;
+use crate::subscription::Subscription;
+
+const SUFFIX: &str = ".proj";
+const MAGIC: [u8; 8] = *b"ANNALPRJ";
+const FORMAT_VERSION: u16 = 1;
+
+/// A read model: the fold of the events of the whole log, in position order.
+///
+/// ```
+/// use annal::{Projection, RecordedEvent};
+/// use serde::{Deserialize, Serialize};
+///
+/// /// Seed 004's dashboard: orders placed but not shipped yet.
+/// #[derive(Default, Serialize, Deserialize)]
+/// struct AwaitingShipping { count: i64 }
+///
+/// impl Projection for AwaitingShipping {
+///     const NAME: &'static str = "awaiting-shipping";
+///     fn apply(&mut self, e: &RecordedEvent) {
+///         match e.event_type.as_str() {
+///             "OrderPlaced" => self.count += 1,
+///             "OrderShipped" => self.count -= 1,
+///             _ => {}
+///         }
+///     }
+/// }
+/// ```
+pub trait Projection: Default + Serialize + DeserializeOwned + Send + 'static {
+    /// The name its checkpoint is stored under (1 to 128 of `A-Z a-z 0-9 - _ .`).
+    const NAME: &'static str;
+    /// Bump it when `apply` or the state changes: the projection is then rebuilt from
+    /// position 1.
+    const VERSION: u32 = 1;
+    /// Folds one event into the read model.
+    fn apply(&mut self, event: &RecordedEvent);
+}
+
+fn path_of(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}{SUFFIX}"))
+}
+
+/// Encodes a checkpoint: header, state, CRC.
+fn encode(version: u32, position: u64, state: &[u8]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(40 + state.len());
+    b.extend_from_slice(&MAGIC);
+    b.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    b.extend_from_slice(&0u16.to_le_bytes());
+    b.extend_from_slice(&version.to_le_bytes());
+    b.extend_from_slice(&position.to_le_bytes());
+    b.extend_from_slice(&(state.len() as u64).to_le_bytes());
+    b.extend_from_slice(state);
+    let crc = crc32fast::hash(&b);
+    b.extend_from_slice(&crc.to_le_bytes());
+    b
+}
+
+/// Decodes a checkpoint: (projection version, position, state bytes).
+fn decode(buf: &[u8]) -> Option<(u32, u64, &[u8])> {
+    let body_len = buf.len().checked_sub(4)?;
+    let body = buf.get(..body_len)?;
+    if crc32fast::hash(body) != Cursor::new(buf, body_len).u32()? {
+        return None;
+    }
+    let mut c = Cursor::new(body, 0);
+    if c.bytes(8)? != MAGIC || c.u16()? != FORMAT_VERSION {
+        return None;
+    }
+    let _flags = c.u16()?;
+    let version = c.u32()?;
+    let position = c.u64()?;
+    let len = usize::try_from(c.u64()?).ok()?;
+    let state = c.bytes(len)?;
+    (c.pos() == body_len).then_some((version, position, state))
+}
+
+fn read_file(storage: &dyn Storage, path: &Path) -> Option<Vec<u8>> {
+    let f = storage.open(path, false).ok()?;
+    let mut buf = vec![0u8; usize::try_from(f.len().ok()?).ok()?];
+    f.read_exact_at(&mut buf, 0).ok()?;
+    Some(buf)
+}
+
+/// Removes projection checkpoints that are past the end of the recovered log: the events
+/// they folded were lost, and new events will take those positions.
+pub(crate) fn discard_beyond(storage: &dyn Storage, dir: &Path, last_position: u64) -> Result<()> {
+    let mut removed = false;
+    for name in storage.list(dir).map_err(|e| Error::io("list", dir, e))? {
+        if !name.ends_with(SUFFIX) {
+            continue;
+        }
+        let path = dir.join(&name);
+        let beyond = read_file(storage, &path)
+            .and_then(|b| decode(&b).map(|(_, position, _)| position > last_position))
+            .unwrap_or(false);
+        if beyond {
+            storage
+                .remove(&path)
+                .map_err(|e| Error::io("remove", &path, e))?;
+            removed = true;
+        }
+    }
+    if removed {
+        storage
+            .sync_dir(dir)
+            .map_err(|e| Error::io("fsync directory", dir, e))?;
+    }
+    Ok(())
+}
+
+/// A projection being kept up to date; from [`Store::projection`](crate::Store::projection).
+///
+/// Apply new events with [`catch_up`](Self::catch_up) (everything acknowledged so far) or
+/// [`follow`](Self::follow) (waiting for live events), read the model with
+/// [`state`](Self::state). It checkpoints on its own and when dropped.
+#[derive(Debug)]
+pub struct RunningProjection<P: Projection> {
+    inner: Arc<Inner>,
+    sub: Subscription,
+    state: P,
+    position: u64,
+    /// Where the last checkpoint was taken.
+    checkpointed: u64,
+    /// Whether it resumed from a checkpoint.
+    resumed: bool,
+}
+
+impl<P: Projection> RunningProjection<P> {
+    pub(crate) fn open(inner: &Arc<Inner>) -> Result<Self> {
+        validate_name("projection", P::NAME)?;
+        let path = path_of(&inner.dir, P::NAME);
+        let last = inner.watermark().position;
+        let saved = read_file(inner.storage(), &path).and_then(|buf| {
+            let (version, position, state) = decode(&buf)?;
+            if version != P::VERSION || position > last {
+                return None;
+            }
+            Some((position, Bincode::decode::<P>(state).ok()?))
+        });
+        let resumed = saved.is_some();
+        let (position, state) = saved.unwrap_or_default();
+        Ok(RunningProjection {
+            inner: Arc::clone(inner),
+            sub: Subscription::all(Arc::clone(inner), position + 1),
+            state,
+            position,
+            checkpointed: position,
+            resumed,
+        })
+    }
+
+    /// The read model.
+    pub fn state(&self) -> &P {
+        &self.state
+    }
+
+    /// Position of the last event applied (0: none).
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// Whether this run started from a saved checkpoint (rather than from position 1).
+    pub fn resumed(&self) -> bool {
+        self.resumed
+    }
+
+    /// Applies every event acknowledged so far; returns how many.
+    pub fn catch_up(&mut self) -> Result<u64> {
+        let mut n = 0;
+        while let Some(e) = self.sub.try_next()? {
+            self.apply(&e)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Applies events as they arrive for up to `duration`; returns how many. Ends early with
+    /// [`Error::Closed`] when the store closes. Call it in a loop on a thread of its own to
+    /// follow the log.
+    pub fn follow(&mut self, duration: Duration) -> Result<u64> {
+        let deadline = Instant::now() + duration;
+        let mut n = 0;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.sub.next_timeout(left)? {
+                Some(e) => {
+                    self.apply(&e)?;
+                    n += 1;
+                }
+                None => return Ok(n),
+            }
+        }
+    }
+
+    fn apply(&mut self, e: &RecordedEvent) -> Result<()> {
+        self.state.apply(e);
+        self.position = e.position;
+        let every = self.inner.options.projection_checkpoint_every;
+        if every > 0 && self.position - self.checkpointed >= every {
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+
+    /// Saves the state and position now.
+    pub fn checkpoint(&mut self) -> Result<()> {
+        if self.position == self.checkpointed && self.resumed {
+            return Ok(());
+        }
+        let state = Bincode::encode(&self.state).map_err(|reason| Error::Codec {
+            stream: format!("$projection-{}", P::NAME),
+            version: None,
+            reason,
+        })?;
+        let storage = self.inner.storage();
+        let dir = &self.inner.dir;
+        let path = path_of(dir, P::NAME);
+        let tmp = dir.join(format!("{}{SUFFIX}.tmp", P::NAME));
+        match storage.remove(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io("remove", &tmp, e));
+            }
+            _ => {}
+        }
+        let f = storage
+            .create(&tmp)
+            .map_err(|e| Error::io("create", &tmp, e))?;
+        f.write_all_at(&encode(P::VERSION, self.position, &state), 0)
+            .map_err(|e| Error::io("write", &tmp, e))?;
+        f.sync_data().map_err(|e| Error::io("fdatasync", &tmp, e))?;
+        storage
+            .rename(&tmp, &path)
+            .map_err(|e| Error::io("rename", &tmp, e))?;
+        storage
+            .sync_dir(dir)
+            .map_err(|e| Error::io("fsync directory", dir, e))?;
+        self.checkpointed = self.position;
+        self.resumed = true;
+        Ok(())
+    }
+}
+
+impl<P: Projection> Drop for RunningProjection<P> {
+    fn drop(&mut self) {
+        // Best effort: a lost checkpoint only means replaying from the previous one.
+        let _ = self.checkpoint();
+    }
+}

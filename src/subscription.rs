@@ -1,0 +1,208 @@
+//! Subscriptions: the history from a starting point, then live events as they are
+//! acknowledged, in position order, with no gap and no duplicate.
+//!
+//! A subscription reads the log itself, in bounded batches, and waits for the store's
+//! published position to move when it has caught up. Catch-up and live delivery are the same
+//! code path, so there is no switch-over to get wrong, and a slow subscriber holds no queue:
+//! it only holds its position. Appends never wait for subscribers.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::event::RecordedEvent;
+use crate::read::{AllEvents, ReadOptions, StreamEvents};
+use crate::store::Inner;
+
+/// How many events a subscription reads from the log at a time.
+const BATCH: u64 = 512;
+
+#[derive(Debug, Clone)]
+enum Source {
+    All,
+    Stream(String),
+}
+
+/// A live feed of events; from [`Store::subscribe_all`](crate::Store::subscribe_all) or
+/// [`Store::subscribe_stream`](crate::Store::subscribe_stream).
+///
+/// Iterating blocks until the next event arrives and ends when the store is closed (after the
+/// events that were acknowledged before the close). [`next_timeout`](Self::next_timeout)
+/// waits at most a given time.
+#[derive(Debug)]
+pub struct Subscription {
+    inner: Arc<Inner>,
+    source: Source,
+    prefix: Option<String>,
+    types: Option<Vec<String>>,
+    /// Next position (for `$all`) or version (for one stream) to read.
+    next: u64,
+    /// The store's published position when the log was last read.
+    seen: u64,
+    buf: VecDeque<RecordedEvent>,
+    /// Position of the last event handed out.
+    delivered: u64,
+}
+
+impl Subscription {
+    pub(crate) fn all(inner: Arc<Inner>, from_position: u64) -> Self {
+        Self::new(inner, Source::All, from_position)
+    }
+
+    pub(crate) fn stream(inner: Arc<Inner>, stream: &str, from_version: u64) -> Self {
+        Self::new(inner, Source::Stream(stream.to_string()), from_version)
+    }
+
+    fn new(inner: Arc<Inner>, source: Source, from: u64) -> Self {
+        Subscription {
+            inner,
+            source,
+            prefix: None,
+            types: None,
+            next: from.max(1),
+            seen: 0,
+            buf: VecDeque::new(),
+            delivered: 0,
+        }
+    }
+
+    /// Only events of streams whose name starts with `prefix` (a category, such as `cart-`).
+    pub fn stream_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.set_prefix(prefix.into());
+        self
+    }
+
+    pub(crate) fn set_prefix(&mut self, prefix: String) {
+        self.prefix = Some(prefix);
+    }
+
+    pub(crate) fn set_types(&mut self, types: Vec<String>) {
+        self.types = Some(types);
+    }
+
+    /// Only events of these types.
+    pub fn event_types<I, S>(mut self, types: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.set_types(types.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Position of the last event this subscription handed out (0: none yet).
+    pub fn last_position(&self) -> u64 {
+        self.delivered
+    }
+
+    /// The next event, waiting at most `timeout`; `Ok(None)` when none came in time.
+    /// Fails with [`Error::Closed`] once the store is closed and every event acknowledged
+    /// before that has been delivered.
+    pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<RecordedEvent>> {
+        self.next_until(Instant::now().checked_add(timeout))
+    }
+
+    /// The next event if one is available now, without waiting.
+    pub fn try_next(&mut self) -> Result<Option<RecordedEvent>> {
+        self.next_until(Some(Instant::now()))
+    }
+
+    /// Waits until the store publishes something past what was seen, the store closes, or
+    /// `deadline` passes. Returns whether there may be something new.
+    pub(crate) fn wait_for_more(&self, deadline: Option<Instant>) -> Result<bool> {
+        let mut wm = self.inner.watermark_guard();
+        loop {
+            if wm.position > self.seen {
+                return Ok(true);
+            }
+            if self.inner.is_closed() {
+                return Err(Error::Closed);
+            }
+            match deadline {
+                Some(d) => {
+                    if Instant::now() >= d || self.inner.wait_published(&mut wm, d) {
+                        return Ok(wm.position > self.seen);
+                    }
+                }
+                None => self.inner.wait_published_forever(&mut wm),
+            }
+        }
+    }
+
+    fn next_until(&mut self, deadline: Option<Instant>) -> Result<Option<RecordedEvent>> {
+        loop {
+            if let Some(e) = self.buf.pop_front() {
+                self.delivered = e.position;
+                return Ok(Some(e));
+            }
+            self.fill()?;
+            if !self.buf.is_empty() {
+                continue;
+            }
+            match self.wait_for_more(deadline) {
+                Ok(true) => continue,
+                Ok(false) => return Ok(None),
+                Err(Error::Closed) => {
+                    // Deliver what was acknowledged before the close, then end.
+                    self.fill()?;
+                    if self.buf.is_empty() {
+                        return Err(Error::Closed);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Reads the next batch from the log into the buffer, keeping the events that pass the
+    /// filters.
+    fn fill(&mut self) -> Result<()> {
+        self.seen = self.inner.watermark().position;
+        let opts = ReadOptions::forward_from(self.next).limit(BATCH);
+        match &self.source {
+            Source::All => {
+                for e in AllEvents::new(&self.inner, opts) {
+                    let e = e?;
+                    self.next = e.position + 1;
+                    self.keep(e);
+                }
+            }
+            Source::Stream(s) => {
+                for e in StreamEvents::new(Arc::clone(&self.inner), s, opts) {
+                    let e = e?;
+                    self.next = e.version + 1;
+                    self.keep(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn keep(&mut self, e: RecordedEvent) {
+        let prefix_ok = self
+            .prefix
+            .as_ref()
+            .is_none_or(|p| e.stream.starts_with(p.as_str()));
+        let type_ok = self
+            .types
+            .as_ref()
+            .is_none_or(|t| t.contains(&e.event_type));
+        if prefix_ok && type_ok {
+            self.buf.push_back(e);
+        }
+    }
+}
+
+impl Iterator for Subscription {
+    type Item = Result<RecordedEvent>;
+
+    /// Blocks until the next event; `None` once the store is closed and drained.
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.next_until(None) {
+            Ok(Some(e)) => Some(Ok(e)),
+            Ok(None) | Err(Error::Closed) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+}
