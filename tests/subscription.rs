@@ -37,7 +37,7 @@ fn catch_up_then_live_under_concurrent_appends_exactly_once_in_order() {
                     .append(&format!("s-{}", k % 5), ExpectedVersion::Any, &events)
                     .unwrap();
                 n += batch;
-                if k % 50 == 0 {
+                if k.is_multiple_of(50) {
                     std::thread::yield_now();
                 }
             }
