@@ -4,6 +4,7 @@
 //! sync in flight leads the next one: it syncs everything written so far, so every thread that
 //! arrived while the previous sync ran is covered by this one. Followers just wait.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
@@ -24,6 +25,8 @@ struct State {
 #[derive(Debug)]
 pub(crate) struct Commit {
     state: Mutex<State>,
+    /// `State::durable`, readable without the lock (appends record it in every frame).
+    durable: AtomicU64,
     synced: Condvar,
     flusher: Condvar,
 }
@@ -38,6 +41,7 @@ impl Commit {
                 flush_requested: false,
                 shutdown: false,
             }),
+            durable: AtomicU64::new(durable),
             synced: Condvar::new(),
             flusher: Condvar::new(),
         }
@@ -57,7 +61,17 @@ impl Commit {
 
     /// The durable position.
     pub(crate) fn durable(&self) -> u64 {
-        self.state.lock().durable
+        self.durable.load(Ordering::Acquire)
+    }
+
+    /// Records that everything up to `position` is durable (a segment was sealed).
+    pub(crate) fn advance(&self, position: u64) {
+        let mut st = self.state.lock();
+        if position > st.durable {
+            st.durable = position;
+            self.durable.store(position, Ordering::Release);
+            self.synced.notify_all();
+        }
     }
 
     /// Returns once every event up to `target` is durable, leading syncs as needed.
@@ -79,7 +93,10 @@ impl Commit {
             st.syncing = false;
             self.synced.notify_all();
             match outcome {
-                Ok(covered) => st.durable = st.durable.max(covered),
+                Ok(covered) => {
+                    st.durable = st.durable.max(covered);
+                    self.durable.store(st.durable, Ordering::Release);
+                }
                 Err(e) => {
                     st.poisoned.get_or_insert_with(|| e.to_string());
                     return Err(e);
@@ -142,7 +159,6 @@ fn poisoned_error(st: &State) -> Result<()> {
 mod tests {
     use super::*;
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicU64, Ordering};
 
     #[test]
     fn concurrent_waiters_share_syncs() {

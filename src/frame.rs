@@ -4,9 +4,11 @@
 //!
 //! ```text
 //! frame  := body_len:u32 crc:u32 body            crc = CRC-32(body_len bytes ++ body)
-//! body   := first_position:u64 first_version:u64 count:u32 stream_len:u16 stream record*count
+//! body   := first_position:u64 first_version:u64 durable:u64 count:u32 stream_len:u16 stream
+//!           record*count
 //! record := content_len:u32 content_crc:u32 content    content_crc = CRC-32(content)
 //! content:= position:u64 version:u64 timestamp_us:u64 flags:u8 [id:u128]
+//!           (flags: 1 = id present, 2 = first record of its frame, 4 = last record)
 //!           type_len:u16 type metadata_len:u32 metadata payload_len:u32 payload
 //! ```
 //! All integers are little-endian. A frame whose eight header bytes are all zero is empty
@@ -20,7 +22,7 @@ use crate::event::EventData;
 /// Bytes before a frame's body.
 pub(crate) const FRAME_HEADER_LEN: usize = 8;
 /// Bytes of a body before the stream name.
-const BODY_FIXED_LEN: usize = 8 + 8 + 4 + 2;
+const BODY_FIXED_LEN: usize = 8 + 8 + 8 + 4 + 2;
 /// Bytes before a record's content.
 pub(crate) const RECORD_HEADER_LEN: usize = 8;
 /// Bytes of a record's content besides the id, type, metadata and payload.
@@ -28,6 +30,11 @@ const CONTENT_FIXED_LEN: usize = 8 + 8 + 8 + 1 + 2 + 4 + 4;
 /// The smallest possible encoded record (one-byte type, nothing else).
 pub(crate) const MIN_RECORD_LEN: usize = RECORD_HEADER_LEN + CONTENT_FIXED_LEN + 1;
 const FLAG_HAS_ID: u8 = 1;
+/// The record is the first of its frame.
+pub(crate) const FLAG_FIRST: u8 = 2;
+/// The record is the last of its frame.
+pub(crate) const FLAG_LAST: u8 = 4;
+const KNOWN_FLAGS: u8 = FLAG_HAS_ID | FLAG_FIRST | FLAG_LAST;
 
 /// Encoded size of one event's record.
 pub(crate) fn record_len(e: &EventData) -> usize {
@@ -49,6 +56,10 @@ pub(crate) struct FrameStart<'a> {
     pub stream: &'a str,
     pub first_position: u64,
     pub first_version: u64,
+    /// Position up to which the log was known durable when this frame was written. Recovery
+    /// uses it to tell a multi-frame torn tail (nothing after the damage was ever durable) from
+    /// damage to data that had been synced.
+    pub durable: u64,
     pub timestamp: u64,
 }
 
@@ -64,6 +75,7 @@ pub(crate) fn encode_frame(
     buf.extend_from_slice(&[0; FRAME_HEADER_LEN]);
     buf.extend_from_slice(&start.first_position.to_le_bytes());
     buf.extend_from_slice(&start.first_version.to_le_bytes());
+    buf.extend_from_slice(&start.durable.to_le_bytes());
     buf.extend_from_slice(&(events.len() as u32).to_le_bytes());
     buf.extend_from_slice(&(start.stream.len() as u16).to_le_bytes());
     buf.extend_from_slice(start.stream.as_bytes());
@@ -74,12 +86,19 @@ pub(crate) fn encode_frame(
         buf.extend_from_slice(&(start.first_position + i as u64).to_le_bytes());
         buf.extend_from_slice(&(start.first_version + i as u64).to_le_bytes());
         buf.extend_from_slice(&start.timestamp.to_le_bytes());
+        let mut flags = 0;
+        if i == 0 {
+            flags |= FLAG_FIRST;
+        }
+        if i + 1 == events.len() {
+            flags |= FLAG_LAST;
+        }
         match e.id {
             Some(id) => {
-                buf.push(FLAG_HAS_ID);
+                buf.push(flags | FLAG_HAS_ID);
                 buf.extend_from_slice(&id.to_le_bytes());
             }
-            None => buf.push(0),
+            None => buf.push(flags),
         }
         buf.extend_from_slice(&(e.event_type.len() as u16).to_le_bytes());
         buf.extend_from_slice(e.event_type.as_bytes());
@@ -160,6 +179,7 @@ pub(crate) struct Frame<'a> {
     pub len: usize,
     pub first_position: u64,
     pub first_version: u64,
+    pub durable: u64,
     pub count: u32,
     pub stream: &'a str,
     /// Offset (in the same buffer) of the first record.
@@ -217,12 +237,16 @@ fn parse_body(buf: &[u8], offset: usize, body_len: usize) -> Option<Frame<'_>> {
     let mut c = Cursor::new(buf.get(..end)?, offset + FRAME_HEADER_LEN);
     let first_position = c.u64()?;
     let first_version = c.u64()?;
+    let durable = c.u64()?;
     let count = c.u32()?;
     let stream_len = c.u16()? as usize;
     let stream = std::str::from_utf8(c.bytes(stream_len)?).ok()?;
     if count == 0 || stream.is_empty() || first_position == 0 || first_version == 0 {
         return None;
     }
+    // Numbers that would overflow are not numbers annal writes.
+    first_position.checked_add(u64::from(count))?;
+    first_version.checked_add(u64::from(count))?;
     // Every record takes at least MIN_RECORD_LEN bytes, which bounds `count` by the body.
     if (count as usize).checked_mul(MIN_RECORD_LEN)? > end - c.pos() {
         return None;
@@ -232,6 +256,7 @@ fn parse_body(buf: &[u8], offset: usize, body_len: usize) -> Option<Frame<'_>> {
         len: FRAME_HEADER_LEN + body_len,
         first_position,
         first_version,
+        durable,
         count,
         stream,
         records_offset: c.pos(),
@@ -256,6 +281,8 @@ pub(crate) struct Record<'a> {
     pub version: u64,
     pub timestamp: u64,
     pub id: Option<u128>,
+    /// [`FLAG_FIRST`] and [`FLAG_LAST`]: where the record sits in its frame.
+    pub edges: u8,
     pub event_type: &'a str,
     pub metadata: Range<usize>,
     pub payload: Range<usize>,
@@ -284,10 +311,13 @@ pub(crate) fn read_record(
     let position = c.u64().ok_or(bad)?;
     let version = c.u64().ok_or(bad)?;
     let timestamp = c.u64().ok_or(bad)?;
-    let id = match c.u8().ok_or(bad)? {
+    let flags = c.u8().ok_or(bad)?;
+    if flags & !KNOWN_FLAGS != 0 {
+        return Err("record has unknown flags");
+    }
+    let id = match flags & FLAG_HAS_ID {
         0 => None,
-        FLAG_HAS_ID => Some(c.u128().ok_or(bad)?),
-        _ => return Err("record has unknown flags"),
+        _ => Some(c.u128().ok_or(bad)?),
     };
     let type_len = c.u16().ok_or(bad)? as usize;
     let event_type = std::str::from_utf8(c.bytes(type_len).ok_or(bad)?)
@@ -306,6 +336,7 @@ pub(crate) fn read_record(
         version,
         timestamp,
         id,
+        edges: flags & (FLAG_FIRST | FLAG_LAST),
         event_type,
         metadata: meta_start..meta_start + meta_len,
         payload: payload_start..payload_start + payload_len,
@@ -329,6 +360,7 @@ mod tests {
             stream: "s-1",
             first_position: 5,
             first_version: 2,
+            durable: 4,
             timestamp: 9,
         };
         encode_frame(&mut buf, &start, &events, &mut offs);
@@ -353,7 +385,9 @@ mod tests {
             (5, 2, 9, Some(7), "Created")
         );
         assert_eq!(&buf[r0.payload.clone()], b"abc");
+        assert_eq!(r0.edges, FLAG_FIRST);
         let r1 = read_record(&buf, r0.end, true).unwrap();
+        assert_eq!(r1.edges, FLAG_LAST);
         assert_eq!(r0.end, offs[1] as usize);
         assert_eq!(
             (r1.position, r1.version, r1.id, r1.event_type),

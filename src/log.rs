@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use crate::error::{Error, Result};
 use crate::index::MAX_ORDINAL;
@@ -35,6 +35,10 @@ pub(crate) struct Log {
     dir: PathBuf,
     segment_size: u64,
     segments: RwLock<Vec<Arc<Segment>>>,
+    /// Every fdatasync of a segment holds this, and a failure sticks in it. Linux reports a
+    /// writeback error to only one of two syncs racing on a file, so without it a sync that
+    /// starts next to a failing one could return success for the lost data.
+    sync_failure: Mutex<Option<String>>,
 }
 
 impl Log {
@@ -49,6 +53,7 @@ impl Log {
             dir: dir.to_path_buf(),
             segment_size,
             segments: RwLock::new(segments),
+            sync_failure: Mutex::new(None),
         }
     }
 
@@ -94,13 +99,26 @@ impl Log {
         })
     }
 
+    /// fdatasync of a segment's file, serialized with every other, and refused for good after
+    /// one has failed.
+    pub(crate) fn sync(&self, file: &Arc<dyn StorageFile>, seg: &Segment) -> Result<()> {
+        let mut failure = self.sync_failure.lock();
+        if let Some(cause) = &*failure {
+            return Err(Error::Poisoned {
+                cause: cause.clone(),
+            });
+        }
+        file.sync_data().map_err(|e| {
+            let err = Error::io("fdatasync", &seg.path, e);
+            *failure = Some(err.to_string());
+            err
+        })
+    }
+
     /// Seals the active segment (fdatasync: it is never written again) and starts the next,
     /// big enough for a frame of `need` bytes starting at `base_position`.
     fn roll(&self, active: &mut Active, need: u64, base_position: u64) -> Result<()> {
-        active
-            .file
-            .sync_data()
-            .map_err(|e| Error::io("fdatasync", &active.seg.path, e))?;
+        self.sync(&active.file, &active.seg)?;
         let ordinal = active.seg.ordinal + 1;
         if ordinal > MAX_ORDINAL {
             return Err(Error::InvalidArgument(format!(

@@ -83,7 +83,7 @@ impl Default for Options {
 /// Smallest accepted segment size; tiny segments are for tests that want frequent rolls.
 pub const MIN_SEGMENT_SIZE: u64 = 256;
 /// Largest accepted segment size: event locations keep 40 bits of offset.
-pub const MAX_SEGMENT_SIZE: u64 = 1 << 40;
+pub const MAX_SEGMENT_SIZE: u64 = (1 << 40) - 1;
 
 impl Options {
     /// Sets the fsync policy.

@@ -167,7 +167,7 @@ impl StreamEvents {
             .get((version - self.chunk_version) as usize)
             .copied()
             .unwrap_or(0);
-        let event = read_event(&self.inner, &mut self.segment, &stream, version, loc)?;
+        let (event, _) = read_event(&self.inner, &mut self.segment, &stream, version, loc)?;
         if self.forward {
             self.lo += 1;
         } else {
@@ -192,13 +192,14 @@ impl Iterator for StreamEvents {
 }
 
 /// Reads and checks the record at index location `loc`, which must be `version` of `stream`.
+/// Also returns where the record sits in its frame ([`frame::FLAG_FIRST`], [`frame::FLAG_LAST`]).
 pub(crate) fn read_event(
     inner: &Inner,
     cached: &mut Option<Arc<Segment>>,
     stream: &Arc<str>,
     version: u64,
     loc: u64,
-) -> Result<RecordedEvent> {
+) -> Result<(RecordedEvent, u8)> {
     let (ordinal, offset) = unpack(loc);
     let seg = match cached {
         Some(s) if s.ordinal == ordinal => Arc::clone(s),
@@ -229,7 +230,7 @@ pub(crate) fn read_event(
             ),
         ));
     }
-    Ok(RecordedEvent {
+    let event = RecordedEvent {
         stream: Arc::clone(stream),
         version,
         position: r.position,
@@ -238,7 +239,8 @@ pub(crate) fn read_event(
         metadata: bytes.slice(r.metadata.clone()),
         id: r.id,
         timestamp: r.timestamp,
-    })
+    };
+    Ok((event, r.edges))
 }
 
 /// Every event in position order, from [`Store::read_all`](crate::Store::read_all).

@@ -54,22 +54,11 @@ pub(crate) struct Recovered {
 pub(crate) fn recover(
     storage: &dyn Storage,
     dir: &Path,
-    segment_size: u64,
-    use_checkpoints: bool,
+    opts: &RecoverOptions,
     index: &mut StreamIndex,
 ) -> Result<Recovered> {
     let mut report = RecoveryReport::default();
     let names = storage.list(dir).map_err(|e| Error::io("list", dir, e))?;
-    for name in names.iter().filter(|n| n.ends_with(".tmp")) {
-        let p = dir.join(name);
-        storage.remove(&p).map_err(|e| Error::io("remove", &p, e))?;
-        report.removed_temp_files += 1;
-    }
-    if report.removed_temp_files > 0 {
-        storage
-            .sync_dir(dir)
-            .map_err(|e| Error::io("fsync directory", dir, e))?;
-    }
     let mut ordinals: Vec<u32> = names
         .iter()
         .filter_map(|n| segment::parse_file_name(n))
@@ -87,7 +76,15 @@ pub(crate) fn recover(
     }
 
     let Some(&last) = ordinals.last() else {
-        let (seg, file) = Segment::create(storage, dir, 1, 1, segment_size)?;
+        if names.iter().any(|n| n.ends_with(".idx")) {
+            return Err(Error::corruption(
+                dir.join(segment::file_name(1)),
+                0,
+                "index checkpoints exist but every segment file is missing",
+            ));
+        }
+        remove_temp_files(storage, dir, &names, &mut report)?;
+        let (seg, file) = Segment::create(storage, dir, 1, 1, opts.segment_size)?;
         let seg = Arc::new(seg);
         return Ok(Recovered {
             segments: vec![Arc::clone(&seg)],
@@ -108,7 +105,7 @@ pub(crate) fn recover(
     for &ord in ordinals.iter().filter(|&&o| o != last) {
         let (seg, _file) = Segment::open(storage, dir, ord, false)?;
         check_base(&seg, next_position)?;
-        let loaded = if use_checkpoints {
+        let loaded = if opts.use_checkpoints {
             checkpoint::load(storage, dir, &seg)
         } else {
             None
@@ -130,7 +127,7 @@ pub(crate) fn recover(
             }
         };
         ix.apply(&seg, index)?;
-        next_position += ix.events;
+        next_position = advance(&seg, next_position, ix.events)?;
         segments.push(Arc::new(seg));
     }
 
@@ -147,20 +144,55 @@ pub(crate) fn recover(
         .map_or(0, |i| i + 1)
         .max(end);
     if junk_end > end {
-        // Either a torn write, to be cut, or (when a valid frame follows) corruption.
-        let after = next_position + ix.events;
-        if let Some(at) = find_valid_frame(&bytes, end, after) {
+        // Damage, then maybe valid frames. Page writeback has no order, so after a power loss
+        // an unsynced frame can survive while an earlier unsynced one is lost. The damage is a
+        // torn tail when nothing says the damaged position had been synced: neither a clean
+        // close that synced past it, nor a later frame written after a sync covered it. Then
+        // everything from the damage on was never durable, and it is all cut. Otherwise
+        // synced data is damaged, and the open is refused.
+        let hole = next_position + ix.events;
+        let after = frames_after(&bytes, end, hole);
+        let synced_by = if opts.durable_floor >= hole {
+            Some("the last clean close".to_string())
+        } else {
+            after
+                .filter(|&(_, durable)| durable >= hole)
+                .map(|(at, _)| format!("the frame at byte {at}"))
+        };
+        if let Some(witness) = synced_by {
             let what = stop.map_or("empty space", |s| s.reason);
             return Err(Error::corruption(
                 &seg.path,
                 end as u64,
-                format!("{what}, but a valid frame follows at byte {at}: refusing to drop it"),
+                format!(
+                    "{what} at position {hole}, which {witness} shows had been synced: \
+                     refusing to drop durable data"
+                ),
             ));
         }
     }
     // Only now, with the whole log checked, is anything changed on disk.
     ix.apply(&seg, index)?;
-    next_position += ix.events;
+    next_position = advance(&seg, next_position, ix.events)?;
+    remove_temp_files(storage, dir, &names, &mut report)?;
+    if !opts.clean {
+        // After a failed writeback the kernel may keep pages it could not write but mark them
+        // clean: they read back fine and would never be written again. Rewriting the data makes
+        // the sync below write it for real.
+        // Copied through a buffer: the source is a map of the very pages being written.
+        let data = bytes
+            .get(SEGMENT_HEADER_LEN as usize..end)
+            .unwrap_or_default();
+        let mut at = SEGMENT_HEADER_LEN;
+        let mut buf = Vec::with_capacity(1 << 20);
+        for chunk in data.chunks(1 << 20) {
+            buf.clear();
+            buf.extend_from_slice(chunk);
+            file.write_all_at(&buf, at)
+                .map_err(|e| Error::io("write", &seg.path, e))?;
+            at += chunk.len() as u64;
+        }
+    }
     if junk_end > end {
         drop(bytes);
         zero_range(file.as_ref(), &seg.path, end as u64, junk_end as u64)?;
@@ -185,6 +217,41 @@ pub(crate) fn recover(
     })
 }
 
+/// How to recover.
+pub(crate) struct RecoverOptions {
+    pub segment_size: u64,
+    pub use_checkpoints: bool,
+    /// Every position up to this one was synced by a clean close.
+    pub durable_floor: u64,
+    /// The store was closed cleanly: nothing needs writing again.
+    pub clean: bool,
+}
+
+fn advance(seg: &Segment, next_position: u64, events: u64) -> Result<u64> {
+    next_position
+        .checked_add(events)
+        .ok_or_else(|| Error::corruption(&seg.path, 0, "positions overflow"))
+}
+
+fn remove_temp_files(
+    storage: &dyn Storage,
+    dir: &Path,
+    names: &[String],
+    report: &mut RecoveryReport,
+) -> Result<()> {
+    for name in names.iter().filter(|n| n.ends_with(".tmp")) {
+        let p = dir.join(name);
+        storage.remove(&p).map_err(|e| Error::io("remove", &p, e))?;
+        report.removed_temp_files += 1;
+    }
+    if report.removed_temp_files > 0 {
+        storage
+            .sync_dir(dir)
+            .map_err(|e| Error::io("fsync directory", dir, e))?;
+    }
+    Ok(())
+}
+
 fn check_base(seg: &Segment, next_position: u64) -> Result<()> {
     if seg.base_position == next_position {
         return Ok(());
@@ -198,6 +265,26 @@ fn check_base(seg: &Segment, next_position: u64) -> Result<()> {
             next_position - 1
         ),
     ))
+}
+
+/// The valid frames after damage at `from`: the offset of the first, and the highest
+/// durable position any of them recorded.
+fn frames_after(bytes: &[u8], from: usize, hole: u64) -> Option<(usize, u64)> {
+    let first = find_valid_frame(bytes, from, hole)?;
+    let mut durable = 0;
+    let mut at = first;
+    loop {
+        match frame::read_frame(bytes, at) {
+            FrameRead::Frame(f) => {
+                durable = durable.max(f.durable);
+                at = f.end();
+            }
+            _ => match find_valid_frame(bytes, at, hole) {
+                Some(next) => at = next,
+                None => return Some((first, durable)),
+            },
+        }
+    }
 }
 
 /// The offset of a frame after `from` that passes its checksum and could continue the log
@@ -242,4 +329,67 @@ fn zero_range(
         at += n as u64;
     }
     Ok(())
+}
+
+/// The `STATE` file: whether the store was closed cleanly, and a position up to which the
+/// log is known durable.
+const STATE_FILE: &str = "STATE";
+const STATE_MAGIC: [u8; 8] = *b"ANNALSTA";
+
+/// What `STATE` says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ShutdownState {
+    pub clean: bool,
+    pub durable_floor: u64,
+}
+
+/// Reads `STATE`; a missing or damaged one reads as "not clean, nothing known durable".
+pub(crate) fn read_state(storage: &dyn Storage, dir: &Path) -> ShutdownState {
+    let read = || -> Option<ShutdownState> {
+        let f = storage.open(&dir.join(STATE_FILE), false).ok()?;
+        let mut buf = [0u8; 24];
+        f.read_exact_at(&mut buf, 0).ok()?;
+        let mut c = frame::Cursor::new(&buf, 0);
+        if c.bytes(8)? != STATE_MAGIC {
+            return None;
+        }
+        let flags = c.u32()?;
+        let floor = c.u64()?;
+        let covered = buf.get(..c.pos())?;
+        (crc32fast::hash(covered) == c.u32()?).then_some(ShutdownState {
+            clean: flags & 1 == 1,
+            durable_floor: floor,
+        })
+    };
+    read().unwrap_or_default()
+}
+
+/// Replaces `STATE` durably (temporary file, sync, rename, directory sync).
+pub(crate) fn write_state(storage: &dyn Storage, dir: &Path, state: ShutdownState) -> Result<()> {
+    let mut b = Vec::with_capacity(24);
+    b.extend_from_slice(&STATE_MAGIC);
+    b.extend_from_slice(&u32::from(state.clean).to_le_bytes());
+    b.extend_from_slice(&state.durable_floor.to_le_bytes());
+    let crc = crc32fast::hash(&b);
+    b.extend_from_slice(&crc.to_le_bytes());
+    let path = dir.join(STATE_FILE);
+    let tmp = dir.join(format!("{STATE_FILE}.tmp"));
+    match storage.remove(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(Error::io("remove", &tmp, e));
+        }
+        _ => {}
+    }
+    let f = storage
+        .create(&tmp)
+        .map_err(|e| Error::io("create", &tmp, e))?;
+    f.write_all_at(&b, 0)
+        .map_err(|e| Error::io("write", &tmp, e))?;
+    f.sync_data().map_err(|e| Error::io("fdatasync", &tmp, e))?;
+    storage
+        .rename(&tmp, &path)
+        .map_err(|e| Error::io("rename", &tmp, e))?;
+    storage
+        .sync_dir(dir)
+        .map_err(|e| Error::io("fsync directory", dir, e))
 }

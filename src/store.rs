@@ -24,7 +24,7 @@ use crate::log::{Active, Log};
 use crate::options::{FsyncPolicy, Options};
 use crate::projection::{self, Projection, RunningProjection};
 use crate::read::{AllEvents, ReadOptions, StreamEvents, read_event};
-use crate::recovery::{self, RecoveryReport};
+use crate::recovery::{self, RecoverOptions, RecoveryReport, ShutdownState};
 use crate::segment::Segment;
 use crate::snapshot::SnapshotStore;
 use crate::storage::{FsStorage, Storage};
@@ -143,23 +143,45 @@ impl Store {
     ) -> Result<Store> {
         options.validate()?;
         let dir = dir.as_ref().to_path_buf();
+        let existed = storage.list(&dir).is_ok();
         storage
             .create_dir_all(&dir)
             .map_err(|e| Error::io("create directory", &dir, e))?;
+        if !existed {
+            // A new directory's own entry must be durable in its parent.
+            let parent = match dir.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            storage
+                .sync_dir(&parent)
+                .map_err(|e| Error::io("fsync directory", &parent, e))?;
+        }
         let lock_path = dir.join(LOCK_FILE);
         let lock = storage.lock(&lock_path).map_err(|e| match e.kind() {
             std::io::ErrorKind::WouldBlock => Error::Locked { path: dir.clone() },
             _ => Error::io("lock", &lock_path, e),
         })?;
         let mut index = StreamIndex::default();
+        let state = recovery::read_state(storage.as_ref(), &dir);
         let rec = recovery::recover(
             storage.as_ref(),
             &dir,
-            options.segment_size,
-            options.index_checkpoints,
+            &RecoverOptions {
+                segment_size: options.segment_size,
+                use_checkpoints: options.index_checkpoints,
+                durable_floor: state.durable_floor,
+                clean: state.clean,
+            },
             &mut index,
         )?;
         let last = rec.next_position - 1;
+        // From here on the store is open: a crash before the next clean close is unclean.
+        let open_state = ShutdownState {
+            clean: false,
+            durable_floor: last,
+        };
+        recovery::write_state(storage.as_ref(), &dir, open_state)?;
         let written = Watermark {
             position: last,
             location: pack(rec.active.seg.ordinal, rec.active.offset),
@@ -435,7 +457,13 @@ impl Store {
         if let Some(h) = self.indexer.take() {
             let _ = h.join();
         }
-        synced
+        synced?;
+        self.inner.commit.check()?;
+        let clean = ShutdownState {
+            clean: true,
+            durable_floor: self.inner.commit.durable(),
+        };
+        recovery::write_state(self.inner.storage(), &self.inner.dir, clean)
     }
 }
 
@@ -510,8 +538,7 @@ impl Inner {
                 w.written,
             )
         };
-        file.sync_data()
-            .map_err(|e| Error::io("fdatasync", &seg.path, e))?;
+        self.log.sync(&file, &seg)?;
         self.publish(wm);
         Ok(wm.position)
     }
@@ -636,6 +663,7 @@ impl Inner {
             stream,
             first_position: result.first_position,
             first_version: result.first_version,
+            durable: self.commit.durable(),
             timestamp: now_micros(),
         };
         frame::encode_frame(&mut w.buf, &start, events, &mut w.offsets);
@@ -646,8 +674,17 @@ impl Inner {
                 return Err(e);
             }
         };
-        if let (Some(sealed), Some(tx)) = (written.sealed, &w.to_index) {
-            let _ = tx.send(sealed);
+        if let Some(sealed) = written.sealed {
+            // Sealing synced everything before this frame: it is durable, and can be visible.
+            let wm = Watermark {
+                position: result.first_position - 1,
+                location: pack(sealed.ordinal, sealed.end()),
+            };
+            self.publish(wm);
+            self.commit.advance(wm.position);
+            if let Some(tx) = &w.to_index {
+                let _ = tx.send(sealed);
+            }
         }
         let (ordinal, frame_offset) = (written.ordinal, written.offset);
         self.index.write().push(
@@ -700,17 +737,28 @@ impl Inner {
         else {
             return Ok(None);
         };
+        // The matched events must be exactly one earlier append: one whole frame.
         let mut cached = None;
-        let mut found = Vec::with_capacity(ids.len());
+        let mut positions = Vec::with_capacity(ids.len());
+        let mut edges = Vec::with_capacity(ids.len());
         for (i, (&loc, &id)) in locs.iter().zip(&ids).enumerate() {
-            let e = read_event(self, &mut cached, &name, after + 1 + i as u64, loc)?;
+            let (e, edge) = read_event(self, &mut cached, &name, after + 1 + i as u64, loc)?;
             if e.id != Some(id) {
                 return Ok(None);
             }
-            found.push(e.position);
+            positions.push(e.position);
+            edges.push(edge);
         }
-        match (found.first(), found.last()) {
-            (Some(&first_position), Some(&last_position)) if found.len() == ids.len() => {
+        let last = edges.len().saturating_sub(1);
+        let whole_frame = edges.len() == ids.len()
+            && edges.iter().enumerate().all(|(i, e)| {
+                (e & frame::FLAG_FIRST != 0) == (i == 0)
+                    && (e & frame::FLAG_LAST != 0) == (i == last)
+            });
+        match (positions.first(), positions.last()) {
+            (Some(&first_position), Some(&last_position))
+                if whole_frame && last_position - first_position + 1 == n =>
+            {
                 Ok(Some(AppendResult {
                     first_version: after + 1,
                     last_version: after + n,

@@ -5,8 +5,9 @@ mod common;
 use annal::{Error, EventData, ExpectedVersion, Options, Store};
 use common::*;
 
-/// A store with 20 single-event frames and one 3-event frame at the end; returns the dir, the
-/// last segment, and the byte range of the last frame.
+/// The crash image of a store with 20 single-event frames (synced) and one 3-event frame at
+/// the end (not synced); returns the image, its last segment, and the byte range of the last
+/// frame.
 fn store_with_last_frame() -> (tempfile::TempDir, std::path::PathBuf, usize, usize) {
     let tmp = tempfile::tempdir().unwrap();
     let store = Store::open(tmp.path(), tiny(4096)).unwrap();
@@ -16,8 +17,7 @@ fn store_with_last_frame() -> (tempfile::TempDir, std::path::PathBuf, usize, usi
             .unwrap();
     }
     store.sync().unwrap();
-    let seg = segment_files(tmp.path()).pop().unwrap();
-    let start = data_end(&seg);
+    let start = data_end(&segment_files(tmp.path()).pop().unwrap());
     store
         .append(
             "s-last",
@@ -25,20 +25,28 @@ fn store_with_last_frame() -> (tempfile::TempDir, std::path::PathBuf, usize, usi
             &[ev(21), ev(22), ev(23)],
         )
         .unwrap();
+    let image = crash_image(tmp.path());
     drop(store);
+    let seg = segment_files(image.path()).pop().unwrap();
     let end = data_end(&seg);
     assert!(end > start);
-    (tmp, seg, start, end)
+    (image, seg, start, end)
 }
 
 #[test]
 fn torn_tail_of_every_length_recovers_to_the_frames_before_it() {
     let (tmp, seg, start, end) = store_with_last_frame();
-    let original = std::fs::read(&seg).unwrap();
+    let original = snapshot_dir(tmp.path());
+    let restore = || {
+        for (p, b) in &original {
+            std::fs::write(p, b).unwrap();
+        }
+    };
     for garbage in [0u8, 0xAB] {
         for cut in 0..(end - start) {
             // The write reached the disk up to `cut`; the rest is zeros or stale sectors.
-            let mut bytes = original.clone();
+            restore();
+            let mut bytes = std::fs::read(&seg).unwrap();
             bytes[start + cut..end].fill(garbage);
             std::fs::write(&seg, &bytes).unwrap();
             let store = Store::open(tmp.path(), tiny(4096)).unwrap();
@@ -67,8 +75,8 @@ fn torn_tail_of_every_length_recovers_to_the_frames_before_it() {
             drop(store);
         }
     }
-    // The untouched file still holds all three events of the last append.
-    std::fs::write(&seg, &original).unwrap();
+    // The untouched image still holds all three events of the last append.
+    restore();
     let store = Store::open(tmp.path(), tiny(4096)).unwrap();
     assert_eq!(stream(&store, "s-last").len(), 3);
 }
@@ -242,17 +250,55 @@ fn zeroed_space_after_the_log_is_empty_space() {
 }
 
 #[test]
-fn a_valid_frame_after_a_zeroed_gap_is_corruption() {
+fn damage_to_synced_data_followed_by_valid_frames_is_corruption() {
     let (tmp, seg, start, _end) = store_with_last_frame();
-    // Zero an earlier frame entirely: the last frame now follows a hole.
+    // Zero the 20th frame, which was synced before the last frame was written: the last
+    // frame's durability hint says so, and the open is refused.
     let mut bytes = std::fs::read(&seg).unwrap();
-    let hole = start - 40..start;
-    bytes[hole.clone()].fill(0);
+    bytes[start - 40..start].fill(0);
     std::fs::write(&seg, &bytes).unwrap();
     let before = snapshot_dir(tmp.path());
     let err = Store::open(tmp.path(), Options::default()).unwrap_err();
-    assert!(matches!(err, Error::Corruption { .. }), "{err:?}");
+    assert!(
+        matches!(&err, Error::Corruption { reason, .. } if reason.contains("synced")),
+        "{err:?}"
+    );
     assert_eq!(snapshot_dir(tmp.path()), before);
+}
+
+#[test]
+fn power_loss_of_unsynced_frames_in_any_order_is_a_torn_tail() {
+    // Ten synced appends, then ten that were never synced; after a power loss the page cache
+    // may have written any of the later ones and lost others.
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), tiny(1 << 16)).unwrap();
+    let mut ends = vec![];
+    let seg_path = segment_files(tmp.path()).pop().unwrap();
+    for i in 1..=20 {
+        store.append("s", ExpectedVersion::Any, &[ev(i)]).unwrap();
+        if i == 10 {
+            store.sync().unwrap();
+        }
+        ends.push(data_end(&seg_path));
+    }
+    let image = crash_image(tmp.path());
+    drop(store);
+    let seg = segment_files(image.path()).pop().unwrap();
+    let original = snapshot_dir(image.path());
+    for lost in 11..=20usize {
+        for (p, b) in &original {
+            std::fs::write(p, b).unwrap();
+        }
+        // Frame `lost` never reached the disk; the frames after it did.
+        let mut bytes = std::fs::read(&seg).unwrap();
+        bytes[ends[lost - 2]..ends[lost - 1]].fill(0);
+        std::fs::write(&seg, &bytes).unwrap();
+        let store = Store::open(image.path(), tiny(1 << 16)).unwrap();
+        assert_eq!(store.last_position(), lost as u64 - 1, "frame {lost} lost");
+        assert!(store.recovery_report().truncated_bytes > 0 || lost == 20);
+        let r = store.append("s", ExpectedVersion::Any, &[ev(99)]).unwrap();
+        assert_eq!(r.first_position, lost as u64);
+    }
 }
 
 #[test]

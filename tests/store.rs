@@ -226,6 +226,30 @@ fn retried_appends_with_ids_are_recognised() {
         .append("s", ExpectedVersion::Any, &batch(1, 2))
         .unwrap();
     assert_eq!(again.first_version, 5);
+    // Matches must be one whole earlier append, not pieces of several or part of one.
+    store
+        .append("u", ExpectedVersion::Any, &[ev(1).with_id(21)])
+        .unwrap();
+    store.append("x", ExpectedVersion::Any, &[ev(1)]).unwrap();
+    store
+        .append("u", ExpectedVersion::Any, &[ev(1).with_id(22)])
+        .unwrap();
+    assert!(matches!(
+        store.append(
+            "u",
+            ExpectedVersion::NoStream,
+            &[ev(1).with_id(21), ev(2).with_id(22)]
+        ),
+        Err(Error::WrongExpectedVersion { .. })
+    ));
+    store
+        .append("w", ExpectedVersion::NoStream, &batch(31, 32))
+        .unwrap();
+    assert!(matches!(
+        store.append("w", ExpectedVersion::NoStream, &[ev(1).with_id(31)]),
+        Err(Error::WrongExpectedVersion { .. })
+    ));
+    let before = store.last_position();
     // Survives a reopen: the ids are read from the log.
     drop(store);
     let store = Store::open(tmp.path(), tiny(4096)).unwrap();
@@ -235,7 +259,7 @@ fn retried_appends_with_ids_are_recognised() {
             .unwrap(),
         second
     );
-    assert_eq!(store.last_position(), 7);
+    assert_eq!(store.last_position(), before);
 }
 
 #[test]

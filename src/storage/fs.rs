@@ -100,12 +100,15 @@ impl StorageFile for FsFile {
             // A zero-length mapping is an error on Linux; an empty view needs no map.
             return Ok(Some(Bytes::new()));
         }
-        // SAFETY: annal maps only files inside a store directory it holds the exclusive lock on,
-        // and never shrinks a file while a map of it exists. The bytes behind a map change only
-        // where annal writes past the end of committed data, a range no reader has been handed
-        // a slice of yet (readers are bounded by the published watermark). Another process
-        // truncating or rewriting the files behind annal's back is outside what it supports
-        // (see the README's limits).
+        // SAFETY: the map is read-only and lives as long as any `Bytes` sliced from it, which
+        // can be longer than the `Store` (payloads are views of it). Rust requires the bytes
+        // behind a live slice not to change. annal itself never changes bytes a reader can hold:
+        // readers only get slices of frames that were completely written and published, and
+        // no annal code path (this store, or a later one opened on the same directory) ever
+        // rewrites, zeroes or truncates a published frame or shrinks a segment file: recovery
+        // only zeroes bytes past the last valid frame. Another program truncating or
+        // rewriting the segment files while such views exist is outside what annal supports;
+        // the README states that limit.
         let map = unsafe { Mmap::map(&self.0)? };
         Ok(Some(Bytes::from_owner(map)))
     }

@@ -59,12 +59,13 @@ pub fn data_end(path: &Path) -> usize {
     b.iter().rposition(|&x| x != 0).map_or(0, |i| i + 1)
 }
 
-/// Every file of a directory and its bytes, to check that a failed open changed nothing.
+/// Every file of a directory and its bytes (but the empty lock file), to check that a failed
+/// open changed nothing.
 pub fn snapshot_dir(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut v: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.is_file())
+        .filter(|p| p.is_file() && p.file_name().is_some_and(|n| n != "LOCK"))
         .map(|p| {
             let b = std::fs::read(&p).unwrap();
             (p, b)
@@ -154,4 +155,17 @@ impl StorageFile for FaultyFile {
         // No map: exercises the positional-read path.
         Ok(None)
     }
+}
+
+/// What the disk would hold if the process died now: a copy of every file of an open store's
+/// directory (the page cache's view, which survives a process crash), without its lock.
+pub fn crash_image(dir: &Path) -> tempfile::TempDir {
+    let image = tempfile::tempdir().unwrap();
+    for f in std::fs::read_dir(dir).unwrap() {
+        let p = f.unwrap().path();
+        if p.is_file() && p.file_name().is_some_and(|n| n != "LOCK") {
+            std::fs::copy(&p, image.path().join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    image
 }
