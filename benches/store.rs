@@ -191,12 +191,70 @@ fn aggregate_load(c: &mut Criterion) {
     g.finish();
 }
 
+fn subscription_delivery(c: &mut Criterion) {
+    let mut g = c.benchmark_group("live_delivery_while_appending");
+    g.sample_size(10).measurement_time(Duration::from_secs(5));
+    g.throughput(Throughput::Elements(1));
+    for subscribers in [1usize, 8] {
+        g.bench_with_input(
+            BenchmarkId::new("subscribers", subscribers),
+            &subscribers,
+            |b, &n| {
+                b.iter_custom(|iters| {
+                    let tmp = tempfile::tempdir().unwrap();
+                    let store = Arc::new(
+                        Store::open(tmp.path(), Options::default().fsync(FsyncPolicy::Never))
+                            .unwrap(),
+                    );
+                    let barrier = Arc::new(std::sync::Barrier::new(n + 1));
+                    let readers: Vec<_> = (0..n)
+                        .map(|_| {
+                            let (store, barrier) = (store.clone(), barrier.clone());
+                            std::thread::spawn(move || {
+                                let mut sub = store.subscribe_all(1).unwrap();
+                                barrier.wait();
+                                for _ in 0..iters {
+                                    sub.next_timeout(Duration::from_secs(60)).unwrap().unwrap();
+                                }
+                            })
+                        })
+                        .collect();
+                    barrier.wait();
+                    let start = Instant::now();
+                    // Appends in batches of 10, as a busy service would produce them.
+                    let batch: Vec<_> = (0..10).map(event).collect();
+                    let mut left = iters;
+                    let mut k = 0;
+                    while left > 0 {
+                        let take = left.min(10) as usize;
+                        store
+                            .append(
+                                &stream_name(k, STREAMS),
+                                ExpectedVersion::Any,
+                                &batch[..take],
+                            )
+                            .unwrap();
+                        left -= take as u64;
+                        k += 1;
+                    }
+                    for r in readers {
+                        r.join().unwrap();
+                    }
+                    start.elapsed()
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
     append_batches,
     group_commit,
     replay,
     stream_read,
-    aggregate_load
+    aggregate_load,
+    subscription_delivery
 );
 criterion_main!(benches);
