@@ -365,7 +365,7 @@ impl<'s, A: Aggregate, C: Codec> Repository<'s, A, C> {
             version: Some(version),
             reason,
         })?;
-        snapshots.write(&Snapshot {
+        let written = snapshots.write(&Snapshot {
             stream: stream.to_string(),
             aggregate: self.kind.aggregate.to_string(),
             schema: self.kind.schema,
@@ -374,7 +374,11 @@ impl<'s, A: Aggregate, C: Codec> Repository<'s, A, C> {
             event_position: event.position,
             event_timestamp: event.timestamp,
             state,
-        })
+        });
+        // Snapshots are a cache: failing to save one must not fail the load or the command
+        // (whose events may already be appended). The next load tries again.
+        drop(written);
+        Ok(())
     }
 }
 

@@ -315,6 +315,12 @@ impl Store {
         Ok(self.inner.index.read().visible_version(stream, wm.location))
     }
 
+    /// Whether an earlier write or sync failed, so that the store refuses appends until it is
+    /// reopened (see [`Error::Poisoned`]).
+    pub fn is_poisoned(&self) -> bool {
+        self.inner.commit.check().is_err()
+    }
+
     /// Position of the last acknowledged event, 0 for an empty store.
     pub fn last_position(&self) -> u64 {
         self.inner.watermark().position

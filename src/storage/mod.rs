@@ -7,6 +7,7 @@
 //! Methods return plain `std::io::Result`; the caller adds the path and operation to the error.
 
 mod fs;
+mod sim;
 
 use std::any::Any;
 use std::fmt::Debug;
@@ -16,6 +17,7 @@ use std::path::Path;
 use bytes::Bytes;
 
 pub use fs::FsStorage;
+pub use sim::{SimDisk, WriteFault};
 
 /// A directory-level file system.
 pub trait Storage: Send + Sync + Debug {
