@@ -1,0 +1,626 @@
+//! annal side by side with the raw-disk limit, SQLite, redb and fjall, measured in one run on
+//! the same workload: 200-byte payloads, 16-byte event types, streams named like `order-123`.
+//!
+//! `cargo run --release -- [--events N] [--fsync-events M] [--json FILE] [--only a,b]`
+//! from `bench-compare/`. Prints one table with ratios; writes the figures as JSON.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const PAYLOAD: usize = 200;
+const STREAMS: u64 = 10_000;
+
+fn payload(i: u64) -> Vec<u8> {
+    let mut p = vec![0xA5u8; PAYLOAD];
+    p[..8].copy_from_slice(&i.to_le_bytes());
+    p
+}
+
+fn event_type(i: u64) -> String {
+    format!("OrderEvent{:06}", i % 1000)
+}
+
+/// The batches of a workload: (stream, first index, count). Batches of one stream each, streams
+/// taken round robin so each stream's events are scattered through the log.
+fn batches(events: u64, batch: u64) -> Vec<(String, u64, u64)> {
+    let mut v = Vec::new();
+    let mut i = 0;
+    let mut k = 0;
+    while i < events {
+        let n = batch.min(events - i);
+        v.push((format!("order-{}", k % STREAMS), i, n));
+        i += n;
+        k += 1;
+    }
+    v
+}
+
+/// One system under test.
+trait System {
+    fn name(&self) -> &'static str;
+    /// Appends `events` in batches; `sync` makes every batch durable before the next.
+    fn append(&mut self, dir: &Path, batches: &[(String, u64, u64)], sync: bool);
+    /// Reads every event back in order, verifying and decoding; returns the count.
+    fn replay(&mut self) -> u64;
+    /// Reads one whole stream; returns its length.
+    fn read_stream(&mut self, stream: &str) -> u64;
+    /// Closes everything before the directory goes away.
+    fn close(&mut self);
+}
+
+// ---------------------------------------------------------------- raw log: the disk's limit
+
+#[derive(Default)]
+struct Raw {
+    file: Option<File>,
+    index: HashMap<String, Vec<(u64, u32)>>,
+    len: u64,
+}
+
+impl System for Raw {
+    fn name(&self) -> &'static str {
+        "raw log"
+    }
+    fn append(&mut self, dir: &Path, batches: &[(String, u64, u64)], sync: bool) {
+        let path = dir.join("raw.log");
+        let file = File::create(&path).unwrap();
+        let mut w = BufWriter::with_capacity(1 << 16, file.try_clone().unwrap());
+        let mut at = 0u64;
+        let mut rec = Vec::with_capacity(512);
+        for (stream, first, n) in batches {
+            for i in *first..first + n {
+                rec.clear();
+                rec.extend_from_slice(&[0; 8]);
+                rec.extend_from_slice(&(stream.len() as u16).to_le_bytes());
+                rec.extend_from_slice(stream.as_bytes());
+                let t = event_type(i);
+                rec.extend_from_slice(&(t.len() as u16).to_le_bytes());
+                rec.extend_from_slice(t.as_bytes());
+                rec.extend_from_slice(&payload(i));
+                let body = (rec.len() - 8) as u32;
+                let crc = crc32fast::hash(&rec[8..]);
+                rec[..4].copy_from_slice(&body.to_le_bytes());
+                rec[4..8].copy_from_slice(&crc.to_le_bytes());
+                w.write_all(&rec).unwrap();
+                self.index
+                    .entry(stream.clone())
+                    .or_default()
+                    .push((at, rec.len() as u32));
+                at += rec.len() as u64;
+            }
+            if sync {
+                w.flush().unwrap();
+                file.sync_data().unwrap();
+            }
+        }
+        w.flush().unwrap();
+        self.len = at;
+        self.file = Some(File::open(&path).unwrap());
+    }
+    fn replay(&mut self) -> u64 {
+        let mut buf = vec![0u8; self.len as usize];
+        self.file
+            .as_ref()
+            .unwrap()
+            .read_exact_at(&mut buf, 0)
+            .unwrap();
+        let mut at = 0;
+        let mut n = 0;
+        while at + 8 <= buf.len() {
+            let len = u32::from_le_bytes(buf[at..at + 4].try_into().unwrap()) as usize;
+            let crc = u32::from_le_bytes(buf[at + 4..at + 8].try_into().unwrap());
+            let body = &buf[at + 8..at + 8 + len];
+            assert_eq!(crc32fast::hash(body), crc);
+            let sl = u16::from_le_bytes([body[0], body[1]]) as usize;
+            std::hint::black_box(std::str::from_utf8(&body[2..2 + sl]).unwrap());
+            at += 8 + len;
+            n += 1;
+        }
+        n
+    }
+    fn read_stream(&mut self, stream: &str) -> u64 {
+        let file = self.file.as_ref().unwrap();
+        let mut n = 0;
+        let mut buf = vec![0u8; 512];
+        for &(at, len) in self
+            .index
+            .get(stream)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+        {
+            let b = &mut buf[..len as usize];
+            file.read_exact_at(b, at).unwrap();
+            let crc = u32::from_le_bytes(b[4..8].try_into().unwrap());
+            assert_eq!(crc32fast::hash(&b[8..]), crc);
+            n += 1;
+        }
+        n
+    }
+    fn close(&mut self) {
+        self.file = None;
+        self.index.clear();
+    }
+}
+
+// ---------------------------------------------------------------- annal
+
+#[derive(Default)]
+struct Annal {
+    store: Option<annal::Store>,
+}
+
+impl System for Annal {
+    fn name(&self) -> &'static str {
+        "annal"
+    }
+    fn append(&mut self, dir: &Path, batches: &[(String, u64, u64)], sync: bool) {
+        let fsync = if sync {
+            annal::FsyncPolicy::Always
+        } else {
+            annal::FsyncPolicy::Never
+        };
+        let store =
+            annal::Store::open(dir.join("annal"), annal::Options::default().fsync(fsync)).unwrap();
+        let mut evs = Vec::new();
+        for (stream, first, n) in batches {
+            evs.clear();
+            evs.extend(
+                (*first..first + n).map(|i| annal::EventData::new(event_type(i), payload(i))),
+            );
+            store
+                .append(stream, annal::ExpectedVersion::Any, &evs)
+                .unwrap();
+        }
+        self.store = Some(store);
+    }
+    fn replay(&mut self) -> u64 {
+        let mut n = 0;
+        for e in self
+            .store
+            .as_ref()
+            .unwrap()
+            .read_all(annal::ReadOptions::forward())
+            .unwrap()
+        {
+            std::hint::black_box(e.unwrap());
+            n += 1;
+        }
+        n
+    }
+    fn read_stream(&mut self, stream: &str) -> u64 {
+        let mut n = 0;
+        for e in self
+            .store
+            .as_ref()
+            .unwrap()
+            .read_stream(stream, annal::ReadOptions::forward())
+            .unwrap()
+        {
+            std::hint::black_box(e.unwrap());
+            n += 1;
+        }
+        n
+    }
+    fn close(&mut self) {
+        self.store = None;
+    }
+}
+
+// ---------------------------------------------------------------- SQLite
+
+#[derive(Default)]
+struct Sqlite {
+    db: Option<rusqlite::Connection>,
+}
+
+impl System for Sqlite {
+    fn name(&self) -> &'static str {
+        "SQLite"
+    }
+    fn append(&mut self, dir: &Path, batches: &[(String, u64, u64)], sync: bool) {
+        let mut db = rusqlite::Connection::open(dir.join("sqlite.db")).unwrap();
+        db.pragma_update(None, "journal_mode", "WAL").unwrap();
+        db.pragma_update(None, "synchronous", if sync { "FULL" } else { "OFF" })
+            .unwrap();
+        db.execute_batch(
+            "CREATE TABLE events(position INTEGER PRIMARY KEY, stream TEXT NOT NULL, \
+             version INTEGER NOT NULL, type TEXT NOT NULL, payload BLOB NOT NULL, UNIQUE(stream, version));",
+        )
+        .unwrap();
+        let mut versions: HashMap<&str, u64> = HashMap::new();
+        for (stream, first, n) in batches {
+            let tx = db.transaction().unwrap();
+            {
+                let mut st = tx
+                    .prepare_cached("INSERT INTO events(stream, version, type, payload) VALUES (?1, ?2, ?3, ?4)")
+                    .unwrap();
+                for i in *first..first + n {
+                    let v = versions.entry(stream.as_str()).or_default();
+                    *v += 1;
+                    st.execute(rusqlite::params![
+                        stream,
+                        *v as i64,
+                        event_type(i),
+                        payload(i)
+                    ])
+                    .unwrap();
+                }
+            }
+            tx.commit().unwrap();
+        }
+        self.db = Some(db);
+    }
+    fn replay(&mut self) -> u64 {
+        let db = self.db.as_ref().unwrap();
+        let mut st = db
+            .prepare(
+                "SELECT position, stream, version, type, payload FROM events ORDER BY position",
+            )
+            .unwrap();
+        let mut rows = st.query([]).unwrap();
+        let mut n = 0;
+        while let Some(r) = rows.next().unwrap() {
+            let s: String = r.get(1).unwrap();
+            let p: Vec<u8> = r.get(4).unwrap();
+            std::hint::black_box((s, p));
+            n += 1;
+        }
+        n
+    }
+    fn read_stream(&mut self, stream: &str) -> u64 {
+        let db = self.db.as_ref().unwrap();
+        let mut st = db
+            .prepare_cached(
+                "SELECT version, type, payload FROM events WHERE stream = ?1 ORDER BY version",
+            )
+            .unwrap();
+        let mut rows = st.query([stream]).unwrap();
+        let mut n = 0;
+        while let Some(r) = rows.next().unwrap() {
+            let p: Vec<u8> = r.get(2).unwrap();
+            std::hint::black_box(p);
+            n += 1;
+        }
+        n
+    }
+    fn close(&mut self) {
+        self.db = None;
+    }
+}
+
+// ---------------------------------------------------------------- redb
+
+const REDB_EVENTS: redb::TableDefinition<(&str, u64), &[u8]> = redb::TableDefinition::new("events");
+
+#[derive(Default)]
+struct Redb {
+    db: Option<redb::Database>,
+}
+
+fn value(i: u64) -> Vec<u8> {
+    let t = event_type(i);
+    let mut v = Vec::with_capacity(2 + t.len() + PAYLOAD);
+    v.extend_from_slice(&(t.len() as u16).to_le_bytes());
+    v.extend_from_slice(t.as_bytes());
+    v.extend_from_slice(&payload(i));
+    v
+}
+
+impl System for Redb {
+    fn name(&self) -> &'static str {
+        "redb"
+    }
+    fn append(&mut self, dir: &Path, batches: &[(String, u64, u64)], sync: bool) {
+        let db = redb::Database::create(dir.join("redb.db")).unwrap();
+        let mut versions: HashMap<&str, u64> = HashMap::new();
+        for (stream, first, n) in batches {
+            let mut tx = db.begin_write().unwrap();
+            if !sync {
+                tx.set_durability(redb::Durability::None).unwrap();
+            }
+            {
+                let mut t = tx.open_table(REDB_EVENTS).unwrap();
+                for i in *first..first + n {
+                    let v = versions.entry(stream.as_str()).or_default();
+                    *v += 1;
+                    t.insert((stream.as_str(), *v), value(i).as_slice())
+                        .unwrap();
+                }
+            }
+            tx.commit().unwrap();
+        }
+        self.db = Some(db);
+    }
+    fn replay(&mut self) -> u64 {
+        use redb::{ReadableDatabase, ReadableTable};
+        let tx = self.db.as_ref().unwrap().begin_read().unwrap();
+        let t = tx.open_table(REDB_EVENTS).unwrap();
+        let mut n = 0;
+        for kv in t.iter().unwrap() {
+            let (k, v) = kv.unwrap();
+            std::hint::black_box((k.value(), v.value()));
+            n += 1;
+        }
+        n
+    }
+    fn read_stream(&mut self, stream: &str) -> u64 {
+        use redb::ReadableDatabase;
+        let tx = self.db.as_ref().unwrap().begin_read().unwrap();
+        let t = tx.open_table(REDB_EVENTS).unwrap();
+        let mut n = 0;
+        for kv in t.range((stream, 0u64)..=(stream, u64::MAX)).unwrap() {
+            let (_, v) = kv.unwrap();
+            std::hint::black_box(v.value());
+            n += 1;
+        }
+        n
+    }
+    fn close(&mut self) {
+        self.db = None;
+    }
+}
+
+// ---------------------------------------------------------------- fjall
+
+#[derive(Default)]
+struct Fjall {
+    db: Option<(fjall::Database, fjall::Keyspace)>,
+}
+
+fn fjall_key(stream: &str, version: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(stream.len() + 9);
+    k.extend_from_slice(stream.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&version.to_be_bytes());
+    k
+}
+
+impl System for Fjall {
+    fn name(&self) -> &'static str {
+        "fjall"
+    }
+    fn append(&mut self, dir: &Path, batches: &[(String, u64, u64)], sync: bool) {
+        let db = fjall::Database::builder(dir.join("fjall")).open().unwrap();
+        let ks = db
+            .keyspace("events", fjall::KeyspaceCreateOptions::default)
+            .unwrap();
+        let mut versions: HashMap<&str, u64> = HashMap::new();
+        for (stream, first, n) in batches {
+            let mut b = db
+                .batch()
+                .durability(sync.then_some(fjall::PersistMode::SyncData));
+            for i in *first..first + n {
+                let v = versions.entry(stream.as_str()).or_default();
+                *v += 1;
+                b.insert(&ks, fjall_key(stream, *v), value(i));
+            }
+            b.commit().unwrap();
+        }
+        self.db = Some((db, ks));
+    }
+    fn replay(&mut self) -> u64 {
+        let (_, ks) = self.db.as_ref().unwrap();
+        let mut n = 0;
+        for kv in ks.iter() {
+            std::hint::black_box(kv.into_inner().unwrap());
+            n += 1;
+        }
+        n
+    }
+    fn read_stream(&mut self, stream: &str) -> u64 {
+        let (_, ks) = self.db.as_ref().unwrap();
+        let mut prefix = stream.as_bytes().to_vec();
+        prefix.push(0);
+        let mut n = 0;
+        for kv in ks.prefix(&prefix) {
+            std::hint::black_box(kv.into_inner().unwrap());
+            n += 1;
+        }
+        n
+    }
+    fn close(&mut self) {
+        self.db = None;
+    }
+}
+
+// ---------------------------------------------------------------- the run
+
+#[derive(Debug, Clone, Default)]
+struct Figures {
+    append_1000: f64,
+    append_10: f64,
+    replay: f64,
+    read_median_us: f64,
+    read_p99_us: f64,
+    fsync_1: f64,
+}
+
+fn rate(n: u64, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64()
+}
+
+fn measure(sys: &mut dyn System, events: u64, fsync_events: u64) -> Figures {
+    let mut f = Figures::default();
+    eprintln!("{}: append, batches of 1000", sys.name());
+    let tmp = tempfile::tempdir().unwrap();
+    let b = batches(events, 1000);
+    let t = Instant::now();
+    sys.append(tmp.path(), &b, false);
+    f.append_1000 = rate(events, t.elapsed());
+    sys.close();
+    drop(tmp);
+
+    eprintln!("{}: append, batches of 10", sys.name());
+    let tmp = tempfile::tempdir().unwrap();
+    let b = batches(events, 10);
+    let t = Instant::now();
+    sys.append(tmp.path(), &b, false);
+    f.append_10 = rate(events, t.elapsed());
+
+    eprintln!("{}: replay", sys.name());
+    sys.replay(); // warm the cache
+    let t = Instant::now();
+    let n = sys.replay();
+    f.replay = rate(n, t.elapsed());
+    assert_eq!(n, events, "{} replayed {n} of {events}", sys.name());
+
+    eprintln!("{}: read 1000 streams", sys.name());
+    let mut lat = Vec::with_capacity(1000);
+    let mut x = 12345u64;
+    for _ in 0..1000 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let s = format!("order-{}", (x >> 33) % STREAMS.min(events / 10).max(1));
+        let t = Instant::now();
+        let n = sys.read_stream(&s);
+        lat.push(t.elapsed());
+        assert!(n > 0, "{}: stream {s} empty", sys.name());
+    }
+    lat.sort();
+    f.read_median_us = lat[lat.len() / 2].as_secs_f64() * 1e6;
+    f.read_p99_us = lat[lat.len() * 99 / 100].as_secs_f64() * 1e6;
+    sys.close();
+    drop(tmp);
+
+    eprintln!("{}: one event per call, fsync each", sys.name());
+    let tmp = tempfile::tempdir().unwrap();
+    let b = batches(fsync_events, 1);
+    let t = Instant::now();
+    sys.append(tmp.path(), &b, true);
+    f.fsync_1 = rate(fsync_events, t.elapsed());
+    sys.close();
+    f
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let events: u64 = arg("--events").map_or(1_000_000, |v| v.replace('_', "").parse().unwrap());
+    let fsync_events: u64 = arg("--fsync-events").map_or(2_000, |v| v.parse().unwrap());
+    let only = arg("--only");
+    let mut systems: Vec<Box<dyn System>> = vec![
+        Box::new(Raw::default()),
+        Box::new(Annal::default()),
+        Box::new(Sqlite::default()),
+        Box::new(Redb::default()),
+        Box::new(Fjall::default()),
+    ];
+    systems.retain(|s| {
+        only.as_ref().is_none_or(|o| {
+            o.split(',')
+                .any(|n| s.name().to_lowercase().starts_with(&n.to_lowercase()))
+        })
+    });
+    let results: Vec<(&'static str, Figures)> = systems
+        .iter_mut()
+        .map(|s| (s.name(), measure(s.as_mut(), events, fsync_events)))
+        .collect();
+
+    let rows: [(&str, fn(&Figures) -> f64, bool); 6] = [
+        (
+            "append, batch 1000, no fsync (events/s)",
+            |f| f.append_1000,
+            true,
+        ),
+        (
+            "append, batch 10, no fsync (events/s)",
+            |f| f.append_10,
+            true,
+        ),
+        ("replay, verified + decoded (events/s)", |f| f.replay, true),
+        (
+            "read one stream ~100 events, median (µs)",
+            |f| f.read_median_us,
+            false,
+        ),
+        (
+            "read one stream ~100 events, p99 (µs)",
+            |f| f.read_p99_us,
+            false,
+        ),
+        (
+            "1 event per call, fdatasync each (events/s)",
+            |f| f.fsync_1,
+            true,
+        ),
+    ];
+    println!(
+        "\n{events} events ({PAYLOAD}-byte payloads, 16-byte types, {STREAMS} streams); fsync workload {fsync_events} events\n"
+    );
+    print!("{:<46}", "workload");
+    for (name, _) in &results {
+        print!("{name:>12}");
+    }
+    println!("{:>12}{:>14}", "annal/raw", "annal/best");
+    let get =
+        |n: &str, f: fn(&Figures) -> f64| results.iter().find(|(s, _)| *s == n).map(|(_, r)| f(r));
+    for (label, f, higher) in rows {
+        print!("{label:<46}");
+        for (_, r) in &results {
+            let v = f(r);
+            if higher {
+                print!("{:>12.0}", v)
+            } else {
+                print!("{:>12.1}", v)
+            }
+        }
+        let annal = get("annal", f);
+        let raw = get("raw log", f);
+        let peers: Vec<f64> = results
+            .iter()
+            .filter(|(s, _)| !["annal", "raw log"].contains(s))
+            .map(|(_, r)| f(r))
+            .collect();
+        let best = if higher {
+            peers.iter().cloned().fold(f64::NAN, f64::max)
+        } else {
+            peers.iter().cloned().fold(f64::NAN, f64::min)
+        };
+        let ratio = |a: Option<f64>, b: f64| match a {
+            Some(a) if b.is_finite() && b > 0.0 => {
+                if higher {
+                    format!("{:.2}x", a / b)
+                } else {
+                    format!("{:.2}x", b / a)
+                }
+            }
+            _ => "-".into(),
+        };
+        println!(
+            "{:>12}{:>14}",
+            ratio(annal, raw.unwrap_or(f64::NAN)),
+            ratio(annal, best)
+        );
+    }
+    println!(
+        "\n(ratios: above 1 means annal is better; for latencies, the other's time over annal's)"
+    );
+    let json: Vec<_> = results
+        .iter()
+        .map(|(s, f)| {
+            serde_json::json!({
+                "system": s, "append_batch_1000_per_s": f.append_1000, "append_batch_10_per_s": f.append_10,
+                "replay_per_s": f.replay, "read_stream_median_us": f.read_median_us,
+                "read_stream_p99_us": f.read_p99_us, "fsync_each_per_s": f.fsync_1,
+            })
+        })
+        .collect();
+    let out = arg("--json").unwrap_or_else(|| "results.json".into());
+    std::fs::write(
+        &out,
+        serde_json::to_string_pretty(&serde_json::json!({"events": events, "results": json}))
+            .unwrap(),
+    )
+    .unwrap();
+    eprintln!("figures written to {out}");
+}
