@@ -244,8 +244,17 @@ impl Segment {
 
     /// The bytes of the record at `offset`: its header and content, not yet checked.
     pub(crate) fn read_record(&self, offset: u64) -> Result<Bytes> {
-        let header = self.read(offset, RECORD_HEADER_LEN as u64)?;
-        let len = Cursor::new(&header, 0).u32().unwrap_or(0);
+        let len = match &self.data {
+            // Mapped: peek at the length in place, then take one slice.
+            Data::Mapped(map) => usize::try_from(offset)
+                .ok()
+                .and_then(|o| Cursor::new(map, o).u32())
+                .unwrap_or(0),
+            Data::File(_) => {
+                let header = self.read(offset, RECORD_HEADER_LEN as u64)?;
+                Cursor::new(&header, 0).u32().unwrap_or(0)
+            }
+        };
         self.read(offset, RECORD_HEADER_LEN as u64 + u64::from(len))
     }
 
