@@ -1,0 +1,282 @@
+//! What every command shares: the error type, finding and opening a store, argument parsers
+//! and progress bars.
+
+use std::io::{self, IsTerminal};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use annal::{ExpectedVersion, FsyncPolicy, Options, Store};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// Where commands look for a store when `--dir` is not given.
+pub const DEFAULT_DIR: &str = "./annal-data";
+
+/// Why a command failed.
+#[derive(Debug)]
+pub enum Fail {
+    /// Printed as one line on stderr; the process exits with 1.
+    Message(String),
+    /// The reader of stdout went away (`annal read-all | head`): stop quietly.
+    BrokenPipe,
+}
+
+/// The result of a command.
+pub type CliResult<T = ()> = Result<T, Fail>;
+
+impl Fail {
+    /// A failure with this message, flattened to one line.
+    pub fn msg(message: impl Into<String>) -> Fail {
+        let m: String = message.into();
+        // One line on stderr, whatever a reason or file name contains.
+        Fail::Message(m.replace(['\n', '\r'], " "))
+    }
+
+    /// An I/O failure while doing `what`; a closed stdout becomes [`Fail::BrokenPipe`].
+    pub fn io(what: impl std::fmt::Display, e: io::Error) -> Fail {
+        if e.kind() == io::ErrorKind::BrokenPipe {
+            Fail::BrokenPipe
+        } else {
+            Fail::msg(format!("{what}: {e}"))
+        }
+    }
+}
+
+impl From<annal::Error> for Fail {
+    fn from(e: annal::Error) -> Self {
+        Fail::msg(e.to_string())
+    }
+}
+
+/// The store directory: `--dir`, or [`DEFAULT_DIR`].
+pub fn dir_or_default(dir: Option<&Path>) -> PathBuf {
+    dir.map_or_else(|| PathBuf::from(DEFAULT_DIR), Path::to_path_buf)
+}
+
+/// Checks that `dir` holds a store, so that reading commands never create one by mistake
+/// ([`Store::open`] creates a store wherever it is pointed).
+pub fn check_store_dir(dir: &Path) -> CliResult {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(Fail::msg(format!(
+                "no store at {}: the directory does not exist",
+                dir.display()
+            )));
+        }
+        Err(e) => return Err(Fail::io(format!("cannot read {}", dir.display()), e)),
+    };
+    let is_store = entries.flatten().any(|e| {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        name == "LOCK" || name.ends_with(".seg")
+    });
+    if is_store {
+        Ok(())
+    } else {
+        Err(Fail::msg(format!(
+            "no annal store in {} (it has no segment files)",
+            dir.display()
+        )))
+    }
+}
+
+/// Opens the store that must already exist in `dir`.
+pub fn open_existing(dir: &Path, options: Options) -> CliResult<Store> {
+    check_store_dir(dir)?;
+    Ok(Store::open(dir, options)?)
+}
+
+/// Parses `always`, `never`, `interval:MS` or `every:N`.
+pub fn parse_fsync(s: &str) -> Result<FsyncPolicy, String> {
+    let positive = |n: &str, what: &str| -> Result<u64, String> {
+        match n.parse::<u64>() {
+            Ok(v) if v > 0 => Ok(v),
+            _ => Err(format!("{what} must be a whole number above 0, not {n:?}")),
+        }
+    };
+    match s {
+        "always" => Ok(FsyncPolicy::Always),
+        "never" => Ok(FsyncPolicy::Never),
+        _ => {
+            if let Some(ms) = s.strip_prefix("interval:") {
+                Ok(FsyncPolicy::Interval(Duration::from_millis(positive(
+                    ms,
+                    "the interval in milliseconds",
+                )?)))
+            } else if let Some(n) = s.strip_prefix("every:") {
+                Ok(FsyncPolicy::EveryEvents(positive(
+                    n,
+                    "the number of events",
+                )?))
+            } else {
+                Err(format!(
+                    "unknown fsync policy {s:?}: use always, never, interval:MS or every:N"
+                ))
+            }
+        }
+    }
+}
+
+/// Names a policy the way [`parse_fsync`] reads it.
+pub fn fsync_name(p: FsyncPolicy) -> String {
+    match p {
+        FsyncPolicy::Always => "always".into(),
+        FsyncPolicy::Never => "never".into(),
+        FsyncPolicy::Interval(d) => format!("interval:{}", d.as_millis()),
+        FsyncPolicy::EveryEvents(n) => format!("every:{n}"),
+    }
+}
+
+/// Parses `any`, `no-stream`, `exists` or a version number.
+pub fn parse_expected(s: &str) -> Result<ExpectedVersion, String> {
+    match s {
+        "any" => Ok(ExpectedVersion::Any),
+        "no-stream" => Ok(ExpectedVersion::NoStream),
+        "exists" => Ok(ExpectedVersion::StreamExists),
+        _ => s.parse::<u64>().map(ExpectedVersion::Exact).map_err(|_| {
+            format!("expected version {s:?}: use any, no-stream, exists or a version number")
+        }),
+    }
+}
+
+/// Parses an event id: a UUID (`8-4-4-4-12` hex digits) or 32 hex digits.
+pub fn parse_uuid(s: &str) -> Result<u128, String> {
+    let groups: Vec<&str> = s.split('-').collect();
+    let shape_ok = match groups.len() {
+        1 => s.len() == 32,
+        5 => groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12]),
+        _ => false,
+    };
+    let hex: String = groups.concat();
+    if !shape_ok || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "id {s:?} is not a UUID (like 0190a5e4-7c3b-7d2e-8f41-2b6c9d0e1f23)"
+        ));
+    }
+    u128::from_str_radix(&hex, 16).map_err(|e| format!("id {s:?}: {e}"))
+}
+
+/// Formats an event id as a lowercase hyphenated UUID.
+pub fn format_uuid(id: u128) -> String {
+    let h = format!("{id:032x}");
+    // Safe slicing: `h` is exactly 32 ASCII hex digits.
+    format!(
+        "{}-{}-{}-{}-{}",
+        h.get(0..8).unwrap_or_default(),
+        h.get(8..12).unwrap_or_default(),
+        h.get(12..16).unwrap_or_default(),
+        h.get(16..20).unwrap_or_default(),
+        h.get(20..32).unwrap_or_default()
+    )
+}
+
+/// Checks that an argument is JSON; returns it unchanged, so what is stored is what was typed.
+pub fn parse_json(s: &str) -> Result<String, String> {
+    serde_json::from_str::<&serde_json::value::RawValue>(s)
+        .map(|_| s.to_string())
+        .map_err(|e| format!("not valid JSON: {e}"))
+}
+
+/// A progress bar on stderr when it is a terminal, hidden otherwise (pipes, CI, tests).
+pub fn progress_bar(len: u64, what: &str) -> ProgressBar {
+    if !io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let style = ProgressStyle::with_template(
+        "{msg:>14} [{bar:36}] {human_pos}/{human_len} ({per_sec}, {eta} left)",
+    )
+    .map(|s| s.progress_chars("=> "))
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let pb = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+    pb.set_style(style);
+    pb.set_message(what.to_string());
+    pb
+}
+
+/// A spinner with a count on stderr when it is a terminal, for work of unknown length.
+pub fn spinner(what: &str) -> ProgressBar {
+    if !io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let style = ProgressStyle::with_template("{spinner} {msg} {human_pos} ({per_sec})")
+        .unwrap_or_else(|_| ProgressStyle::default_spinner());
+    let pb = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    pb.set_style(style);
+    pb.set_message(what.to_string());
+    pb.enable_steady_tick(Duration::from_millis(120));
+    pb
+}
+
+/// `1234567` as `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `1 problem`, `2 problems`.
+pub fn plural(n: usize, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+}
+
+/// `1 event`, `1,200 events`.
+pub fn counted(n: u64, what: &str) -> String {
+    format!("{} {what}{}", thousands(n), if n == 1 { "" } else { "s" })
+}
+
+/// A duration in the unit that reads best: µs, ms or s.
+pub fn human_duration(d: Duration) -> String {
+    let us = d.as_secs_f64() * 1e6;
+    if us < 1_000.0 {
+        format!("{us:.0} µs")
+    } else if us < 1_000_000.0 {
+        format!("{:.1} ms", us / 1e3)
+    } else {
+        format!("{:.2} s", us / 1e6)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuids_round_trip() {
+        let s = "0190a5e4-7c3b-7d2e-8f41-2b6c9d0e1f23";
+        assert_eq!(parse_uuid(s).map(format_uuid), Ok(s.to_string()));
+        assert_eq!(
+            parse_uuid("0190A5E47C3B7D2E8F412B6C9D0E1F23").map(format_uuid),
+            Ok(s.to_string())
+        );
+        for bad in [
+            "",
+            "xyz",
+            "0190a5e4-7c3b-7d2e-8f412b6c9d0e1f23",
+            "+190a5e47c3b7d2e8f412b6c9d0e1f23",
+        ] {
+            assert!(parse_uuid(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn policies_and_versions() {
+        assert_eq!(parse_fsync("every:10"), Ok(FsyncPolicy::EveryEvents(10)));
+        assert_eq!(
+            parse_fsync("interval:5"),
+            Ok(FsyncPolicy::Interval(Duration::from_millis(5)))
+        );
+        assert!(parse_fsync("every:0").is_err());
+        assert!(parse_fsync("sometimes").is_err());
+        assert_eq!(parse_expected("7"), Ok(ExpectedVersion::Exact(7)));
+        assert_eq!(parse_expected("no-stream"), Ok(ExpectedVersion::NoStream));
+        assert!(parse_expected("-1").is_err());
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(thousands(12), "12");
+    }
+}

@@ -1,0 +1,293 @@
+//! `annal`: the command-line tool of the annal event store.
+//!
+//! Every command works on one store directory (`--dir`, default `./annal-data`). Results go to
+//! stdout, as a table or, with `--json`, as JSON lines; an error is one line on stderr and
+//! exit status 1 (2 for a usage error).
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+mod bench;
+mod cart;
+mod common;
+mod demo;
+mod files;
+mod inspect;
+mod output;
+mod verify;
+mod write;
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use annal::{ExpectedVersion, FsyncPolicy};
+use clap::{Parser, Subcommand};
+
+use crate::common::{
+    CliResult, Fail, dir_or_default, parse_expected, parse_fsync, parse_json, parse_uuid,
+};
+
+/// annal: an embedded, append-only event store.
+#[derive(Debug, Parser)]
+#[command(name = "annal", version, about, long_about = None)]
+struct Cli {
+    /// The store directory [default: ./annal-data; for bench and demo, a temporary one].
+    #[arg(long, global = true, value_name = "DIR")]
+    dir: Option<PathBuf>,
+
+    /// Print JSON lines instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Append one event to a stream; prints {"stream","version","position"}.
+    Append {
+        /// The stream.
+        stream: String,
+        /// The event type, such as ItemAdded.
+        #[arg(long = "type", value_name = "TYPE")]
+        event_type: String,
+        /// The payload, as JSON.
+        #[arg(long, value_name = "JSON", value_parser = parse_json, conflicts_with = "data_file")]
+        data: Option<String>,
+        /// A file whose bytes are the payload (any bytes; - for stdin).
+        #[arg(long, value_name = "FILE")]
+        data_file: Option<PathBuf>,
+        /// Metadata, as JSON.
+        #[arg(long, value_name = "JSON", value_parser = parse_json)]
+        metadata: Option<String>,
+        /// An event id (a UUID): retrying an append with the same id writes nothing twice.
+        #[arg(long, value_name = "UUID", value_parser = parse_uuid)]
+        id: Option<u128>,
+        /// The stream's version the append requires: any, no-stream, exists or a number.
+        #[arg(long, value_name = "VERSION", value_parser = parse_expected, default_value = "any")]
+        expected_version: ExpectedVersion,
+    },
+    /// Append JSON lines from stdin, printing each event's position once acknowledged.
+    ///
+    /// Each line: {"stream","type","data"}, optionally "metadata", "id" (a UUID) and
+    /// "expected_version" (of the append the line starts); "data_b64"/"metadata_b64" carry
+    /// bytes that aren't JSON. Other keys are ignored, so `read-all --json` output imports.
+    /// Prints {"stream","version","position"} per event, flushed as soon as its append was
+    /// acknowledged. A line that fails is reported on stderr with its number.
+    Import {
+        /// When appends are synced: always, never, interval:MS or every:N.
+        #[arg(long, value_name = "POLICY", value_parser = parse_fsync, default_value = "always")]
+        fsync: FsyncPolicy,
+        /// Append up to N consecutive lines of the same stream as one atomic frame.
+        #[arg(long, value_name = "N", default_value_t = 1,
+              value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        batch: u64,
+        /// Stop at the first line that fails (exit 1) instead of reporting it and going on.
+        #[arg(long)]
+        stop_on_error: bool,
+    },
+    /// Print the events of one stream.
+    Read {
+        /// The stream.
+        stream: String,
+        /// First version [default: 1, or the last one with --backward].
+        #[arg(long, value_name = "VERSION")]
+        from: Option<u64>,
+        /// Newest first.
+        #[arg(long)]
+        backward: bool,
+        /// At most N events.
+        #[arg(long, value_name = "N")]
+        limit: Option<u64>,
+    },
+    /// Print every event of the store, in position order.
+    ReadAll {
+        /// First position [default: 1, or the last one with --backward].
+        #[arg(long, value_name = "POSITION")]
+        from: Option<u64>,
+        /// Newest first.
+        #[arg(long)]
+        backward: bool,
+        /// At most N events.
+        #[arg(long, value_name = "N")]
+        limit: Option<u64>,
+    },
+    /// Follow events as they are appended, until interrupted (Ctrl-C).
+    ///
+    /// Prints the history from --from, then waits for new events. It holds the store's lock
+    /// while it runs (annal allows one process per store): other processes can't append
+    /// meanwhile.
+    Tail {
+        /// Start at this position (with --stream: version) [default: after the last event].
+        #[arg(long, value_name = "POSITION")]
+        from: Option<u64>,
+        /// Only this stream.
+        #[arg(long, value_name = "STREAM", conflicts_with = "prefix")]
+        stream: Option<String>,
+        /// Only streams whose names start with this.
+        #[arg(long, value_name = "PREFIX")]
+        prefix: Option<String>,
+    },
+    /// List the streams with their versions.
+    Streams {
+        /// Only streams whose names start with this.
+        #[arg(long, value_name = "PREFIX")]
+        prefix: Option<String>,
+    },
+    /// Counters: events, streams, segments, bytes, snapshots, subscriptions, index memory.
+    Stats,
+    /// Check every checksum and invariant of the store's files; exit 1 on any problem.
+    Verify,
+    /// Measure annal on this machine, in a temporary directory.
+    Bench {
+        /// Events to append.
+        #[arg(long, value_name = "N", default_value_t = 1_000_000,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        events: u64,
+        /// Payload size in bytes.
+        #[arg(long, value_name = "BYTES", default_value_t = 200)]
+        payload: usize,
+        /// Streams the events are spread over (order-0, order-1, ...).
+        #[arg(long, value_name = "S", default_value_t = 10_000,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        streams: u64,
+        /// Events per append.
+        #[arg(long, value_name = "B", default_value_t = 100,
+              value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        batch: u64,
+        /// When appends are synced: always, never, interval:MS or every:N.
+        #[arg(long, value_name = "POLICY", value_parser = parse_fsync, default_value = "never")]
+        fsync: FsyncPolicy,
+    },
+    /// The shopping-cart example end to end: commands, snapshots, a projection, timings.
+    Demo {
+        /// When appends are synced: always, never, interval:MS or every:N.
+        #[arg(long, value_name = "POLICY", value_parser = parse_fsync, default_value = "always")]
+        fsync: FsyncPolicy,
+    },
+}
+
+/// Prints a message on stderr as one line; a failure to write to stderr has nowhere to go.
+pub fn warn(message: &str) {
+    let _ = writeln!(std::io::stderr(), "annal: {message}");
+}
+
+fn run(cli: Cli) -> CliResult {
+    let dir = dir_or_default(cli.dir.as_deref());
+    let json = cli.json;
+    match cli.command {
+        Command::Append {
+            stream,
+            event_type,
+            data,
+            data_file,
+            metadata,
+            id,
+            expected_version,
+        } => write::append(
+            &dir,
+            write::AppendArgs {
+                stream,
+                event_type,
+                data,
+                data_file,
+                metadata,
+                id,
+                expected: expected_version,
+            },
+        ),
+        Command::Import {
+            fsync,
+            batch,
+            stop_on_error,
+        } => write::import(
+            &dir,
+            write::ImportArgs {
+                fsync,
+                batch: usize::try_from(batch).unwrap_or(usize::MAX),
+                stop_on_error,
+            },
+        ),
+        Command::Read {
+            stream,
+            from,
+            backward,
+            limit,
+        } => inspect::read_stream(
+            &dir,
+            json,
+            &stream,
+            inspect::Range {
+                from,
+                backward,
+                limit,
+            },
+        ),
+        Command::ReadAll {
+            from,
+            backward,
+            limit,
+        } => inspect::read_all(
+            &dir,
+            json,
+            inspect::Range {
+                from,
+                backward,
+                limit,
+            },
+        ),
+        Command::Tail {
+            from,
+            stream,
+            prefix,
+        } => inspect::tail(
+            &dir,
+            json,
+            inspect::TailArgs {
+                from,
+                stream,
+                prefix,
+            },
+        ),
+        Command::Streams { prefix } => inspect::streams(&dir, json, prefix.as_deref()),
+        Command::Stats => inspect::stats(&dir, json),
+        Command::Verify => verify::verify(&dir, json),
+        Command::Bench {
+            events,
+            payload,
+            streams,
+            batch,
+            fsync,
+        } => bench::bench(
+            cli.dir.as_deref(),
+            json,
+            bench::BenchArgs {
+                events,
+                payload,
+                streams,
+                batch,
+                fsync,
+            },
+        ),
+        Command::Demo { fsync } => demo::demo(cli.dir.as_deref(), fsync),
+    }
+}
+
+fn main() -> ExitCode {
+    // A bug must still end in one line, not a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        warn(&format!("internal error: {info}").replace('\n', " "));
+    }));
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) | Err(Fail::BrokenPipe) => ExitCode::SUCCESS,
+        Err(Fail::Message(m)) => {
+            warn(&m);
+            ExitCode::FAILURE
+        }
+    }
+}

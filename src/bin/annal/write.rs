@@ -1,0 +1,349 @@
+//! Writing commands: `append` (one event) and `import` (JSON lines from stdin).
+
+use std::collections::HashMap;
+use std::io::{self, BufRead, BufReader, Read};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use annal::{Error, EventData, ExpectedVersion, FsyncPolicy, Options, Store};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use indicatif::ProgressBar;
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::common::{CliResult, Fail, parse_expected, parse_uuid, progress_bar, spinner};
+use crate::output::Out;
+
+/// What `append` and `import` print for each event once its append was acknowledged.
+#[derive(Serialize)]
+struct Ack<'a> {
+    stream: &'a str,
+    version: u64,
+    position: u64,
+}
+
+/// The arguments of `annal append`.
+#[derive(Debug, Clone)]
+pub struct AppendArgs {
+    /// The stream appended to.
+    pub stream: String,
+    /// The event's type.
+    pub event_type: String,
+    /// The payload, already checked to be JSON.
+    pub data: Option<String>,
+    /// A file whose bytes are the payload (`-`: stdin).
+    pub data_file: Option<PathBuf>,
+    /// The metadata, already checked to be JSON.
+    pub metadata: Option<String>,
+    /// The event id.
+    pub id: Option<u128>,
+    /// The version the stream must be at.
+    pub expected: ExpectedVersion,
+}
+
+/// `annal append`: appends one event and prints where it landed.
+pub fn append(dir: &Path, args: AppendArgs) -> CliResult {
+    // Read the payload before opening the store, so a bad file changes nothing.
+    let payload = match (&args.data, &args.data_file) {
+        (Some(d), _) => d.clone().into_bytes(),
+        (None, Some(f)) if f.as_os_str() == "-" => {
+            let mut b = Vec::new();
+            io::stdin()
+                .read_to_end(&mut b)
+                .map_err(|e| Fail::io("reading data from stdin", e))?;
+            b
+        }
+        (None, Some(f)) => std::fs::read(f)
+            .map_err(|e| Fail::io(format!("cannot read data file {}", f.display()), e))?,
+        (None, None) => Vec::new(),
+    };
+    let mut event = EventData::new(args.event_type, payload);
+    if let Some(m) = args.metadata {
+        event = event.with_metadata(m.into_bytes());
+    }
+    if let Some(id) = args.id {
+        event = event.with_id(id);
+    }
+    let store = Store::open(dir, Options::default())?;
+    let r = store.append(&args.stream, args.expected, &[event])?;
+    let mut out = Out::new();
+    out.json(&Ack {
+        stream: &args.stream,
+        version: r.last_version,
+        position: r.last_position,
+    })?;
+    out.flush()?;
+    Ok(store.close()?)
+}
+
+/// The arguments of `annal import`.
+#[derive(Debug, Clone, Copy)]
+pub struct ImportArgs {
+    /// The store's durability policy while importing.
+    pub fsync: FsyncPolicy,
+    /// Most events per append (consecutive lines of one stream).
+    pub batch: usize,
+    /// Stop at the first line that fails.
+    pub stop_on_error: bool,
+}
+
+/// One parsed input line.
+struct Line {
+    number: u64,
+    stream: String,
+    expected: Option<ExpectedVersion>,
+    event: EventData,
+}
+
+/// Parses one input line: `{"stream","type","data"|"data_b64","metadata"|"metadata_b64",
+/// "id","expected_version"}`. Other keys are ignored, so `read --json` output imports back.
+fn parse_line(text: &str) -> Result<(String, Option<ExpectedVersion>, EventData), String> {
+    let fields: HashMap<String, Box<RawValue>> =
+        serde_json::from_str(text).map_err(|e| format!("not a JSON object: {e}"))?;
+    let get = |key: &str| fields.get(key).filter(|raw| raw.get() != "null");
+    let string = |key: &str| -> Result<Option<String>, String> {
+        get(key)
+            .map(|raw| {
+                serde_json::from_str::<String>(raw.get())
+                    .map_err(|_| format!("\"{key}\" must be a string"))
+            })
+            .transpose()
+    };
+    let base64 = |key: &str| -> Result<Option<Vec<u8>>, String> {
+        string(key)?
+            .map(|s| {
+                BASE64
+                    .decode(s)
+                    .map_err(|e| format!("\"{key}\" is not base64: {e}"))
+            })
+            .transpose()
+    };
+    let stream = string("stream")?.ok_or("missing \"stream\"")?;
+    let event_type = string("type")?.ok_or("missing \"type\"")?;
+    // JSON data is stored as the text it was given in; data_b64 carries any bytes.
+    let data = match (fields.get("data"), base64("data_b64")?) {
+        (Some(_), Some(_)) => return Err("give \"data\" or \"data_b64\", not both".into()),
+        (Some(raw), None) => raw.get().as_bytes().to_vec(),
+        (None, Some(bytes)) => bytes,
+        (None, None) => Vec::new(),
+    };
+    let metadata = match (get("metadata"), base64("metadata_b64")?) {
+        (Some(_), Some(_)) => {
+            return Err("give \"metadata\" or \"metadata_b64\", not both".into());
+        }
+        (Some(raw), None) => raw.get().as_bytes().to_vec(),
+        (None, Some(bytes)) => bytes,
+        (None, None) => Vec::new(),
+    };
+    let mut event = EventData::new(event_type, data).with_metadata(metadata);
+    if let Some(id) = string("id")? {
+        event = event.with_id(parse_uuid(&id)?);
+    }
+    let expected = match get("expected_version") {
+        None => None,
+        Some(raw) => {
+            let text = match serde_json::from_str::<String>(raw.get()) {
+                Ok(s) => s,
+                Err(_) => raw.get().to_string(),
+            };
+            Some(parse_expected(&text)?)
+        }
+    };
+    Ok((stream, expected, event))
+}
+
+/// The size of stdin when it is a regular file (for a progress bar with an end).
+fn stdin_len() -> Option<u64> {
+    let fd = io::stdin().as_fd().try_clone_to_owned().ok()?;
+    let meta = std::fs::File::from(fd).metadata().ok()?;
+    meta.is_file().then_some(meta.len())
+}
+
+/// Appends batches and reports what happened to each line.
+struct Importer {
+    store: Store,
+    out: Out,
+    /// Progress on stderr: hidden while a failed line is reported.
+    pb: ProgressBar,
+    stop_on_error: bool,
+    events: u64,
+    failed_lines: u64,
+}
+
+impl Importer {
+    /// Reports a failed line (or batch of lines): fatal with `--stop-on-error`.
+    fn failed(&mut self, lines: &str, lines_count: u64, why: &str) -> CliResult {
+        self.failed_lines += lines_count;
+        let message = format!("{lines}: {why}");
+        if self.stop_on_error {
+            return Err(Fail::msg(message));
+        }
+        self.pb.suspend(|| crate::warn(&message));
+        Ok(())
+    }
+
+    /// Appends `batch` (lines of one stream) as one frame, then prints and flushes one
+    /// acknowledgement per event: only after `append` returned, so whatever was printed is
+    /// in the store even if the process is killed right after.
+    fn flush(&mut self, batch: &mut Vec<Line>) -> CliResult {
+        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+            return Ok(());
+        };
+        let lines = if first.number == last.number {
+            format!("line {}", first.number)
+        } else {
+            format!("lines {}-{}", first.number, last.number)
+        };
+        let stream = first.stream.clone();
+        let expected = first.expected.unwrap_or(ExpectedVersion::Any);
+        let count = batch.len() as u64;
+        let events: Vec<EventData> = batch.drain(..).map(|l| l.event).collect();
+        match self.store.append(&stream, expected, &events) {
+            Ok(r) => {
+                for i in 0..count {
+                    self.out.json(&Ack {
+                        stream: &stream,
+                        version: r.first_version + i,
+                        position: r.first_position + i,
+                    })?;
+                }
+                self.out.flush()?;
+                self.events += count;
+                Ok(())
+            }
+            // Refusals concern these lines only; anything else (I/O, poisoned) ends the import.
+            Err(e @ (Error::WrongExpectedVersion { .. } | Error::InvalidArgument(_))) => {
+                self.failed(&lines, count, &e.to_string())
+            }
+            Err(e) => Err(Fail::msg(format!("{lines}: {e}"))),
+        }
+    }
+}
+
+/// `annal import`: appends JSON lines from stdin, printing an acknowledgement per event.
+pub fn import(dir: &Path, args: ImportArgs) -> CliResult {
+    let options = Options {
+        fsync: args.fsync,
+        ..Options::default()
+    };
+    let store = Store::open(dir, options)?;
+    let pb = match stdin_len() {
+        Some(len) => progress_bar(len, "importing"),
+        None => spinner("importing"),
+    };
+    let mut imp = Importer {
+        store,
+        out: Out::new(),
+        pb: pb.clone(),
+        stop_on_error: args.stop_on_error,
+        events: 0,
+        failed_lines: 0,
+    };
+    let mut reader = BufReader::with_capacity(256 * 1024, io::stdin().lock());
+    let mut pending: Vec<Line> = Vec::new();
+    let mut buf = Vec::new();
+    let (mut number, mut bytes_read) = (0u64, 0u64);
+    loop {
+        // Append what is pending before a read that would wait for input: a slow producer
+        // then gets its acknowledgements without waiting for a batch to fill.
+        if !pending.is_empty() && !reader.buffer().contains(&b'\n') {
+            imp.flush(&mut pending)?;
+        }
+        buf.clear();
+        let n = reader
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| Fail::io("reading stdin", e))?;
+        if n == 0 {
+            break;
+        }
+        number += 1;
+        bytes_read += n as u64;
+        if pb.length().is_some() {
+            pb.set_position(bytes_read);
+        } else {
+            pb.set_position(number);
+        }
+        let parsed = std::str::from_utf8(&buf)
+            .map_err(|_| "not UTF-8".to_string())
+            .and_then(|text| {
+                if text.trim().is_empty() {
+                    Ok(None)
+                } else {
+                    parse_line(text).map(Some)
+                }
+            });
+        let (stream, expected, event) = match parsed {
+            Ok(Some(line)) => line,
+            Ok(None) => continue,
+            Err(why) => {
+                // Lines before the bad one go in first, as they would without batching.
+                if args.stop_on_error {
+                    imp.flush(&mut pending)?;
+                }
+                imp.failed(&format!("line {number}"), 1, &why)?;
+                continue;
+            }
+        };
+        let starts_batch = pending.first().is_some_and(|p| p.stream != stream)
+            || expected.is_some()
+            || pending.len() >= args.batch;
+        if starts_batch {
+            imp.flush(&mut pending)?;
+        }
+        pending.push(Line {
+            number,
+            stream,
+            expected,
+            event,
+        });
+        if pending.len() >= args.batch {
+            imp.flush(&mut pending)?;
+        }
+    }
+    imp.flush(&mut pending)?;
+    pb.finish_and_clear();
+    if imp.failed_lines > 0 {
+        crate::warn(&format!(
+            "imported {} events; {} lines failed",
+            imp.events, imp.failed_lines
+        ));
+    }
+    imp.out.flush()?;
+    Ok(imp.store.close()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines() {
+        let (stream, expected, e) = parse_line(
+            r#"{"stream":"s-1","type":"T","data":{"a": [1, 2]},"metadata":null,"id":"0190a5e4-7c3b-7d2e-8f41-2b6c9d0e1f23","expected_version":3}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(stream, "s-1");
+        assert_eq!(expected, Some(ExpectedVersion::Exact(3)));
+        assert_eq!(&e.payload[..], br#"{"a": [1, 2]}"#);
+        assert!(e.metadata.is_empty());
+        assert!(e.id.is_some());
+        let (_, expected, e) = parse_line(
+            r#"{"stream":"s","type":"T","data_b64":"AAE=","expected_version":"no-stream"}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(expected, Some(ExpectedVersion::NoStream));
+        assert_eq!(&e.payload[..], &[0, 1]);
+        for bad in [
+            "[1]",
+            "{",
+            r#"{"type":"T"}"#,
+            r#"{"stream":1,"type":"T"}"#,
+            r#"{"stream":"s","type":"T","data":1,"data_b64":"AA=="}"#,
+            r#"{"stream":"s","type":"T","id":"nope"}"#,
+            r#"{"stream":"s","type":"T","expected_version":"soon"}"#,
+        ] {
+            assert!(parse_line(bad).is_err(), "{bad}");
+        }
+    }
+}

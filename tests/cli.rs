@@ -1,0 +1,645 @@
+//! The `annal` binary, run as a user would: every command, and the ways they fail (unknown
+//! stream, stale expected version, locked directory, corrupt segment, bad input lines).
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use annal::{EventData, ExpectedVersion, FsyncPolicy, Options, Store};
+use serde_json::Value;
+
+/// Runs `annal --dir DIR ARGS...` with `input` on stdin.
+fn run_with(dir: &Path, args: &[&str], input: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_annal"))
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input).unwrap();
+    drop(stdin);
+    child.wait_with_output().unwrap()
+}
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    run_with(dir, args, b"")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+/// Asserts success and returns stdout.
+fn ok(o: Output) -> String {
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        stdout(&o),
+        stderr(&o)
+    );
+    stdout(&o)
+}
+
+/// Asserts exit status 1 with one line on stderr that contains `needle`; returns that line.
+fn fails(o: &Output, needle: &str) -> String {
+    let err = stderr(o);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "stdout: {}\nstderr: {err}",
+        stdout(o)
+    );
+    assert_eq!(
+        err.lines().count(),
+        1,
+        "more than one line on stderr: {err}"
+    );
+    assert!(err.starts_with("annal: "), "{err}");
+    assert!(err.contains(needle), "{err:?} lacks {needle:?}");
+    err
+}
+
+fn json_lines(s: &str) -> Vec<Value> {
+    s.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect()
+}
+
+/// A path for a store that does not exist yet.
+fn store_dir() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    (tmp, dir)
+}
+
+/// A new, empty store with small segments. Opening a store reads its whole active segment,
+/// which takes most of a second for a default 64 MiB one in a debug build: small segments
+/// keep the many runs of the binary below fast.
+fn small_store() -> (tempfile::TempDir, PathBuf) {
+    let (tmp, dir) = store_dir();
+    Store::open(&dir, small_segments())
+        .unwrap()
+        .close()
+        .unwrap();
+    (tmp, dir)
+}
+
+fn small_segments() -> Options {
+    Options {
+        segment_size: 64 * 1024,
+        ..Options::default()
+    }
+}
+
+#[test]
+fn append_then_read_a_stream() {
+    let (_tmp, dir) = small_store();
+    let id = "0190a5e4-7c3b-7d2e-8f41-2b6c9d0e1f23";
+    let first = ok(run(
+        &dir,
+        &[
+            "append",
+            "cart-1",
+            "--type",
+            "CartCreated",
+            "--data",
+            r#"{"customer":"ada"}"#,
+            "--id",
+            id,
+        ],
+    ));
+    assert_eq!(
+        json_lines(&first),
+        [serde_json::json!({"stream": "cart-1", "version": 1, "position": 1})]
+    );
+    let args = [
+        "append",
+        "cart-1",
+        "--type",
+        "ItemAdded",
+        "--data",
+        r#"{"sku":"tea"}"#,
+        "--metadata",
+        r#"{"user":"u-7"}"#,
+        "--expected-version",
+        "1",
+    ];
+    ok(run(&dir, &args));
+    ok(run(
+        &dir,
+        &[
+            "append",
+            "cart-2",
+            "--type",
+            "CartCreated",
+            "--expected-version",
+            "no-stream",
+        ],
+    ));
+
+    let events = json_lines(&ok(run(&dir, &["read", "cart-1", "--json"])));
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0]["type"], "CartCreated");
+    assert_eq!(events[0]["id"], id);
+    assert_eq!(events[0]["data"]["customer"], "ada");
+    assert_eq!(events[0]["metadata"], Value::Null);
+    assert_eq!(events[1]["version"], 2);
+    assert_eq!(events[1]["position"], 2);
+    assert_eq!(events[1]["metadata"]["user"], "u-7");
+    assert!(events[1]["timestamp"].as_u64().unwrap() > 1_600_000_000_000_000);
+
+    let backward = json_lines(&ok(run(
+        &dir,
+        &["read", "cart-1", "--backward", "--limit", "1", "--json"],
+    )));
+    assert_eq!(backward.len(), 1);
+    assert_eq!(backward[0]["version"], 2);
+
+    let table = ok(run(&dir, &["read", "cart-1"]));
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("POSITION"), "{table}");
+    assert!(
+        lines[2].contains("ItemAdded") && lines[2].contains(r#"{"sku":"tea"}"#),
+        "{table}"
+    );
+
+    let all = json_lines(&ok(run(&dir, &["read-all", "--from", "2", "--json"])));
+    let positions: Vec<u64> = all
+        .iter()
+        .map(|e| e["position"].as_u64().unwrap())
+        .collect();
+    assert_eq!(positions, [2, 3]);
+}
+
+#[test]
+fn streams_and_stats() {
+    let (_tmp, dir) = small_store();
+    let input = (0..7)
+        .map(|i| {
+            format!(
+                r#"{{"stream":"order-{}","type":"Placed","data":{i}}}"#,
+                i % 3
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    ok(run_with(
+        &dir,
+        &["import", "--fsync", "never"],
+        input.as_bytes(),
+    ));
+    let streams = json_lines(&ok(run(&dir, &["streams", "--json"])));
+    let listed: Vec<(String, u64)> = streams
+        .iter()
+        .map(|s| {
+            (
+                s["stream"].as_str().unwrap().to_string(),
+                s["version"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("order-0".into(), 3),
+            ("order-1".into(), 2),
+            ("order-2".into(), 2)
+        ]
+    );
+    assert!(ok(run(&dir, &["streams"])).contains("order-2  2"));
+    let stats = json_lines(&ok(run(&dir, &["stats", "--json"])));
+    assert_eq!(stats[0]["events"], 7);
+    assert_eq!(stats[0]["streams"], 3);
+    assert_eq!(stats[0]["last_position"], 7);
+    assert!(stats[0]["bytes"].as_u64().unwrap() > 7 * 30);
+    assert!(stats[0]["index_memory_bytes"].as_u64().unwrap() > 0);
+    let table = ok(run(&dir, &["stats"]));
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("events") && l.ends_with(" 7")),
+        "{table}"
+    );
+}
+
+#[test]
+fn unknown_stream_and_missing_store_are_one_line_errors() {
+    let (_tmp, dir) = store_dir();
+    // No store yet: reading must not create one.
+    fails(&run(&dir, &["read-all"]), "does not exist");
+    fails(&run(&dir, &["stats"]), "does not exist");
+    assert!(!dir.exists());
+    ok(run(&dir, &["append", "s", "--type", "T"]));
+    fails(&run(&dir, &["read", "nope"]), "stream \"nope\" not found");
+}
+
+#[test]
+fn wrong_expected_version_is_refused() {
+    let (_tmp, dir) = small_store();
+    let append = |expected: &str| {
+        run(
+            &dir,
+            &["append", "s", "--type", "T", "--expected-version", expected],
+        )
+    };
+    ok(append("no-stream"));
+    fails(&append("no-stream"), "wrong expected version");
+    let err = fails(&append("5"), "wrong expected version");
+    assert!(err.contains("expected 5, actual 1"), "{err}");
+    ok(append("1"));
+    ok(append("exists"));
+    assert_eq!(
+        json_lines(&ok(run(&dir, &["read", "s", "--json"]))).len(),
+        3
+    );
+}
+
+#[test]
+fn usage_errors_exit_with_2() {
+    let (_tmp, dir) = store_dir();
+    for args in [
+        &["append", "s"][..],
+        &["append", "s", "--type", "T", "--data", "not json"],
+        &["append", "s", "--type", "T", "--id", "123"],
+        &["append", "s", "--type", "T", "--expected-version", "soon"],
+        &["import", "--fsync", "sometimes"],
+        &["frobnicate"],
+    ] {
+        let o = run(&dir, args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+    }
+    assert!(!dir.exists());
+}
+
+#[test]
+fn a_locked_directory_is_reported() {
+    let (_tmp, dir) = store_dir();
+    let store = Store::open(&dir, small_segments()).unwrap();
+    store
+        .append(
+            "s",
+            ExpectedVersion::Any,
+            &[EventData::new("T", &b"{}"[..])],
+        )
+        .unwrap();
+    for args in [
+        &["read-all"][..],
+        &["append", "s", "--type", "T"],
+        &["verify"],
+        &["stats"],
+    ] {
+        fails(&run(&dir, args), "locked");
+    }
+    drop(store);
+    assert_eq!(json_lines(&ok(run(&dir, &["read-all", "--json"]))).len(), 1);
+}
+
+/// A store of several segments, closed cleanly (so every sealed segment has its checkpoint).
+fn segmented_store(dir: &Path) -> Vec<PathBuf> {
+    let options = Options {
+        fsync: FsyncPolicy::Never,
+        segment_size: 4096,
+        ..Options::default()
+    };
+    let store = Store::open(dir, options).unwrap();
+    for i in 0..200u32 {
+        let data = format!(r#"{{"n":{i},"pad":"{}"}}"#, "x".repeat(40));
+        store
+            .append(
+                &format!("s-{}", i % 5),
+                ExpectedVersion::Any,
+                &[EventData::new("T", data.into_bytes())],
+            )
+            .unwrap();
+    }
+    store.close().unwrap();
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    segments.sort();
+    assert!(segments.len() >= 3, "{segments:?}");
+    for s in &segments[..segments.len() - 1] {
+        assert!(s.with_extension("idx").exists(), "no checkpoint for {s:?}");
+    }
+    segments
+}
+
+fn flip_byte(path: &Path, offset: usize) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[offset] ^= 0x20;
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn verify_passes_on_a_clean_store_and_names_a_corrupt_frame() {
+    let (_tmp, dir) = store_dir();
+    let segments = segmented_store(&dir);
+    let clean = ok(run(&dir, &["verify"]));
+    assert!(clean.trim_end().ends_with(": ok"), "{clean}");
+    assert!(clean.contains("200 events, 5 streams"), "{clean}");
+
+    // A byte inside the first frame of the second (sealed) segment: its payload, past the
+    // 8-byte frame header and the 30-byte body header.
+    let damaged = &segments[1];
+    flip_byte(damaged, 32 + 8 + 40);
+    let o = run(&dir, &["verify", "--json"]);
+    fails(&o, "verify found 1 problem");
+    let reports = json_lines(&stdout(&o));
+    let problem = &reports[0];
+    assert_eq!(problem["severity"], "problem");
+    assert!(
+        problem["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("0000000002.seg"),
+        "{problem}"
+    );
+    assert_eq!(problem["offset"], 32);
+    assert_eq!(reports.last().unwrap()["ok"], false);
+    let table = run(&dir, &["verify"]);
+    assert!(
+        stdout(&table).contains("0000000002.seg  byte 32"),
+        "{}",
+        stdout(&table)
+    );
+
+    // read-all gets the first segment's events out, then stops at the damage.
+    let o = run(&dir, &["read-all", "--json"]);
+    let err = fails(&o, "corruption");
+    assert!(err.contains("0000000002.seg"), "{err}");
+    let read = json_lines(&stdout(&o));
+    assert!(!read.is_empty());
+    for (i, e) in read.iter().enumerate() {
+        assert_eq!(e["position"], i as u64 + 1);
+    }
+}
+
+#[test]
+fn verify_reports_a_damaged_checkpoint() {
+    let (_tmp, dir) = store_dir();
+    let segments = segmented_store(&dir);
+    let idx = segments[0].with_extension("idx");
+    flip_byte(&idx, 20);
+    let o = run(&dir, &["verify"]);
+    fails(&o, "verify found 1 problem");
+    let out = stdout(&o);
+    assert!(
+        out.contains("0000000001.idx") && out.contains("fails its CRC"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_corrupt_single_segment_closed_cleanly_is_refused() {
+    let (_tmp, dir) = small_store();
+    ok(run(
+        &dir,
+        &["append", "s", "--type", "T", "--data", r#"{"a":1}"#],
+    ));
+    ok(run(
+        &dir,
+        &["append", "s", "--type", "T", "--data", r#"{"a":2}"#],
+    ));
+    flip_byte(&dir.join("0000000001.seg"), 32 + 8 + 35);
+    let err = fails(&run(&dir, &["read-all"]), "corruption");
+    assert!(err.contains("0000000001.seg at byte 32"), "{err}");
+    let o = run(&dir, &["verify"]);
+    fails(&o, "problem");
+    assert!(stdout(&o).contains("byte 32"), "{}", stdout(&o));
+}
+
+#[test]
+fn import_round_trips_through_read_all() {
+    let (_tmp, dir) = small_store();
+    let lines = [
+        r#"{"stream":"cart-1","type":"CartCreated","data":{"customer": "ada", "tags": [1, 2.5, null]}}"#,
+        r#"{"stream":"cart-1","type":"ItemAdded","data":{"sku":"tea"},"metadata":{"by":"x"},"id":"0190a5e4-7c3b-7d2e-8f41-2b6c9d0e1f23"}"#,
+        r#"{"stream":"cart-2","type":"Blob","data_b64":"AP8Qbm90IGpzb24=","expected_version":"no-stream"}"#,
+        r#"{"stream":"cart-1","type":"Note","data":"just a string","expected_version":2}"#,
+    ];
+    let acks = json_lines(&ok(run_with(
+        &dir,
+        &["import", "--batch", "10"],
+        lines.join("\n").as_bytes(),
+    )));
+    let acked: Vec<(String, u64, u64)> = acks
+        .iter()
+        .map(|a| {
+            (
+                a["stream"].as_str().unwrap().into(),
+                a["version"].as_u64().unwrap(),
+                a["position"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        acked,
+        [
+            ("cart-1".into(), 1, 1),
+            ("cart-1".into(), 2, 2),
+            ("cart-2".into(), 1, 3),
+            ("cart-1".into(), 3, 4)
+        ]
+    );
+    let events = json_lines(&ok(run(&dir, &["read-all", "--json"])));
+    assert_eq!(events.len(), 4);
+    for (line, event) in lines.iter().zip(&events) {
+        let line: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(line["stream"], event["stream"]);
+        assert_eq!(line["type"], event["type"]);
+        assert_eq!(line["data"], event["data"]);
+        assert_eq!(line["data_b64"], event["data_b64"]);
+    }
+    assert_eq!(events[1]["metadata"]["by"], "x");
+    assert_eq!(events[1]["id"], "0190a5e4-7c3b-7d2e-8f41-2b6c9d0e1f23");
+    // Bytes that are not JSON come back as base64 only.
+    assert!(events[2].get("data").is_none());
+
+    // What read-all printed imports into another store as the same events.
+    let (_tmp2, copy) = small_store();
+    let export = ok(run(&dir, &["read-all", "--json"]));
+    ok(run_with(&copy, &["import"], export.as_bytes()));
+    let copied = json_lines(&ok(run(&copy, &["read-all", "--json"])));
+    for (a, b) in events.iter().zip(&copied) {
+        for key in [
+            "stream", "version", "position", "type", "id", "metadata", "data", "data_b64",
+        ] {
+            assert_eq!(a.get(key), b.get(key), "{key}");
+        }
+    }
+}
+
+#[test]
+fn binary_data_comes_back_as_base64() {
+    let (tmp, dir) = small_store();
+    let file = tmp.path().join("blob.bin");
+    std::fs::write(&file, [0u8, 159, 146, 150, b'{']).unwrap();
+    ok(run(
+        &dir,
+        &[
+            "append",
+            "b",
+            "--type",
+            "Blob",
+            "--data-file",
+            file.to_str().unwrap(),
+        ],
+    ));
+    let events = json_lines(&ok(run(&dir, &["read", "b", "--json"])));
+    assert_eq!(events[0]["data_b64"], "AJ+Slns=");
+    assert!(events[0].get("data").is_none());
+    assert!(ok(run(&dir, &["read", "b"])).contains("<5 bytes>"));
+}
+
+#[test]
+fn import_reports_bad_lines_and_goes_on() {
+    let (_tmp, dir) = small_store();
+    let input = [
+        r#"{"stream":"a","type":"T","data":1}"#,
+        r#"{"stream":"a","type":"T","data":"#,
+        r#"{"stream":"a","type":"T","data":3}"#,
+        r#"{"stream":"a","type":"T","data":4,"expected_version":"no-stream"}"#,
+        r#"{"stream":"a","data":5}"#,
+        r#"{"stream":"a","type":"T","data":6}"#,
+    ]
+    .join("\n");
+    let o = run_with(&dir, &["import", "--batch", "3"], input.as_bytes());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.lines().any(|l| l.starts_with("annal: line 2: ")),
+        "{err}"
+    );
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("annal: line 4: wrong expected version")),
+        "{err}"
+    );
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("annal: line 5: missing \"type\"")),
+        "{err}"
+    );
+    let acked: Vec<u64> = json_lines(&stdout(&o))
+        .iter()
+        .map(|a| a["position"].as_u64().unwrap())
+        .collect();
+    assert_eq!(acked, [1, 2, 3]);
+    let data: Vec<Value> = json_lines(&ok(run(&dir, &["read", "a", "--json"])))
+        .iter()
+        .map(|e| e["data"].clone())
+        .collect();
+    assert_eq!(data, [1, 3, 6]);
+}
+
+#[test]
+fn import_stops_on_error_when_asked() {
+    let (_tmp, dir) = small_store();
+    let input = "{\"stream\":\"a\",\"type\":\"T\"}\n{\"stream\":\"a\",\"type\":\"T\"}\nnot json\n{\"stream\":\"a\",\"type\":\"T\"}\n";
+    let o = run_with(
+        &dir,
+        &["import", "--batch", "10", "--stop-on-error"],
+        input.as_bytes(),
+    );
+    fails(&o, "line 3: not a JSON object");
+    // The lines before the bad one were appended and acknowledged; the one after was not.
+    assert_eq!(json_lines(&stdout(&o)).len(), 2);
+    let stats = json_lines(&ok(run(&dir, &["stats", "--json"])));
+    assert_eq!(stats[0]["events"], 2);
+}
+
+#[test]
+fn tail_follows_until_interrupted() {
+    let (_tmp, dir) = small_store();
+    ok(run_with(
+        &dir,
+        &["import", "--fsync", "never"],
+        b"{\"stream\":\"a\",\"type\":\"T\"}\n{\"stream\":\"b\",\"type\":\"T\"}\n{\"stream\":\"a\",\"type\":\"U\"}\n",
+    ));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_annal"))
+        .arg("--dir")
+        .arg(&dir)
+        .args(["tail", "--from", "1", "--prefix", "a", "--json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    let second: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(
+        (first["position"].as_u64(), second["position"].as_u64()),
+        (Some(1), Some(3))
+    );
+    // Still following: it holds the store.
+    fails(&run(&dir, &["stats"]), "locked");
+    let interrupted = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    // Closed cleanly: the lock is released.
+    Store::open(&dir, Options::default()).unwrap();
+}
+
+#[test]
+fn demo_shows_a_load_resuming_from_a_snapshot_and_verifies_clean() {
+    let (_tmp, dir) = store_dir();
+    let out = ok(run(&dir, &["demo", "--fsync", "never"]));
+    assert!(
+        out.contains(
+            "cart-7 loaded at version 2050 from the snapshot at version 2000, replayed 50 events"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("refused  cart-42  remove cake"), "{out}");
+    assert!(
+        out.contains("projection cart-activity resumed from its checkpoint: true"),
+        "{out}"
+    );
+    // The store it leaves has snapshots and a projection checkpoint: all of it checks out.
+    let verified = ok(run(&dir, &["verify"]));
+    assert!(verified.contains("1 snapshot file: ok"), "{verified}");
+    fails(&run(&dir, &["demo"]), "fresh directory");
+}
+
+#[test]
+fn bench_runs_small() {
+    let (tmp, _) = store_dir();
+    let args = [
+        "bench",
+        "--events",
+        "300",
+        "--streams",
+        "7",
+        "--batch",
+        "10",
+        "--payload",
+        "64",
+        "--json",
+    ];
+    let report = json_lines(&ok(run(tmp.path(), &args)));
+    let r = &report[0];
+    assert_eq!(r["events"], 300);
+    assert_eq!(r["payload_bytes"], 64);
+    assert!(r["append_events_per_second"].as_f64().unwrap() > 0.0);
+    assert!(r["bytes_per_event"].as_f64().unwrap() > 64.0);
+    let table = ok(run(tmp.path(), &["bench", "--events", "100"]));
+    assert!(table.lines().any(|l| l.starts_with("append")), "{table}");
+    // The temporary directories it made inside --dir are gone.
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+}
