@@ -248,6 +248,7 @@ pub(crate) fn read_event(
 /// Reads whole frames and verifies each frame's checksum before decoding its events.
 #[derive(Debug)]
 pub struct AllEvents {
+    dir: PathBuf,
     segments: Vec<Arc<Segment>>,
     wm: Watermark,
     forward: bool,
@@ -266,6 +267,7 @@ impl AllEvents {
         let range = span(&opts, wm.position);
         let (lo, hi) = range.unwrap_or((1, 0));
         AllEvents {
+            dir: inner.dir.clone(),
             segments,
             wm,
             forward: opts.direction == Direction::Forward,
@@ -285,11 +287,7 @@ impl AllEvents {
             .partition_point(|s| s.base_position <= target)
             .checked_sub(1);
         let seg = i.and_then(|i| self.segments.get(i)).ok_or_else(|| {
-            Error::corruption(
-                PathBuf::new(),
-                0,
-                format!("no segment holds position {target}"),
-            )
+            Error::corruption(&self.dir, 0, format!("no segment holds position {target}"))
         })?;
         let (wm_ordinal, wm_offset) = unpack(self.wm.location);
         let end = if seg.ordinal == wm_ordinal {
@@ -404,7 +402,6 @@ fn decode_chunk(
         for i in 0..u64::from(f.count) {
             let r = frame::read_record(&bytes, at, false)
                 .map_err(|reason| Error::corruption(&seg.path, start + at as u64, reason))?;
-            at = r.end;
             if r.position != f.first_position + i || r.version != f.first_version + i {
                 return Err(Error::corruption(
                     &seg.path,
@@ -412,6 +409,7 @@ fn decode_chunk(
                     "record's position or version disagrees with its frame",
                 ));
             }
+            at = r.end;
             if r.position < lo || r.position > hi {
                 continue;
             }

@@ -45,7 +45,7 @@ impl Rng {
         if let Some(&b) = self.bytes.get(self.at) {
             // One input byte per choice keeps the fuzzer's mutations meaningful.
             self.at += 1;
-            return u64::from(b) * 0x0101_0101_0101_0101 ^ self.at as u64;
+            return (u64::from(b) * 0x0101_0101_0101_0101) ^ self.at as u64;
         }
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.state;
