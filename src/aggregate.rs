@@ -223,9 +223,18 @@ impl<'s, A: Aggregate, C: Codec> Repository<'s, A, C> {
                 .append(stream, ExpectedVersion::Exact(loaded.version), &data)
             {
                 Ok(r) => {
+                    // Fold what the log holds (the events as decoded from their bytes), so the
+                    // cached state is what a replay gives even for a codec that does not
+                    // round-trip every field.
                     let mut state = loaded.state;
-                    for e in &events {
-                        state.apply(e);
+                    for d in &data {
+                        let e =
+                            C::decode::<A::Event>(&d.payload).map_err(|reason| Error::Codec {
+                                stream: stream.to_string(),
+                                version: None,
+                                reason,
+                            })?;
+                        state.apply(&e);
                     }
                     self.cache().put::<A, C>(stream, r.last_version, &state);
                     self.maybe_snapshot(stream, &state, r.last_version, None)?;

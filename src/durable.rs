@@ -187,6 +187,13 @@ pub(crate) fn open(inner: &Arc<Inner>, name: &str) -> Result<DurableSubscription
         Some((_, open)) => *open = true,
         None => {
             let tmp = inner.dir.join(format!("{name}{SUFFIX}.tmp"));
+            // A creation that failed earlier may have left its temporary file.
+            match storage.remove(&tmp) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io("remove", &tmp, e));
+                }
+                _ => {}
+            }
             let f = storage
                 .create(&tmp)
                 .map_err(|e| Error::io("create", &tmp, e))?;

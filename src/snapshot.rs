@@ -202,7 +202,7 @@ impl State {
             .position(|e| e.version == entry.version && e.kind == entry.kind)
         {
             let old = entries.remove(i);
-            self.live_bytes -= old.len;
+            self.live_bytes = self.live_bytes.saturating_sub(old.len);
         }
         let at = entries.partition_point(|e| e.version <= entry.version);
         let aggregate = Arc::clone(&entry.kind.aggregate);
@@ -216,7 +216,7 @@ impl State {
         if same.len() > keep {
             for &i in same.iter().take(same.len() - keep).rev() {
                 let old = entries.remove(i);
-                self.live_bytes -= old.len;
+                self.live_bytes = self.live_bytes.saturating_sub(old.len);
             }
         }
     }
@@ -330,7 +330,7 @@ impl SnapshotStore {
                 !same
             });
         }
-        st.live_bytes -= freed;
+        st.live_bytes = st.live_bytes.saturating_sub(freed);
     }
 
     /// Appends a snapshot (no fsync: snapshots are a cache), then compacts if dead records
@@ -396,6 +396,12 @@ impl SnapshotStore {
         let n = st.files.keys().next_back().map_or(1, |n| n + 1);
         let path = self.dir.join(file_name(n));
         let tmp = self.dir.join(format!("{}.tmp", file_name(n)));
+        match self.storage.remove(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io("remove", &tmp, e));
+            }
+            _ => {}
+        }
         let out = self
             .storage
             .create(&tmp)
@@ -433,10 +439,18 @@ impl SnapshotStore {
                 e.offset = offset;
             }
         }
-        for (_, f) in std::mem::take(&mut st.files) {
-            self.storage
-                .remove(&f.path)
-                .map_err(|e| io("remove", &f.path, e))?;
+        // The index points into the new file from here on; old files go one by one, and one
+        // that can't be removed stays listed (and counted) rather than forgotten.
+        let old: Vec<u32> = st.files.keys().copied().collect();
+        for k in old {
+            if let Some(f) = st.files.get(&k) {
+                self.storage
+                    .remove(&f.path)
+                    .map_err(|e| io("remove", &f.path, e))?;
+            }
+            if let Some(f) = st.files.remove(&k) {
+                st.total_bytes = st.total_bytes.saturating_sub(f.len);
+            }
         }
         self.storage
             .sync_dir(&self.dir)
@@ -448,7 +462,7 @@ impl SnapshotStore {
         );
         st.files.insert(n, File { handle, path, len });
         st.active = Some(n);
-        st.total_bytes = len;
+        st.total_bytes += len;
         st.live_bytes = len;
         Ok(())
     }

@@ -136,8 +136,8 @@ impl Subscription {
                 self.delivered = e.position;
                 return Ok(Some(e));
             }
-            self.fill()?;
-            if !self.buf.is_empty() {
+            // A batch the filters rejected whole still moved the position on: read the next.
+            if self.fill()? {
                 continue;
             }
             match self.wait_for_more(deadline) {
@@ -145,9 +145,10 @@ impl Subscription {
                 Ok(false) => return Ok(None),
                 Err(Error::Closed) => {
                     // Deliver what was acknowledged before the close, then end.
-                    self.fill()?;
-                    if self.buf.is_empty() {
-                        return Err(Error::Closed);
+                    while self.buf.is_empty() {
+                        if !self.fill()? {
+                            return Err(Error::Closed);
+                        }
                     }
                 }
                 Err(e) => return Err(e),
@@ -156,8 +157,9 @@ impl Subscription {
     }
 
     /// Reads the next batch from the log into the buffer, keeping the events that pass the
-    /// filters.
-    fn fill(&mut self) -> Result<()> {
+    /// filters. Returns whether it read anything (kept or not).
+    fn fill(&mut self) -> Result<bool> {
+        let before = self.next;
         self.seen = self.inner.watermark().position;
         let opts = ReadOptions::forward_from(self.next).limit(BATCH);
         match &self.source {
@@ -176,7 +178,7 @@ impl Subscription {
                 }
             }
         }
-        Ok(())
+        Ok(self.next != before)
     }
 
     fn keep(&mut self, e: RecordedEvent) {

@@ -374,3 +374,26 @@ fn changing_a_projection_version_rebuilds_it() {
     v2.catch_up().unwrap();
     assert_eq!(v2.state().0, 20);
 }
+
+#[test]
+fn filters_that_reject_whole_batches_still_reach_later_events() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), tiny(1 << 16)).unwrap();
+    append_n(&store, "other", 1500);
+    store
+        .append("order-1", ExpectedVersion::Any, &[ev(1)])
+        .unwrap();
+    let mut orders = store.subscribe_all(1).unwrap().stream_prefix("order-");
+    let e = orders.next_timeout(Duration::from_millis(200)).unwrap();
+    assert_eq!(e.map(|e| e.position), Some(1501));
+    // At close, everything acknowledged before it is delivered, however much is filtered out.
+    append_n(&store, "other", 1500);
+    store
+        .append("order-2", ExpectedVersion::Any, &[ev(2)])
+        .unwrap();
+    let mut late = store.subscribe_all(1502).unwrap().stream_prefix("order-");
+    let reader = std::thread::spawn(move || late.map(|e| e.unwrap().position).collect::<Vec<_>>());
+    std::thread::sleep(Duration::from_millis(20));
+    store.close().unwrap();
+    assert_eq!(reader.join().unwrap(), [3002]);
+}

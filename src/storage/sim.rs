@@ -14,7 +14,7 @@
 //! Everything is deterministic given the seed and the sequence of calls.
 
 use std::any::Any;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -56,7 +56,7 @@ pub enum WriteFault {
 struct State {
     generation: u64,
     rng: u64,
-    files: HashMap<u64, File>,
+    files: BTreeMap<u64, File>,
     next_id: u64,
     /// Names visible now.
     names: BTreeMap<PathBuf, u64>,

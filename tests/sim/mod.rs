@@ -258,6 +258,11 @@ fn verify(store: &Store, model: &mut Model, opts: &Options, crashed: bool) -> Re
             .durable_subscription("relay")
             .map_err(|e| e.to_string())?;
         let resumed = sub.acked_position();
+        if resumed > len {
+            return Err(format!(
+                "durable subscription resumes after {resumed}, but the log ends at {len}"
+            ));
+        }
         if resumed > acked_pos {
             return Err(format!(
                 "durable subscription resumed after {resumed}, acked {acked_pos}"
