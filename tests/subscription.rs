@@ -391,7 +391,7 @@ fn filters_that_reject_whole_batches_still_reach_later_events() {
     store
         .append("order-2", ExpectedVersion::Any, &[ev(2)])
         .unwrap();
-    let mut late = store.subscribe_all(1502).unwrap().stream_prefix("order-");
+    let late = store.subscribe_all(1502).unwrap().stream_prefix("order-");
     let reader = std::thread::spawn(move || late.map(|e| e.unwrap().position).collect::<Vec<_>>());
     std::thread::sleep(Duration::from_millis(20));
     store.close().unwrap();
