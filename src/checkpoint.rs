@@ -314,28 +314,7 @@ pub(crate) fn load(storage: &dyn Storage, dir: &Path, seg: &Segment) -> Option<S
 /// Writes the checkpoint of a sealed segment durably (temporary file, sync, rename, directory
 /// sync).
 pub(crate) fn write(storage: &dyn Storage, dir: &Path, ix: &SegmentIndex) -> Result<PathBuf> {
-    let path = dir.join(file_name(ix.ordinal));
-    let tmp = dir.join(format!("{}.tmp", file_name(ix.ordinal)));
-    match storage.remove(&tmp) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(Error::io("remove", &tmp, e));
-        }
-        _ => {}
-    }
-    let file = storage
-        .create(&tmp)
-        .map_err(|e| Error::io("create", &tmp, e))?;
-    file.write_all_at(&ix.encode(), 0)
-        .map_err(|e| Error::io("write", &tmp, e))?;
-    file.sync_data()
-        .map_err(|e| Error::io("fdatasync", &tmp, e))?;
-    storage
-        .rename(&tmp, &path)
-        .map_err(|e| Error::io("rename", &tmp, e))?;
-    storage
-        .sync_dir(dir)
-        .map_err(|e| Error::io("fsync directory", dir, e))?;
-    Ok(path)
+    crate::storage::replace_file(storage, dir, &file_name(ix.ordinal), &ix.encode())
 }
 
 /// Scans a sealed segment and writes its checkpoint.

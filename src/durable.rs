@@ -186,24 +186,11 @@ pub(crate) fn open(inner: &Arc<Inner>, name: &str) -> Result<DurableSubscription
         }
         Some((_, open)) => *open = true,
         None => {
-            let tmp = inner.dir.join(format!("{name}{SUFFIX}.tmp"));
-            // A creation that failed earlier may have left its temporary file.
-            match storage.remove(&tmp) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(Error::io("remove", &tmp, e));
-                }
-                _ => {}
+            let mut slots = [0u8; 2 * SLOT_LEN];
+            if let Some(first) = slots.get_mut(..SLOT_LEN) {
+                first.copy_from_slice(&encode_slot(0, 0));
             }
-            let f = storage
-                .create(&tmp)
-                .map_err(|e| Error::io("create", &tmp, e))?;
-            write_slot(f.as_ref(), &tmp, 0, 0, true)?;
-            storage
-                .rename(&tmp, &path)
-                .map_err(|e| Error::io("rename", &tmp, e))?;
-            storage
-                .sync_dir(&inner.dir)
-                .map_err(|e| Error::io("fsync directory", &inner.dir, e))?;
+            crate::storage::replace_file(storage, &inner.dir, &format!("{name}{SUFFIX}"), &slots)?;
             reg.subs.insert(name.to_string(), (0, true));
         }
     }

@@ -236,28 +236,12 @@ impl<P: Projection> RunningProjection<P> {
             version: None,
             reason,
         })?;
-        let storage = self.inner.storage();
-        let dir = &self.inner.dir;
-        let path = path_of(dir, P::NAME);
-        let tmp = dir.join(format!("{}{SUFFIX}.tmp", P::NAME));
-        match storage.remove(&tmp) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(Error::io("remove", &tmp, e));
-            }
-            _ => {}
-        }
-        let f = storage
-            .create(&tmp)
-            .map_err(|e| Error::io("create", &tmp, e))?;
-        f.write_all_at(&encode(P::VERSION, self.position, &state), 0)
-            .map_err(|e| Error::io("write", &tmp, e))?;
-        f.sync_data().map_err(|e| Error::io("fdatasync", &tmp, e))?;
-        storage
-            .rename(&tmp, &path)
-            .map_err(|e| Error::io("rename", &tmp, e))?;
-        storage
-            .sync_dir(dir)
-            .map_err(|e| Error::io("fsync directory", dir, e))?;
+        crate::storage::replace_file(
+            self.inner.storage(),
+            &self.inner.dir,
+            &format!("{}{SUFFIX}", P::NAME),
+            &encode(P::VERSION, self.position, &state),
+        )?;
         self.checkpointed = self.position;
         self.resumed = true;
         Ok(())

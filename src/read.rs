@@ -230,17 +230,21 @@ pub(crate) fn read_event(
             ),
         ));
     }
-    let event = RecordedEvent {
-        stream: Arc::clone(stream),
-        version,
+    Ok((recorded(Arc::clone(stream), &r, &bytes), r.edges))
+}
+
+/// The event a decoded record describes; payload and metadata are views of `bytes`.
+fn recorded(stream: Arc<str>, r: &frame::Record<'_>, bytes: &bytes::Bytes) -> RecordedEvent {
+    RecordedEvent {
+        stream,
+        version: r.version,
         position: r.position,
         event_type: r.event_type.to_owned(),
         payload: bytes.slice(r.payload.clone()),
         metadata: bytes.slice(r.metadata.clone()),
         id: r.id,
         timestamp: r.timestamp,
-    };
-    Ok((event, r.edges))
+    }
 }
 
 /// Every event in position order, from [`Store::read_all`](crate::Store::read_all).
@@ -413,16 +417,7 @@ fn decode_chunk(
             if r.position < lo || r.position > hi {
                 continue;
             }
-            out.push(RecordedEvent {
-                stream: Arc::clone(&name),
-                version: r.version,
-                position: r.position,
-                event_type: r.event_type.to_owned(),
-                payload: bytes.slice(r.payload.clone()),
-                metadata: bytes.slice(r.metadata.clone()),
-                id: r.id,
-                timestamp: r.timestamp,
-            });
+            out.push(recorded(Arc::clone(&name), &r, &bytes));
         }
     }
     Ok(())

@@ -388,26 +388,7 @@ pub(crate) fn write_state(storage: &dyn Storage, dir: &Path, state: ShutdownStat
     b.extend_from_slice(&state.durable_floor.to_le_bytes());
     let crc = crc32fast::hash(&b);
     b.extend_from_slice(&crc.to_le_bytes());
-    let path = dir.join(STATE_FILE);
-    let tmp = dir.join(format!("{STATE_FILE}.tmp"));
-    match storage.remove(&tmp) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(Error::io("remove", &tmp, e));
-        }
-        _ => {}
-    }
-    let f = storage
-        .create(&tmp)
-        .map_err(|e| Error::io("create", &tmp, e))?;
-    f.write_all_at(&b, 0)
-        .map_err(|e| Error::io("write", &tmp, e))?;
-    f.sync_data().map_err(|e| Error::io("fdatasync", &tmp, e))?;
-    storage
-        .rename(&tmp, &path)
-        .map_err(|e| Error::io("rename", &tmp, e))?;
-    storage
-        .sync_dir(dir)
-        .map_err(|e| Error::io("fsync directory", dir, e))
+    crate::storage::replace_file(storage, dir, STATE_FILE, &b).map(|_| ())
 }
 
 #[cfg(test)]

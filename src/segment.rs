@@ -128,12 +128,7 @@ impl Segment {
         let path = dir.join(file_name(ordinal));
         let tmp = dir.join(format!("{}.tmp", file_name(ordinal)));
         // A leftover from a creation that crashed before its rename holds nothing acknowledged.
-        match storage.remove(&tmp) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(Error::io("remove", &tmp, e));
-            }
-            _ => {}
-        }
+        crate::storage::remove_if_exists(storage, &tmp)?;
         let file: Arc<dyn StorageFile> = Arc::from(
             storage
                 .create(&tmp)

@@ -396,12 +396,7 @@ impl SnapshotStore {
         let n = st.files.keys().next_back().map_or(1, |n| n + 1);
         let path = self.dir.join(file_name(n));
         let tmp = self.dir.join(format!("{}.tmp", file_name(n)));
-        match self.storage.remove(&tmp) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(Error::io("remove", &tmp, e));
-            }
-            _ => {}
-        }
+        crate::storage::remove_if_exists(self.storage.as_ref(), &tmp)?;
         let out = self
             .storage
             .create(&tmp)

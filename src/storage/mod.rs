@@ -58,3 +58,40 @@ pub trait StorageFile: Send + Sync + Debug {
     /// view; callers then read with [`read_exact_at`](Self::read_exact_at).
     fn map(&self) -> io::Result<Option<Bytes>>;
 }
+
+/// Removes `path` if it exists (a leftover temporary file, say).
+pub(crate) fn remove_if_exists(storage: &dyn Storage, path: &Path) -> crate::Result<()> {
+    match storage.remove(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(crate::Error::io("remove", path, e)),
+        _ => Ok(()),
+    }
+}
+
+/// Replaces `dir/name` with `bytes`, atomically and durably: writes `name.tmp`, syncs it,
+/// renames it over `name` and syncs the directory. A crash leaves the old file or the new one,
+/// never a mix (a leftover `.tmp` is removed on the next open).
+pub(crate) fn replace_file(
+    storage: &dyn Storage,
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+) -> crate::Result<std::path::PathBuf> {
+    use crate::Error;
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.tmp"));
+    remove_if_exists(storage, &tmp)?;
+    let file = storage
+        .create(&tmp)
+        .map_err(|e| Error::io("create", &tmp, e))?;
+    file.write_all_at(bytes, 0)
+        .map_err(|e| Error::io("write", &tmp, e))?;
+    file.sync_data()
+        .map_err(|e| Error::io("fdatasync", &tmp, e))?;
+    storage
+        .rename(&tmp, &path)
+        .map_err(|e| Error::io("rename", &tmp, e))?;
+    storage
+        .sync_dir(dir)
+        .map_err(|e| Error::io("fsync directory", dir, e))?;
+    Ok(path)
+}
