@@ -36,22 +36,44 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Aggregates and snapshots
+//! An [`Aggregate`] is state folded from one stream's events, with commands that produce new
+//! events. [`Store::aggregate`] gives a [`Repository`]: [`Repository::load`] rehydrates from
+//! the latest snapshot (saved every [`Options::snapshot_every`] events, 1000 by default) plus
+//! the events after it, [`Repository::load_at`] gives the state as of a past version, and
+//! [`Repository::execute`] runs a command and appends its events with
+//! [`ExpectedVersion::Exact`], retrying on conflicts. Snapshots are a cache: a load always
+//! equals a full replay.
+//!
+//! ## Subscriptions and projections
+//! [`Store::subscribe_all`] and [`Store::subscribe_stream`] deliver the history from a point,
+//! then live events, in order, with no gap and no duplicate. [`Store::durable_subscription`]
+//! remembers what its consumer acknowledged and resumes after it (at least once, in order).
+//! A [`Projection`] folds the whole log into a read model and checkpoints as it goes.
+//!
 //! ## Durability
 //! Choose an [`FsyncPolicy`] in [`Options`]. The default, [`FsyncPolicy::Always`], returns from
 //! an append only once its frame is on disk; concurrent appenders share one `fdatasync`
-//! (group commit). Every policy survives a crash of the process. Readers only ever see
-//! acknowledged events. After a failed write or sync the store is poisoned
+//! (group commit). Every policy survives a crash of the process; the policy decides what
+//! survives an OS crash or power loss (see the table on [`FsyncPolicy`]). Readers only ever
+//! see acknowledged events. After a failed write or sync the store is poisoned
 //! ([`Error::Poisoned`]) until reopened.
 //!
 //! ## Recovery
-//! Opening a store scans its segments. A torn write at the very end of the log is cut (see
-//! [`RecoveryReport`]); damage anywhere else fails the open with [`Error::Corruption`], naming
-//! the file and byte offset, and changes nothing on disk.
+//! Opening a store scans its active segment (sealed ones come from index checkpoints). A torn
+//! tail, even one of several frames reordered by a power loss, is cut (see
+//! [`RecoveryReport`]); damage to data known to have been synced fails the open with
+//! [`Error::Corruption`], naming the file and byte offset, and changes nothing on disk.
+//!
+//! ## Testing crash safety
+//! [`storage::SimDisk`] is a simulated disk that loses, tears and reorders unsynced writes,
+//! fails calls and rots bits; the test suite runs thousands of crash simulations on it.
 //!
 //! ## Layout
-//! One module per concept: [`storage`] (the I/O seam), `frame` (byte layouts, see FORMAT.md),
-//! `segment`, `log` (write path), `recovery`, `commit` (group commit), `index` (stream index),
-//! `read`, `store`.
+//! One module per concept: [`storage`] (the I/O seam and the simulated disk), `frame` (byte
+//! layouts, see FORMAT.md), `segment`, `log` (write path), `recovery`, `commit` (group
+//! commit), `index` (stream index), `checkpoint` (index checkpoints), `read`, `store`,
+//! `aggregate`, `snapshot`, `codec`, `subscription`, `durable`, `projection`.
 #![deny(missing_docs)]
 #![cfg_attr(
     not(test),

@@ -137,7 +137,7 @@ impl StreamEvents {
         if self.done || self.lo > self.hi {
             return Ok(None);
         }
-        let Some(stream) = self.stream.clone() else {
+        let Some(stream) = self.stream.as_ref() else {
             return Ok(None);
         };
         let version = if self.forward { self.lo } else { self.hi };
@@ -154,7 +154,7 @@ impl StreamEvents {
                 .inner
                 .index
                 .read()
-                .locations(&stream, start, len, u64::MAX)
+                .locations(stream, start, len, u64::MAX)
                 .unwrap_or_default();
             if locs.is_empty() {
                 return Ok(None);
@@ -167,7 +167,7 @@ impl StreamEvents {
             .get((version - self.chunk_version) as usize)
             .copied()
             .unwrap_or(0);
-        let (event, _) = read_event(&self.inner, &mut self.segment, &stream, version, loc)?;
+        let (event, _) = read_event(&self.inner, &mut self.segment, stream, version, loc)?;
         if self.forward {
             self.lo += 1;
         } else {
