@@ -102,10 +102,14 @@ fn path_of(dir: &Path, name: &str) -> PathBuf {
 }
 
 /// Reads an ack file: (sequence, position); a file with no valid slot reads as position 0.
-fn read_ack(storage: &dyn Storage, path: &Path) -> Result<(Arc<dyn StorageFile>, u64, u64)> {
+fn read_ack(
+    storage: &dyn Storage,
+    path: &Path,
+    write: bool,
+) -> Result<(Arc<dyn StorageFile>, u64, u64)> {
     let file: Arc<dyn StorageFile> = Arc::from(
         storage
-            .open(path, true)
+            .open(path, write)
             .map_err(|e| Error::io("open", path, e))?,
     );
     let mut buf = [0u8; 2 * SLOT_LEN];
@@ -140,7 +144,12 @@ impl Registry {
     /// Loads every `NAME.sub` in `dir`. Positions past `last_position` (the end of the log
     /// after recovery) are pulled back to it and rewritten: those events were lost with the
     /// log's tail, and new events will take their positions.
-    pub(crate) fn open(storage: &dyn Storage, dir: &Path, last_position: u64) -> Result<Self> {
+    pub(crate) fn open(
+        storage: &dyn Storage,
+        dir: &Path,
+        last_position: u64,
+        write: bool,
+    ) -> Result<Self> {
         let mut subs = BTreeMap::new();
         for name in storage.list(dir).map_err(|e| Error::io("list", dir, e))? {
             let Some(sub) = name.strip_suffix(SUFFIX) else {
@@ -150,10 +159,12 @@ impl Registry {
                 continue;
             }
             let path = path_of(dir, sub);
-            let (file, seq, mut position) = read_ack(storage, &path)?;
+            let (file, seq, mut position) = read_ack(storage, &path, write)?;
             if position > last_position {
                 position = last_position;
-                write_slot(file.as_ref(), &path, seq + 1, position, true)?;
+                if write {
+                    write_slot(file.as_ref(), &path, seq + 1, position, true)?;
+                }
             }
             subs.insert(sub.to_string(), (position, false));
         }
@@ -175,6 +186,7 @@ impl Registry {
 /// Opens (creating if needed) the durable subscription `name`.
 pub(crate) fn open(inner: &Arc<Inner>, name: &str) -> Result<DurableSubscription> {
     validate_name("subscription", name)?;
+    inner.check_writable()?;
     let storage = inner.storage();
     let path = path_of(&inner.dir, name);
     let mut reg = inner.durables.lock();
@@ -195,7 +207,7 @@ pub(crate) fn open(inner: &Arc<Inner>, name: &str) -> Result<DurableSubscription
         }
     }
     drop(reg);
-    let opened = read_ack(storage, &path);
+    let opened = read_ack(storage, &path, true);
     let (file, seq, acked) = match opened {
         Ok(x) => x,
         Err(e) => {
@@ -220,6 +232,7 @@ pub(crate) fn open(inner: &Arc<Inner>, name: &str) -> Result<DurableSubscription
 /// Deletes the durable subscription `name`; false if there was none.
 pub(crate) fn delete(inner: &Inner, name: &str) -> Result<bool> {
     validate_name("subscription", name)?;
+    inner.check_writable()?;
     let mut reg = inner.durables.lock();
     match reg.subs.get(name) {
         None => return Ok(false),

@@ -74,6 +74,13 @@ pub enum Error {
         reason: String,
     },
 
+    /// The store was opened read-only ([`Options::read_only`](crate::Options::read_only)).
+    #[error("store {path} is open read-only")]
+    ReadOnly {
+        /// The store directory.
+        path: PathBuf,
+    },
+
     /// The store has been closed.
     #[error("store is closed")]
     Closed,

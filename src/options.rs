@@ -63,6 +63,13 @@ pub struct Options {
     /// A running projection saves its state and position every this many events (default
     /// 1000; 0: only when asked and when dropped).
     pub projection_checkpoint_every: u64,
+    /// Open without the directory lock and without changing any file (default false), to read
+    /// a store that another process may be writing: the store shows the log as it was at open
+    /// (a later append by the other process is not seen), an append in progress at the end of
+    /// the active segment ends the log there (nothing is cut; damage to synced data still
+    /// fails the open), and appends, durable subscriptions and checkpoints fail with
+    /// [`Error::ReadOnly`].
+    pub read_only: bool,
 }
 
 impl Default for Options {
@@ -76,6 +83,7 @@ impl Default for Options {
             snapshots_kept: 4,
             aggregate_cache: 1024,
             projection_checkpoint_every: 1000,
+            read_only: false,
         }
     }
 }
@@ -113,6 +121,12 @@ impl Options {
     /// Sets how many events apart snapshots are taken (0: never).
     pub fn snapshot_every(mut self, events: u64) -> Self {
         self.snapshot_every = events;
+        self
+    }
+
+    /// Opens read-only (see [`Options::read_only`]).
+    pub fn read_only(mut self, on: bool) -> Self {
+        self.read_only = on;
         self
     }
 

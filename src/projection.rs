@@ -227,8 +227,10 @@ impl<P: Projection> RunningProjection<P> {
     }
 
     /// Saves the state and position now.
+    ///
+    /// A projection over a store opened read-only is never saved: this does nothing.
     pub fn checkpoint(&mut self) -> Result<()> {
-        if self.position == self.checkpointed && self.resumed {
+        if self.inner.options.read_only || (self.position == self.checkpointed && self.resumed) {
             return Ok(());
         }
         let state = Bincode::encode(&self.state).map_err(|reason| Error::Codec {

@@ -32,9 +32,12 @@ pub struct RecoveryReport {
     pub segments_from_checkpoint: usize,
     /// Events found in the log.
     pub events: u64,
-    /// Bytes of torn tail cut from the last segment (zeroed and synced); 0 after a clean close.
+    /// Bytes of torn tail cut from the last segment (zeroed and synced); 0 after a clean close
+    /// and always 0 when opened read-only.
     pub truncated_bytes: u64,
-    /// Where the torn tail started, when one was cut: the segment file and byte offset.
+    /// Where the torn tail started, when one was cut: the segment file and byte offset. Read-only,
+    /// where the readable log ends when something (another writer's append in progress, or
+    /// damage) follows it.
     pub truncated_at: Option<(PathBuf, u64)>,
     /// Leftover temporary files (from a creation interrupted by a crash) removed.
     pub removed_temp_files: usize,
@@ -76,6 +79,13 @@ pub(crate) fn recover(
     }
 
     let Some(&last) = ordinals.last() else {
+        if opts.read_only {
+            return Err(Error::corruption(
+                dir.join(segment::file_name(1)),
+                0,
+                "no segment files: there is no store here to open read-only",
+            ));
+        }
         if names.iter().any(|n| n.ends_with(".idx")) {
             return Err(Error::corruption(
                 dir.join(segment::file_name(1)),
@@ -132,7 +142,7 @@ pub(crate) fn recover(
     }
 
     // The active segment: always scanned, and the only place a torn tail may be cut.
-    let (seg, file) = Segment::open(storage, dir, last, true)?;
+    let (seg, file) = Segment::open(storage, dir, last, !opts.read_only)?;
     check_base(&seg, next_position)?;
     let bytes = seg.read(0, seg.capacity)?;
     let (ix, stop) = checkpoint::scan(&seg, &bytes)?;
@@ -155,6 +165,8 @@ pub(crate) fn recover(
                 .filter(|&(_, durable)| durable >= hole)
                 .map(|(at, _)| format!("the frame at byte {at}"))
         };
+        // (Read-only opens judge the same way: an append another process has in flight is
+        // never known synced, so it only ends the log; damage to synced data is still refused.)
         if let Some(witness) = synced_by {
             let what = stop.map_or("empty space", |s| s.reason);
             return Err(Error::corruption(
@@ -170,6 +182,25 @@ pub(crate) fn recover(
     // Only now, with the whole log checked, is anything changed on disk.
     ix.apply(&seg, index)?;
     next_position = advance(&seg, next_position, ix.events)?;
+    if opts.read_only {
+        if junk_end > end {
+            report.truncated_at = Some((seg.path.clone(), end as u64));
+        }
+        let seg = Arc::new(seg);
+        segments.push(Arc::clone(&seg));
+        report.events = next_position - 1;
+        return Ok(Recovered {
+            segments,
+            active: Active {
+                seg,
+                file,
+                offset: end as u64,
+            },
+            next_position,
+            report,
+            unindexed,
+        });
+    }
     remove_temp_files(storage, dir, &names, &mut report)?;
     if !opts.clean {
         // After a failed writeback the kernel may keep pages it could not write but mark them
@@ -221,6 +252,8 @@ pub(crate) struct RecoverOptions {
     pub durable_floor: u64,
     /// The store was closed cleanly: nothing needs writing again.
     pub clean: bool,
+    /// Change nothing: no tail is cut, no file written or removed.
+    pub read_only: bool,
 }
 
 fn advance(seg: &Segment, next_position: u64, events: u64) -> Result<u64> {

@@ -86,6 +86,8 @@ struct State {
     by_stream: HashMap<Box<str>, Vec<Entry>>,
     live_bytes: u64,
     total_bytes: u64,
+    /// Opened read-only: snapshots are read, never written.
+    read_only: bool,
 }
 
 /// All snapshots of a store.
@@ -225,7 +227,12 @@ impl State {
 impl SnapshotStore {
     /// Opens the snapshot files of `dir`, indexing every intact record. A record that fails its
     /// checks ends what is read of that file; new snapshots then go to a new file.
-    pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, keep: usize) -> Result<Self> {
+    pub(crate) fn open(
+        storage: Arc<dyn Storage>,
+        dir: &Path,
+        keep: usize,
+        write: bool,
+    ) -> Result<Self> {
         let mut numbers: Vec<u32> = storage
             .list(dir)
             .map_err(|e| Error::io("list", dir, e))?
@@ -239,7 +246,7 @@ impl SnapshotStore {
             let path = dir.join(file_name(n));
             let handle: Arc<dyn StorageFile> = Arc::from(
                 storage
-                    .open(&path, true)
+                    .open(&path, write)
                     .map_err(|e| Error::io("open", &path, e))?,
             );
             let len = handle.len().map_err(|e| Error::io("stat", &path, e))?;
@@ -267,6 +274,7 @@ impl SnapshotStore {
         if last_clean {
             st.active = st.files.keys().next_back().copied();
         }
+        st.read_only = !write;
         Ok(SnapshotStore {
             storage,
             dir: dir.to_path_buf(),
@@ -338,6 +346,9 @@ impl SnapshotStore {
     pub(crate) fn write(&self, s: &Snapshot) -> Result<()> {
         let bytes = encode(s);
         let mut st = self.state.lock();
+        if st.read_only {
+            return Ok(());
+        }
         let n = match st
             .active
             .filter(|n| st.files.get(n).is_some_and(|f| f.len < FILE_MAX))

@@ -146,11 +146,19 @@ impl Store {
     ) -> Result<Store> {
         options.validate()?;
         let dir = dir.as_ref().to_path_buf();
+        let read_only = options.read_only;
         let existed = storage.list(&dir).is_ok();
-        storage
-            .create_dir_all(&dir)
-            .map_err(|e| Error::io("create directory", &dir, e))?;
+        if read_only && !existed {
+            return Err(Error::io(
+                "open read-only",
+                &dir,
+                std::io::ErrorKind::NotFound.into(),
+            ));
+        }
         if !existed {
+            storage
+                .create_dir_all(&dir)
+                .map_err(|e| Error::io("create directory", &dir, e))?;
             // A new directory's own entry must be durable in its parent.
             let parent = match dir.parent() {
                 Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -161,10 +169,15 @@ impl Store {
                 .map_err(|e| Error::io("fsync directory", &parent, e))?;
         }
         let lock_path = dir.join(LOCK_FILE);
-        let lock = storage.lock(&lock_path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::WouldBlock => Error::Locked { path: dir.clone() },
-            _ => Error::io("lock", &lock_path, e),
-        })?;
+        // Read-only opens take no lock: they read beside the writer and change nothing.
+        let lock: Box<dyn Any + Send + Sync> = if read_only {
+            Box::new(())
+        } else {
+            storage.lock(&lock_path).map_err(|e| match e.kind() {
+                std::io::ErrorKind::WouldBlock => Error::Locked { path: dir.clone() },
+                _ => Error::io("lock", &lock_path, e),
+            })?
+        };
         let mut index = StreamIndex::default();
         let state = recovery::read_state(storage.as_ref(), &dir);
         let rec = recovery::recover(
@@ -175,6 +188,7 @@ impl Store {
                 use_checkpoints: options.index_checkpoints,
                 durable_floor: state.durable_floor,
                 clean: state.clean,
+                read_only,
             },
             &mut index,
         )?;
@@ -184,26 +198,34 @@ impl Store {
             clean: false,
             durable_floor: last,
         };
-        recovery::write_state(storage.as_ref(), &dir, open_state)?;
+        if !read_only {
+            recovery::write_state(storage.as_ref(), &dir, open_state)?;
+        }
         let written = Watermark {
             position: last,
             location: pack(rec.active.seg.ordinal, rec.active.offset),
         };
         let policy = options.fsync;
-        let checkpoints = options.index_checkpoints;
+        let checkpoints = options.index_checkpoints && !read_only;
         let (to_index, indexed) = std::sync::mpsc::channel::<Arc<Segment>>();
-        if options.index_checkpoints {
+        if checkpoints {
             for ord in &rec.unindexed {
                 if let Some(seg) = rec.segments.get(*ord as usize - 1) {
                     let _ = to_index.send(Arc::clone(seg));
                 }
             }
         }
-        let snapshots =
-            SnapshotStore::open(Arc::clone(&storage), &dir, options.snapshots_kept.max(1))?;
+        let snapshots = SnapshotStore::open(
+            Arc::clone(&storage),
+            &dir,
+            options.snapshots_kept.max(1),
+            !read_only,
+        )?;
         let aggregate_cache = StateCache::new(options.aggregate_cache);
-        let durables = Registry::open(storage.as_ref(), &dir, last)?;
-        projection::discard_beyond(storage.as_ref(), &dir, last)?;
+        let durables = Registry::open(storage.as_ref(), &dir, last, !read_only)?;
+        if !read_only {
+            projection::discard_beyond(storage.as_ref(), &dir, last)?;
+        }
         let inner = Arc::new(Inner {
             snapshots,
             durables: Mutex::new(durables),
@@ -237,6 +259,7 @@ impl Store {
             _lock: lock,
         });
         let flusher = match policy {
+            _ if read_only => None,
             FsyncPolicy::Interval(_) | FsyncPolicy::EveryEvents(_) => {
                 let interval = match policy {
                     FsyncPolicy::Interval(d) => Some(d),
@@ -256,7 +279,7 @@ impl Store {
             }
             FsyncPolicy::Always | FsyncPolicy::Never => None,
         };
-        let indexer = if inner.options.index_checkpoints {
+        let indexer = if checkpoints {
             let bg = Arc::clone(&inner);
             let handle = std::thread::Builder::new()
                 .name("annal-indexer".into())
@@ -375,6 +398,9 @@ impl Store {
 
     /// Makes every acknowledged event durable (fdatasync), whatever the policy.
     pub fn sync(&self) -> Result<()> {
+        if self.inner.options.read_only {
+            return Ok(());
+        }
         self.inner.sync()
     }
 
@@ -458,6 +484,10 @@ impl Store {
         }
         self.closed = true;
         self.inner.commit.shutdown();
+        if self.inner.options.read_only {
+            self.inner.close_subscriptions();
+            return Ok(());
+        }
         let synced = self.inner.sync();
         self.inner.close_subscriptions();
         if let Some(h) = self.flusher.take() {
@@ -496,6 +526,16 @@ impl Inner {
             *cur = wm;
             self.published.notify_all();
         }
+    }
+
+    /// Fails with [`Error::ReadOnly`] for a store opened read-only.
+    pub(crate) fn check_writable(&self) -> Result<()> {
+        if self.options.read_only {
+            return Err(Error::ReadOnly {
+                path: self.dir.clone(),
+            });
+        }
+        Ok(())
     }
 
     pub(crate) fn storage(&self) -> &dyn Storage {
@@ -687,6 +727,7 @@ impl Inner {
         expected: ExpectedVersion,
         events: &[EventData],
     ) -> Result<(AppendResult, bool)> {
+        self.check_writable()?;
         let mut guard = self.writer.lock();
         self.commit.check()?;
         let current = self.index.read().version(stream);

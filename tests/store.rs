@@ -602,3 +602,54 @@ fn background_policies_acknowledge_and_bound_unsynced_events() {
         assert_eq!(all(&store).len(), 200);
     }
 }
+
+#[test]
+fn read_only_opens_read_beside_the_writer_and_change_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let writer = Store::open(tmp.path(), tiny(512).fsync(FsyncPolicy::Always)).unwrap();
+    for i in 1..=10 {
+        writer.append("s", ExpectedVersion::Any, &[ev(i)]).unwrap();
+    }
+    let before = snapshot_dir(tmp.path());
+    let reader = Store::open(tmp.path(), tiny(512).read_only(true)).unwrap();
+    assert_eq!(all(&reader).len(), 10);
+    assert_eq!(reader.stream_version("s").unwrap(), Some(10));
+    assert!(matches!(
+        reader.append("s", ExpectedVersion::Any, &[ev(11)]),
+        Err(Error::ReadOnly { .. })
+    ));
+    assert!(matches!(
+        reader.durable_subscription("x"),
+        Err(Error::ReadOnly { .. })
+    ));
+    reader.sync().unwrap();
+    // The reader sees the log as of its open.
+    writer.append("s", ExpectedVersion::Any, &[ev(11)]).unwrap();
+    assert_eq!(all(&reader).len(), 10);
+    reader.close().unwrap();
+    drop(writer);
+    // A torn tail is not cut by a read-only open: the log just ends before it.
+    let image = tempfile::tempdir().unwrap();
+    for (p, b) in &before {
+        std::fs::write(image.path().join(p.file_name().unwrap()), b).unwrap();
+    }
+    let seg = segment_files(image.path()).pop().unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let end = data_end(&seg);
+    bytes[end - 5] ^= 0xFF;
+    std::fs::write(&seg, &bytes).unwrap();
+    let untouched = snapshot_dir(image.path());
+    let reader = Store::open(image.path(), tiny(512).read_only(true)).unwrap();
+    assert_eq!(all(&reader).len(), 9);
+    assert!(reader.recovery_report().truncated_at.is_some());
+    drop(reader);
+    assert_eq!(
+        snapshot_dir(image.path()),
+        untouched,
+        "a read-only open changed files"
+    );
+    assert!(!image.path().join("LOCK").exists());
+    let missing = tmp.path().join("nope");
+    assert!(Store::open(&missing, tiny(512).read_only(true)).is_err());
+    assert!(!missing.exists());
+}

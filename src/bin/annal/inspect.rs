@@ -35,7 +35,8 @@ impl Range {
 
 /// `annal read STREAM`: one stream's events.
 pub fn read_stream(dir: &Path, json: bool, stream: &str, range: Range) -> CliResult {
-    let store = open_existing(dir, Options::default())?;
+    // Read-only: works beside a process that is writing the store, and changes nothing.
+    let store = open_existing(dir, Options::default().read_only(true))?;
     if store.stream_version(stream)?.is_none() {
         return Err(Fail::msg(format!(
             "stream {stream:?} not found in {}",
@@ -52,7 +53,8 @@ pub fn read_stream(dir: &Path, json: bool, stream: &str, range: Range) -> CliRes
 
 /// `annal read-all`: every event in position order.
 pub fn read_all(dir: &Path, json: bool, range: Range) -> CliResult {
-    let store = open_existing(dir, Options::default())?;
+    // Read-only: works beside a process that is writing the store, and changes nothing.
+    let store = open_existing(dir, Options::default().read_only(true))?;
     let mut printer = EventPrinter::new(json);
     for e in store.read_all(range.options())? {
         printer.event(&e?)?;
@@ -115,7 +117,8 @@ pub fn tail(dir: &Path, json: bool, args: TailArgs) -> CliResult {
 
 /// `annal streams`: every stream with its version.
 pub fn streams(dir: &Path, json: bool, prefix: Option<&str>) -> CliResult {
-    let store = open_existing(dir, Options::default())?;
+    // Read-only: works beside a process that is writing the store, and changes nothing.
+    let store = open_existing(dir, Options::default().read_only(true))?;
     let mut out = Out::new();
     let mut table = Table::new(vec!["STREAM", "VERSION"]);
     #[derive(Serialize)]
@@ -169,7 +172,8 @@ struct StatsJson {
 
 /// `annal stats`: counters of the store.
 pub fn stats(dir: &Path, json: bool) -> CliResult {
-    let store = open_existing(dir, Options::default())?;
+    // Read-only: works beside a process that is writing the store, and changes nothing.
+    let store = open_existing(dir, Options::default().read_only(true))?;
     let s = store.stats()?;
     let mut out = Out::new();
     if json {
