@@ -3,109 +3,13 @@
 //!
 //! `cargo run --example cart [DIR]` (default: a temporary directory).
 
-use std::collections::BTreeMap;
+use annal::{ExecuteError, Options, ReadOptions, Store};
 
-use annal::{Aggregate, ExecuteError, Options, ReadOptions, Store};
-use serde::{Deserialize, Serialize};
-
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
-struct Cart {
-    created: bool,
-    items: BTreeMap<String, u32>,
-    shipping: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-enum CartEvent {
-    CartCreated { customer: String },
-    ItemAdded { sku: String, qty: u32 },
-    ItemRemoved { sku: String },
-    ShippingDetailsAdded { address: String },
-}
-
-#[derive(Debug, Clone)]
-enum CartCommand {
-    Create { customer: String },
-    AddItem { sku: String, qty: u32 },
-    RemoveItem { sku: String },
-    Ship { address: String },
-}
-
-#[derive(Debug, PartialEq)]
-enum CartError {
-    AlreadyCreated,
-    NoSuchCart,
-    AlreadyShipped,
-    NotInCart(String),
-    Empty,
-}
-
-impl std::fmt::Display for CartError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CartError::AlreadyCreated => write!(f, "the cart already exists"),
-            CartError::NoSuchCart => write!(f, "there is no such cart"),
-            CartError::AlreadyShipped => write!(f, "the cart has shipped"),
-            CartError::NotInCart(sku) => write!(f, "{sku} is not in the cart"),
-            CartError::Empty => write!(f, "an empty cart can't ship"),
-        }
-    }
-}
-
-impl Aggregate for Cart {
-    type Event = CartEvent;
-    type Command = CartCommand;
-    type Error = CartError;
-
-    fn aggregate_type() -> &'static str {
-        "Cart"
-    }
-
-    fn event_type(e: &CartEvent) -> &'static str {
-        match e {
-            CartEvent::CartCreated { .. } => "CartCreated",
-            CartEvent::ItemAdded { .. } => "ItemAdded",
-            CartEvent::ItemRemoved { .. } => "ItemRemoved",
-            CartEvent::ShippingDetailsAdded { .. } => "ShippingDetailsAdded",
-        }
-    }
-
-    fn apply(&mut self, e: &CartEvent) {
-        match e {
-            CartEvent::CartCreated { .. } => self.created = true,
-            CartEvent::ItemAdded { sku, qty } => *self.items.entry(sku.clone()).or_default() += qty,
-            CartEvent::ItemRemoved { sku } => {
-                self.items.remove(sku);
-            }
-            CartEvent::ShippingDetailsAdded { address } => self.shipping = Some(address.clone()),
-        }
-    }
-
-    fn handle(&self, c: CartCommand) -> Result<Vec<CartEvent>, CartError> {
-        if let CartCommand::Create { customer } = c {
-            return match self.created {
-                true => Err(CartError::AlreadyCreated),
-                false => Ok(vec![CartEvent::CartCreated { customer }]),
-            };
-        }
-        if !self.created {
-            return Err(CartError::NoSuchCart);
-        }
-        if self.shipping.is_some() {
-            return Err(CartError::AlreadyShipped);
-        }
-        match c {
-            CartCommand::Create { .. } => Err(CartError::AlreadyCreated),
-            CartCommand::AddItem { sku, qty } => Ok(vec![CartEvent::ItemAdded { sku, qty }]),
-            CartCommand::RemoveItem { sku } if !self.items.contains_key(&sku) => {
-                Err(CartError::NotInCart(sku))
-            }
-            CartCommand::RemoveItem { sku } => Ok(vec![CartEvent::ItemRemoved { sku }]),
-            CartCommand::Ship { .. } if self.items.is_empty() => Err(CartError::Empty),
-            CartCommand::Ship { address } => Ok(vec![CartEvent::ShippingDetailsAdded { address }]),
-        }
-    }
-}
+// The cart domain is shared with `annal demo`.
+#[allow(dead_code)]
+#[path = "../src/bin/annal/cart.rs"]
+mod cart;
+use cart::{Cart, CartCommand};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let tmp = tempfile::tempdir()?;
