@@ -183,51 +183,22 @@ pub(crate) fn recover(
     ix.apply(&seg, index)?;
     next_position = advance(&seg, next_position, ix.events)?;
     if opts.read_only {
+        // Nothing is changed: the readable log just ends before whatever follows.
         if junk_end > end {
             report.truncated_at = Some((seg.path.clone(), end as u64));
         }
-        let seg = Arc::new(seg);
-        segments.push(Arc::clone(&seg));
-        report.events = next_position - 1;
-        return Ok(Recovered {
-            segments,
-            active: Active {
-                seg,
-                file,
-                offset: end as u64,
-            },
-            next_position,
-            report,
-            unindexed,
-        });
+    } else {
+        remove_temp_files(storage, dir, &names, &mut report)?;
+        repair_tail(
+            &mut report,
+            opts.clean,
+            &seg,
+            file.as_ref(),
+            bytes,
+            end,
+            junk_end,
+        )?;
     }
-    remove_temp_files(storage, dir, &names, &mut report)?;
-    if !opts.clean {
-        // After a failed writeback the kernel may keep pages it could not write but mark them
-        // clean: they read back fine and would never be written again. Rewriting the data makes
-        // the sync below write it for real.
-        // Copied through a buffer: the source is a map of the very pages being written.
-        let data = bytes
-            .get(SEGMENT_HEADER_LEN as usize..end)
-            .unwrap_or_default();
-        let mut at = SEGMENT_HEADER_LEN;
-        let mut buf = Vec::with_capacity(1 << 20);
-        for chunk in data.chunks(1 << 20) {
-            buf.clear();
-            buf.extend_from_slice(chunk);
-            file.write_all_at(&buf, at)
-                .map_err(|e| Error::io("write", &seg.path, e))?;
-            at += chunk.len() as u64;
-        }
-    }
-    if junk_end > end {
-        drop(bytes);
-        zero_range(file.as_ref(), &seg.path, end as u64, junk_end as u64)?;
-        report.truncated_bytes = (junk_end - end) as u64;
-        report.truncated_at = Some((seg.path.clone(), end as u64));
-    }
-    file.sync_data()
-        .map_err(|e| Error::io("fdatasync", &seg.path, e))?;
     let seg = Arc::new(seg);
     segments.push(Arc::clone(&seg));
     report.events = next_position - 1;
@@ -242,6 +213,45 @@ pub(crate) fn recover(
         report,
         unindexed,
     })
+}
+
+/// Makes the active segment's tail right on disk: the data rewritten after an unclean
+/// shutdown, a torn tail zeroed, and the segment synced.
+fn repair_tail(
+    report: &mut RecoveryReport,
+    clean: bool,
+    seg: &Segment,
+    file: &dyn crate::storage::StorageFile,
+    bytes: bytes::Bytes,
+    end: usize,
+    junk_end: usize,
+) -> Result<()> {
+    if !clean {
+        // After a failed writeback the kernel may keep pages it could not write but mark them
+        // clean: they read back fine and would never be written again. Rewriting the data makes
+        // the sync below write it for real. Copied through a buffer: the source is a map of the
+        // very pages being written.
+        let data = bytes
+            .get(SEGMENT_HEADER_LEN as usize..end)
+            .unwrap_or_default();
+        let mut at = SEGMENT_HEADER_LEN;
+        let mut buf = Vec::with_capacity(1 << 20);
+        for chunk in data.chunks(1 << 20) {
+            buf.clear();
+            buf.extend_from_slice(chunk);
+            file.write_all_at(&buf, at)
+                .map_err(|e| Error::io("write", &seg.path, e))?;
+            at += chunk.len() as u64;
+        }
+    }
+    drop(bytes);
+    if junk_end > end {
+        zero_range(file, &seg.path, end as u64, junk_end as u64)?;
+        report.truncated_bytes = (junk_end - end) as u64;
+        report.truncated_at = Some((seg.path.clone(), end as u64));
+    }
+    file.sync_data()
+        .map_err(|e| Error::io("fdatasync", &seg.path, e))
 }
 
 /// How to recover.
