@@ -50,6 +50,36 @@ trait System {
     fn read_stream(&mut self, stream: &str) -> u64;
     /// Closes everything before the directory goes away.
     fn close(&mut self);
+    /// `threads` threads each append `per_thread` single events, each durable before the call
+    /// returns; returns the elapsed time.
+    fn append_concurrent(&mut self, dir: &Path, threads: u64, per_thread: u64) -> Duration;
+}
+
+/// Runs `per_thread` calls of `f(thread, i)` on each of `threads` threads; the elapsed time.
+fn on_threads(threads: u64, per_thread: u64, f: impl Fn(u64, u64) + Sync) -> Duration {
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for k in 0..threads {
+            let f = &f;
+            s.spawn(move || (0..per_thread).for_each(|i| f(k, i)));
+        }
+    });
+    t.elapsed()
+}
+
+fn record(stream: &str, i: u64) -> Vec<u8> {
+    let mut rec = vec![0u8; 8];
+    rec.extend_from_slice(&(stream.len() as u16).to_le_bytes());
+    rec.extend_from_slice(stream.as_bytes());
+    let t = event_type(i);
+    rec.extend_from_slice(&(t.len() as u16).to_le_bytes());
+    rec.extend_from_slice(t.as_bytes());
+    rec.extend_from_slice(&payload(i));
+    let body = (rec.len() - 8) as u32;
+    let crc = crc32fast::hash(&rec[8..]);
+    rec[..4].copy_from_slice(&body.to_le_bytes());
+    rec[4..8].copy_from_slice(&crc.to_le_bytes());
+    rec
 }
 
 // ---------------------------------------------------------------- raw log: the disk's limit
@@ -144,6 +174,16 @@ impl System for Raw {
         self.file = None;
         self.index.clear();
     }
+    fn append_concurrent(&mut self, dir: &Path, threads: u64, per_thread: u64) -> Duration {
+        // What a bolt-on log does: a mutex around write + fdatasync, no group commit.
+        let file = std::sync::Mutex::new(File::create(dir.join("raw-mt.log")).unwrap());
+        on_threads(threads, per_thread, |k, i| {
+            let rec = record(&format!("order-{k}"), i);
+            let mut f = file.lock().unwrap();
+            f.write_all(&rec).unwrap();
+            f.sync_data().unwrap();
+        })
+    }
 }
 
 // ---------------------------------------------------------------- annal
@@ -207,6 +247,15 @@ impl System for Annal {
     }
     fn close(&mut self) {
         self.store = None;
+    }
+    fn append_concurrent(&mut self, dir: &Path, threads: u64, per_thread: u64) -> Duration {
+        let store = annal::Store::open(dir.join("annal-mt"), annal::Options::default()).unwrap();
+        on_threads(threads, per_thread, |k, i| {
+            let e = annal::EventData::new(event_type(i), payload(i));
+            store
+                .append(&format!("order-{k}"), annal::ExpectedVersion::Any, &[e])
+                .unwrap();
+        })
     }
 }
 
@@ -290,6 +339,31 @@ impl System for Sqlite {
     fn close(&mut self) {
         self.db = None;
     }
+    fn append_concurrent(&mut self, dir: &Path, threads: u64, per_thread: u64) -> Duration {
+        let db = rusqlite::Connection::open(dir.join("sqlite-mt.db")).unwrap();
+        db.pragma_update(None, "journal_mode", "WAL").unwrap();
+        db.pragma_update(None, "synchronous", "FULL").unwrap();
+        db.execute_batch(
+            "CREATE TABLE events(position INTEGER PRIMARY KEY, stream TEXT NOT NULL, \
+             version INTEGER NOT NULL, type TEXT NOT NULL, payload BLOB NOT NULL, UNIQUE(stream, version));",
+        )
+        .unwrap();
+        // One connection shared behind a mutex: SQLite serializes writers anyway.
+        let db = std::sync::Mutex::new(db);
+        on_threads(threads, per_thread, |k, i| {
+            let db = db.lock().unwrap();
+            db.execute(
+                "INSERT INTO events(stream, version, type, payload) VALUES (?1, ?2, ?3, ?4)",
+                rusqlite::params![
+                    format!("order-{k}"),
+                    i as i64 + 1,
+                    event_type(i),
+                    payload(i)
+                ],
+            )
+            .unwrap();
+        })
+    }
 }
 
 // ---------------------------------------------------------------- redb
@@ -362,6 +436,19 @@ impl System for Redb {
     fn close(&mut self) {
         self.db = None;
     }
+    fn append_concurrent(&mut self, dir: &Path, threads: u64, per_thread: u64) -> Duration {
+        let db = redb::Database::create(dir.join("redb-mt.db")).unwrap();
+        on_threads(threads, per_thread, |k, i| {
+            let tx = db.begin_write().unwrap();
+            {
+                let mut t = tx.open_table(REDB_EVENTS).unwrap();
+                let stream = format!("order-{k}");
+                t.insert((stream.as_str(), i + 1), value(i).as_slice())
+                    .unwrap();
+            }
+            tx.commit().unwrap();
+        })
+    }
 }
 
 // ---------------------------------------------------------------- fjall
@@ -425,6 +512,19 @@ impl System for Fjall {
     fn close(&mut self) {
         self.db = None;
     }
+    fn append_concurrent(&mut self, dir: &Path, threads: u64, per_thread: u64) -> Duration {
+        let db = fjall::Database::builder(dir.join("fjall-mt"))
+            .open()
+            .unwrap();
+        let ks = db
+            .keyspace("events", fjall::KeyspaceCreateOptions::default)
+            .unwrap();
+        on_threads(threads, per_thread, |k, i| {
+            let mut b = db.batch().durability(Some(fjall::PersistMode::SyncData));
+            b.insert(&ks, fjall_key(&format!("order-{k}"), i + 1), value(i));
+            b.commit().unwrap();
+        })
+    }
 }
 
 // ---------------------------------------------------------------- the run
@@ -437,6 +537,8 @@ struct Figures {
     read_median_us: f64,
     read_p99_us: f64,
     fsync_1: f64,
+    fsync_8_threads: f64,
+    bytes_per_event: f64,
 }
 
 fn rate(n: u64, d: Duration) -> f64 {
@@ -485,6 +587,8 @@ fn measure(sys: &mut dyn System, events: u64, fsync_events: u64) -> Figures {
     f.read_median_us = lat[lat.len() / 2].as_secs_f64() * 1e6;
     f.read_p99_us = lat[lat.len() * 99 / 100].as_secs_f64() * 1e6;
     sys.close();
+    // After close, so whatever a system keeps in memory until then is counted once written.
+    f.bytes_per_event = dir_bytes(tmp.path()) as f64 / events as f64;
     drop(tmp);
 
     eprintln!("{}: one event per call, fsync each", sys.name());
@@ -494,7 +598,29 @@ fn measure(sys: &mut dyn System, events: u64, fsync_events: u64) -> Figures {
     sys.append(tmp.path(), &b, true);
     f.fsync_1 = rate(fsync_events, t.elapsed());
     sys.close();
+    drop(tmp);
+
+    eprintln!("{}: 8 threads, one event per call, fsync each", sys.name());
+    let tmp = tempfile::tempdir().unwrap();
+    let per = fsync_events / 8;
+    f.fsync_8_threads = rate(per * 8, sys.append_concurrent(tmp.path(), 8, per));
     f
+}
+
+/// Bytes the files under `dir` take on disk (allocated blocks, so sparse preallocation
+/// doesn't count).
+fn dir_bytes(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let m = e.metadata().unwrap();
+        total += if m.is_dir() {
+            dir_bytes(&e.path())
+        } else {
+            m.blocks() * 512
+        };
+    }
+    total
 }
 
 fn main() {
@@ -526,7 +652,7 @@ fn main() {
         .map(|s| (s.name(), measure(s.as_mut(), events, fsync_events)))
         .collect();
 
-    let rows: [(&str, fn(&Figures) -> f64, bool); 6] = [
+    let rows: [(&str, fn(&Figures) -> f64, bool); 8] = [
         (
             "append, batch 1000, no fsync (events/s)",
             |f| f.append_1000,
@@ -552,6 +678,12 @@ fn main() {
             "1 event per call, fdatasync each (events/s)",
             |f| f.fsync_1,
             true,
+        ),
+        ("same, 8 threads (events/s)", |f| f.fsync_8_threads, true),
+        (
+            "bytes on disk per event (batch-10 store)",
+            |f| f.bytes_per_event,
+            false,
         ),
     ];
     println!(
@@ -612,6 +744,7 @@ fn main() {
                 "system": s, "append_batch_1000_per_s": f.append_1000, "append_batch_10_per_s": f.append_10,
                 "replay_per_s": f.replay, "read_stream_median_us": f.read_median_us,
                 "read_stream_p99_us": f.read_p99_us, "fsync_each_per_s": f.fsync_1,
+                "fsync_each_8_threads_per_s": f.fsync_8_threads, "bytes_on_disk_per_event": f.bytes_per_event,
             })
         })
         .collect();
