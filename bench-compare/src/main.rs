@@ -537,7 +537,12 @@ struct Figures {
     read_median_us: f64,
     read_p99_us: f64,
     fsync_1: f64,
+    append_1: f64,
+    append_100: f64,
+    fsync_2_threads: f64,
+    fsync_4_threads: f64,
     fsync_8_threads: f64,
+    fsync_16_threads: f64,
     bytes_per_event: f64,
 }
 
@@ -547,14 +552,23 @@ fn rate(n: u64, d: Duration) -> f64 {
 
 fn measure(sys: &mut dyn System, events: u64, fsync_events: u64) -> Figures {
     let mut f = Figures::default();
-    eprintln!("{}: append, batches of 1000", sys.name());
-    let tmp = tempfile::tempdir().unwrap();
-    let b = batches(events, 1000);
-    let t = Instant::now();
-    sys.append(tmp.path(), &b, false);
-    f.append_1000 = rate(events, t.elapsed());
-    sys.close();
-    drop(tmp);
+    // Batches of 1 and 100 on a tenth of the events: a million single-event transactions
+    // would take the peers minutes here.
+    let small = (events / 10).max(1000);
+    for (batch, n) in [(1000, events), (100, small), (1, small)] {
+        eprintln!("{}: append, batches of {batch}", sys.name());
+        let tmp = tempfile::tempdir().unwrap();
+        let b = batches(n, batch);
+        let t = Instant::now();
+        sys.append(tmp.path(), &b, false);
+        let r = rate(n, t.elapsed());
+        match batch {
+            1000 => f.append_1000 = r,
+            100 => f.append_100 = r,
+            _ => f.append_1 = r,
+        }
+        sys.close();
+    }
 
     eprintln!("{}: append, batches of 10", sys.name());
     let tmp = tempfile::tempdir().unwrap();
@@ -600,10 +614,24 @@ fn measure(sys: &mut dyn System, events: u64, fsync_events: u64) -> Figures {
     sys.close();
     drop(tmp);
 
-    eprintln!("{}: 8 threads, one event per call, fsync each", sys.name());
-    let tmp = tempfile::tempdir().unwrap();
-    let per = fsync_events / 8;
-    f.fsync_8_threads = rate(per * 8, sys.append_concurrent(tmp.path(), 8, per));
+    for threads in [2u64, 4, 8, 16] {
+        eprintln!(
+            "{}: {threads} threads, one event per call, fsync each",
+            sys.name()
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        let per = fsync_events / threads;
+        let r = rate(
+            per * threads,
+            sys.append_concurrent(tmp.path(), threads, per),
+        );
+        match threads {
+            2 => f.fsync_2_threads = r,
+            4 => f.fsync_4_threads = r,
+            8 => f.fsync_8_threads = r,
+            _ => f.fsync_16_threads = r,
+        }
+    }
     f
 }
 
@@ -652,15 +680,21 @@ fn main() {
         .map(|s| (s.name(), measure(s.as_mut(), events, fsync_events)))
         .collect();
 
-    let rows: [(&str, fn(&Figures) -> f64, bool); 8] = [
-        (
-            "append, batch 1000, no fsync (events/s)",
-            |f| f.append_1000,
-            true,
-        ),
+    let rows: [(&str, fn(&Figures) -> f64, bool); 13] = [
+        ("append, batch 1, no fsync (events/s)", |f| f.append_1, true),
         (
             "append, batch 10, no fsync (events/s)",
             |f| f.append_10,
+            true,
+        ),
+        (
+            "append, batch 100, no fsync (events/s)",
+            |f| f.append_100,
+            true,
+        ),
+        (
+            "append, batch 1000, no fsync (events/s)",
+            |f| f.append_1000,
             true,
         ),
         ("replay, verified + decoded (events/s)", |f| f.replay, true),
@@ -679,7 +713,10 @@ fn main() {
             |f| f.fsync_1,
             true,
         ),
+        ("same, 2 threads (events/s)", |f| f.fsync_2_threads, true),
+        ("same, 4 threads (events/s)", |f| f.fsync_4_threads, true),
         ("same, 8 threads (events/s)", |f| f.fsync_8_threads, true),
+        ("same, 16 threads (events/s)", |f| f.fsync_16_threads, true),
         (
             "bytes on disk per event (batch-10 store)",
             |f| f.bytes_per_event,
@@ -745,6 +782,9 @@ fn main() {
                 "replay_per_s": f.replay, "read_stream_median_us": f.read_median_us,
                 "read_stream_p99_us": f.read_p99_us, "fsync_each_per_s": f.fsync_1,
                 "fsync_each_8_threads_per_s": f.fsync_8_threads, "bytes_on_disk_per_event": f.bytes_per_event,
+                "append_batch_1_per_s": f.append_1, "append_batch_100_per_s": f.append_100,
+                "fsync_each_2_threads_per_s": f.fsync_2_threads, "fsync_each_4_threads_per_s": f.fsync_4_threads,
+                "fsync_each_16_threads_per_s": f.fsync_16_threads,
             })
         })
         .collect();
