@@ -66,8 +66,9 @@ pub struct Options {
     /// Open without the directory lock and without changing any file (default false), to read
     /// a store that another process may be writing: the store shows the log as it was at open
     /// (a later append by the other process is not seen), an append in progress at the end of
-    /// the active segment ends the log there (nothing is cut; damage to synced data still
-    /// fails the open), and appends, durable subscriptions and checkpoints fail with
+    /// the active segment ends the log there (nothing is cut; damage at a position the last
+    /// clean close or open recorded as synced still fails the open, but damage after it just
+    /// ends the log), and appends, durable subscriptions and checkpoints fail with
     /// [`Error::ReadOnly`].
     pub read_only: bool,
 }

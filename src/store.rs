@@ -81,8 +81,8 @@ pub(crate) struct Inner {
     writer: Mutex<Writer>,
     commit: Commit,
     watermark: Mutex<Watermark>,
-    /// The last position written to the OS (the writer's, readable without its lock).
-    written_position: AtomicU64,
+    /// Appends written to the OS so far (counted without the writer's lock, for group commit).
+    written_appends: AtomicU64,
     gather_stats: GatherStats,
     /// Signalled whenever the watermark moves or the store closes.
     published: Condvar,
@@ -251,7 +251,7 @@ impl Store {
             // Recovery synced the active segment; sealed ones were synced when sealed.
             commit: Commit::new(last),
             watermark: Mutex::new(written),
-            written_position: AtomicU64::new(last),
+            written_appends: AtomicU64::new(0),
             gather_stats: GatherStats::default(),
             published: Condvar::new(),
             closed: AtomicBool::new(false),
@@ -584,13 +584,13 @@ impl Inner {
         if self.options.fsync == FsyncPolicy::Always {
             self.gather();
         }
-        let durable_before = self.commit.durable();
-        let (seg, file, wm) = {
+        let (seg, file, wm, appends) = {
             let w = self.writer.lock();
             (
                 Arc::clone(&w.active.seg),
                 Arc::clone(&w.active.file),
                 w.written,
+                self.written_appends.load(Ordering::Acquire),
             )
         };
         let started = Instant::now();
@@ -599,10 +599,13 @@ impl Inner {
             u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
-        self.gather_stats.last_batch.store(
-            wm.position.saturating_sub(durable_before),
-            Ordering::Relaxed,
-        );
+        let before = self
+            .gather_stats
+            .synced_appends
+            .fetch_max(appends, Ordering::AcqRel);
+        self.gather_stats
+            .last_batch
+            .store(appends.saturating_sub(before), Ordering::Relaxed);
         self.publish(wm);
         Ok(wm.position)
     }
@@ -618,15 +621,15 @@ impl Inner {
         if expect < 2 {
             return;
         }
-        let durable = self.commit.durable();
+        let synced = self.gather_stats.synced_appends.load(Ordering::Acquire);
         let limit =
             Duration::from_nanos(self.gather_stats.last_sync_nanos.load(Ordering::Relaxed) / 2)
                 .min(MAX_GATHER);
         let start = Instant::now();
         while self
-            .written_position
+            .written_appends
             .load(Ordering::Acquire)
-            .saturating_sub(durable)
+            .saturating_sub(synced)
             < expect
             && start.elapsed() < limit
         {
@@ -786,8 +789,7 @@ impl Inner {
                 .map(|&o| pack(ordinal, frame_offset + u64::from(o))),
         );
         w.next_position += n;
-        self.written_position
-            .store(result.last_position, Ordering::Release);
+        self.written_appends.fetch_add(1, Ordering::AcqRel);
         w.written = Watermark {
             position: result.last_position,
             location: pack(ordinal, w.active.offset),
@@ -868,7 +870,10 @@ impl Inner {
 /// What the last group-commit sync covered and how long it took.
 #[derive(Debug, Default)]
 struct GatherStats {
+    /// Appends (not events) the last sync covered.
     last_batch: AtomicU64,
+    /// Appends covered by syncs so far.
+    synced_appends: AtomicU64,
     last_sync_nanos: AtomicU64,
 }
 

@@ -653,3 +653,59 @@ fn read_only_opens_read_beside_the_writer_and_change_nothing() {
     assert!(Store::open(&missing, tiny(512).read_only(true)).is_err());
     assert!(!missing.exists());
 }
+
+#[test]
+fn read_only_opens_succeed_while_a_writer_is_busy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let writer = Arc::new(
+        Store::open(
+            tmp.path(),
+            Options {
+                segment_size: 1 << 16,
+                ..Options::default()
+            },
+        )
+        .unwrap(),
+    );
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let appenders: Vec<_> = (0..4)
+        .map(|t| {
+            let (writer, stop) = (writer.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut i = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    writer
+                        .append(&format!("t-{t}"), ExpectedVersion::Any, &[ev(i)])
+                        .unwrap();
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    let mut seen = 0;
+    for _ in 0..40 {
+        let reader = Store::open(
+            tmp.path(),
+            Options {
+                segment_size: 1 << 16,
+                ..Options::default()
+            }
+            .read_only(true),
+        )
+        .expect("a read-only open beside a busy writer");
+        let events = all(&reader);
+        assert!(
+            events
+                .iter()
+                .enumerate()
+                .all(|(i, e)| e.position == i as u64 + 1)
+        );
+        assert!(events.len() >= seen, "went backwards");
+        seen = events.len();
+    }
+    stop.store(true, Ordering::SeqCst);
+    for a in appenders {
+        a.join().unwrap();
+    }
+    assert!(seen > 0);
+}
