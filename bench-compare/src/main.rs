@@ -67,8 +67,10 @@ fn on_threads(threads: u64, per_thread: u64, f: impl Fn(u64, u64) + Sync) -> Dur
     t.elapsed()
 }
 
-fn record(stream: &str, i: u64) -> Vec<u8> {
-    let mut rec = vec![0u8; 8];
+/// A raw-log record (`len, crc, stream, type, payload`) for event `i`, written into `rec`.
+fn record_into(rec: &mut Vec<u8>, stream: &str, i: u64) {
+    rec.clear();
+    rec.extend_from_slice(&[0; 8]);
     rec.extend_from_slice(&(stream.len() as u16).to_le_bytes());
     rec.extend_from_slice(stream.as_bytes());
     let t = event_type(i);
@@ -79,7 +81,6 @@ fn record(stream: &str, i: u64) -> Vec<u8> {
     let crc = crc32fast::hash(&rec[8..]);
     rec[..4].copy_from_slice(&body.to_le_bytes());
     rec[4..8].copy_from_slice(&crc.to_le_bytes());
-    rec
 }
 
 // ---------------------------------------------------------------- raw log: the disk's limit
@@ -103,18 +104,7 @@ impl System for Raw {
         let mut rec = Vec::with_capacity(512);
         for (stream, first, n) in batches {
             for i in *first..first + n {
-                rec.clear();
-                rec.extend_from_slice(&[0; 8]);
-                rec.extend_from_slice(&(stream.len() as u16).to_le_bytes());
-                rec.extend_from_slice(stream.as_bytes());
-                let t = event_type(i);
-                rec.extend_from_slice(&(t.len() as u16).to_le_bytes());
-                rec.extend_from_slice(t.as_bytes());
-                rec.extend_from_slice(&payload(i));
-                let body = (rec.len() - 8) as u32;
-                let crc = crc32fast::hash(&rec[8..]);
-                rec[..4].copy_from_slice(&body.to_le_bytes());
-                rec[4..8].copy_from_slice(&crc.to_le_bytes());
+                record_into(&mut rec, stream, i);
                 w.write_all(&rec).unwrap();
                 self.index
                     .entry(stream.clone())
@@ -178,7 +168,8 @@ impl System for Raw {
         // What a bolt-on log does: a mutex around write + fdatasync, no group commit.
         let file = std::sync::Mutex::new(File::create(dir.join("raw-mt.log")).unwrap());
         on_threads(threads, per_thread, |k, i| {
-            let rec = record(&format!("order-{k}"), i);
+            let mut rec = Vec::with_capacity(512);
+            record_into(&mut rec, &format!("order-{k}"), i);
             let mut f = file.lock().unwrap();
             f.write_all(&rec).unwrap();
             f.sync_data().unwrap();
