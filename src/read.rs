@@ -109,6 +109,8 @@ pub struct StreamEvents {
     /// Version of `locations[0]`.
     chunk_version: u64,
     segment: Option<Arc<Segment>>,
+    /// Indices into `locations` below this one (forward) or above it (backward) were touched.
+    warmed: usize,
 }
 
 impl StreamEvents {
@@ -130,6 +132,7 @@ impl StreamEvents {
             locations: Vec::new(),
             chunk_version: 0,
             segment: None,
+            warmed: 0,
         }
     }
 
@@ -161,12 +164,22 @@ impl StreamEvents {
             }
             self.locations = locs;
             self.chunk_version = start;
+            self.warmed = if self.forward {
+                0
+            } else {
+                self.locations.len()
+            };
         }
-        let loc = self
-            .locations
-            .get((version - self.chunk_version) as usize)
-            .copied()
-            .unwrap_or(0);
+        let at = (version - self.chunk_version) as usize;
+        warm(
+            &self.inner,
+            &self.locations,
+            self.segment.as_ref(),
+            self.forward,
+            &mut self.warmed,
+            at,
+        );
+        let loc = self.locations.get(at).copied().unwrap_or(0);
         let (event, _) = read_event(&self.inner, &mut self.segment, stream, version, loc)?;
         if self.forward {
             self.lo += 1;
@@ -176,6 +189,50 @@ impl StreamEvents {
         Ok(Some(event))
     }
 }
+
+/// Touches the next [`WARM_GROUP`] records of `locations` from index `at` on (in read order)
+/// once a stream read reaches records not yet touched; `warmed` is where touching stopped. A
+/// stream's events are scattered through the log, so each is a cache miss; touching a group
+/// with independent loads lets the CPU wait for those misses together.
+fn warm(
+    inner: &Inner,
+    locations: &[u64],
+    current: Option<&Arc<Segment>>,
+    forward: bool,
+    warmed: &mut usize,
+    at: usize,
+) {
+    let range = if forward {
+        if at < *warmed {
+            return;
+        }
+        let end = (at + WARM_GROUP).min(locations.len());
+        *warmed = end;
+        at..end
+    } else {
+        if at >= *warmed {
+            return;
+        }
+        let start = (at + 1).saturating_sub(WARM_GROUP);
+        *warmed = start;
+        start..at + 1
+    };
+    let mut seg = current.cloned();
+    let mut acc = 0u8;
+    for &loc in locations.get(range).unwrap_or_default() {
+        let (ordinal, offset) = unpack(loc);
+        if seg.as_ref().is_none_or(|s| s.ordinal != ordinal) {
+            seg = inner.log.segment(ordinal);
+        }
+        if let Some(s) = &seg {
+            acc ^= s.touch(offset);
+        }
+    }
+    std::hint::black_box(acc);
+}
+
+/// How many records a stream read touches ahead at a time (see [`warm`]).
+const WARM_GROUP: usize = 32;
 
 impl Iterator for StreamEvents {
     type Item = Result<RecordedEvent>;
@@ -309,7 +366,7 @@ impl AllEvents {
                     format!("position {target} is not in its segment"),
                 )
             })?;
-        decode_chunk(seg, range, self.lo, self.hi, &mut self.buf)?;
+        decode_chunk(seg, range, (self.lo, self.hi), &mut self.buf)?;
         if self.forward {
             self.buf.reverse();
         }
@@ -355,14 +412,13 @@ impl Iterator for AllEvents {
 fn decode_chunk(
     seg: &Segment,
     range: (u64, u64),
-    lo: u64,
-    hi: u64,
+    (lo, hi): (u64, u64),
     out: &mut Vec<RecordedEvent>,
 ) -> Result<()> {
     let (start, stop) = range;
+    let mut stream: Option<Arc<str>> = None;
     let bytes = seg.read(start, stop - start)?;
     let mut offset = 0usize;
-    let mut stream: Option<Arc<str>> = None;
     let mut expected: Option<u64> = None;
     while (offset as u64) < stop - start {
         let abs = start + offset as u64;
