@@ -258,24 +258,18 @@ pub(crate) fn read_event(
     loc: u64,
 ) -> Result<(RecordedEvent, u8)> {
     let (ordinal, offset) = unpack(loc);
-    let seg = match cached {
-        Some(s) if s.ordinal == ordinal => Arc::clone(s),
-        _ => {
-            let s = inner.log.segment(ordinal).ok_or_else(|| {
-                Error::corruption(
-                    &inner.dir,
-                    offset,
-                    format!(
-                        "stream {stream:?} version {version} points at missing segment {ordinal}"
-                    ),
-                )
-            })?;
-            *cached = Some(Arc::clone(&s));
-            s
-        }
-    };
-    let bytes = seg.read_record(offset)?;
-    let r = frame::read_record(&bytes, 0, true)
+    if cached.as_ref().is_none_or(|s| s.ordinal != ordinal) {
+        *cached = inner.log.segment(ordinal);
+    }
+    let seg = cached.as_deref().ok_or_else(|| {
+        Error::corruption(
+            &inner.dir,
+            offset,
+            format!("stream {stream:?} version {version} points at missing segment {ordinal}"),
+        )
+    })?;
+    let (bytes, at) = seg.record_source(offset)?;
+    let r = frame::read_record(&bytes, at, true)
         .map_err(|reason| Error::corruption(&seg.path, offset, reason))?;
     if r.version != version {
         return Err(Error::corruption(
@@ -313,10 +307,13 @@ pub struct AllEvents {
     segments: Vec<Arc<Segment>>,
     wm: Watermark,
     forward: bool,
+    /// Positions still to read, inclusive.
     lo: u64,
     hi: u64,
     done: bool,
-    /// Decoded events of the current chunk; the next one to return is last.
+    /// Forward: the frames being decoded, event by event.
+    cursor: Option<FrameCursor>,
+    /// Backward: decoded events of the current chunk; the next one to return is last.
     buf: Vec<RecordedEvent>,
 }
 
@@ -335,20 +332,23 @@ impl AllEvents {
             lo,
             hi,
             done: range.is_none(),
+            cursor: None,
             buf: Vec::new(),
         }
     }
 
-    /// Decodes the sample chunk holding the next position to return.
-    fn fill(&mut self) -> Result<()> {
-        self.buf.clear();
-        let target = if self.forward { self.lo } else { self.hi };
+    /// The segment holding `position` and the end of its visible frames.
+    fn segment_of(&self, position: u64) -> Result<(Arc<Segment>, u64)> {
         let i = self
             .segments
-            .partition_point(|s| s.base_position <= target)
+            .partition_point(|s| s.base_position <= position)
             .checked_sub(1);
         let seg = i.and_then(|i| self.segments.get(i)).ok_or_else(|| {
-            Error::corruption(&self.dir, 0, format!("no segment holds position {target}"))
+            Error::corruption(
+                &self.dir,
+                0,
+                format!("no segment holds position {position}"),
+            )
         })?;
         let (wm_ordinal, wm_offset) = unpack(self.wm.location);
         let end = if seg.ordinal == wm_ordinal {
@@ -356,19 +356,65 @@ impl AllEvents {
         } else {
             seg.end()
         };
+        Ok((Arc::clone(seg), end))
+    }
+
+    fn missing(seg: &Segment, offset: u64, position: u64) -> Error {
+        Error::corruption(
+            &seg.path,
+            offset,
+            format!("position {position} is not in its segment"),
+        )
+    }
+
+    /// The next event going forward: decoded straight from the frames, no buffering.
+    fn next_forward(&mut self) -> Result<Option<RecordedEvent>> {
+        loop {
+            let cursor = match &mut self.cursor {
+                Some(c) => c,
+                None => {
+                    let (seg, end) = self.segment_of(self.lo)?;
+                    let range = seg
+                        .forward_range(self.lo, end)
+                        .ok_or_else(|| Self::missing(&seg, end, self.lo))?;
+                    self.cursor.insert(FrameCursor::new(seg, range)?)
+                }
+            };
+            match cursor.next(self.lo, self.hi)? {
+                Some(e) if e.position == self.lo => {
+                    self.lo += 1;
+                    return Ok(Some(e));
+                }
+                Some(e) => {
+                    return Err(Error::corruption(
+                        &cursor.seg.path,
+                        cursor.start,
+                        format!(
+                            "position {} is missing from the log",
+                            self.lo.min(e.position)
+                        ),
+                    ));
+                }
+                None if cursor.yielded == 0 => {
+                    return Err(Self::missing(&cursor.seg, cursor.start, self.lo));
+                }
+                None => self.cursor = None,
+            }
+        }
+    }
+
+    /// Decodes the sample chunk holding the next position to return, going backward.
+    fn fill_backward(&mut self) -> Result<()> {
+        self.buf.clear();
+        let target = self.hi;
+        let (seg, end) = self.segment_of(target)?;
         let range = seg
             .chunk_of(target)
             .and_then(|c| seg.chunk_range(c, end))
-            .ok_or_else(|| {
-                Error::corruption(
-                    &seg.path,
-                    end,
-                    format!("position {target} is not in its segment"),
-                )
-            })?;
-        decode_chunk(seg, range, (self.lo, self.hi), &mut self.buf)?;
-        if self.forward {
-            self.buf.reverse();
+            .ok_or_else(|| Self::missing(&seg, end, target))?;
+        let mut cursor = FrameCursor::new(Arc::clone(&seg), range)?;
+        while let Some(e) = cursor.next(self.lo, self.hi)? {
+            self.buf.push(e);
         }
         match self.buf.last() {
             Some(e) if e.position == target => Ok(()),
@@ -379,6 +425,20 @@ impl AllEvents {
             )),
         }
     }
+
+    fn next_backward(&mut self) -> Result<Option<RecordedEvent>> {
+        if self.buf.is_empty() {
+            self.fill_backward()?;
+        }
+        let Some(e) = self.buf.pop() else {
+            return Ok(None);
+        };
+        self.hi = e.position.saturating_sub(1);
+        if e.position == 1 {
+            self.done = true;
+        }
+        Ok(Some(e))
+    }
 }
 
 impl Iterator for AllEvents {
@@ -388,95 +448,133 @@ impl Iterator for AllEvents {
         if self.done || self.lo > self.hi {
             return None;
         }
-        if self.buf.is_empty()
-            && let Err(e) = self.fill()
-        {
-            self.done = true;
-            return Some(Err(e));
-        }
-        let e = self.buf.pop()?;
-        if self.forward {
-            self.lo = e.position + 1;
+        let next = if self.forward {
+            self.next_forward()
         } else {
-            self.hi = e.position.saturating_sub(1);
-            if e.position == 1 {
+            self.next_backward()
+        };
+        match next {
+            Ok(e) => e.map(Ok),
+            Err(e) => {
                 self.done = true;
+                Some(Err(e))
             }
         }
-        Some(Ok(e))
     }
 }
 
-/// Decodes the events with positions in `[lo, hi]` from the frames in byte range `range` of
-/// `seg`, verifying each frame's checksum.
-fn decode_chunk(
-    seg: &Segment,
-    range: (u64, u64),
-    (lo, hi): (u64, u64),
-    out: &mut Vec<RecordedEvent>,
-) -> Result<()> {
-    let (start, stop) = range;
-    let mut stream: Option<Arc<str>> = None;
-    let bytes = seg.read(start, stop - start)?;
-    let mut offset = 0usize;
-    let mut expected: Option<u64> = None;
-    while (offset as u64) < stop - start {
-        let abs = start + offset as u64;
-        let f = match frame::read_frame(&bytes, offset) {
-            FrameRead::Frame(f) => f,
-            FrameRead::End => {
-                return Err(Error::corruption(
-                    &seg.path,
-                    abs,
-                    "empty space inside written data",
-                ));
-            }
-            FrameRead::Bad(reason) | FrameRead::Malformed(reason) => {
-                return Err(Error::corruption(&seg.path, abs, reason));
-            }
-        };
-        if expected.is_some_and(|p| p != f.first_position) {
-            return Err(Error::corruption(
-                &seg.path,
-                abs,
-                "frame positions are not dense",
-            ));
-        }
-        expected = Some(f.last_position() + 1);
-        offset = f.end();
-        if f.first_position > hi {
-            break;
-        }
-        if f.last_position() < lo {
-            continue;
-        }
-        let name = match &stream {
-            Some(s) if &**s == f.stream => Arc::clone(s),
-            _ => {
-                let s: Arc<str> = Arc::from(f.stream);
-                stream = Some(Arc::clone(&s));
-                s
-            }
-        };
-        let mut at = f.records_offset;
-        for i in 0..u64::from(f.count) {
-            let r = frame::read_record(&bytes, at, false)
-                .map_err(|reason| Error::corruption(&seg.path, start + at as u64, reason))?;
-            if r.position != f.first_position + i || r.version != f.first_version + i {
-                return Err(Error::corruption(
-                    &seg.path,
-                    start + at as u64,
-                    "record's position or version disagrees with its frame",
-                ));
-            }
-            at = r.end;
-            if r.position < lo || r.position > hi {
+/// Decodes events in position order from a byte range of frames of one segment, verifying
+/// each frame's checksum when it reaches the frame, and checking that positions are dense.
+#[derive(Debug)]
+struct FrameCursor {
+    seg: Arc<Segment>,
+    bytes: bytes::Bytes,
+    /// Segment offset of `bytes[0]`.
+    start: u64,
+    /// Offset in `bytes` of the next frame.
+    offset: usize,
+    /// Position the next frame must start at.
+    expected: Option<u64>,
+    /// The current frame's stream, shared by its events.
+    stream: Option<Arc<str>>,
+    /// Offset in `bytes` of the current frame's next record, and how many are left.
+    record: usize,
+    left: u32,
+    /// Position and version the next record must have.
+    position: u64,
+    version: u64,
+    /// Events returned so far.
+    yielded: u64,
+}
+
+impl FrameCursor {
+    fn new(seg: Arc<Segment>, (start, stop): (u64, u64)) -> Result<Self> {
+        let bytes = seg.read(start, stop - start)?;
+        Ok(FrameCursor {
+            seg,
+            bytes,
+            start,
+            offset: 0,
+            expected: None,
+            stream: None,
+            record: 0,
+            left: 0,
+            position: 0,
+            version: 0,
+            yielded: 0,
+        })
+    }
+
+    fn corrupt(&self, at: usize, reason: &'static str) -> Error {
+        Error::corruption(&self.seg.path, self.start + at as u64, reason)
+    }
+
+    /// The next event with a position in `[lo, hi]`; `None` at the end of the range or once
+    /// past `hi`.
+    fn next(&mut self, lo: u64, hi: u64) -> Result<Option<RecordedEvent>> {
+        loop {
+            if self.left == 0 {
+                if self.offset >= self.bytes.len() {
+                    return Ok(None);
+                }
+                let at = self.offset;
+                let f = match frame::read_frame(&self.bytes, at) {
+                    FrameRead::Frame(f) => f,
+                    FrameRead::End => {
+                        return Err(self.corrupt(at, "empty space inside written data"));
+                    }
+                    FrameRead::Bad(reason) | FrameRead::Malformed(reason) => {
+                        return Err(self.corrupt(at, reason));
+                    }
+                };
+                if self.expected.is_some_and(|p| p != f.first_position) {
+                    return Err(self.corrupt(at, "frame positions are not dense"));
+                }
+                self.expected = Some(f.last_position() + 1);
+                self.offset = f.end();
+                if f.first_position > hi {
+                    self.offset = self.bytes.len();
+                    return Ok(None);
+                }
+                if f.last_position() < lo {
+                    continue;
+                }
+                if self.stream.as_deref() != Some(f.stream) {
+                    self.stream = Some(Arc::from(f.stream));
+                }
+                self.record = f.records_offset;
+                self.left = f.count;
+                self.position = f.first_position;
+                self.version = f.first_version;
                 continue;
             }
-            out.push(recorded(Arc::clone(&name), &r, &bytes));
+            let at = self.record;
+            let r = frame::read_record(&self.bytes, at, false)
+                .map_err(|reason| self.corrupt(at, reason))?;
+            if r.position != self.position || r.version != self.version {
+                return Err(
+                    self.corrupt(at, "record's position or version disagrees with its frame")
+                );
+            }
+            self.record = r.end;
+            self.left -= 1;
+            self.position += 1;
+            self.version += 1;
+            if r.position < lo {
+                continue;
+            }
+            if r.position > hi {
+                self.left = 0;
+                self.offset = self.bytes.len();
+                return Ok(None);
+            }
+            let Some(stream) = &self.stream else {
+                return Err(self.corrupt(at, "record outside a frame"));
+            };
+            self.yielded += 1;
+            return Ok(Some(recorded(Arc::clone(stream), &r, &self.bytes)));
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]

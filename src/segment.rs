@@ -6,6 +6,7 @@
 //! to the next segment, a segment is sealed: synced and never written again.
 #![deny(clippy::indexing_slicing)]
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -237,20 +238,26 @@ impl Segment {
         }
     }
 
-    /// The bytes of the record at `offset`: its header and content, not yet checked.
-    pub(crate) fn read_record(&self, offset: u64) -> Result<Bytes> {
-        let len = match &self.data {
-            // Mapped: peek at the length in place, then take one slice.
-            Data::Mapped(map) => usize::try_from(offset)
-                .ok()
-                .and_then(|o| Cursor::new(map, o).u32())
-                .unwrap_or(0),
+    /// A buffer holding the record at `offset` (header and content, not yet checked) and the
+    /// record's offset in it: the whole map when mapped (no copy, no reference count touched),
+    /// else a buffer read for it.
+    pub(crate) fn record_source(&self, offset: u64) -> Result<(Cow<'_, Bytes>, usize)> {
+        match &self.data {
+            Data::Mapped(map) => match usize::try_from(offset) {
+                Ok(at) if at < map.len() => Ok((Cow::Borrowed(map), at)),
+                _ => Err(Error::corruption(
+                    &self.path,
+                    offset,
+                    "read runs past the map",
+                )),
+            },
             Data::File(_) => {
                 let header = self.read(offset, RECORD_HEADER_LEN as u64)?;
-                Cursor::new(&header, 0).u32().unwrap_or(0)
+                let len = Cursor::new(&header, 0).u32().unwrap_or(0);
+                let record = self.read(offset, RECORD_HEADER_LEN as u64 + u64::from(len))?;
+                Ok((Cow::Owned(record), 0))
             }
-        };
-        self.read(offset, RECORD_HEADER_LEN as u64 + u64::from(len))
+        }
     }
 
     /// Loads the first cache lines of the record at `offset` and returns a value made of them,
@@ -306,6 +313,17 @@ impl Segment {
         let start = samples.get(i)?.offset;
         let stop = samples.get(i + 1).map_or(end, |s| s.offset).min(end);
         (start < stop).then_some((start, stop))
+    }
+
+    /// Byte range that a forward read from `position` decodes at once: from the sample before
+    /// it to `end` when the segment is mapped (a view costs nothing), else just its chunk.
+    pub(crate) fn forward_range(&self, position: u64, end: u64) -> Option<(u64, u64)> {
+        let i = self.chunk_of(position)?;
+        let (start, stop) = self.chunk_range(i, end)?;
+        match self.data {
+            Data::Mapped(_) => Some((start, end.max(stop))),
+            Data::File(_) => Some((start, stop)),
+        }
     }
 
     /// Bytes of memory held by the sparse position index.
