@@ -8,7 +8,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::error::{Error, Result};
 use crate::index::MAX_ORDINAL;
 use crate::segment::{SEGMENT_HEADER_LEN, Segment};
-use crate::storage::{Storage, StorageFile};
+use crate::storage::{Storage, StorageFile, WriteMap};
 
 /// The segment being written.
 #[derive(Debug)]
@@ -17,6 +17,33 @@ pub(crate) struct Active {
     pub file: Arc<dyn StorageFile>,
     /// Where the next frame goes.
     pub offset: u64,
+    /// Where frames are written when the storage offers it: no system call per append.
+    map: Option<Box<dyn WriteMap>>,
+}
+
+impl Active {
+    /// The segment `seg` written from `offset` on; through a write map when `writable` and the
+    /// storage has one (a map is only a faster way in: without one, `write_all_at` is used).
+    pub(crate) fn new(
+        seg: Arc<Segment>,
+        file: Arc<dyn StorageFile>,
+        offset: u64,
+        writable: bool,
+    ) -> Self {
+        // Failing to make a map (no address space, say) is deliberately not an error:
+        // write_all_at is equally correct, only slower.
+        let map = if writable {
+            file.write_map().ok().flatten()
+        } else {
+            None
+        };
+        Active {
+            seg,
+            file,
+            offset,
+            map,
+        }
+    }
 }
 
 /// Where a frame was written.
@@ -85,10 +112,11 @@ impl Log {
             self.roll(active, len, first_position)?;
         }
         let offset = active.offset;
-        active
-            .file
-            .write_all_at(frame, offset)
-            .map_err(|e| Error::io("write", &active.seg.path, e))?;
+        match &mut active.map {
+            Some(map) => map.write_at(frame, offset),
+            None => active.file.write_all_at(frame, offset),
+        }
+        .map_err(|e| Error::io("write", &active.seg.path, e))?;
         active.offset += len;
         active.seg.note_frame(first_position, offset);
         active.seg.set_end(active.offset);
@@ -135,11 +163,7 @@ impl Log {
         )?;
         let seg = Arc::new(seg);
         self.segments.write().push(Arc::clone(&seg));
-        *active = Active {
-            seg,
-            file,
-            offset: SEGMENT_HEADER_LEN,
-        };
+        *active = Active::new(seg, file, SEGMENT_HEADER_LEN, true);
         Ok(())
     }
 }

@@ -43,8 +43,9 @@ pub enum FsyncPolicy {
 pub struct Options {
     /// Durability policy; default [`FsyncPolicy::Always`].
     pub fsync: FsyncPolicy,
-    /// Maximum size of a segment file in bytes (default 64 MiB). Segments are preallocated
-    /// (sparsely) to this size. A single append must fit in one segment.
+    /// Maximum size of a segment file in bytes (default 64 MiB). Segments are created
+    /// sparse at this size, and disk blocks are allocated a few MiB ahead of the writes. A
+    /// single append must fit in one segment.
     pub segment_size: u64,
     /// Maximum size of one event's payload plus metadata in bytes (default 16 MiB).
     pub max_event_size: usize,

@@ -98,11 +98,7 @@ pub(crate) fn recover(
         let seg = Arc::new(seg);
         return Ok(Recovered {
             segments: vec![Arc::clone(&seg)],
-            active: Active {
-                seg,
-                file,
-                offset: SEGMENT_HEADER_LEN,
-            },
+            active: Active::new(seg, file, SEGMENT_HEADER_LEN, !opts.read_only),
             next_position: 1,
             report,
             unindexed: Vec::new(),
@@ -207,11 +203,7 @@ pub(crate) fn recover(
     report.events = next_position - 1;
     Ok(Recovered {
         segments,
-        active: Active {
-            seg,
-            file,
-            offset: end as u64,
-        },
+        active: Active::new(seg, file, end as u64, !opts.read_only),
         next_position,
         report,
         unindexed,

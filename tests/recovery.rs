@@ -233,7 +233,10 @@ fn corruption_found_by_reads_is_an_error_never_data() {
         .unwrap()
         .collect();
     assert!(backward.iter().flatten().all(|e| e.position != 5));
-    assert!(matches!(backward.last(), Some(Err(Error::Corruption { .. }))));
+    assert!(matches!(
+        backward.last(),
+        Some(Err(Error::Corruption { .. }))
+    ));
     drop(store);
     assert!(matches!(
         Store::open(tmp.path(), tiny(1 << 20)),

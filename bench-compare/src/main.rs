@@ -520,7 +520,7 @@ impl System for Fjall {
 
 // ---------------------------------------------------------------- the run
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 struct Figures {
     append_1000: f64,
     append_10: f64,
@@ -535,6 +535,23 @@ struct Figures {
     fsync_8_threads: f64,
     fsync_16_threads: f64,
     bytes_per_event: f64,
+    /// Peak resident set of the process that ran this system alone (`VmHWM`), MiB: heap and
+    /// the file pages it mapped.
+    peak_rss_mib: f64,
+    /// Most anonymous memory (heap) seen after each workload on the 1M-event store, MiB.
+    peak_anon_mib: f64,
+}
+
+/// A field of `/proc/self/status` in MiB (Linux; NaN elsewhere).
+fn status_mib(field: &str) -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
 fn rate(n: u64, d: Duration) -> f64 {
@@ -567,6 +584,7 @@ fn measure(sys: &mut dyn System, events: u64, fsync_events: u64) -> Figures {
     let t = Instant::now();
     sys.append(tmp.path(), &b, false);
     f.append_10 = rate(events, t.elapsed());
+    f.peak_anon_mib = status_mib("RssAnon:");
 
     eprintln!("{}: replay", sys.name());
     sys.replay(); // warm the cache
@@ -574,6 +592,7 @@ fn measure(sys: &mut dyn System, events: u64, fsync_events: u64) -> Figures {
     let n = sys.replay();
     f.replay = rate(n, t.elapsed());
     assert_eq!(n, events, "{} replayed {n} of {events}", sys.name());
+    f.peak_anon_mib = f.peak_anon_mib.max(status_mib("RssAnon:"));
 
     eprintln!("{}: read 1000 streams", sys.name());
     let mut lat = Vec::with_capacity(1000);
@@ -588,6 +607,7 @@ fn measure(sys: &mut dyn System, events: u64, fsync_events: u64) -> Figures {
         lat.push(t.elapsed());
         assert!(n > 0, "{}: stream {s} empty", sys.name());
     }
+    f.peak_anon_mib = f.peak_anon_mib.max(status_mib("RssAnon:"));
     lat.sort();
     f.read_median_us = lat[lat.len() / 2].as_secs_f64() * 1e6;
     f.read_p99_us = lat[lat.len() * 99 / 100].as_secs_f64() * 1e6;
@@ -623,6 +643,7 @@ fn measure(sys: &mut dyn System, events: u64, fsync_events: u64) -> Figures {
             _ => f.fsync_16_threads = r,
         }
     }
+    f.peak_rss_mib = status_mib("VmHWM:");
     f
 }
 
@@ -653,25 +674,50 @@ fn main() {
     let events: u64 = arg("--events").map_or(1_000_000, |v| v.replace('_', "").parse().unwrap());
     let fsync_events: u64 = arg("--fsync-events").map_or(2_000, |v| v.parse().unwrap());
     let only = arg("--only");
-    let mut systems: Vec<Box<dyn System>> = vec![
-        Box::new(Raw::default()),
-        Box::new(Annal::default()),
-        Box::new(Sqlite::default()),
-        Box::new(Redb::default()),
-        Box::new(Fjall::default()),
-    ];
-    systems.retain(|s| {
-        only.as_ref().is_none_or(|o| {
-            o.split(',')
-                .any(|n| s.name().to_lowercase().starts_with(&n.to_lowercase()))
+    let new_system = |name: &str| -> Option<Box<dyn System>> {
+        let all: [Box<dyn System>; 5] = [
+            Box::new(Raw::default()),
+            Box::new(Annal::default()),
+            Box::new(Sqlite::default()),
+            Box::new(Redb::default()),
+            Box::new(Fjall::default()),
+        ];
+        all.into_iter().find(|s| s.name() == name)
+    };
+    // A child runs one system and prints its figures as JSON: each system gets a process of
+    // its own, so peak memory is its own and no system runs on another's leftover heap.
+    if let Some(name) = arg("--child") {
+        let mut sys = new_system(&name).expect("unknown system");
+        let f = measure(sys.as_mut(), events, fsync_events);
+        println!("{}", serde_json::to_string(&f).unwrap());
+        return;
+    }
+    let names: Vec<&'static str> = ["raw log", "annal", "SQLite", "redb", "fjall"]
+        .into_iter()
+        .filter(|n| {
+            only.as_ref().is_none_or(|o| {
+                o.split(',')
+                    .any(|p| n.to_lowercase().starts_with(&p.to_lowercase()))
+            })
         })
-    });
-    let results: Vec<(&'static str, Figures)> = systems
-        .iter_mut()
-        .map(|s| (s.name(), measure(s.as_mut(), events, fsync_events)))
+        .collect();
+    let exe = std::env::current_exe().unwrap();
+    let results: Vec<(&'static str, Figures)> = names
+        .iter()
+        .map(|&name| {
+            let out = std::process::Command::new(&exe)
+                .args(["--child", name, "--events", &events.to_string()])
+                .args(["--fsync-events", &fsync_events.to_string()])
+                .stderr(std::process::Stdio::inherit())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{name} failed: {}", out.status);
+            let figures = serde_json::from_slice(&out.stdout).unwrap();
+            (name, figures)
+        })
         .collect();
 
-    let rows: [(&str, fn(&Figures) -> f64, bool); 13] = [
+    let rows: [(&str, fn(&Figures) -> f64, bool); 15] = [
         ("append, batch 1, no fsync (events/s)", |f| f.append_1, true),
         (
             "append, batch 10, no fsync (events/s)",
@@ -711,6 +757,12 @@ fn main() {
         (
             "bytes on disk per event (batch-10 store)",
             |f| f.bytes_per_event,
+            false,
+        ),
+        ("peak RSS, whole run (MiB)", |f| f.peak_rss_mib, false),
+        (
+            "peak heap, 1M-event store open (MiB)",
+            |f| f.peak_anon_mib,
             false,
         ),
     ];
@@ -776,6 +828,7 @@ fn main() {
                 "append_batch_1_per_s": f.append_1, "append_batch_100_per_s": f.append_100,
                 "fsync_each_2_threads_per_s": f.fsync_2_threads, "fsync_each_4_threads_per_s": f.fsync_4_threads,
                 "fsync_each_16_threads_per_s": f.fsync_16_threads,
+                "peak_rss_mib": f.peak_rss_mib, "peak_heap_mib": f.peak_anon_mib,
             })
         })
         .collect();

@@ -8,7 +8,11 @@ use std::path::Path;
 
 use bytes::Bytes;
 use memmap2::Mmap;
+#[cfg(target_os = "linux")]
+use memmap2::MmapMut;
 
+#[cfg(target_os = "linux")]
+use super::WriteMap;
 use super::{Storage, StorageFile};
 
 /// The real file system (`std::fs`, `fdatasync`, `mmap`).
@@ -111,5 +115,176 @@ impl StorageFile for FsFile {
         // the README states that limit.
         let map = unsafe { Mmap::map(&self.0)? };
         Ok(Some(Bytes::from_owner(map)))
+    }
+
+    #[cfg(target_os = "linux")]
+    fn write_map(&self) -> io::Result<Option<Box<dyn WriteMap>>> {
+        // Only where allocating blocks ahead means a write fault needs no more space: not on
+        // copy-on-write file systems (btrfs, ZFS, reflinked XFS), which allocate on every
+        // write and would raise SIGBUS on a full disk.
+        const EXT4: i64 = 0xEF53;
+        const TMPFS: i64 = 0x0102_1994;
+        let kind = rustix::fs::fstatfs(&self.0)?.f_type as i64;
+        if ![EXT4, TMPFS].contains(&kind) || self.len()? == 0 {
+            return Ok(None);
+        }
+        let file = self.0.try_clone()?;
+        // SAFETY: `MmapMut` hands out `&mut [u8]` over the file, and the map must not outlive
+        // the file's length. annal makes a write map only for the segment being written, and
+        // only its single writer, under the writer lock, writes that segment (through the map
+        // or, for large frames, `pwrite`), and only past the end it has published; readers
+        // read only published bytes, which are never written again. Nothing in annal shrinks
+        // a segment: tail repair happens at open, before the map is made. Other programs
+        // changing the segment files are outside what annal supports (README, Limits).
+        let map = unsafe { MmapMut::map_mut(&file)? };
+        Ok(Some(Box::new(FsWriteMap {
+            file,
+            map,
+            allocated: 0,
+            fallback: false,
+        })))
+    }
+}
+
+/// How far ahead of a write [`FsWriteMap`] allocates disk blocks, in aligned steps, so a write
+/// through the map never lands on a hole that the file system then fails to fill (SIGBUS on
+/// a full disk). A multiple of the largest page-cache folio (2 MiB), so a fault never spans
+/// allocated and unallocated blocks.
+#[cfg(target_os = "linux")]
+const ALLOCATE_AHEAD: u64 = 4 << 20;
+
+/// The least step [`FsWriteMap`] allocates when the disk has no room for a whole
+/// [`ALLOCATE_AHEAD`]: the largest page-cache folio.
+#[cfg(target_os = "linux")]
+const ALLOCATE_MIN: u64 = 2 << 20;
+
+/// Writes at least this long go through `pwrite` (into the same page cache): copying a large
+/// frame in the kernel costs less than taking a page fault on each of its fresh pages.
+#[cfg(target_os = "linux")]
+const PWRITE_FROM: usize = 64 << 10;
+
+/// A shared writable map of a segment file whose blocks are allocated (`fallocate`) ahead of
+/// the writes, so that a full disk is an `ENOSPC` error from `write_at`, never a fault.
+#[cfg(target_os = "linux")]
+#[derive(Debug)]
+struct FsWriteMap {
+    file: File,
+    map: MmapMut,
+    /// Bytes from the start known to have blocks allocated.
+    allocated: u64,
+    /// The file system cannot allocate ahead: every write goes through `pwrite`.
+    fallback: bool,
+}
+
+#[cfg(target_os = "linux")]
+impl FsWriteMap {
+    /// Allocates blocks from `allocated` to at least `end`: a whole aligned step ahead when
+    /// the disk has room, else the least aligned step that covers `end`.
+    fn allocate(&mut self, end: u64) -> io::Result<()> {
+        let map_len = self.map.len() as u64;
+        let ahead = end
+            .max(self.allocated + ALLOCATE_AHEAD)
+            .next_multiple_of(ALLOCATE_AHEAD)
+            .min(map_len);
+        let least = end.next_multiple_of(ALLOCATE_MIN).min(map_len);
+        let flags = rustix::fs::FallocateFlags::empty();
+        let mut outcome = Ok(());
+        for upto in [ahead, least] {
+            outcome =
+                rustix::fs::fallocate(&self.file, flags, self.allocated, upto - self.allocated);
+            match outcome {
+                Ok(()) => {
+                    self.allocated = upto;
+                    return Ok(());
+                }
+                Err(e) if e != rustix::io::Errno::NOSPC => break,
+                Err(_) => {}
+            }
+        }
+        match outcome {
+            // No fallocate here (a file system without it, a sandbox without the call):
+            // writes go through pwrite from now on.
+            Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => {
+                self.fallback = true;
+                Ok(())
+            }
+            other => other.map_err(io::Error::from),
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl WriteMap for FsWriteMap {
+    fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let out_of_range = || io::Error::new(io::ErrorKind::InvalidInput, "write past the map");
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .ok_or_else(out_of_range)?;
+        let map_len = self.map.len() as u64;
+        if end > map_len {
+            return Err(out_of_range());
+        }
+        if end > self.allocated && !self.fallback {
+            self.allocate(end)?;
+        }
+        if self.fallback || buf.len() >= PWRITE_FROM {
+            return FileExt::write_all_at(&self.file, buf, offset);
+        }
+        let dest = usize::try_from(offset)
+            .ok()
+            .and_then(|o| self.map.get_mut(o..o + buf.len()))
+            .ok_or_else(out_of_range)?;
+        dest.copy_from_slice(buf);
+        Ok(())
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+#[allow(clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn write_map_writes_what_reads_see_and_allocates_ahead() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("seg");
+        let file = FsStorage.create(&path).unwrap();
+        let len = 10 << 20;
+        file.set_len(len).unwrap();
+        // The test directory is on ext4 or tmpfs here (CI and development machines).
+        let mut map = file.write_map().unwrap().expect("a write map on ext4 or tmpfs");
+        let blocks = || std::fs::metadata(&path).unwrap().blocks() * 512;
+        assert_eq!(blocks(), 0, "created sparse");
+
+        map.write_at(b"first", 100).unwrap();
+        assert!(blocks() >= ALLOCATE_AHEAD, "allocated ahead of the write");
+        assert!(blocks() < len, "not the whole file");
+        // Across the allocation boundary, a frame large enough for pwrite, and the last byte.
+        let straddle = vec![7u8; 64];
+        map.write_at(&straddle, ALLOCATE_AHEAD - 32).unwrap();
+        let large = vec![9u8; PWRITE_FROM];
+        map.write_at(&large, 6 << 20).unwrap();
+        map.write_at(b"!", len - 1).unwrap();
+        assert_eq!(blocks(), len, "allocated up to the end, no further");
+
+        let mut back = vec![0u8; 5];
+        file.read_exact_at(&mut back, 100).unwrap();
+        assert_eq!(back, b"first");
+        let mut back = vec![0u8; 64];
+        file.read_exact_at(&mut back, ALLOCATE_AHEAD - 32).unwrap();
+        assert_eq!(back, straddle);
+        let mut back = vec![0u8; PWRITE_FROM];
+        file.read_exact_at(&mut back, 6 << 20).unwrap();
+        assert_eq!(back, large);
+        let on_disk = std::fs::read(&path).unwrap();
+        assert_eq!(on_disk.len() as u64, len, "the length never changes");
+        assert_eq!(on_disk[len as usize - 1], b'!');
+
+        // Past the end is an error, not a fault or a longer file.
+        let err = map.write_at(b"xy", len - 1).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert!(map.write_at(b"x", u64::MAX).is_err());
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), len);
     }
 }

@@ -57,6 +57,22 @@ pub trait StorageFile: Send + Sync + Debug {
     /// within that length (a shared memory map). `None` when the implementation has no such
     /// view; callers then read with [`read_exact_at`](Self::read_exact_at).
     fn map(&self) -> io::Result<Option<Bytes>>;
+    /// Somewhere to write the file through without a system call per write: a shared
+    /// writable map of the file's current length, on which writes land in the same page
+    /// cache as [`write_all_at`](Self::write_all_at) and become durable with
+    /// [`sync_data`](Self::sync_data) likewise. `None` (the default) when the implementation
+    /// has none; the log then calls `write_all_at`.
+    fn write_map(&self) -> io::Result<Option<Box<dyn WriteMap>>> {
+        Ok(None)
+    }
+}
+
+/// A writable view of one file, from [`StorageFile::write_map`].
+pub trait WriteMap: Send + Sync + Debug {
+    /// Writes all of `buf` at `offset`, within the file's length when the view was made. An
+    /// error (no space, say) leaves the bytes at `offset` unspecified, as a failed
+    /// `write_all_at` would; it never faults.
+    fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()>;
 }
 
 /// Removes `path` if it exists (a leftover temporary file, say).

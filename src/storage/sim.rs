@@ -22,7 +22,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use parking_lot::Mutex;
 
-use super::{Storage, StorageFile};
+use super::{Storage, StorageFile, WriteMap};
 
 /// One pending change to a file's contents.
 #[derive(Debug, Clone)]
@@ -68,6 +68,8 @@ struct State {
     sync_fault: Option<u64>,
     writes: u64,
     syncs: u64,
+    /// Files offer a write map (see [`SimDisk::set_write_maps`]).
+    no_write_maps: bool,
 }
 
 impl State {
@@ -107,7 +109,7 @@ pub struct SimDisk {
     generation: u64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct SimFile {
     state: Arc<Mutex<State>>,
     generation: u64,
@@ -238,6 +240,12 @@ impl SimDisk {
         let mut st = self.state.lock();
         let at = st.syncs + n.max(1);
         st.sync_fault = Some(at);
+    }
+
+    /// Whether files offer a write map ([`StorageFile::write_map`]; on by default). Its writes
+    /// behave exactly like `write_all_at`; turning it off drives the callers' other path.
+    pub fn set_write_maps(&self, on: bool) {
+        self.state.lock().no_write_maps = !on;
     }
 
     /// Cancels write and sync failures that have not happened yet.
@@ -482,5 +490,24 @@ impl StorageFile for SimFile {
 
     fn map(&self) -> io::Result<Option<Bytes>> {
         Ok(None)
+    }
+
+    fn write_map(&self) -> io::Result<Option<Box<dyn WriteMap>>> {
+        if self.state.lock().no_write_maps {
+            return Ok(None);
+        }
+        // A stand-in with the same faults and crash behaviour as `write_all_at`, so that the
+        // simulation drives the log's write-map path too.
+        Ok(Some(Box::new(SimWriteMap(self.clone()))))
+    }
+}
+
+/// [`SimFile`]'s write map: writes go through the simulated file's `write_all_at`.
+#[derive(Debug)]
+struct SimWriteMap(SimFile);
+
+impl WriteMap for SimWriteMap {
+    fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.0.write_all_at(buf, offset)
     }
 }

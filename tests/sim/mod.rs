@@ -291,7 +291,10 @@ fn verify(store: &Store, model: &mut Model, opts: &Options, crashed: bool) -> Re
 /// Runs one simulated history; the error says what broke and at which step.
 pub fn run(mut rng: Rng) -> Result<(), String> {
     let opts = options(&mut rng);
-    let mut disk = SimDisk::new(rng.next() ^ 0x5EED);
+    let disk_seed = rng.next() ^ 0x5EED;
+    let mut disk = SimDisk::new(disk_seed);
+    // Half the histories write through the storage's write map, half with write_all_at.
+    disk.set_write_maps(disk_seed & 1 == 0);
     let mut store = Some(open(&disk, &opts)?);
     let mut model = Model::default();
     let mut poisoned = false;
