@@ -1,8 +1,10 @@
 //! annal side by side with the raw-disk limit, SQLite, redb and fjall, measured in one run on
 //! the same workload: 200-byte payloads, 16-byte event types, streams named like `order-123`.
 //!
-//! `cargo run --release -- [--events N] [--fsync-events M] [--json FILE] [--only a,b]`
-//! from `bench-compare/`. Prints one table with ratios; writes the figures as JSON.
+//! `cargo run --release -- [--events N] [--fsync-events M] [--runs R] [--json FILE] [--only a,b]`
+//! from `bench-compare/`. Each system runs in a process of its own, in `R` rounds (default 3)
+//! of all systems in turn; the table shows each figure's median over the rounds, with ratios,
+//! and the figures are written as JSON.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -542,6 +544,32 @@ struct Figures {
     peak_anon_mib: f64,
 }
 
+/// Each figure's median over several runs (this machine's timings are noisy).
+fn median(runs: &[Figures]) -> Figures {
+    let maps: Vec<serde_json::Map<String, serde_json::Value>> = runs
+        .iter()
+        .filter_map(|f| match serde_json::to_value(f) {
+            Ok(serde_json::Value::Object(m)) => Some(m),
+            _ => None,
+        })
+        .collect();
+    let mut out = serde_json::Map::new();
+    for key in maps
+        .first()
+        .map(|m| m.keys().cloned().collect::<Vec<_>>())
+        .unwrap_or_default()
+    {
+        let mut v: Vec<f64> = maps
+            .iter()
+            .filter_map(|m| m.get(&key).and_then(serde_json::Value::as_f64))
+            .collect();
+        v.sort_by(f64::total_cmp);
+        let mid = v.get(v.len() / 2).copied().unwrap_or(f64::NAN);
+        out.insert(key, mid.into());
+    }
+    serde_json::from_value(serde_json::Value::Object(out)).unwrap()
+}
+
 /// A field of `/proc/self/status` in MiB (Linux; NaN elsewhere).
 fn status_mib(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -686,6 +714,7 @@ fn main() {
     };
     // A child runs one system and prints its figures as JSON: each system gets a process of
     // its own, so peak memory is its own and no system runs on another's leftover heap.
+    let runs: usize = arg("--runs").map_or(3, |v| v.parse().unwrap());
     if let Some(name) = arg("--child") {
         let mut sys = new_system(&name).expect("unknown system");
         let f = measure(sys.as_mut(), events, fsync_events);
@@ -702,9 +731,12 @@ fn main() {
         })
         .collect();
     let exe = std::env::current_exe().unwrap();
-    let results: Vec<(&'static str, Figures)> = names
-        .iter()
-        .map(|&name| {
+    // Rounds of every system in turn, so that a slow spell of this noisy machine hits all of
+    // them alike; each figure is the median over the rounds.
+    let mut all: Vec<Vec<Figures>> = vec![Vec::new(); names.len()];
+    for round in 1..=runs.max(1) {
+        for (i, &name) in names.iter().enumerate() {
+            eprintln!("round {round} of {runs}: {name}");
             let out = std::process::Command::new(&exe)
                 .args(["--child", name, "--events", &events.to_string()])
                 .args(["--fsync-events", &fsync_events.to_string()])
@@ -712,9 +744,13 @@ fn main() {
                 .output()
                 .unwrap();
             assert!(out.status.success(), "{name} failed: {}", out.status);
-            let figures = serde_json::from_slice(&out.stdout).unwrap();
-            (name, figures)
-        })
+            all[i].push(serde_json::from_slice(&out.stdout).unwrap());
+        }
+    }
+    let results: Vec<(&'static str, Figures)> = names
+        .iter()
+        .zip(&all)
+        .map(|(&name, runs)| (name, median(runs)))
         .collect();
 
     let rows: [(&str, fn(&Figures) -> f64, bool); 15] = [
