@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 
@@ -66,6 +67,8 @@ pub(crate) struct Log {
     /// writeback error to only one of two syncs racing on a file, so without it a sync that
     /// starts next to a failing one could return success for the lost data.
     sync_failure: Mutex<Option<String>>,
+    /// Segment fdatasyncs so far.
+    syncs: AtomicU64,
 }
 
 impl Log {
@@ -81,6 +84,7 @@ impl Log {
             segment_size,
             segments: RwLock::new(segments),
             sync_failure: Mutex::new(None),
+            syncs: AtomicU64::new(0),
         }
     }
 
@@ -127,6 +131,11 @@ impl Log {
         })
     }
 
+    /// Segment fdatasyncs so far.
+    pub(crate) fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
+    }
+
     /// fdatasync of a segment's file, serialized with every other, and refused for good after
     /// one has failed.
     pub(crate) fn sync(&self, file: &Arc<dyn StorageFile>, seg: &Segment) -> Result<()> {
@@ -136,6 +145,7 @@ impl Log {
                 cause: cause.clone(),
             });
         }
+        self.syncs.fetch_add(1, Ordering::Relaxed);
         file.sync_data().map_err(|e| {
             let err = Error::io("fdatasync", &seg.path, e);
             *failure = Some(err.to_string());

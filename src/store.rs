@@ -126,6 +126,10 @@ pub struct Stats {
     pub durable_subscriptions: Vec<DurableInfo>,
     /// Bytes of snapshot files.
     pub snapshot_bytes: u64,
+    /// `fdatasync` calls on segment files since the store opened. Under
+    /// [`FsyncPolicy::Always`], appends divided by this is how many appends group commit
+    /// shared each sync among.
+    pub segment_syncs: u64,
 }
 
 impl Store {
@@ -393,6 +397,7 @@ impl Store {
             snapshots,
             snapshot_bytes,
             durable_subscriptions: self.inner.durables.lock().list(wm.position),
+            segment_syncs: self.inner.log.syncs(),
         })
     }
 

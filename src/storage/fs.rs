@@ -253,7 +253,10 @@ mod tests {
         let len = 10 << 20;
         file.set_len(len).unwrap();
         // The test directory is on ext4 or tmpfs here (CI and development machines).
-        let mut map = file.write_map().unwrap().expect("a write map on ext4 or tmpfs");
+        let mut map = file
+            .write_map()
+            .unwrap()
+            .expect("a write map on ext4 or tmpfs");
         let blocks = || std::fs::metadata(&path).unwrap().blocks() * 512;
         assert_eq!(blocks(), 0, "created sparse");
 
