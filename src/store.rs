@@ -68,8 +68,6 @@ struct Writer {
     offsets: Vec<u32>,
     /// Sealed segments go here to get their index checkpoint written in the background.
     to_index: Option<Sender<Arc<Segment>>>,
-    /// Bytes written since the last background writeback was asked for.
-    unflushed: u64,
 }
 
 /// The store's shared state; iterators hold it too.
@@ -253,7 +251,6 @@ impl Store {
                 buf: Vec::new(),
                 offsets: Vec::new(),
                 to_index: checkpoints.then_some(to_index),
-                unflushed: 0,
             }),
             // Recovery synced the active segment; sealed ones were synced when sealed.
             commit: Commit::new(last),
@@ -267,7 +264,7 @@ impl Store {
         });
         let flusher = match policy {
             _ if read_only => None,
-            FsyncPolicy::Interval(_) | FsyncPolicy::EveryEvents(_) | FsyncPolicy::Never => {
+            FsyncPolicy::Interval(_) | FsyncPolicy::EveryEvents(_) => {
                 let interval = match policy {
                     FsyncPolicy::Interval(d) => Some(d),
                     _ => None,
@@ -284,7 +281,7 @@ impl Store {
                     .map_err(|e| Error::io("spawn flusher thread", &inner.dir, e))?;
                 Some(handle)
             }
-            FsyncPolicy::Always => None,
+            FsyncPolicy::Always | FsyncPolicy::Never => None,
         };
         let indexer = if checkpoints {
             let bg = Arc::clone(&inner);
@@ -777,7 +774,6 @@ impl Inner {
                 return Err(e);
             }
         };
-        let rolled = written.sealed.is_some();
         if let Some(sealed) = written.sealed {
             // Sealing synced everything before this frame: it is durable, and can be visible.
             let wm = Watermark {
@@ -789,18 +785,6 @@ impl Inner {
             if let Some(tx) = &w.to_index {
                 let _ = tx.send(sealed);
             }
-        }
-        // Without a sync per append, ask the background flusher to sync every
-        // WRITEBACK_EVERY bytes: the disk writes while appends go on, and a roll's sync finds
-        // little left to write instead of stalling appends on a whole segment.
-        w.unflushed = if rolled {
-            w.buf.len() as u64
-        } else {
-            w.unflushed + w.buf.len() as u64
-        };
-        if w.unflushed >= WRITEBACK_EVERY && self.options.fsync != FsyncPolicy::Always {
-            w.unflushed = 0;
-            self.commit.request_flush();
         }
         let (ordinal, frame_offset) = (written.ordinal, written.offset);
         self.index.write().push(
@@ -897,9 +881,6 @@ struct GatherStats {
     synced_appends: AtomicU64,
     last_sync_nanos: AtomicU64,
 }
-
-/// Under the policies without a sync per append, bytes written between background syncs.
-const WRITEBACK_EVERY: u64 = 32 << 20;
 
 /// The longest a sync leader waits for more appends to join.
 const MAX_GATHER: Duration = Duration::from_micros(200);

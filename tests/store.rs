@@ -578,49 +578,6 @@ fn readers_run_alongside_the_writer_and_see_only_whole_appends() {
 }
 
 #[test]
-fn never_syncs_in_the_background_every_32_mib_written() {
-    let tmp = tempfile::tempdir().unwrap();
-    let opts = Options {
-        fsync: FsyncPolicy::Never,
-        segment_size: 128 << 20,
-        ..Options::default()
-    };
-    let store = Store::open(tmp.path(), opts).unwrap();
-    let payload = vec![7u8; 1 << 20];
-    // 31 MiB: under the threshold, nothing syncs.
-    for _ in 0..31 {
-        store
-            .append(
-                "s",
-                ExpectedVersion::Any,
-                &[EventData::new("T", payload.clone())],
-            )
-            .unwrap();
-    }
-    std::thread::sleep(Duration::from_millis(50));
-    assert_eq!(store.stats().unwrap().segment_syncs, 0);
-    for _ in 0..2 {
-        store
-            .append(
-                "s",
-                ExpectedVersion::Any,
-                &[EventData::new("T", payload.clone())],
-            )
-            .unwrap();
-    }
-    // Past it, the flusher syncs what was written, without any sync() or roll.
-    let mut waited = 0;
-    while store.stats().unwrap().durable_position < 32 && waited < 2000 {
-        std::thread::sleep(Duration::from_millis(10));
-        waited += 1;
-    }
-    let stats = store.stats().unwrap();
-    assert!(stats.durable_position >= 32, "{stats:?}");
-    assert_eq!(stats.segments, 1);
-    assert!(stats.segment_syncs >= 1);
-}
-
-#[test]
 fn background_policies_acknowledge_and_bound_unsynced_events() {
     for policy in [
         FsyncPolicy::EveryEvents(10),
