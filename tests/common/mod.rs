@@ -81,6 +81,8 @@ pub struct Faults {
     pub fail_sync: AtomicBool,
     pub fail_write: AtomicBool,
     pub syncs: AtomicU64,
+    /// Each fdatasync takes at least this long (µs): a slow disk, whatever the real one is.
+    pub sync_delay_micros: AtomicU64,
 }
 
 /// The real file system, with writes and fdatasyncs that fail when told to.
@@ -146,6 +148,10 @@ impl StorageFile for FaultyFile {
     }
     fn sync_data(&self) -> io::Result<()> {
         self.faults.syncs.fetch_add(1, Ordering::SeqCst);
+        let delay = self.faults.sync_delay_micros.load(Ordering::SeqCst);
+        if delay > 0 {
+            std::thread::sleep(std::time::Duration::from_micros(delay));
+        }
         if self.faults.fail_sync.load(Ordering::SeqCst) {
             return Err(io::Error::from_raw_os_error(5)); // EIO
         }
