@@ -126,27 +126,14 @@ impl Segment {
         base_position: u64,
         capacity: u64,
     ) -> Result<(Segment, Arc<dyn StorageFile>)> {
-        let path = dir.join(file_name(ordinal));
-        let tmp = dir.join(format!("{}.tmp", file_name(ordinal)));
-        // A leftover from a creation that crashed before its rename holds nothing acknowledged.
-        crate::storage::remove_if_exists(storage, &tmp)?;
-        let file: Arc<dyn StorageFile> = Arc::from(
-            storage
-                .create(&tmp)
-                .map_err(|e| Error::io("create", &tmp, e))?,
-        );
-        file.write_all_at(&encode_header(ordinal, base_position), 0)
-            .map_err(|e| Error::io("write", &tmp, e))?;
-        file.set_len(capacity)
-            .map_err(|e| Error::io("preallocate", &tmp, e))?;
-        file.sync_data()
-            .map_err(|e| Error::io("fdatasync", &tmp, e))?;
-        storage
-            .rename(&tmp, &path)
-            .map_err(|e| Error::io("rename", &tmp, e))?;
-        storage
-            .sync_dir(dir)
-            .map_err(|e| Error::io("fsync directory", dir, e))?;
+        let (path, file) = crate::storage::create_durably(
+            storage,
+            dir,
+            &file_name(ordinal),
+            &encode_header(ordinal, base_position),
+            capacity,
+        )?;
+        let file: Arc<dyn StorageFile> = Arc::from(file);
         let seg = Segment::with_file(path, ordinal, base_position, &file)?;
         seg.end.store(SEGMENT_HEADER_LEN, Ordering::Release);
         Ok((seg, file))

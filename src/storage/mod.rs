@@ -92,15 +92,32 @@ pub(crate) fn replace_file(
     name: &str,
     bytes: &[u8],
 ) -> crate::Result<std::path::PathBuf> {
+    create_durably(storage, dir, name, bytes, 0).map(|(path, _)| path)
+}
+
+/// [`replace_file`], with the file extended (zero-filled, sparse) to `len` bytes when that is
+/// longer than `bytes`; returns the new file's path and an open handle to it.
+pub(crate) fn create_durably(
+    storage: &dyn Storage,
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+    len: u64,
+) -> crate::Result<(std::path::PathBuf, Box<dyn StorageFile>)> {
     use crate::Error;
     let path = dir.join(name);
     let tmp = dir.join(format!("{name}.tmp"));
+    // A leftover from a creation that crashed before its rename holds nothing acknowledged.
     remove_if_exists(storage, &tmp)?;
     let file = storage
         .create(&tmp)
         .map_err(|e| Error::io("create", &tmp, e))?;
     file.write_all_at(bytes, 0)
         .map_err(|e| Error::io("write", &tmp, e))?;
+    if len > bytes.len() as u64 {
+        file.set_len(len)
+            .map_err(|e| Error::io("preallocate", &tmp, e))?;
+    }
     file.sync_data()
         .map_err(|e| Error::io("fdatasync", &tmp, e))?;
     storage
@@ -109,5 +126,5 @@ pub(crate) fn replace_file(
     storage
         .sync_dir(dir)
         .map_err(|e| Error::io("fsync directory", dir, e))?;
-    Ok(path)
+    Ok((path, file))
 }
