@@ -385,14 +385,12 @@ impl AllEvents {
                     self.lo += 1;
                     return Ok(Some(e));
                 }
-                Some(e) => {
+                // The cursor skips positions below `lo`, so the event is past it: a gap.
+                Some(_) => {
                     return Err(Error::corruption(
                         &cursor.seg.path,
                         cursor.start,
-                        format!(
-                            "position {} is missing from the log",
-                            self.lo.min(e.position)
-                        ),
+                        format!("position {} is missing from the log", self.lo),
                     ));
                 }
                 None if cursor.yielded == 0 => {

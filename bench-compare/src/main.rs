@@ -702,27 +702,30 @@ fn main() {
     let events: u64 = arg("--events").map_or(1_000_000, |v| v.replace('_', "").parse().unwrap());
     let fsync_events: u64 = arg("--fsync-events").map_or(2_000, |v| v.parse().unwrap());
     let only = arg("--only");
-    let new_system = |name: &str| -> Option<Box<dyn System>> {
-        let all: [Box<dyn System>; 5] = [
+    let systems = || -> [Box<dyn System>; 5] {
+        [
             Box::new(Raw::default()),
             Box::new(Annal::default()),
             Box::new(Sqlite::default()),
             Box::new(Redb::default()),
             Box::new(Fjall::default()),
-        ];
-        all.into_iter().find(|s| s.name() == name)
+        ]
     };
     // A child runs one system and prints its figures as JSON: each system gets a process of
     // its own, so peak memory is its own and no system runs on another's leftover heap.
     let runs: usize = arg("--runs").map_or(3, |v| v.parse().unwrap());
     if let Some(name) = arg("--child") {
-        let mut sys = new_system(&name).expect("unknown system");
+        let mut sys = systems()
+            .into_iter()
+            .find(|s| s.name() == name)
+            .expect("unknown system");
         let f = measure(sys.as_mut(), events, fsync_events);
         println!("{}", serde_json::to_string(&f).unwrap());
         return;
     }
-    let names: Vec<&'static str> = ["raw log", "annal", "SQLite", "redb", "fjall"]
-        .into_iter()
+    let names: Vec<&'static str> = systems()
+        .iter()
+        .map(|s| s.name())
         .filter(|n| {
             only.as_ref().is_none_or(|o| {
                 o.split(',')
