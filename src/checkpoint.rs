@@ -62,17 +62,29 @@ pub(crate) struct Stop {
 /// first frame that fails its check. Frames that pass their checksum but break an invariant
 /// (positions, versions, record layout) are corruption.
 pub(crate) fn scan(seg: &Segment, bytes: &[u8]) -> Result<(SegmentIndex, Option<Stop>)> {
+    scan_from(seg, bytes, SEGMENT_HEADER_LEN, seg.base_position)
+}
+
+/// [`scan`] from the frame at `offset`, whose first position must be `position` (`verify`
+/// resumes there after damage). `base_position` of the result is `position`.
+pub(crate) fn scan_from(
+    seg: &Segment,
+    bytes: &[u8],
+    offset: u64,
+    position: u64,
+) -> Result<(SegmentIndex, Option<Stop>)> {
     let mut ix = SegmentIndex {
         ordinal: seg.ordinal,
-        base_position: seg.base_position,
+        base_position: position,
         events: 0,
-        end: SEGMENT_HEADER_LEN,
+        end: offset,
         last_frame: None,
         samples: Vec::new(),
         runs: Vec::new(),
     };
     let mut runs: HashMap<&str, usize> = HashMap::new();
-    let mut offset = SEGMENT_HEADER_LEN as usize;
+    let mut offset = usize::try_from(offset)
+        .map_err(|_| Error::corruption(&seg.path, offset, "offset beyond the address space"))?;
     let stop = loop {
         let f = match frame::read_frame(bytes, offset) {
             FrameRead::End => break None,
@@ -284,18 +296,17 @@ impl SegmentIndex {
         if self.ordinal != seg.ordinal || self.base_position != seg.base_position {
             return false;
         }
+        // Read with pread: the bytes after the end may be a hole that a mapped read would
+        // have to allocate (tmpfs).
         let tail_ok = |bytes: &[u8]| matches!(frame::read_frame(bytes, 0), FrameRead::End);
         let after = seg
-            .read(
-                self.end,
-                (FRAME_HEADER_LEN as u64).min(seg.capacity - self.end.min(seg.capacity)),
-            )
+            .pread(self.end, FRAME_HEADER_LEN as u64)
             .is_ok_and(|b| tail_ok(&b));
         let last = match self.last_frame {
             None => self.end == SEGMENT_HEADER_LEN && self.events == 0,
             Some((offset, header)) => seg
-                .read(offset, FRAME_HEADER_LEN as u64)
-                .is_ok_and(|b| b.as_ref() == header),
+                .pread(offset, FRAME_HEADER_LEN as u64)
+                .is_ok_and(|b| b.as_slice() == header),
         };
         after && last
     }

@@ -96,6 +96,7 @@ mod read;
 mod recovery;
 mod segment;
 mod snapshot;
+mod state;
 pub mod storage;
 mod store;
 mod subscription;

@@ -9,6 +9,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::error::{Error, Result};
 use crate::index::MAX_ORDINAL;
 use crate::segment::{SEGMENT_HEADER_LEN, Segment};
+use crate::state::{self, State};
 use crate::storage::{Storage, StorageFile, WriteMap};
 
 /// The segment being written.
@@ -170,6 +171,18 @@ impl Log {
             ordinal,
             base_position,
             capacity,
+        )?;
+        // The new last segment goes on record, with everything before it synced: losing it,
+        // or the sealed data, is then detected on open even after a crash.
+        state::write(
+            self.storage.as_ref(),
+            &self.dir,
+            &State {
+                clean: false,
+                durable_floor: base_position - 1,
+                last_ordinal: ordinal,
+                last_len: capacity,
+            },
         )?;
         let seg = Arc::new(seg);
         self.segments.write().push(Arc::clone(&seg));

@@ -20,6 +20,7 @@ use crate::frame::{self, FRAME_HEADER_LEN, FrameRead, MIN_RECORD_LEN};
 use crate::index::StreamIndex;
 use crate::log::Active;
 use crate::segment::{self, SEGMENT_HEADER_LEN, Segment};
+use crate::state::{self, State, StateProblem};
 use crate::storage::Storage;
 
 /// What recovery found and did when the store was opened.
@@ -41,6 +42,15 @@ pub struct RecoveryReport {
     pub truncated_at: Option<(PathBuf, u64)>,
     /// Leftover temporary files (from a creation interrupted by a crash) removed.
     pub removed_temp_files: usize,
+    /// The highest position recovery could prove had been synced: by `STATE` (written at
+    /// every open, segment roll and clean close) or by the durable position a later frame
+    /// recorded. Losing events up to it is always detected.
+    pub proven_durable: u64,
+    /// Events recovered after [`proven_durable`](Self::proven_durable): the last group-commit
+    /// batch (or batches) before an unclean shutdown, which no later record vouches for. Had
+    /// damage hit them, it would have looked like a torn write and been cut. 0 after a clean
+    /// close.
+    pub unproven_events: u64,
 }
 
 /// The log as recovery left it.
@@ -53,15 +63,8 @@ pub(crate) struct Recovered {
     pub unindexed: Vec<u32>,
 }
 
-/// Recovers every segment in `dir` into `index`, creating the first segment of a new store.
-pub(crate) fn recover(
-    storage: &dyn Storage,
-    dir: &Path,
-    opts: &RecoverOptions,
-    index: &mut StreamIndex,
-) -> Result<Recovered> {
-    let mut report = RecoveryReport::default();
-    let names = storage.list(dir).map_err(|e| Error::io("list", dir, e))?;
+/// The segment files in a directory listing, by ordinal, checked to run from 1 without gaps.
+pub(crate) fn list_segments(dir: &Path, names: &[String]) -> Result<Vec<u32>> {
     let mut ordinals: Vec<u32> = names
         .iter()
         .filter_map(|n| segment::parse_file_name(n))
@@ -77,15 +80,127 @@ pub(crate) fn recover(
             ));
         }
     }
+    Ok(ordinals)
+}
 
-    let Some(&last) = ordinals.last() else {
-        if opts.read_only {
+/// Fails when `STATE` cannot vouch for the log: missing or damaged while segments exist, or
+/// recording segments that are not there.
+pub(crate) fn check_state(
+    dir: &Path,
+    state: &std::result::Result<State, StateProblem>,
+    last: Option<u32>,
+) -> Result<State> {
+    let path = dir.join(state::STATE_FILE);
+    let state = match (state, last) {
+        (Ok(s), _) => *s,
+        (Err(StateProblem::Missing), None) => return Ok(State::default()),
+        (Err(StateProblem::Missing), Some(_)) => {
             return Err(Error::corruption(
-                dir.join(segment::file_name(1)),
+                path,
                 0,
-                "no segment files: there is no store here to open read-only",
+                "STATE is missing, so whether synced events were lost cannot be checked \
+                 (`annal repair` rebuilds it from the log)",
             ));
         }
+        (Err(StateProblem::Damaged(why)), _) => {
+            return Err(Error::corruption(
+                path,
+                0,
+                format!(
+                    "{why}: whether synced events were lost cannot be checked \
+                     (`annal repair` rebuilds it from the log)"
+                ),
+            ));
+        }
+    };
+    let have = last.unwrap_or(0);
+    if state.last_ordinal > have {
+        let first = have + 1;
+        let missing = if first == state.last_ordinal {
+            segment::file_name(first)
+        } else {
+            format!(
+                "{} to {}",
+                segment::file_name(first),
+                segment::file_name(state.last_ordinal)
+            )
+        };
+        return Err(Error::corruption(
+            dir.join(segment::file_name(first)),
+            0,
+            format!(
+                "segment files {missing} are missing: STATE records segment {} as the last, \
+                 with every position up to {} synced",
+                state.last_ordinal, state.durable_floor
+            ),
+        ));
+    }
+    if last.is_none() && state.durable_floor > 0 {
+        return Err(Error::corruption(
+            dir.join(segment::file_name(1)),
+            0,
+            format!(
+                "every segment file is missing, but STATE records positions up to {} as synced",
+                state.durable_floor
+            ),
+        ));
+    }
+    Ok(state)
+}
+
+/// Fails when the active segment is shorter than `STATE` recorded: segment files never
+/// shrink, so it was truncated.
+pub(crate) fn check_len(seg: &Segment, state: &State) -> Result<()> {
+    if state.last_ordinal == seg.ordinal && seg.capacity < state.last_len {
+        return Err(Error::corruption(
+            &seg.path,
+            seg.capacity,
+            format!(
+                "segment file is {} bytes, but it was {} when STATE was written: it was \
+                 truncated, and synced events may be gone",
+                seg.capacity, state.last_len
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Fails when the recovered log ends before the position `STATE` recorded as synced.
+pub(crate) fn check_floor(
+    seg: &Segment,
+    end: u64,
+    last_position: u64,
+    state: &State,
+) -> Result<()> {
+    if last_position < state.durable_floor {
+        return Err(Error::corruption(
+            &seg.path,
+            end,
+            format!(
+                "the log ends at position {last_position}, but STATE records every position up \
+                 to {} as synced: positions {} to {} are lost",
+                state.durable_floor,
+                last_position + 1,
+                state.durable_floor
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Recovers every segment in `dir` into `index`, creating the first segment of a new store.
+pub(crate) fn recover(
+    storage: &dyn Storage,
+    dir: &Path,
+    opts: &RecoverOptions,
+    index: &mut StreamIndex,
+) -> Result<Recovered> {
+    let mut report = RecoveryReport::default();
+    let names = storage.list(dir).map_err(|e| Error::io("list", dir, e))?;
+    let ordinals = list_segments(dir, &names)?;
+    let state = check_state(dir, &opts.state, ordinals.last().copied())?;
+
+    let Some(&last) = ordinals.last() else {
         if names.iter().any(|n| n.ends_with(".idx")) {
             return Err(Error::corruption(
                 dir.join(segment::file_name(1)),
@@ -93,7 +208,24 @@ pub(crate) fn recover(
                 "index checkpoints exist but every segment file is missing",
             ));
         }
+        if opts.read_only {
+            // A store whose creation has not made its first segment yet (or a directory that
+            // holds no store): an empty log, read without changing anything.
+            let (seg, file) = Segment::empty(dir);
+            let seg = Arc::new(seg);
+            return Ok(Recovered {
+                segments: vec![Arc::clone(&seg)],
+                active: Active::new(seg, file, SEGMENT_HEADER_LEN, false),
+                next_position: 1,
+                report,
+                unindexed: Vec::new(),
+            });
+        }
         remove_temp_files(storage, dir, &names, &mut report)?;
+        // STATE first: a crash after the segment exists must not leave one without it.
+        if opts.state.is_err() {
+            state::write(storage, dir, &State::default())?;
+        }
         let (seg, file) = Segment::create(storage, dir, 1, 1, opts.segment_size)?;
         let seg = Arc::new(seg);
         return Ok(Recovered {
@@ -122,7 +254,7 @@ pub(crate) fn recover(
                 ix
             }
             None => {
-                let bytes = seg.read(0, seg.capacity)?;
+                let bytes = seg.read_data()?;
                 let (ix, stop) = checkpoint::scan(&seg, &bytes)?;
                 if let Some(stop) = stop {
                     return Err(Error::corruption(&seg.path, stop.offset, stop.reason));
@@ -140,44 +272,31 @@ pub(crate) fn recover(
     // The active segment: always scanned, and the only place a torn tail may be cut.
     let (seg, file) = Segment::open(storage, dir, last, !opts.read_only)?;
     check_base(&seg, next_position)?;
-    let bytes = seg.read(0, seg.capacity)?;
+    check_len(&seg, &state)?;
+    let bytes = seg.read_data()?;
     let (ix, stop) = checkpoint::scan(&seg, &bytes)?;
     report.segments_scanned += 1;
     let end = ix.end as usize;
     let junk_end = last_nonzero(&bytes).max(end);
-    if junk_end > end {
-        // Damage, then maybe valid frames. Page writeback has no order, so after a power loss
-        // an unsynced frame can survive while an earlier unsynced one is lost. The damage is a
-        // torn tail when nothing says the damaged position had been synced: neither a clean
-        // close that synced past it, nor a later frame written after a sync covered it. Then
-        // everything from the damage on was never durable, and it is all cut. Otherwise
-        // synced data is damaged, and the open is refused.
-        let hole = next_position + ix.events;
-        let synced_by = if opts.durable_floor >= hole {
-            Some("the last clean close".to_string())
-        } else if opts.read_only {
-            // Read-only, the file may be growing under the scan: a frame appended right at the
-            // end of the scanned data would be missed and the frames after it taken for proof
-            // of a hole. So only STATE's durable position (read before the scan, and never past
-            // what a running writer has) can say that data here was synced.
-            None
-        } else {
-            frames_after(&bytes, end, hole)
-                .filter(|&(_, durable)| durable >= hole)
-                .map(|(at, _)| format!("the frame at byte {at}"))
-        };
-        if let Some(witness) = synced_by {
-            let what = stop.map_or("empty space", |s| s.reason);
-            return Err(Error::corruption(
-                &seg.path,
-                end as u64,
-                format!(
-                    "{what} at position {hole}, which {witness} shows had been synced: \
-                     refusing to drop durable data"
-                ),
-            ));
-        }
+    let hole = next_position + ix.events;
+    let tail = judge_tail(&bytes, end, hole, state.durable_floor, opts.read_only);
+    if junk_end > end
+        && let Some(witness) = &tail.synced_by
+    {
+        let what = stop.map_or("empty space", |s| s.reason);
+        return Err(Error::corruption(
+            &seg.path,
+            end as u64,
+            format!(
+                "{what} at position {hole}, which {witness} shows had been synced: \
+                 refusing to drop durable data"
+            ),
+        ));
     }
+    check_floor(&seg, end as u64, hole - 1, &state)?;
+    let last_hint = ix.last_frame.map_or(0, |(at, _)| durable_hint(&bytes, at));
+    report.proven_durable = state.durable_floor.max(last_hint).min(hole - 1);
+    report.unproven_events = (hole - 1).saturating_sub(report.proven_durable);
     // Only now, with the whole log checked, is anything changed on disk.
     ix.apply(&seg, index)?;
     next_position = advance(&seg, next_position, ix.events)?;
@@ -188,12 +307,20 @@ pub(crate) fn recover(
         }
     } else {
         remove_temp_files(storage, dir, &names, &mut report)?;
+        let rewrite_from = if state.clean {
+            None
+        } else {
+            Some(
+                seg.offset_of(state.durable_floor + 1)
+                    .unwrap_or(SEGMENT_HEADER_LEN),
+            )
+        };
         repair_tail(
             &mut report,
-            opts.clean,
+            rewrite_from,
             &seg,
             file.as_ref(),
-            bytes,
+            &bytes,
             end,
             junk_end,
         )?;
@@ -210,36 +337,77 @@ pub(crate) fn recover(
     })
 }
 
-/// Makes the active segment's tail right on disk: the data rewritten after an unclean
-/// shutdown, a torn tail zeroed, and the segment synced.
+/// How the damage (or stray bytes) after the end of the valid frames of an active segment is
+/// to be taken.
+pub(crate) struct TailJudgement {
+    /// What shows the position at the end had been synced, if anything does: then the bytes
+    /// after the end are damaged durable data, not a torn write.
+    pub synced_by: Option<String>,
+}
+
+/// Judges the bytes after `end` (the end of the valid frames, where position `hole` would
+/// start) in the active segment's `bytes`.
+///
+/// Page writeback has no order, so after a power loss an unsynced frame can survive while an
+/// earlier unsynced one is lost. The damage is a torn tail when nothing says the damaged
+/// position had been synced: neither `STATE` (`floor`), nor a later frame written after a
+/// sync covered it. Then everything from the damage on was never durable, and it is cut.
+pub(crate) fn judge_tail(
+    bytes: &[u8],
+    end: usize,
+    hole: u64,
+    floor: u64,
+    read_only: bool,
+) -> TailJudgement {
+    let synced_by = if floor >= hole {
+        Some("STATE".to_string())
+    } else if read_only {
+        // Read-only, the file may be growing under the scan: a frame appended right at the
+        // end of the scanned data would be missed and the frames after it taken for proof of
+        // a hole. So only STATE's durable position (read before the scan, and never past what
+        // a running writer has) can say that data here was synced.
+        None
+    } else {
+        frames_after(bytes, end, hole)
+            .filter(|&(_, durable)| durable >= hole)
+            .map(|(at, _)| format!("the frame at byte {at}"))
+    };
+    TailJudgement { synced_by }
+}
+
+/// The durable position the frame at `offset` recorded (hints only grow from frame to frame,
+/// so the last frame's is the highest).
+fn durable_hint(bytes: &[u8], offset: u64) -> u64 {
+    match usize::try_from(offset).map(|at| frame::read_frame(bytes, at)) {
+        Ok(FrameRead::Frame(f)) => f.durable,
+        _ => 0,
+    }
+}
+
+/// Makes the active segment's tail right on disk: the data after the durable floor rewritten
+/// after an unclean shutdown, a torn tail zeroed, and the segment synced.
 fn repair_tail(
     report: &mut RecoveryReport,
-    clean: bool,
+    rewrite_from: Option<u64>,
     seg: &Segment,
     file: &dyn crate::storage::StorageFile,
-    bytes: bytes::Bytes,
+    bytes: &[u8],
     end: usize,
     junk_end: usize,
 ) -> Result<()> {
-    if !clean {
+    if let Some(from) = rewrite_from {
         // After a failed writeback the kernel may keep pages it could not write but mark them
-        // clean: they read back fine and would never be written again. Rewriting the data makes
-        // the sync below write it for real. Copied through a buffer: the source is a map of the
-        // very pages being written.
-        let data = bytes
-            .get(SEGMENT_HEADER_LEN as usize..end)
-            .unwrap_or_default();
-        let mut at = SEGMENT_HEADER_LEN;
-        let mut buf = Vec::with_capacity(1 << 20);
-        for chunk in data.chunks(1 << 20) {
-            buf.clear();
-            buf.extend_from_slice(chunk);
-            file.write_all_at(&buf, at)
+        // clean: they read back fine and would never be written again. Rewriting the same
+        // bytes makes the sync below write them for real. Only what is not known synced needs
+        // it (from the frame holding the first position past STATE's durable floor).
+        let from = usize::try_from(from).unwrap_or(end).min(end);
+        if let Some(data) = bytes.get(from..end)
+            && !data.is_empty()
+        {
+            file.write_all_at(data, from as u64)
                 .map_err(|e| Error::io("write", &seg.path, e))?;
-            at += chunk.len() as u64;
         }
     }
-    drop(bytes);
     if junk_end > end {
         zero_range(file, &seg.path, end as u64, junk_end as u64)?;
         report.truncated_bytes = (junk_end - end) as u64;
@@ -253,10 +421,9 @@ fn repair_tail(
 pub(crate) struct RecoverOptions {
     pub segment_size: u64,
     pub use_checkpoints: bool,
-    /// Every position up to this one was synced by a clean close.
-    pub durable_floor: u64,
-    /// The store was closed cleanly: nothing needs writing again.
-    pub clean: bool,
+    /// What `STATE` said, read before the directory was listed (a writer beside a read-only
+    /// open only ever adds segments after writing a STATE that names them).
+    pub state: std::result::Result<State, StateProblem>,
     /// Change nothing: no tail is cut, no file written or removed.
     pub read_only: bool,
 }
@@ -383,50 +550,6 @@ fn zero_range(
         at += n as u64;
     }
     Ok(())
-}
-
-/// The `STATE` file: whether the store was closed cleanly, and a position up to which the
-/// log is known durable.
-const STATE_FILE: &str = "STATE";
-const STATE_MAGIC: [u8; 8] = *b"ANNALSTA";
-
-/// What `STATE` says.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct ShutdownState {
-    pub clean: bool,
-    pub durable_floor: u64,
-}
-
-/// Reads `STATE`; a missing or damaged one reads as "not clean, nothing known durable".
-pub(crate) fn read_state(storage: &dyn Storage, dir: &Path) -> ShutdownState {
-    let read = || -> Option<ShutdownState> {
-        let f = storage.open(&dir.join(STATE_FILE), false).ok()?;
-        let mut buf = [0u8; 24];
-        f.read_exact_at(&mut buf, 0).ok()?;
-        let mut c = frame::Cursor::new(&buf, 0);
-        if c.bytes(8)? != STATE_MAGIC {
-            return None;
-        }
-        let flags = c.u32()?;
-        let floor = c.u64()?;
-        let covered = buf.get(..c.pos())?;
-        (crc32fast::hash(covered) == c.u32()?).then_some(ShutdownState {
-            clean: flags & 1 == 1,
-            durable_floor: floor,
-        })
-    };
-    read().unwrap_or_default()
-}
-
-/// Replaces `STATE` durably (temporary file, sync, rename, directory sync).
-pub(crate) fn write_state(storage: &dyn Storage, dir: &Path, state: ShutdownState) -> Result<()> {
-    let mut b = Vec::with_capacity(24);
-    b.extend_from_slice(&STATE_MAGIC);
-    b.extend_from_slice(&u32::from(state.clean).to_le_bytes());
-    b.extend_from_slice(&state.durable_floor.to_le_bytes());
-    let crc = crc32fast::hash(&b);
-    b.extend_from_slice(&crc.to_le_bytes());
-    crate::storage::replace_file(storage, dir, STATE_FILE, &b).map(|_| ())
 }
 
 #[cfg(test)]

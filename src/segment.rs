@@ -111,6 +111,10 @@ pub(crate) struct Segment {
     pub path: PathBuf,
     pub capacity: u64,
     data: Data,
+    /// The file itself, for reads that must never go through the map (recovery reads parts
+    /// that may never have been written: on tmpfs a mapped read of such a page allocates it,
+    /// and on a full one that is SIGBUS).
+    file: Arc<dyn StorageFile>,
     /// End of the frames written into this segment so far.
     end: AtomicU64,
     samples: RwLock<Vec<Sample>>,
@@ -192,6 +196,7 @@ impl Segment {
             path,
             capacity,
             data,
+            file: Arc::clone(file),
             end: AtomicU64::new(SEGMENT_HEADER_LEN),
             samples: RwLock::new(Vec::new()),
         })
@@ -223,6 +228,33 @@ impl Segment {
                 Ok(Bytes::from(buf))
             }
         }
+    }
+
+    /// Bytes `[offset, offset + len)` read with `pread`, never through the map; fewer at the
+    /// end of the file.
+    pub(crate) fn pread(&self, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let len = len.min(self.capacity.saturating_sub(offset));
+        let mut buf = vec![
+            0u8;
+            usize::try_from(len).map_err(|_| {
+                Error::corruption(&self.path, offset, "read larger than the address space")
+            })?
+        ];
+        self.file
+            .read_exact_at(&mut buf, offset)
+            .map_err(|e| Error::io("read", &self.path, e))?;
+        Ok(buf)
+    }
+
+    /// The file's bytes from offset 0 up to the end of its last data (past it the file is a
+    /// hole, which reads as zeros), read with `pread`: what recovery and `verify` scan.
+    pub(crate) fn read_data(&self) -> Result<Vec<u8>> {
+        let end = self
+            .file
+            .data_end()
+            .map_err(|e| Error::io("seek data", &self.path, e))?
+            .min(self.capacity);
+        self.pread(0, end)
     }
 
     /// A buffer holding the record at `offset` (header and content, not yet checked) and the
@@ -311,6 +343,30 @@ impl Segment {
             Data::Mapped(_) => Some((start, end.max(stop))),
             Data::File(_) => Some((start, stop)),
         }
+    }
+
+    /// The offset of the frame that holds `position`, or one before it in the same segment
+    /// (the sample at or before it), if the segment has frames.
+    pub(crate) fn offset_of(&self, position: u64) -> Option<u64> {
+        let i = self.chunk_of(position)?;
+        self.samples.read().get(i).map(|s| s.offset)
+    }
+
+    /// A segment with no file behind it, standing for the log of a store whose first segment
+    /// was never created, read-only: no frames, nothing to write.
+    pub(crate) fn empty(dir: &Path) -> (Segment, Arc<dyn StorageFile>) {
+        let file: Arc<dyn StorageFile> = Arc::new(crate::storage::NoFile);
+        let seg = Segment {
+            ordinal: 1,
+            base_position: 1,
+            path: dir.join(file_name(1)),
+            capacity: 0,
+            data: Data::Mapped(Bytes::new()),
+            file: Arc::clone(&file),
+            end: AtomicU64::new(SEGMENT_HEADER_LEN),
+            samples: RwLock::new(Vec::new()),
+        };
+        (seg, file)
     }
 
     /// Bytes of memory held by the sparse position index.

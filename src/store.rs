@@ -24,9 +24,10 @@ use crate::log::{Active, Log};
 use crate::options::{FsyncPolicy, Options};
 use crate::projection::{self, Projection, RunningProjection};
 use crate::read::{AllEvents, ReadOptions, StreamEvents, read_event};
-use crate::recovery::{self, RecoverOptions, RecoveryReport, ShutdownState};
+use crate::recovery::{self, RecoverOptions, RecoveryReport};
 use crate::segment::Segment;
 use crate::snapshot::SnapshotStore;
+use crate::state::{self, State};
 use crate::storage::{FsStorage, Storage};
 use crate::subscription::Subscription;
 
@@ -183,27 +184,32 @@ impl Store {
             })?
         };
         let mut index = StreamIndex::default();
-        let state = recovery::read_state(storage.as_ref(), &dir);
+        // Read before the directory is listed: see `RecoverOptions::state`.
+        let state = state::read(storage.as_ref(), &dir)?;
         let rec = recovery::recover(
             storage.as_ref(),
             &dir,
             &RecoverOptions {
                 segment_size: options.segment_size,
                 use_checkpoints: options.index_checkpoints,
-                durable_floor: state.durable_floor,
-                clean: state.clean,
+                state,
                 read_only,
             },
             &mut index,
         )?;
         let last = rec.next_position - 1;
         // From here on the store is open: a crash before the next clean close is unclean.
-        let open_state = ShutdownState {
-            clean: false,
-            durable_floor: last,
-        };
         if !read_only {
-            recovery::write_state(storage.as_ref(), &dir, open_state)?;
+            state::write(
+                storage.as_ref(),
+                &dir,
+                &State {
+                    clean: false,
+                    durable_floor: last,
+                    last_ordinal: rec.active.seg.ordinal,
+                    last_len: rec.active.seg.capacity,
+                },
+            )?;
         }
         let written = Watermark {
             position: last,
@@ -505,11 +511,17 @@ impl Store {
         }
         synced?;
         self.inner.commit.check()?;
-        let clean = ShutdownState {
+        let (last_ordinal, last_len) = {
+            let w = self.inner.writer.lock();
+            (w.active.seg.ordinal, w.active.seg.capacity)
+        };
+        let clean = State {
             clean: true,
             durable_floor: self.inner.commit.durable(),
+            last_ordinal,
+            last_len,
         };
-        recovery::write_state(self.inner.storage(), &self.inner.dir, clean)
+        state::write(self.inner.storage(), &self.inner.dir, &clean)
     }
 }
 

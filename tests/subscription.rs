@@ -213,6 +213,8 @@ fn an_ack_past_a_lost_log_tail_is_pulled_back() {
     let tmp = tempfile::tempdir().unwrap();
     {
         let store = Store::open(tmp.path(), tiny(4096)).unwrap();
+        // STATE as the open wrote it: what a power loss before the clean close leaves.
+        let state_at_open = std::fs::read(tmp.path().join("STATE")).unwrap();
         append_n(&store, "s", 7);
         store.sync().unwrap();
         let seg = segment_files(tmp.path()).pop().unwrap();
@@ -229,6 +231,7 @@ fn an_ack_past_a_lost_log_tail_is_pulled_back() {
         let mut bytes = std::fs::read(&seg).unwrap();
         bytes[keep..].fill(0);
         std::fs::write(&seg, bytes).unwrap();
+        std::fs::write(tmp.path().join("STATE"), state_at_open).unwrap();
     }
     let store = Store::open(tmp.path(), tiny(4096)).unwrap();
     assert_eq!(store.last_position(), 7);

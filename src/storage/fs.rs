@@ -99,6 +99,29 @@ impl StorageFile for FsFile {
         self.0.sync_data()
     }
 
+    #[cfg(target_os = "linux")]
+    fn data_end(&self) -> io::Result<u64> {
+        use rustix::fs::{SeekFrom, seek};
+        let len = self.len()?;
+        let mut end = 0;
+        // Data regions are few (a segment is written front to back); the bound only guards
+        // against a pathological file, which is then read whole.
+        for _ in 0..4096 {
+            let data = match seek(&self.0, SeekFrom::Data(end)) {
+                Ok(d) => d,
+                Err(rustix::io::Errno::NXIO) => return Ok(end),
+                // No SEEK_DATA on this file system: all of it may be data.
+                Err(rustix::io::Errno::INVAL | rustix::io::Errno::OPNOTSUPP) => return Ok(len),
+                Err(e) => return Err(e.into()),
+            };
+            end = seek(&self.0, SeekFrom::Hole(data))?;
+            if end >= len {
+                return Ok(len);
+            }
+        }
+        Ok(len)
+    }
+
     fn map(&self) -> io::Result<Option<Bytes>> {
         if self.len()? == 0 {
             // A zero-length mapping is an error on Linux; an empty view needs no map.

@@ -57,6 +57,12 @@ pub trait StorageFile: Send + Sync + Debug {
     /// within that length (a shared memory map). `None` when the implementation has no such
     /// view; callers then read with [`read_exact_at`](Self::read_exact_at).
     fn map(&self) -> io::Result<Option<Bytes>>;
+    /// An offset past which the file holds no data: only holes, which read as zeros. The
+    /// default is the length; [`FsStorage`] finds the end of the last data region
+    /// (`SEEK_DATA`/`SEEK_HOLE`), so that an open reads only what was written.
+    fn data_end(&self) -> io::Result<u64> {
+        self.len()
+    }
     /// Somewhere to write the file through without a system call per write: a shared
     /// writable map of the file's current length, on which writes land in the same page
     /// cache as [`write_all_at`](Self::write_all_at) and become durable with
@@ -73,6 +79,36 @@ pub trait WriteMap: Send + Sync + Debug {
     /// error (no space, say) leaves the bytes at `offset` unspecified, as a failed
     /// `write_all_at` would; it never faults.
     fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()>;
+}
+
+/// A file that does not exist: empty, and every write fails. Stands for the first segment of
+/// a store opened read-only before that segment was created.
+#[derive(Debug)]
+pub(crate) struct NoFile;
+
+impl StorageFile for NoFile {
+    fn len(&self) -> io::Result<u64> {
+        Ok(0)
+    }
+    fn read_exact_at(&self, buf: &mut [u8], _offset: u64) -> io::Result<()> {
+        if buf.is_empty() {
+            Ok(())
+        } else {
+            Err(io::ErrorKind::UnexpectedEof.into())
+        }
+    }
+    fn write_all_at(&self, _buf: &[u8], _offset: u64) -> io::Result<()> {
+        Err(io::ErrorKind::PermissionDenied.into())
+    }
+    fn set_len(&self, _len: u64) -> io::Result<()> {
+        Err(io::ErrorKind::PermissionDenied.into())
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        Ok(())
+    }
+    fn map(&self) -> io::Result<Option<Bytes>> {
+        Ok(Some(Bytes::new()))
+    }
 }
 
 /// Removes `path` if it exists (a leftover temporary file, say).
