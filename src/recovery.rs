@@ -273,7 +273,7 @@ fn remove_temp_files(
     names: &[String],
     report: &mut RecoveryReport,
 ) -> Result<()> {
-    for name in names.iter().filter(|n| n.ends_with(".tmp")) {
+    for name in names.iter().filter(|n| crate::storage::is_own_temp_name(n)) {
         let p = dir.join(name);
         storage.remove(&p).map_err(|e| Error::io("remove", &p, e))?;
         report.removed_temp_files += 1;

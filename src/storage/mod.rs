@@ -83,6 +83,29 @@ pub(crate) fn remove_if_exists(storage: &dyn Storage, path: &Path) -> crate::Res
     }
 }
 
+/// Whether `name` is one of annal's own temporary files, `<file>.tmp` for a file annal
+/// replaces or creates that way: `STATE`, a segment (`NNNNNNNNNN.seg`), an index checkpoint
+/// (`NNNNNNNNNN.idx`), a snapshot file (`NNNNNNNNNN.snap`), a durable subscription
+/// (`NAME.sub`) or a projection checkpoint (`NAME.proj`). Recovery removes only these: any
+/// other `.tmp` in the directory is someone else's.
+pub(crate) fn is_own_temp_name(name: &str) -> bool {
+    let Some(file) = name.strip_suffix(".tmp") else {
+        return false;
+    };
+    if file == "STATE" {
+        return true;
+    }
+    let numbered = |suffix: &str| {
+        file.strip_suffix(suffix)
+            .is_some_and(|d| d.len() == 10 && d.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let named = |suffix: &str| {
+        file.strip_suffix(suffix)
+            .is_some_and(|n| crate::durable::validate_name("", n).is_ok())
+    };
+    numbered(".seg") || numbered(".idx") || numbered(".snap") || named(".sub") || named(".proj")
+}
+
 /// Replaces `dir/name` with `bytes`, atomically and durably: writes `name.tmp`, syncs it,
 /// renames it over `name` and syncs the directory. A crash leaves the old file or the new one,
 /// never a mix (a leftover `.tmp` is removed on the next open).
@@ -127,4 +150,45 @@ pub(crate) fn create_durably(
         .sync_dir(dir)
         .map_err(|e| Error::io("fsync directory", dir, e))?;
     Ok((path, file))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_temp_names_are_annals_files_plus_tmp() {
+        for own in [
+            "STATE.tmp",
+            "0000000002.seg.tmp",
+            "0000000001.idx.tmp",
+            "0000000013.snap.tmp",
+            "orders.sub.tmp",
+            "cart-activity.proj.tmp",
+            "v1.2_x.proj.tmp",
+        ] {
+            assert!(is_own_temp_name(own), "{own}");
+        }
+        for other in [
+            "backup.tmp",
+            "notes.txt.tmp",
+            "STATE",
+            "state.tmp",
+            "STATE.tmp.tmp",
+            ".tmp",
+            "0000000002.seg",
+            "2.seg.tmp",
+            "00000000002.seg.tmp",
+            "000000000x.seg.tmp",
+            "0000000001.idx.bak.tmp",
+            ".sub.tmp",
+            ".hidden.proj.tmp",
+            "a b.sub.tmp",
+            "LOCK.tmp",
+        ] {
+            assert!(!is_own_temp_name(other), "{other}");
+        }
+        let long = format!("{}.sub.tmp", "n".repeat(129));
+        assert!(!is_own_temp_name(&long));
+    }
 }
