@@ -465,6 +465,28 @@ fn failed_write_poisons_the_store() {
 }
 
 #[test]
+fn a_full_disk_while_replacing_a_file_says_so_and_leaves_no_temporary_file() {
+    let disk = annal::storage::SimDisk::new(7);
+    let dir = std::path::Path::new("/store");
+    let store = Store::open_with_storage(Arc::new(disk.clone()), dir, Options::default()).unwrap();
+    store.append("s", ExpectedVersion::Any, &[ev(1)]).unwrap();
+    // Closing writes nothing to the log (it is synced already), then replaces STATE.
+    disk.fail_write_after(1, annal::storage::WriteFault::NoSpace);
+    let err = store.close().unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("No space left on device"),
+        "says the disk is full: {err}"
+    );
+    let paths = disk.paths();
+    assert!(
+        !paths.iter().any(|p| p.to_string_lossy().ends_with(".tmp")),
+        "no temporary file left: {paths:?}"
+    );
+    assert!(paths.contains(&dir.join("STATE")), "the old STATE stays");
+}
+
+#[test]
 fn group_commit_many_threads_every_event_present_once() {
     let tmp = tempfile::tempdir().unwrap();
     let disk = FaultyStorage::default();

@@ -135,17 +135,25 @@ pub(crate) fn create_durably(
     let file = storage
         .create(&tmp)
         .map_err(|e| Error::io("create", &tmp, e))?;
-    file.write_all_at(bytes, 0)
-        .map_err(|e| Error::io("write", &tmp, e))?;
-    if len > bytes.len() as u64 {
-        file.set_len(len)
-            .map_err(|e| Error::io("preallocate", &tmp, e))?;
+    let filled = (|| {
+        file.write_all_at(bytes, 0)
+            .map_err(|e| Error::io("write", &tmp, e))?;
+        if len > bytes.len() as u64 {
+            file.set_len(len)
+                .map_err(|e| Error::io("preallocate", &tmp, e))?;
+        }
+        file.sync_data()
+            .map_err(|e| Error::io("fdatasync", &tmp, e))?;
+        storage
+            .rename(&tmp, &path)
+            .map_err(|e| Error::io("rename", &tmp, e))
+    })();
+    if let Err(e) = filled {
+        // Best effort, so a full disk leaves no empty `.tmp` behind; the first error is
+        // the one worth reporting, and the next open removes a leftover anyway.
+        let _ = storage.remove(&tmp);
+        return Err(e);
     }
-    file.sync_data()
-        .map_err(|e| Error::io("fdatasync", &tmp, e))?;
-    storage
-        .rename(&tmp, &path)
-        .map_err(|e| Error::io("rename", &tmp, e))?;
     storage
         .sync_dir(dir)
         .map_err(|e| Error::io("fsync directory", dir, e))?;
