@@ -41,6 +41,12 @@ pub struct RecoveryReport {
     pub truncated_at: Option<(PathBuf, u64)>,
     /// Leftover temporary files (from a creation interrupted by a crash) removed.
     pub removed_temp_files: usize,
+    /// The store directory and the files in it whose permissions let others read them: any
+    /// read bit for others, or for the group too unless
+    /// [`Options::share_with_group`](crate::Options::share_with_group). Empty for a store
+    /// annal created (see that option), and on storage without Unix modes. Nothing is
+    /// changed: fixing the modes is the owner's call.
+    pub readable_by_others: Vec<PathBuf>,
 }
 
 /// The log as recovery left it.

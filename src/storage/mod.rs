@@ -38,6 +38,13 @@ pub trait Storage: Send + Sync + Debug {
     /// Takes an exclusive lock on `path` (created if missing), held until the guard is dropped.
     /// Fails with [`io::ErrorKind::WouldBlock`] when another holder has it.
     fn lock(&self, path: &Path) -> io::Result<Box<dyn Any + Send + Sync>>;
+    /// The Unix permission bits of `path` (`mode & 0o7777`), or `None` (the default) where
+    /// files have no such thing, as on a simulated disk. Opening a store uses it to report
+    /// files that others may read.
+    fn permissions(&self, path: &Path) -> io::Result<Option<u32>> {
+        let _ = path;
+        Ok(None)
+    }
 }
 
 /// An open file.
