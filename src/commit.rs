@@ -89,7 +89,17 @@ impl Commit {
                 continue;
             }
             st.syncing = true;
-            let outcome = MutexGuard::unlocked(&mut st, &mut *sync);
+            let outcome = MutexGuard::unlocked(&mut st, || {
+                // Should `sync` panic, the guard clears `syncing` on the way out: otherwise
+                // every later caller would wait forever for a sync that is not running.
+                let guard = SyncPanicGuard {
+                    commit: self,
+                    armed: true,
+                };
+                let outcome = sync();
+                guard.disarm();
+                outcome
+            });
             st.syncing = false;
             self.synced.notify_all();
             match outcome {
@@ -146,6 +156,34 @@ impl Commit {
     }
 }
 
+/// Armed while a sync runs without the lock; dropped armed only when the sync unwinds.
+struct SyncPanicGuard<'a> {
+    commit: &'a Commit,
+    armed: bool,
+}
+
+impl SyncPanicGuard<'_> {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for SyncPanicGuard<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        // The lock is free here: it is dropped before `MutexGuard::unlocked` re-locks. What
+        // the panicking sync left on disk is unknown, so the store is poisoned like after a
+        // failed one.
+        let mut st = self.commit.state.lock();
+        st.syncing = false;
+        st.poisoned
+            .get_or_insert_with(|| "a sync panicked".to_string());
+        self.commit.synced.notify_all();
+    }
+}
+
 fn poisoned_error(st: &State) -> Result<()> {
     match &st.poisoned {
         Some(cause) => Err(Error::Poisoned {
@@ -188,6 +226,34 @@ mod tests {
             t.join().unwrap();
         }
         assert!(syncs.load(Ordering::SeqCst) < 400, "no sync was shared");
+    }
+
+    #[test]
+    fn a_panicking_sync_poisons_instead_of_leaving_waiters_hanging() {
+        let commit = Arc::new(Commit::new(0));
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            commit.sync_to(1, &mut || panic!("sync blew up"))
+        }));
+        assert!(panicked.is_err(), "the panic reaches the caller");
+        let (done, outcome) = std::sync::mpsc::channel();
+        let other = {
+            let commit = commit.clone();
+            std::thread::spawn(move || {
+                let _ = done.send(commit.sync_to(1, &mut || Ok(1)));
+            })
+        };
+        // The bound only keeps a regression from hanging the test run.
+        let result = outcome
+            .recv_timeout(Duration::from_secs(10))
+            .expect("sync_to returned after another sync panicked");
+        other.join().unwrap();
+        let err = result.unwrap_err();
+        assert!(
+            matches!(err, Error::Poisoned { ref cause } if cause.contains("panicked")),
+            "{err}"
+        );
+        assert!(commit.check().is_err());
+        assert_eq!(commit.durable(), 0);
     }
 
     #[test]

@@ -72,6 +72,15 @@ pub struct Options {
     /// ends the log), and appends, durable subscriptions and checkpoints fail with
     /// [`Error::ReadOnly`].
     pub read_only: bool,
+    /// Let the owner's group read the store (default false). [`Store::open`](crate::Store::open)
+    /// creates every directory 0700 and every file 0600, the owner only, whatever the umask;
+    /// with this on, 0750 and 0640. Existing files keep their modes, and on opening, files
+    /// that are more readable than this allows are listed in
+    /// [`RecoveryReport::readable_by_others`](crate::RecoveryReport::readable_by_others).
+    /// With [`Store::open_with_storage`](crate::Store::open_with_storage) the storage decides
+    /// the modes ([`FsStorage::with_group_access`](crate::storage::FsStorage::with_group_access));
+    /// this still sets what the check allows.
+    pub share_with_group: bool,
 }
 
 impl Default for Options {
@@ -86,6 +95,7 @@ impl Default for Options {
             aggregate_cache: 1024,
             projection_checkpoint_every: 1000,
             read_only: false,
+            share_with_group: false,
         }
     }
 }
@@ -129,6 +139,12 @@ impl Options {
     /// Opens read-only (see [`Options::read_only`]).
     pub fn read_only(mut self, on: bool) -> Self {
         self.read_only = on;
+        self
+    }
+
+    /// Lets the owner's group read the store (see [`Options::share_with_group`]).
+    pub fn share_with_group(mut self, on: bool) -> Self {
+        self.share_with_group = on;
         self
     }
 

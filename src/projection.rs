@@ -199,13 +199,17 @@ impl<P: Projection> RunningProjection<P> {
     }
 
     /// Applies events as they arrive for up to `duration`; returns how many. Ends early with
-    /// [`Error::Closed`] when the store closes. Call it in a loop on a thread of its own to
+    /// [`Error::Closed`] when the store closes. A `duration` too long to add to now
+    /// ([`Duration::MAX`]) waits with no time limit. Call it in a loop on a thread of its own to
     /// follow the log.
     pub fn follow(&mut self, duration: Duration) -> Result<u64> {
-        let deadline = Instant::now() + duration;
+        // No representable deadline (`Duration::MAX`, say): wait without one.
+        let deadline = Instant::now().checked_add(duration);
         let mut n = 0;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.map_or(Duration::MAX, |d| {
+                d.saturating_duration_since(Instant::now())
+            });
             match self.sub.next_timeout(left)? {
                 Some(e) => {
                     self.apply(&e)?;

@@ -51,6 +51,12 @@ pub struct RecoveryReport {
     /// damage hit them, it would have looked like a torn write and been cut. 0 after a clean
     /// close.
     pub unproven_events: u64,
+    /// The store directory and the files in it whose permissions let others read them: any
+    /// read bit for others, or for the group too unless
+    /// [`Options::share_with_group`](crate::Options::share_with_group). Empty for a store
+    /// annal created (see that option), and on storage without Unix modes. Nothing is
+    /// changed: fixing the modes is the owner's call.
+    pub readable_by_others: Vec<PathBuf>,
 }
 
 /// The log as recovery left it.
@@ -440,7 +446,7 @@ fn remove_temp_files(
     names: &[String],
     report: &mut RecoveryReport,
 ) -> Result<()> {
-    for name in names.iter().filter(|n| n.ends_with(".tmp")) {
+    for name in names.iter().filter(|n| crate::storage::is_own_temp_name(n)) {
         let p = dir.join(name);
         storage.remove(&p).map_err(|e| Error::io("remove", &p, e))?;
         report.removed_temp_files += 1;

@@ -140,7 +140,8 @@ impl Store {
     /// [`Error::Locked`] when another process or `Store` has the directory open, and with
     /// [`Error::Corruption`] when the log is damaged anywhere but in a torn tail.
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
-        Self::open_with_storage(Arc::new(FsStorage), dir, options)
+        let storage = FsStorage::with_group_access(options.share_with_group);
+        Self::open_with_storage(Arc::new(storage), dir, options)
     }
 
     /// Opens the store in `dir` on the given storage (a simulated disk, in tests).
@@ -236,6 +237,9 @@ impl Store {
         if !read_only {
             projection::discard_beyond(storage.as_ref(), &dir, last)?;
         }
+        let mut report = rec.report;
+        report.readable_by_others =
+            readable_by_others(storage.as_ref(), &dir, options.share_with_group)?;
         let inner = Arc::new(Inner {
             snapshots,
             durables: Mutex::new(durables),
@@ -265,7 +269,7 @@ impl Store {
             gather_stats: GatherStats::default(),
             published: Condvar::new(),
             closed: AtomicBool::new(false),
-            recovery: rec.report,
+            recovery: report,
             _lock: lock,
         });
         let flusher = match policy {
@@ -523,6 +527,25 @@ impl Store {
         };
         state::write(self.inner.storage(), &self.inner.dir, &clean)
     }
+}
+
+/// The store directory and the entries in it whose mode lets others read them: anyone but
+/// the owner, or anyone outside the owner's group when `group` may read.
+fn readable_by_others(storage: &dyn Storage, dir: &Path, group: bool) -> Result<Vec<PathBuf>> {
+    let too_open = if group { 0o004 } else { 0o044 };
+    let mut names = storage.list(dir).map_err(|e| Error::io("list", dir, e))?;
+    names.sort_unstable();
+    let mut found = Vec::new();
+    for path in std::iter::once(dir.to_path_buf()).chain(names.iter().map(|n| dir.join(n))) {
+        match storage.permissions(&path) {
+            Ok(Some(mode)) if mode & too_open != 0 => found.push(path),
+            Ok(_) => {}
+            // Removed since the listing (a writer beside a read-only open): nothing to report.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("stat", &path, e)),
+        }
+    }
+    Ok(found)
 }
 
 impl Drop for Store {

@@ -541,3 +541,32 @@ fn recovery_counts_the_events_no_later_record_vouches_for() {
         "after a clean close"
     );
 }
+
+#[test]
+fn only_annals_own_temporary_files_are_removed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), tiny(4096)).unwrap();
+    store.append("s", ExpectedVersion::Any, &[ev(1)]).unwrap();
+    drop(store);
+    let theirs = ["backup.tmp", "notes.txt.tmp"];
+    let ours = ["STATE.tmp", "0000000002.seg.tmp"];
+    for name in theirs.iter().chain(&ours) {
+        std::fs::write(tmp.path().join(name), b"something").unwrap();
+    }
+    let store = Store::open(tmp.path(), tiny(4096)).unwrap();
+    assert_eq!(store.recovery_report().removed_temp_files, ours.len());
+    for name in theirs {
+        assert_eq!(
+            std::fs::read(tmp.path().join(name)).unwrap(),
+            b"something",
+            "{name} is not annal's: left alone"
+        );
+    }
+    for name in ours {
+        assert!(
+            !tmp.path().join(name).exists(),
+            "{name} is annal's: removed"
+        );
+    }
+    assert_eq!(all(&store).len(), 1);
+}

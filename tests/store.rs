@@ -465,6 +465,28 @@ fn failed_write_poisons_the_store() {
 }
 
 #[test]
+fn a_full_disk_while_replacing_a_file_says_so_and_leaves_no_temporary_file() {
+    let disk = annal::storage::SimDisk::new(7);
+    let dir = std::path::Path::new("/store");
+    let store = Store::open_with_storage(Arc::new(disk.clone()), dir, Options::default()).unwrap();
+    store.append("s", ExpectedVersion::Any, &[ev(1)]).unwrap();
+    // Closing writes nothing to the log (it is synced already), then replaces STATE.
+    disk.fail_write_after(1, annal::storage::WriteFault::NoSpace);
+    let err = store.close().unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("No space left on device"),
+        "says the disk is full: {err}"
+    );
+    let paths = disk.paths();
+    assert!(
+        !paths.iter().any(|p| p.to_string_lossy().ends_with(".tmp")),
+        "no temporary file left: {paths:?}"
+    );
+    assert!(paths.contains(&dir.join("STATE")), "the old STATE stays");
+}
+
+#[test]
 fn group_commit_many_threads_every_event_present_once() {
     let tmp = tempfile::tempdir().unwrap();
     let disk = FaultyStorage::default();
@@ -719,4 +741,112 @@ fn read_only_opens_succeed_while_a_writer_is_busy() {
         a.join().unwrap();
     }
     assert!(seen > 0);
+}
+
+#[cfg(unix)]
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+#[cfg(unix)]
+fn set_mode(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Opens a new store at `dir` with `options`, appends, rolls a segment and closes it, so
+/// that it has a STATE, a lock file, segments and an index checkpoint.
+#[cfg(unix)]
+fn fill_store(dir: &std::path::Path, options: Options) {
+    let store = Store::open(dir, options).unwrap();
+    assert_eq!(
+        store.recovery_report().readable_by_others,
+        Vec::<std::path::PathBuf>::new()
+    );
+    for i in 0..40 {
+        store.append("s", ExpectedVersion::Any, &[ev(i)]).unwrap();
+    }
+    assert!(segment_files(dir).len() > 1, "rolled");
+    store.close().unwrap();
+}
+
+#[cfg(unix)]
+#[test]
+fn new_stores_are_private_whatever_the_umask() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("parent").join("store");
+    fill_store(&dir, tiny(1024));
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(
+        mode(dir.parent().unwrap()),
+        0o700,
+        "a parent annal created too"
+    );
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    for name in ["STATE", "LOCK", "0000000001.seg", "0000000002.seg"] {
+        assert!(names.contains(&dir.join(name)), "{name} in {names:?}");
+    }
+    for path in &names {
+        assert_eq!(mode(path), 0o600, "{}", path.display());
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn share_with_group_lets_the_group_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let options = Options {
+        share_with_group: true,
+        ..tiny(1024)
+    };
+    fill_store(&dir, options.clone());
+    assert_eq!(mode(&dir), 0o750);
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    for name in ["STATE", "LOCK", "0000000001.seg"] {
+        assert!(files.contains(&dir.join(name)), "{name} in {files:?}");
+    }
+    for path in &files {
+        assert_eq!(mode(path), 0o640, "{}", path.display());
+    }
+    let store = Store::open(&dir, options).unwrap();
+    assert!(store.recovery_report().readable_by_others.is_empty());
+    drop(store);
+    // The same store opened private-only: the group's bits are too open.
+    let store = Store::open(&dir, tiny(1024)).unwrap();
+    let reported = &store.recovery_report().readable_by_others;
+    assert!(reported.contains(&dir), "{reported:?}");
+    assert!(
+        reported.contains(&dir.join("0000000001.seg")),
+        "{reported:?}"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn files_others_can_read_are_reported_on_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    fill_store(&dir, tiny(1024));
+    let opened_up = [dir.join("0000000001.seg"), dir.join("LOCK")];
+    for path in &opened_up {
+        set_mode(path, 0o644);
+    }
+    for read_only in [false, true] {
+        let store = Store::open(&dir, tiny(1024).read_only(read_only)).unwrap();
+        let reported = &store.recovery_report().readable_by_others;
+        assert_eq!(reported, &opened_up.to_vec(), "read-only: {read_only}");
+    }
+    set_mode(&dir, 0o755);
+    let store = Store::open(&dir, tiny(1024)).unwrap();
+    let reported = &store.recovery_report().readable_by_others;
+    assert_eq!(reported.first(), Some(&dir), "{reported:?}");
+    assert_eq!(reported.len(), 3, "{reported:?}");
 }

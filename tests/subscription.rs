@@ -400,3 +400,37 @@ fn filters_that_reject_whole_batches_still_reach_later_events() {
     store.close().unwrap();
     assert_eq!(reader.join().unwrap(), [3002]);
 }
+
+#[test]
+fn following_without_a_time_limit_ends_when_the_store_closes() {
+    #[derive(Default, Serialize, Deserialize)]
+    struct Count(u64);
+    impl Projection for Count {
+        const NAME: &'static str = "unbounded-count";
+        fn apply(&mut self, _: &RecordedEvent) {
+            self.0 += 1;
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), tiny(8192)).unwrap();
+    append_n(&store, "s", 3);
+    let mut p = store.projection::<Count>().unwrap();
+    let (done, finished) = std::sync::mpsc::channel();
+    let follower = std::thread::spawn(move || {
+        // Duration::MAX has no deadline to add to now: it must wait, not overflow.
+        let outcome = p.follow(Duration::MAX);
+        let _ = done.send(());
+        (outcome, p)
+    });
+    append_n(&store, "s", 4);
+    store.close().unwrap();
+    finished
+        .recv_timeout(WAIT)
+        .expect("follow(Duration::MAX) ended when the store closed");
+    let (outcome, p) = follower
+        .join()
+        .expect("follow(Duration::MAX) did not panic");
+    assert!(matches!(outcome, Err(Error::Closed)), "{outcome:?}");
+    assert_eq!(p.state().0, 7, "every acknowledged event was applied first");
+    assert_eq!(p.position(), 7);
+}

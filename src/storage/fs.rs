@@ -3,7 +3,7 @@
 use std::any::Any;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use bytes::Bytes;
@@ -16,24 +16,76 @@ use super::WriteMap;
 use super::{Storage, StorageFile};
 
 /// The real file system (`std::fs`, `fdatasync`, `mmap`).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct FsStorage;
+///
+/// Every directory it creates is mode 0700 and every file 0600 (the owner only), or
+/// 0750 and 0640 with [`with_group_access`](Self::with_group_access)`(true)`, whatever the
+/// process umask: the mode is given at creation and set again explicitly after it, since the
+/// umask may have stripped bits. Existing files and directories keep their modes.
+/// `FsStorage::default()` is owner-only.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FsStorage {
+    group_access: bool,
+}
+
+impl FsStorage {
+    /// Storage whose new directories and files the owner's group may also read (0750 and
+    /// 0640) when `group` is true; owner-only (0700 and 0600) when false, as
+    /// [`FsStorage::default`].
+    pub fn with_group_access(group: bool) -> Self {
+        FsStorage {
+            group_access: group,
+        }
+    }
+
+    fn dir_mode(self) -> u32 {
+        if self.group_access { 0o750 } else { 0o700 }
+    }
+
+    fn file_mode(self) -> u32 {
+        if self.group_access { 0o640 } else { 0o600 }
+    }
+
+    /// Opens `path` for reading and writing, creating it when `create_new` (failing if it
+    /// exists) with this storage's mode, set again after creation past the umask.
+    fn create_file(self, path: &Path) -> io::Result<File> {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(self.file_mode())
+            .open(path)?;
+        f.set_permissions(std::fs::Permissions::from_mode(self.file_mode()))?;
+        Ok(f)
+    }
+}
 
 #[derive(Debug)]
 struct FsFile(File);
 
 impl Storage for FsStorage {
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        std::fs::create_dir_all(path)
+        // Outermost first, each missing one created here, so each gets the mode; ancestors
+        // that exist are not annal's to change.
+        let mut missing: Vec<&Path> = path
+            .ancestors()
+            .take_while(|p| !p.as_os_str().is_empty() && !p.is_dir())
+            .collect();
+        missing.reverse();
+        for dir in missing {
+            match std::fs::DirBuilder::new().mode(self.dir_mode()).create(dir) {
+                Ok(()) => {
+                    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(self.dir_mode()))?
+                }
+                // Created by someone else meanwhile: theirs, mode included.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     fn create(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(path)?;
-        Ok(Box::new(FsFile(f)))
+        Ok(Box::new(FsFile(self.create_file(path)?)))
     }
 
     fn open(&self, path: &Path, write: bool) -> io::Result<Box<dyn StorageFile>> {
@@ -64,17 +116,22 @@ impl Storage for FsStorage {
     }
 
     fn lock(&self, path: &Path) -> io::Result<Box<dyn Any + Send + Sync>> {
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
+        // Created apart from opening, so only a lock file made here gets this storage's mode.
+        let f = match self.create_file(path) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                OpenOptions::new().read(true).write(true).open(path)?
+            }
+            other => other?,
+        };
         match f.try_lock() {
             Ok(()) => Ok(Box::new(f)),
             Err(TryLockError::WouldBlock) => Err(io::ErrorKind::WouldBlock.into()),
             Err(TryLockError::Error(e)) => Err(e),
         }
+    }
+
+    fn permissions(&self, path: &Path) -> io::Result<Option<u32>> {
+        Ok(Some(std::fs::metadata(path)?.permissions().mode() & 0o7777))
     }
 }
 
@@ -272,7 +329,7 @@ mod tests {
     fn write_map_writes_what_reads_see_and_allocates_ahead() {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("seg");
-        let file = FsStorage.create(&path).unwrap();
+        let file = FsStorage::default().create(&path).unwrap();
         let len = 10 << 20;
         file.set_len(len).unwrap();
         // The test directory is on ext4 or tmpfs here (CI and development machines).

@@ -38,6 +38,13 @@ pub trait Storage: Send + Sync + Debug {
     /// Takes an exclusive lock on `path` (created if missing), held until the guard is dropped.
     /// Fails with [`io::ErrorKind::WouldBlock`] when another holder has it.
     fn lock(&self, path: &Path) -> io::Result<Box<dyn Any + Send + Sync>>;
+    /// The Unix permission bits of `path` (`mode & 0o7777`), or `None` (the default) where
+    /// files have no such thing, as on a simulated disk. Opening a store uses it to report
+    /// files that others may read.
+    fn permissions(&self, path: &Path) -> io::Result<Option<u32>> {
+        let _ = path;
+        Ok(None)
+    }
 }
 
 /// An open file.
@@ -119,6 +126,29 @@ pub(crate) fn remove_if_exists(storage: &dyn Storage, path: &Path) -> crate::Res
     }
 }
 
+/// Whether `name` is one of annal's own temporary files, `<file>.tmp` for a file annal
+/// replaces or creates that way: `STATE`, a segment (`NNNNNNNNNN.seg`), an index checkpoint
+/// (`NNNNNNNNNN.idx`), a snapshot file (`NNNNNNNNNN.snap`), a durable subscription
+/// (`NAME.sub`) or a projection checkpoint (`NAME.proj`). Recovery removes only these: any
+/// other `.tmp` in the directory is someone else's.
+pub(crate) fn is_own_temp_name(name: &str) -> bool {
+    let Some(file) = name.strip_suffix(".tmp") else {
+        return false;
+    };
+    if file == "STATE" {
+        return true;
+    }
+    let numbered = |suffix: &str| {
+        file.strip_suffix(suffix)
+            .is_some_and(|d| d.len() == 10 && d.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let named = |suffix: &str| {
+        file.strip_suffix(suffix)
+            .is_some_and(|n| crate::durable::validate_name("", n).is_ok())
+    };
+    numbered(".seg") || numbered(".idx") || numbered(".snap") || named(".sub") || named(".proj")
+}
+
 /// Replaces `dir/name` with `bytes`, atomically and durably: writes `name.tmp`, syncs it,
 /// renames it over `name` and syncs the directory. A crash leaves the old file or the new one,
 /// never a mix (a leftover `.tmp` is removed on the next open).
@@ -148,19 +178,68 @@ pub(crate) fn create_durably(
     let file = storage
         .create(&tmp)
         .map_err(|e| Error::io("create", &tmp, e))?;
-    file.write_all_at(bytes, 0)
-        .map_err(|e| Error::io("write", &tmp, e))?;
-    if len > bytes.len() as u64 {
-        file.set_len(len)
-            .map_err(|e| Error::io("preallocate", &tmp, e))?;
+    let filled = (|| {
+        file.write_all_at(bytes, 0)
+            .map_err(|e| Error::io("write", &tmp, e))?;
+        if len > bytes.len() as u64 {
+            file.set_len(len)
+                .map_err(|e| Error::io("preallocate", &tmp, e))?;
+        }
+        file.sync_data()
+            .map_err(|e| Error::io("fdatasync", &tmp, e))?;
+        storage
+            .rename(&tmp, &path)
+            .map_err(|e| Error::io("rename", &tmp, e))
+    })();
+    if let Err(e) = filled {
+        // Best effort, so a full disk leaves no empty `.tmp` behind; the first error is
+        // the one worth reporting, and the next open removes a leftover anyway.
+        let _ = storage.remove(&tmp);
+        return Err(e);
     }
-    file.sync_data()
-        .map_err(|e| Error::io("fdatasync", &tmp, e))?;
-    storage
-        .rename(&tmp, &path)
-        .map_err(|e| Error::io("rename", &tmp, e))?;
     storage
         .sync_dir(dir)
         .map_err(|e| Error::io("fsync directory", dir, e))?;
     Ok((path, file))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_temp_names_are_annals_files_plus_tmp() {
+        for own in [
+            "STATE.tmp",
+            "0000000002.seg.tmp",
+            "0000000001.idx.tmp",
+            "0000000013.snap.tmp",
+            "orders.sub.tmp",
+            "cart-activity.proj.tmp",
+            "v1.2_x.proj.tmp",
+        ] {
+            assert!(is_own_temp_name(own), "{own}");
+        }
+        for other in [
+            "backup.tmp",
+            "notes.txt.tmp",
+            "STATE",
+            "state.tmp",
+            "STATE.tmp.tmp",
+            ".tmp",
+            "0000000002.seg",
+            "2.seg.tmp",
+            "00000000002.seg.tmp",
+            "000000000x.seg.tmp",
+            "0000000001.idx.bak.tmp",
+            ".sub.tmp",
+            ".hidden.proj.tmp",
+            "a b.sub.tmp",
+            "LOCK.tmp",
+        ] {
+            assert!(!is_own_temp_name(other), "{other}");
+        }
+        let long = format!("{}.sub.tmp", "n".repeat(129));
+        assert!(!is_own_temp_name(&long));
+    }
 }

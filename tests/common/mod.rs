@@ -99,34 +99,37 @@ struct FaultyFile {
 
 impl Storage for FaultyStorage {
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        FsStorage.create_dir_all(path)
+        FsStorage::default().create_dir_all(path)
     }
     fn create(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
         Ok(Box::new(FaultyFile {
-            inner: FsStorage.create(path)?,
+            inner: FsStorage::default().create(path)?,
             faults: self.faults.clone(),
         }))
     }
     fn open(&self, path: &Path, write: bool) -> io::Result<Box<dyn StorageFile>> {
         Ok(Box::new(FaultyFile {
-            inner: FsStorage.open(path, write)?,
+            inner: FsStorage::default().open(path, write)?,
             faults: self.faults.clone(),
         }))
     }
     fn remove(&self, path: &Path) -> io::Result<()> {
-        FsStorage.remove(path)
+        FsStorage::default().remove(path)
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        FsStorage.rename(from, to)
+        FsStorage::default().rename(from, to)
     }
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        FsStorage.sync_dir(path)
+        FsStorage::default().sync_dir(path)
     }
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        FsStorage.list(dir)
+        FsStorage::default().list(dir)
     }
     fn lock(&self, path: &Path) -> io::Result<Box<dyn Any + Send + Sync>> {
-        FsStorage.lock(path)
+        FsStorage::default().lock(path)
+    }
+    fn permissions(&self, path: &Path) -> io::Result<Option<u32>> {
+        FsStorage::default().permissions(path)
     }
 }
 
