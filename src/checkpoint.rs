@@ -28,6 +28,14 @@ pub(crate) fn file_name(ordinal: u32) -> String {
     format!("{ordinal:010}.idx")
 }
 
+/// The ordinal of a checkpoint file name, or `None` for any other file.
+pub(crate) fn parse_file_name(name: &str) -> Option<u32> {
+    let digits = name.strip_suffix(".idx")?;
+    (digits.len() == 10 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
+}
+
 /// The events of one stream within one segment: consecutive versions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct StreamRun {

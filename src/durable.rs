@@ -25,7 +25,7 @@ use crate::storage::{Storage, StorageFile};
 use crate::store::Inner;
 use crate::subscription::Subscription;
 
-const SUFFIX: &str = ".sub";
+pub(crate) const SUFFIX: &str = ".sub";
 const MAGIC: [u8; 8] = *b"ANNALSUB";
 const SLOT_LEN: usize = 32;
 
@@ -71,7 +71,7 @@ fn encode_slot(seq: u64, position: u64) -> [u8; SLOT_LEN] {
 }
 
 /// The valid slot with the highest sequence number: (sequence, position).
-fn decode_slots(buf: &[u8]) -> Option<(u64, u64)> {
+pub(crate) fn decode_slots(buf: &[u8]) -> Option<(u64, u64)> {
     let slot = |i: usize| -> Option<(u64, u64)> {
         let b = buf.get(i * SLOT_LEN..(i + 1) * SLOT_LEN)?;
         let mut c = Cursor::new(b, 0);

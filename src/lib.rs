@@ -94,12 +94,14 @@ mod options;
 mod projection;
 mod read;
 mod recovery;
+mod repair;
 mod segment;
 mod snapshot;
 mod state;
 pub mod storage;
 mod store;
 mod subscription;
+mod verify;
 
 pub use aggregate::{Aggregate, ExecuteError, Executed, Loaded, Repository};
 pub use codec::{Bincode, Codec};
@@ -110,8 +112,10 @@ pub use options::{FsyncPolicy, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, Options};
 pub use projection::{Projection, RunningProjection};
 pub use read::{AllEvents, Direction, ReadOptions, StreamEvents};
 pub use recovery::RecoveryReport;
+pub use repair::{Cut, RepairOptions, RepairReport, repair};
 pub use store::{MAX_EVENT_TYPE_LEN, MAX_STREAM_NAME_LEN, Stats, Store, StreamInfo};
 pub use subscription::Subscription;
+pub use verify::{Finding, Health, Severity, VerifyReport, verify};
 
 /// The README's code blocks, compiled and run as doctests.
 #[cfg(doctest)]

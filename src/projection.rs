@@ -25,7 +25,7 @@ use crate::storage::Storage;
 use crate::store::Inner;
 use crate::subscription::Subscription;
 
-const SUFFIX: &str = ".proj";
+pub(crate) const SUFFIX: &str = ".proj";
 const MAGIC: [u8; 8] = *b"ANNALPRJ";
 const FORMAT_VERSION: u16 = 1;
 
@@ -80,7 +80,7 @@ fn encode(version: u32, position: u64, state: &[u8]) -> Vec<u8> {
 }
 
 /// Decodes a checkpoint: (projection version, position, state bytes).
-fn decode(buf: &[u8]) -> Option<(u32, u64, &[u8])> {
+pub(crate) fn decode(buf: &[u8]) -> Option<(u32, u64, &[u8])> {
     let body_len = buf.len().checked_sub(4)?;
     let body = buf.get(..body_len)?;
     if crc32fast::hash(body) != Cursor::new(buf, body_len).u32()? {

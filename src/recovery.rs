@@ -461,7 +461,7 @@ fn remove_temp_files(
 
 /// Offset just past the last non-zero byte (0 if all are zero). Compares eight bytes at a
 /// time: on every open this runs over the unused, zeroed rest of the active segment.
-fn last_nonzero(bytes: &[u8]) -> usize {
+pub(crate) fn last_nonzero(bytes: &[u8]) -> usize {
     let words = bytes.len() / 8;
     let (head, tail) = bytes.split_at(words * 8);
     if let Some(i) = tail.iter().rposition(|&b| b != 0) {
@@ -516,7 +516,7 @@ fn frames_after(bytes: &[u8], from: usize, hole: u64) -> Option<(usize, u64)> {
 
 /// The offset of a frame after `from` that passes its checksum and could continue the log
 /// (its first position is plausible), if there is one.
-fn find_valid_frame(bytes: &[u8], from: usize, next_position: u64) -> Option<usize> {
+pub(crate) fn find_valid_frame(bytes: &[u8], from: usize, next_position: u64) -> Option<usize> {
     let max_position = next_position.saturating_add((bytes.len() / MIN_RECORD_LEN) as u64);
     let mut o = from + 1;
     while o + FRAME_HEADER_LEN <= bytes.len() {

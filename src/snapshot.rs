@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::frame::Cursor;
 use crate::storage::{Storage, StorageFile};
 
-const SUFFIX: &str = ".snap";
+pub(crate) const SUFFIX: &str = ".snap";
 /// A snapshot file stops taking new records past this size.
 const FILE_MAX: u64 = 64 * 1024 * 1024;
 /// Compaction waits until at least this many dead bytes have accumulated.
@@ -30,7 +30,7 @@ fn file_name(n: u32) -> String {
     format!("{n:010}{SUFFIX}")
 }
 
-fn parse_file_name(name: &str) -> Option<u32> {
+pub(crate) fn parse_file_name(name: &str) -> Option<u32> {
     let digits = name.strip_suffix(SUFFIX)?;
     (digits.len() == 10 && digits.bytes().all(|b| b.is_ascii_digit()))
         .then(|| digits.parse().ok())
@@ -127,7 +127,7 @@ fn encode(s: &Snapshot) -> Vec<u8> {
 
 /// Decodes the record at `offset` of `buf`: the snapshot and the record's total length.
 /// `None` for anything that is not an intact record (end of data included).
-fn decode(buf: &[u8], offset: usize) -> Option<(Snapshot, usize)> {
+pub(crate) fn decode(buf: &[u8], offset: usize) -> Option<(Snapshot, usize)> {
     let mut c = Cursor::new(buf, offset);
     let body_len = c.u32()?;
     let crc = c.u32()?;

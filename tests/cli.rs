@@ -51,10 +51,15 @@ fn ok(o: Output) -> String {
 
 /// Asserts exit status 1 with one line on stderr that contains `needle`; returns that line.
 fn fails(o: &Output, needle: &str) -> String {
+    fails_with(o, 1, needle)
+}
+
+/// Asserts exit status `code` with one line on stderr that contains `needle`.
+fn fails_with(o: &Output, code: i32, needle: &str) -> String {
     let err = stderr(o);
     assert_eq!(
         o.status.code(),
-        Some(1),
+        Some(code),
         "stdout: {}\nstderr: {err}",
         stdout(o)
     );
@@ -291,9 +296,11 @@ fn a_locked_directory_is_reported() {
             &[EventData::new("T", &b"{}"[..])],
         )
         .unwrap();
-    for args in [&["append", "s", "--type", "T"][..], &["verify"]] {
+    for args in [&["append", "s", "--type", "T"][..], &["repair"]] {
         fails(&run(&dir, args), "locked");
     }
+    // verify only reads: it runs beside the writer.
+    ok(run(&dir, &["verify"]));
     // Reading commands open read-only, beside the writer.
     assert_eq!(json_lines(&ok(run(&dir, &["read-all", "--json"]))).len(), 1);
     ok(run(&dir, &["stats"]));
@@ -351,11 +358,14 @@ fn verify_passes_on_a_clean_store_and_names_a_corrupt_frame() {
     // 8-byte frame header and the 30-byte body header.
     let damaged = &segments[1];
     flip_byte(damaged, 32 + 8 + 40);
+    let before = snapshot_files(&dir);
     let o = run(&dir, &["verify", "--json"]);
-    fails(&o, "verify found 1 problem");
+    fails_with(&o, 3, "damaged or lost data");
+    assert_eq!(snapshot_files(&dir), before, "verify changed a file");
     let reports = json_lines(&stdout(&o));
+    assert_eq!(reports.len(), 2, "{reports:?}");
     let problem = &reports[0];
-    assert_eq!(problem["severity"], "problem");
+    assert_eq!(problem["severity"], "damaged");
     assert!(
         problem["file"]
             .as_str()
@@ -365,6 +375,7 @@ fn verify_passes_on_a_clean_store_and_names_a_corrupt_frame() {
     );
     assert_eq!(problem["offset"], 32);
     assert_eq!(reports.last().unwrap()["ok"], false);
+    assert_eq!(reports.last().unwrap()["health"], "damaged");
     let table = run(&dir, &["verify"]);
     assert!(
         stdout(&table).contains("0000000002.seg  byte 32"),
@@ -390,12 +401,17 @@ fn verify_reports_a_damaged_checkpoint() {
     let idx = segments[0].with_extension("idx");
     flip_byte(&idx, 20);
     let o = run(&dir, &["verify"]);
-    fails(&o, "verify found 1 problem");
+    fails_with(&o, 4, "1 repairable finding");
     let out = stdout(&o);
     assert!(
-        out.contains("0000000001.idx") && out.contains("fails its CRC"),
+        out.contains("0000000001.idx") && out.contains("index checkpoint is damaged"),
         "{out}"
     );
+    // repair removes it (the next open rebuilds it), and verify is clean again.
+    let fixed = ok(run(&dir, &["repair"]));
+    assert!(fixed.contains("removed"), "{fixed}");
+    assert!(!idx.exists());
+    ok(run(&dir, &["verify"]));
 }
 
 #[test]
@@ -413,7 +429,7 @@ fn a_corrupt_single_segment_closed_cleanly_is_refused() {
     let err = fails(&run(&dir, &["read-all"]), "corruption");
     assert!(err.contains("0000000001.seg at byte 32"), "{err}");
     let o = run(&dir, &["verify"]);
-    fails(&o, "problem");
+    fails_with(&o, 3, "damaged");
     assert!(stdout(&o).contains("byte 32"), "{}", stdout(&o));
 }
 
@@ -640,4 +656,69 @@ fn bench_runs_small() {
     assert!(table.lines().any(|l| l.starts_with("append")), "{table}");
     // The temporary directories it made inside --dir are gone.
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+}
+
+/// Every file of a store directory with its bytes.
+fn snapshot_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .map(|p| {
+            let b = std::fs::read(&p).unwrap();
+            (p, b)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn repair_cuts_only_when_told_and_quarantines_what_it_cuts() {
+    let (_tmp, dir) = store_dir();
+    let segments = segmented_store(&dir);
+    // Damage in the middle of the log: the second segment's first frame.
+    flip_byte(&segments[1], 32 + 8 + 40);
+    let before = snapshot_files(&dir);
+    let o = run(&dir, &["repair"]);
+    fails_with(&o, 3, "damaged");
+    let out = stdout(&o);
+    assert!(
+        out.contains("would cut") && out.contains("--accept-loss"),
+        "{out}"
+    );
+    assert_eq!(
+        snapshot_files(&dir),
+        before,
+        "repair without --accept-loss cut something"
+    );
+    fails(&run(&dir, &["read-all"]), "corruption");
+
+    let o = run(&dir, &["repair", "--accept-loss", "--json"]);
+    let report = json_lines(&ok(o));
+    let r = &report[0];
+    assert_eq!(r["cut_made"], true);
+    assert_eq!(r["after"]["health"], "healthy");
+    let cut = &r["cut"];
+    let first_lost = cut["first_lost"].as_u64().unwrap();
+    assert!(first_lost > 1 && first_lost <= 200, "{cut}");
+    assert_eq!(cut["last_lost"], 200, "{cut}");
+    let quarantine = PathBuf::from(cut["quarantine"].as_str().unwrap());
+    assert!(quarantine.starts_with(&dir));
+    // Every segment it cut is in the quarantine, byte for byte as it was.
+    for seg in &segments[1..] {
+        let name = seg.file_name().unwrap();
+        let was = before.iter().find(|(p, _)| p == seg).unwrap();
+        assert_eq!(std::fs::read(quarantine.join(name)).unwrap(), was.1);
+    }
+    let text = std::fs::read_to_string(quarantine.join("REPORT.txt")).unwrap();
+    assert!(
+        text.contains(&format!("positions lost: {first_lost} to 200")),
+        "{text}"
+    );
+    // The store opens, holds exactly the events before the damage, and takes appends.
+    let events = json_lines(&ok(run(&dir, &["read-all", "--json"])));
+    assert_eq!(events.len() as u64, first_lost - 1);
+    ok(run(&dir, &["append", "s-0", "--type", "T", "--data", "{}"]));
+    ok(run(&dir, &["verify"]));
 }

@@ -18,6 +18,8 @@ pub enum Fail {
     Message(String),
     /// The reader of stdout went away (`annal read-all | head`): stop quietly.
     BrokenPipe,
+    /// Printed as one line on stderr; the process exits with this status.
+    Exit(u8, String),
 }
 
 /// The result of a command.
@@ -29,6 +31,12 @@ impl Fail {
         let m: String = message.into();
         // One line on stderr, whatever a reason or file name contains.
         Fail::Message(m.replace(['\n', '\r'], " "))
+    }
+
+    /// A failure with its own exit status (`verify`'s verdicts).
+    pub fn exit(code: u8, message: impl Into<String>) -> Fail {
+        let m: String = message.into();
+        Fail::Exit(code, m.replace(['\n', '\r'], " "))
     }
 
     /// An I/O failure while doing `what`; a closed stdout becomes [`Fail::BrokenPipe`].

@@ -12,7 +12,6 @@ mod bench;
 mod cart;
 mod common;
 mod demo;
-mod files;
 mod inspect;
 mod output;
 mod verify;
@@ -140,8 +139,23 @@ enum Command {
     },
     /// Counters: events, streams, segments, bytes, snapshots, subscriptions, index memory.
     Stats,
-    /// Check every checksum and invariant of the store's files; exit 1 on any problem.
+    /// Check every checksum and invariant of the store's files, changing nothing.
+    ///
+    /// Exit status: 0 healthy; 3 synced data damaged or lost (opens refuse the store: see
+    /// `repair`); 4 only torn tails or damaged rebuildable files (an open fixes them by
+    /// itself); 1 verify could not run.
     Verify,
+    /// Fix what verify found: rebuildable files and torn tails; with --accept-loss, cut the
+    /// log at the first damage in synced data, after copying it to a quarantine folder.
+    ///
+    /// Without --accept-loss it changes nothing that holds events and says what it would
+    /// cut. Exit status as for verify, of the store as the repair leaves it.
+    Repair {
+        /// Cut the log at the first damage in synced data (every byte cut is copied to
+        /// DIR/quarantine-TIME/ first, with a report of the positions and streams lost).
+        #[arg(long)]
+        accept_loss: bool,
+    },
     /// Measure annal on this machine, in a temporary directory.
     Bench {
         /// Events to append.
@@ -256,6 +270,7 @@ fn run(cli: Cli) -> CliResult {
         Command::Streams { prefix } => inspect::streams(&dir, json, prefix.as_deref()),
         Command::Stats => inspect::stats(&dir, json),
         Command::Verify => verify::verify(&dir, json),
+        Command::Repair { accept_loss } => verify::repair(&dir, json, accept_loss),
         Command::Bench {
             events,
             payload,
@@ -288,6 +303,10 @@ fn main() -> ExitCode {
         Err(Fail::Message(m)) => {
             warn(&m);
             ExitCode::FAILURE
+        }
+        Err(Fail::Exit(code, m)) => {
+            warn(&m);
+            ExitCode::from(code)
         }
     }
 }

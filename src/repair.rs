@@ -1,0 +1,573 @@
+//! [`repair`]: the one operation that changes a damaged store, and only as far as it is told.
+//!
+//! Without `accept_loss` it does what an open would do anyway (rebuildable files removed so
+//! they are rebuilt, leftover temporary files removed, a torn unsynced tail cut) and, when
+//! synced data is damaged or lost, changes nothing in the log and says what it would cut.
+//! With `accept_loss` it cuts the log at the first damage in synced data, after copying every
+//! segment it cuts (and the old `STATE`) into a quarantine folder in the store directory,
+//! with a report of the positions and streams lost, and leaves a store that opens and takes
+//! appends.
+#![deny(clippy::indexing_slicing)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::error::{Error, Result};
+use crate::frame::{self, FrameRead};
+use crate::recovery;
+use crate::segment::{self, SEGMENT_HEADER_LEN, Segment};
+use crate::state::{self, State};
+use crate::storage::Storage;
+use crate::verify::{Severity, VerifyReport, verify};
+
+/// What [`repair`] may do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RepairOptions {
+    /// Cut the log at the first damage in synced data (after quarantining what is cut), and
+    /// accept that whatever `STATE` recorded as synced but is missing is gone.
+    pub accept_loss: bool,
+}
+
+/// Where the log is (or would be) cut, and what that loses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cut {
+    /// The segment the log now ends in (or would): its file.
+    pub segment: PathBuf,
+    /// Byte offset in it where the cut starts; everything from here on, and every later
+    /// segment, is cut.
+    pub offset: u64,
+    /// The first position lost.
+    pub first_lost: u64,
+    /// The last position known to be lost: the highest position found in the cut data or
+    /// recorded as synced by `STATE`.
+    pub last_lost: u64,
+    /// Bytes of log data cut.
+    pub bytes: u64,
+    /// Streams with events in the readable part of what is cut: name, first and last version.
+    pub streams: Vec<(String, u64, u64)>,
+    /// Where the cut bytes were copied, once cut.
+    pub quarantine: Option<PathBuf>,
+}
+
+/// What [`repair`] found and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepairReport {
+    /// [`verify`] before the repair.
+    pub before: VerifyReport,
+    /// What was changed, one line each.
+    pub actions: Vec<String>,
+    /// The cut made (with `accept_loss`) or the one that would be made (without).
+    pub cut: Option<Cut>,
+    /// Whether [`cut`](Self::cut) was made.
+    pub cut_made: bool,
+    /// [`verify`] after the repair.
+    pub after: VerifyReport,
+}
+
+/// Repairs the store in `dir` on `storage`; see the module docs for what it changes.
+///
+/// Takes the store's lock, so it never runs beside a writer.
+///
+/// # Errors
+///
+/// [`Error::Locked`] when the store is open elsewhere; [`Error::Io`] when a file cannot be
+/// read, written or removed (a repair that fails part way leaves a store that [`verify`]
+/// judges as before or better: every step is durable before the next).
+pub fn repair(
+    storage: &dyn Storage,
+    dir: impl AsRef<Path>,
+    options: RepairOptions,
+) -> Result<RepairReport> {
+    let dir = dir.as_ref();
+    if storage.list(dir).is_err() {
+        return Err(Error::io("open", dir, std::io::ErrorKind::NotFound.into()));
+    }
+    let lock_path = dir.join("LOCK");
+    let _lock = storage.lock(&lock_path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::WouldBlock => Error::Locked {
+            path: dir.to_path_buf(),
+        },
+        _ => Error::io("lock", &lock_path, e),
+    })?;
+    let before = verify(storage, dir)?;
+    let mut r = Repairer {
+        storage,
+        dir,
+        actions: Vec::new(),
+        removed: false,
+        quarantine: None,
+    };
+    r.rebuildables(&before)?;
+    let damaged = before
+        .findings
+        .iter()
+        .any(|f| f.severity == Severity::Damaged);
+    let mut cut = None;
+    let mut cut_made = false;
+    if damaged {
+        let planned = r.plan_cut(&before)?;
+        if options.accept_loss {
+            r.make_cut(&before, planned.as_ref())?;
+            cut_made = planned.is_some();
+            cut = planned;
+            if let Some(c) = &mut cut {
+                c.quarantine = r.quarantine.clone();
+            }
+        } else {
+            cut = planned;
+        }
+    } else if let Some(torn) = before
+        .findings
+        .iter()
+        .find(|f| f.severity == Severity::TornTail)
+    {
+        r.cut_torn_tail(torn.file.clone(), torn.offset.unwrap_or(SEGMENT_HEADER_LEN))?;
+    }
+    if r.removed {
+        storage
+            .sync_dir(dir)
+            .map_err(|e| Error::io("fsync directory", dir, e))?;
+    }
+    let after = verify(storage, dir)?;
+    Ok(RepairReport {
+        before,
+        actions: r.actions,
+        cut,
+        cut_made,
+        after,
+    })
+}
+
+struct Repairer<'a> {
+    storage: &'a dyn Storage,
+    dir: &'a Path,
+    actions: Vec<String>,
+    /// A file was removed: the directory needs a sync.
+    removed: bool,
+    /// Where the cut bytes were copied.
+    quarantine: Option<PathBuf>,
+}
+
+impl Repairer<'_> {
+    fn remove(&mut self, path: &Path, why: &str) -> Result<()> {
+        match self.storage.remove(path) {
+            Ok(()) => {
+                self.removed = true;
+                self.actions
+                    .push(format!("removed {} ({why})", path.display()));
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("remove", path, e)),
+        }
+    }
+
+    /// Removes the damaged files an open rebuilds or ignores, so they are rebuilt.
+    fn rebuildables(&mut self, report: &VerifyReport) -> Result<()> {
+        for f in report
+            .findings
+            .iter()
+            .filter(|f| f.severity == Severity::Rebuildable)
+        {
+            let name = f
+                .file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let why = if crate::storage::is_own_temp_name(&name) {
+                "leftover temporary file"
+            } else if name.ends_with(".idx") {
+                "damaged or stale index checkpoint: rebuilt in the background"
+            } else if name.ends_with(crate::projection::SUFFIX) {
+                "damaged or stale projection checkpoint: the projection rebuilds"
+            } else if name.ends_with(crate::snapshot::SUFFIX) && f.reason.contains("damaged") {
+                "damaged snapshot file: snapshots are a cache"
+            } else {
+                // Stray bytes in a sealed segment, an ack past the end, a snapshot past the
+                // end: an open handles them and there is nothing to remove.
+                continue;
+            };
+            self.remove(&f.file, why)?;
+        }
+        Ok(())
+    }
+
+    fn open_segment(&self, ordinal: u32) -> Result<Segment> {
+        Segment::open(self.storage, self.dir, ordinal, true).map(|(s, _)| s)
+    }
+
+    /// Where the log would be cut for the first damage `report` found, and what is lost.
+    fn plan_cut(&self, report: &VerifyReport) -> Result<Option<Cut>> {
+        let names = self
+            .storage
+            .list(self.dir)
+            .map_err(|e| Error::io("list", self.dir, e))?;
+        let mut ordinals: Vec<u32> = names
+            .iter()
+            .filter_map(|n| segment::parse_file_name(n))
+            .collect();
+        ordinals.sort_unstable();
+        let floor = state::read(self.storage, self.dir)?.map_or(0, |s| s.durable_floor);
+        // The first damage inside the log (STATE-only findings cut nothing).
+        let first = report
+            .findings
+            .iter()
+            .filter(|f| f.severity == Severity::Damaged)
+            .filter_map(|f| {
+                let name = f.file.file_name()?.to_str()?;
+                Some((segment::parse_file_name(name)?, f.offset.unwrap_or(0)))
+            })
+            .min();
+        let Some((ordinal, offset)) = first else {
+            return Ok(None);
+        };
+        // A missing segment, or damage in a segment's header: the cut is at the end of the
+        // segment before.
+        let (ordinal, offset) = if !ordinals.contains(&ordinal) || offset < SEGMENT_HEADER_LEN {
+            match ordinal.checked_sub(1).filter(|&o| o > 0) {
+                Some(prev) => (prev, u64::MAX),
+                None => (0, 0),
+            }
+        } else {
+            (ordinal, offset)
+        };
+        let (segment, cut_at, first_lost, data) = if ordinal == 0 {
+            (self.dir.join(segment::file_name(1)), 0, 1, Vec::new())
+        } else {
+            let seg = self.open_segment(ordinal)?;
+            let data = seg.read_data()?;
+            let (at, first_lost) = frame_boundary(&data, offset, seg.base_position);
+            (seg.path.clone(), at, first_lost, data)
+        };
+        let mut cut = Cut {
+            segment,
+            offset: cut_at,
+            first_lost,
+            last_lost: first_lost.saturating_sub(1).max(floor),
+            bytes: 0,
+            streams: Vec::new(),
+            quarantine: None,
+        };
+        let mut streams = BTreeMap::new();
+        let mut note = |bytes: &[u8], from: usize, cut: &mut Cut| {
+            cut.bytes += bytes.len().saturating_sub(from) as u64;
+            let last = readable_frames(bytes, from, &mut streams);
+            cut.last_lost = cut.last_lost.max(last);
+        };
+        note(
+            &data,
+            usize::try_from(cut_at).unwrap_or(usize::MAX),
+            &mut cut,
+        );
+        for &later in ordinals.iter().filter(|&&o| o > ordinal) {
+            let bytes = match self.open_segment(later) {
+                Ok(seg) => seg.read_data()?,
+                Err(Error::Corruption { .. }) => raw_read(self.storage, self.dir, later)?,
+                Err(e) => return Err(e),
+            };
+            note(&bytes, SEGMENT_HEADER_LEN as usize, &mut cut);
+        }
+        cut.streams = streams.into_iter().map(|(s, (a, b))| (s, a, b)).collect();
+        Ok(Some(cut))
+    }
+
+    /// Cuts the log as planned (quarantining first) and rewrites `STATE` to the log left.
+    fn make_cut(&mut self, report: &VerifyReport, cut: Option<&Cut>) -> Result<()> {
+        let names = self
+            .storage
+            .list(self.dir)
+            .map_err(|e| Error::io("list", self.dir, e))?;
+        let mut ordinals: Vec<u32> = names
+            .iter()
+            .filter_map(|n| segment::parse_file_name(n))
+            .collect();
+        ordinals.sort_unstable();
+        // A cut at byte 0 (the first segment missing or its header damaged) leaves no segment.
+        let cut_ordinal = cut
+            .filter(|c| c.offset > 0)
+            .and_then(|c| {
+                c.segment
+                    .file_name()?
+                    .to_str()
+                    .and_then(segment::parse_file_name)
+            })
+            .unwrap_or(0);
+        if let Some(c) = cut {
+            let q = self.make_quarantine(report, c, &ordinals, cut_ordinal)?;
+            self.quarantine = Some(q);
+            for &o in ordinals.iter().filter(|&&o| o > cut_ordinal) {
+                self.remove(&self.dir.join(segment::file_name(o)), "cut: quarantined")?;
+            }
+            if cut_ordinal > 0 {
+                let seg = self.open_segment(cut_ordinal)?;
+                let data = seg.read_data()?;
+                let file = self
+                    .storage
+                    .open(&seg.path, true)
+                    .map_err(|e| Error::io("open", &seg.path, e))?;
+                let zeros = vec![0u8; data.len().saturating_sub(clamp(c.offset))];
+                if !zeros.is_empty() {
+                    file.write_all_at(&zeros, c.offset)
+                        .map_err(|e| Error::io("write", &seg.path, e))?;
+                }
+                file.sync_data()
+                    .map_err(|e| Error::io("fdatasync", &seg.path, e))?;
+                self.actions.push(format!(
+                    "cut {} at byte {}: positions {} to {} are gone (copied to {})",
+                    seg.path.display(),
+                    c.offset,
+                    c.first_lost,
+                    c.last_lost,
+                    self.quarantine
+                        .as_ref()
+                        .map_or(String::new(), |q| q.display().to_string())
+                ));
+            }
+            for name in names
+                .iter()
+                .filter(|n| crate::checkpoint::parse_file_name(n).is_some_and(|o| o >= cut_ordinal))
+            {
+                self.remove(&self.dir.join(name), "checkpoint of a cut segment")?;
+            }
+        }
+        if self.removed {
+            self.storage
+                .sync_dir(self.dir)
+                .map_err(|e| Error::io("fsync directory", self.dir, e))?;
+        }
+        self.rewrite_state()
+    }
+
+    /// `STATE` describing the log as it is now, everything in it synced.
+    fn rewrite_state(&mut self) -> Result<()> {
+        let names = self
+            .storage
+            .list(self.dir)
+            .map_err(|e| Error::io("list", self.dir, e))?;
+        let last = names
+            .iter()
+            .filter_map(|n| segment::parse_file_name(n))
+            .max();
+        let now = verify(self.storage, self.dir)?;
+        let state = match last {
+            None => State::default(),
+            Some(o) => {
+                let seg = self.open_segment(o)?;
+                State {
+                    clean: true,
+                    durable_floor: now.last_position,
+                    last_ordinal: o,
+                    last_len: seg.capacity,
+                }
+            }
+        };
+        state::write(self.storage, self.dir, &state)?;
+        self.actions.push(format!(
+            "rewrote STATE: the log ends at position {}, all of it synced",
+            state.durable_floor
+        ));
+        Ok(())
+    }
+
+    /// Copies every segment the cut touches, the old `STATE` and a report into a new
+    /// quarantine folder; returns it.
+    fn make_quarantine(
+        &mut self,
+        report: &VerifyReport,
+        cut: &Cut,
+        ordinals: &[u32],
+        cut_ordinal: u32,
+    ) -> Result<PathBuf> {
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut q = self.dir.join(format!("quarantine-{secs}"));
+        let mut n = 1;
+        while self.storage.list(&q).is_ok() {
+            n += 1;
+            q = self.dir.join(format!("quarantine-{secs}-{n}"));
+        }
+        self.storage
+            .create_dir_all(&q)
+            .map_err(|e| Error::io("create directory", &q, e))?;
+        let copy = |name: String| -> Result<()> {
+            let from = self.dir.join(&name);
+            let Ok(src) = self.storage.open(&from, false) else {
+                return Ok(());
+            };
+            let len = src.len().map_err(|e| Error::io("stat", &from, e))?;
+            let end = src
+                .data_end()
+                .map_err(|e| Error::io("seek data", &from, e))?
+                .min(len);
+            let mut buf = vec![0u8; clamp(end)];
+            src.read_exact_at(&mut buf, 0)
+                .map_err(|e| Error::io("read", &from, e))?;
+            let to = q.join(&name);
+            let dst = self
+                .storage
+                .create(&to)
+                .map_err(|e| Error::io("create", &to, e))?;
+            dst.write_all_at(&buf, 0)
+                .map_err(|e| Error::io("write", &to, e))?;
+            if len > end {
+                dst.set_len(len)
+                    .map_err(|e| Error::io("set length", &to, e))?;
+            }
+            dst.sync_data().map_err(|e| Error::io("fdatasync", &to, e))
+        };
+        for &o in ordinals.iter().filter(|&&o| o >= cut_ordinal) {
+            copy(segment::file_name(o))?;
+        }
+        copy(state::STATE_FILE.to_string())?;
+        let text = quarantine_report(report, cut);
+        let path = q.join("REPORT.txt");
+        let f = self
+            .storage
+            .create(&path)
+            .map_err(|e| Error::io("create", &path, e))?;
+        f.write_all_at(text.as_bytes(), 0)
+            .map_err(|e| Error::io("write", &path, e))?;
+        f.sync_data()
+            .map_err(|e| Error::io("fdatasync", &path, e))?;
+        self.storage
+            .sync_dir(&q)
+            .map_err(|e| Error::io("fsync directory", &q, e))?;
+        self.storage
+            .sync_dir(self.dir)
+            .map_err(|e| Error::io("fsync directory", self.dir, e))?;
+        self.actions
+            .push(format!("copied what is cut to {}", q.display()));
+        Ok(q)
+    }
+
+    /// Cuts a torn tail as an open would: its bytes zeroed, the data before it written again
+    /// and synced, and `STATE` rewritten.
+    fn cut_torn_tail(&mut self, file: PathBuf, offset: u64) -> Result<()> {
+        let ordinal = file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(segment::parse_file_name)
+            .ok_or_else(|| Error::corruption(&file, offset, "torn tail outside a segment"))?;
+        let seg = self.open_segment(ordinal)?;
+        let data = seg.read_data()?;
+        let f = self
+            .storage
+            .open(&seg.path, true)
+            .map_err(|e| Error::io("open", &seg.path, e))?;
+        let at = clamp(offset).min(data.len());
+        // Written again: pages a failed writeback left clean but unwritten get written.
+        if let Some(before) = data.get(SEGMENT_HEADER_LEN as usize..at) {
+            f.write_all_at(before, SEGMENT_HEADER_LEN)
+                .map_err(|e| Error::io("write", &seg.path, e))?;
+        }
+        let zeros = vec![0u8; data.len() - at];
+        if !zeros.is_empty() {
+            f.write_all_at(&zeros, at as u64)
+                .map_err(|e| Error::io("write", &seg.path, e))?;
+        }
+        f.sync_data()
+            .map_err(|e| Error::io("fdatasync", &seg.path, e))?;
+        self.actions.push(format!(
+            "cut the torn tail of {} at byte {at} ({} bytes of unsynced writes)",
+            seg.path.display(),
+            zeros.len()
+        ));
+        self.rewrite_state()
+    }
+}
+
+fn clamp(offset: u64) -> usize {
+    usize::try_from(offset).unwrap_or(usize::MAX)
+}
+
+/// The frame boundary at or before `offset` in a segment's `data` (valid frames up to the
+/// damage), and the first position after the frames before it.
+fn frame_boundary(data: &[u8], offset: u64, base: u64) -> (u64, u64) {
+    let mut at = SEGMENT_HEADER_LEN as usize;
+    let mut position = base;
+    while (at as u64) < offset {
+        match frame::read_frame(data, at) {
+            FrameRead::Frame(f) if (f.end() as u64) <= offset => {
+                position = f.last_position() + 1;
+                at = f.end();
+            }
+            _ => break,
+        }
+    }
+    (at as u64, position)
+}
+
+/// Records the streams of the valid frames in `bytes[from..]` (skipping damage) into
+/// `streams` as version ranges; returns the highest position seen (0 if none).
+fn readable_frames(bytes: &[u8], from: usize, streams: &mut BTreeMap<String, (u64, u64)>) -> u64 {
+    let mut at = from;
+    let mut last = 0;
+    loop {
+        match frame::read_frame(bytes, at) {
+            FrameRead::Frame(f) => {
+                let lo = f.first_version;
+                let hi = f.first_version + u64::from(f.count) - 1;
+                let e = streams.entry(f.stream.to_string()).or_insert((lo, hi));
+                e.0 = e.0.min(lo);
+                e.1 = e.1.max(hi);
+                last = last.max(f.last_position());
+                at = f.end();
+            }
+            _ => match recovery::find_valid_frame(bytes, at, 1) {
+                Some(next) if next > at => at = next,
+                _ => return last,
+            },
+        }
+    }
+}
+
+/// A segment's bytes read without its header being checked.
+fn raw_read(storage: &dyn Storage, dir: &Path, ordinal: u32) -> Result<Vec<u8>> {
+    let path = dir.join(segment::file_name(ordinal));
+    let f = storage
+        .open(&path, false)
+        .map_err(|e| Error::io("open", &path, e))?;
+    let end = f.data_end().map_err(|e| Error::io("seek data", &path, e))?;
+    let mut buf = vec![0u8; clamp(end)];
+    f.read_exact_at(&mut buf, 0)
+        .map_err(|e| Error::io("read", &path, e))?;
+    Ok(buf)
+}
+
+/// The quarantine's `REPORT.txt`.
+fn quarantine_report(report: &VerifyReport, cut: &Cut) -> String {
+    let mut s = String::new();
+    s.push_str("annal repair --accept-loss: what was cut from the log\n\n");
+    s.push_str(&format!(
+        "cut at: {} byte {}\npositions lost: {} to {}\nbytes cut: {}\n\n",
+        cut.segment.display(),
+        cut.offset,
+        cut.first_lost,
+        cut.last_lost,
+        cut.bytes
+    ));
+    s.push_str(
+        "streams with readable events in what was cut (stream, first version, last version):\n",
+    );
+    for (name, lo, hi) in &cut.streams {
+        s.push_str(&format!("  {name:?} {lo} {hi}\n"));
+    }
+    s.push_str("\nwhat verify found before the cut:\n");
+    for f in &report.findings {
+        s.push_str(&format!(
+            "  {} {} {} {}\n",
+            f.severity,
+            f.file.display(),
+            f.offset.map_or("-".to_string(), |o| format!("byte {o}")),
+            f.reason
+        ));
+    }
+    s.push_str(
+        "\nThe files here are copies of the segments as they were (the cut one and every later \
+         one) and the old STATE. Readable events can be read from them with any tool that \
+         follows FORMAT.md.\n",
+    );
+    s
+}
