@@ -70,6 +70,15 @@ fn encode_slot(seq: u64, position: u64) -> [u8; SLOT_LEN] {
     s
 }
 
+/// A whole ack file acknowledging `position`: its first slot, sequence 0.
+pub(crate) fn encode_file(position: u64) -> [u8; 2 * SLOT_LEN] {
+    let mut slots = [0u8; 2 * SLOT_LEN];
+    if let Some(first) = slots.get_mut(..SLOT_LEN) {
+        first.copy_from_slice(&encode_slot(0, position));
+    }
+    slots
+}
+
 /// The valid slot with the highest sequence number: (sequence, position).
 pub(crate) fn decode_slots(buf: &[u8]) -> Option<(u64, u64)> {
     let slot = |i: usize| -> Option<(u64, u64)> {
@@ -198,11 +207,12 @@ pub(crate) fn open(inner: &Arc<Inner>, name: &str) -> Result<DurableSubscription
         }
         Some((_, open)) => *open = true,
         None => {
-            let mut slots = [0u8; 2 * SLOT_LEN];
-            if let Some(first) = slots.get_mut(..SLOT_LEN) {
-                first.copy_from_slice(&encode_slot(0, 0));
-            }
-            crate::storage::replace_file(storage, &inner.dir, &format!("{name}{SUFFIX}"), &slots)?;
+            crate::storage::replace_file(
+                storage,
+                &inner.dir,
+                &format!("{name}{SUFFIX}"),
+                &encode_file(0),
+            )?;
             reg.subs.insert(name.to_string(), (0, true));
         }
     }

@@ -2,7 +2,7 @@
 //!
 //! Without `accept_loss` it does what an open would do anyway (rebuildable files removed so
 //! they are rebuilt, leftover temporary files removed, a torn unsynced tail cut) and, when
-//! synced data is damaged or lost, changes nothing in the log and says what it would cut.
+//! synced data is damaged or lost, changes nothing at all and says what it would cut.
 //! With `accept_loss` it cuts the log at the first damage in synced data, after copying every
 //! segment it cuts (and the old `STATE`) into a quarantine folder in the store directory,
 //! with a report of the positions and streams lost, and leaves a store that opens and takes
@@ -98,17 +98,24 @@ pub fn repair(
         removed: false,
         quarantine: None,
     };
-    r.rebuildables(&before)?;
     let damaged = before
         .findings
         .iter()
         .any(|f| f.severity == Severity::Damaged);
+    // With damaged synced data and no leave to cut, nothing at all is touched: the user may
+    // still restore a missing or damaged file from a backup, against the store as it was.
+    if !damaged || options.accept_loss {
+        r.rebuildables(&before)?;
+    }
     let mut cut = None;
     let mut cut_made = false;
     if damaged {
         let planned = r.plan_cut(&before)?;
         if options.accept_loss {
             r.make_cut(&before, planned.as_ref())?;
+            // What the shorter log makes stale: acks, snapshots, projection checkpoints.
+            let cut_log = verify(storage, dir)?;
+            r.rebuildables(&cut_log)?;
             cut_made = planned.is_some();
             cut = planned;
             if let Some(c) = &mut cut {
@@ -181,8 +188,25 @@ impl Repairer<'_> {
                 "damaged or stale index checkpoint: rebuilt in the background"
             } else if name.ends_with(crate::projection::SUFFIX) {
                 "damaged or stale projection checkpoint: the projection rebuilds"
-            } else if name.ends_with(crate::snapshot::SUFFIX) && f.reason.contains("damaged") {
-                "damaged snapshot file: snapshots are a cache"
+            } else if name.ends_with(crate::snapshot::SUFFIX) {
+                "damaged snapshot file, or one folding events past the end of the log: \
+                 snapshots are a cache"
+            } else if let (Some(sub), Some((first, _))) =
+                (name.strip_suffix(crate::durable::SUFFIX), f.positions)
+            {
+                // An ack past the end of the log: pulled back to it, as an open would.
+                crate::storage::replace_file(
+                    self.storage,
+                    self.dir,
+                    &name,
+                    &crate::durable::encode_file(first - 1),
+                )?;
+                self.actions.push(format!(
+                    "pulled the acknowledged position of durable subscription {sub:?} back to \
+                     the end of the log ({})",
+                    first - 1
+                ));
+                continue;
             } else {
                 // Stray bytes in a sealed segment, an ack past the end, a snapshot past the
                 // end: an open handles them and there is nothing to remove.

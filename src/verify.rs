@@ -257,6 +257,20 @@ impl Verifier<'_> {
         }
     }
 
+    /// A damaged-log finding about what is missing after the log's end (or about `STATE`):
+    /// the log up to there is still unbroken.
+    fn at_end(&mut self, e: Error) {
+        let (file, offset, reason) = match e {
+            Error::Corruption {
+                segment,
+                offset,
+                reason,
+            } => (segment, Some(offset), reason),
+            other => (self.dir.to_path_buf(), None, other.to_string()),
+        };
+        self.add(Severity::Damaged, file, offset, None, reason);
+    }
+
     fn check_state(
         &mut self,
         state: &std::result::Result<State, StateProblem>,
@@ -266,7 +280,7 @@ impl Verifier<'_> {
         match recovery::check_state(self.dir, state, last) {
             Ok(s) => s,
             Err(e) => {
-                let _ = self.damaged(e, None);
+                self.at_end(e);
                 // A STATE that names missing segments still says what was synced.
                 state.unwrap_or_default()
             }
@@ -314,7 +328,7 @@ impl Verifier<'_> {
             }
             let active = ord == last;
             if active && let Err(e) = recovery::check_len(&seg, state) {
-                self.damaged(e, None)?;
+                self.at_end(e);
             }
             let bytes = seg.read_data()?;
             next = self.check_segment(&seg, &bytes, active, state)?;
@@ -392,7 +406,7 @@ impl Verifier<'_> {
                             ),
                         );
                         if let Err(e) = recovery::check_floor(seg, at, position - 1, state) {
-                            self.damaged(e, None)?;
+                            self.at_end(e);
                         }
                     }
                     Some(witness) => {

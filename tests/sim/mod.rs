@@ -6,10 +6,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use annal::storage::{SimDisk, WriteFault};
+use annal::storage::{SimDisk, Storage, WriteFault};
 use annal::{
-    Aggregate, Error, EventData, ExpectedVersion, FsyncPolicy, Options, ReadOptions, RecordedEvent,
-    Store,
+    Aggregate, Error, EventData, ExpectedVersion, FsyncPolicy, Health, Options, ReadOptions,
+    RecordedEvent, RepairOptions, Store, VerifyReport,
 };
 use serde::{Deserialize, Serialize};
 
@@ -508,7 +508,47 @@ pub fn run(mut rng: Rng) -> Result<(), String> {
             disk = disk.crash();
             drop(store.take());
             disk.clear_faults();
-            let reopened = open(&disk, &opts).map_err(ctx)?;
+            // Sometimes the crash also rots the last frame: the last group-commit batch,
+            // which no later record can vouch for.
+            // (Under Always, where every acknowledged event was synced.)
+            let rotted = opts.fsync == FsyncPolicy::Always
+                && rng.chance(15)
+                && rot_last_frame(&disk, &mut rng);
+            let mut checked = verified(&disk).map_err(ctx)?;
+            let reopened = match open(&disk, &opts) {
+                Ok(s) => s,
+                Err(e) if rotted && e.contains("corruption") => {
+                    if checked.health() != Health::Damaged {
+                        return Err(ctx(format!(
+                            "the open refused ({e}) but verify said {:?}",
+                            checked.health()
+                        )));
+                    }
+                    // Rot in synced data, proven synced: accept the loss and go on.
+                    let r = annal::repair(&disk, DIR, RepairOptions { accept_loss: true })
+                        .map_err(|e| ctx(format!("repair: {e}")))?;
+                    if r.after.health() != Health::Healthy {
+                        return Err(ctx(format!("after repair: {:?}", r.after.findings)));
+                    }
+                    let s = open(&disk, &opts).map_err(ctx)?;
+                    accept_loss(&mut model, s.last_position());
+                    checked = r.after;
+                    s
+                }
+                Err(e) => return Err(ctx(e)),
+            };
+            agrees(&checked, &reopened).map_err(ctx)?;
+            if rotted && (reopened.last_position() as usize) < model.events.len() {
+                // The window that cannot be closed: an acknowledged batch cut as torn. It must
+                // be counted as unproven, and lost as a whole.
+                let r = reopened.recovery_report();
+                if r.proven_durable > reopened.last_position() || r.truncated_bytes == 0 {
+                    return Err(ctx(format!(
+                        "rot in the last batch cut without a trace: {r:?}"
+                    )));
+                }
+                accept_loss(&mut model, reopened.last_position());
+            }
             verify(&reopened, &mut model, &opts, true).map_err(ctx)?;
             store = Some(reopened);
             poisoned = false;
@@ -531,11 +571,10 @@ pub fn run(mut rng: Rng) -> Result<(), String> {
     let reopened = open(&disk, &opts)?;
     verify(&reopened, &mut model, &opts, false).map_err(|e| format!("final restart: {e}"))?;
     drop(reopened);
-    let segs: Vec<PathBuf> = disk
-        .paths()
-        .into_iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-        .collect();
+    let segs = segment_paths(&disk);
+    if rng.chance(40) {
+        return check_loss(&disk, &opts, &model, &segs, &mut rng);
+    }
     if let Some(seg) = segs.get(rng.below(segs.len() as u64) as usize) {
         let len = disk.contents(seg).map_or(0, |c| c.len() as u64);
         let used = disk
@@ -608,6 +647,219 @@ fn check_rot(disk: &SimDisk, opts: &Options, model: &Model, seg: &Path) -> Resul
         {
             check(r)?;
         }
+    }
+    Ok(())
+}
+
+/// `annal::verify` on the disk, checking that it changed nothing.
+fn verified(disk: &SimDisk) -> Result<VerifyReport, String> {
+    let contents = |d: &SimDisk| -> Vec<_> {
+        d.paths()
+            .into_iter()
+            .map(|p| (p.clone(), d.contents(&p)))
+            .collect()
+    };
+    let before = contents(disk);
+    let r = annal::verify(disk, DIR).map_err(|e| format!("verify: {e}"))?;
+    if contents(disk) != before {
+        return Err("verify changed the disk".into());
+    }
+    Ok(r)
+}
+
+/// What verify said agrees with what the open did.
+fn agrees(checked: &VerifyReport, store: &Store) -> Result<(), String> {
+    if checked.health() == Health::Damaged {
+        return Err(format!(
+            "verify found damage the open accepted: {:?}",
+            checked.findings
+        ));
+    }
+    if checked.last_position != store.last_position() {
+        return Err(format!(
+            "verify says the log ends at {}, the open recovered {}: {:?}",
+            checked.last_position,
+            store.last_position(),
+            checked.findings
+        ));
+    }
+    Ok(())
+}
+
+/// Acknowledged events after `len` are gone, by a loss the store detected and was told to
+/// accept (or the undetectable window): the model forgets them.
+fn accept_loss(model: &mut Model, len: u64) {
+    model.events.truncate(len as usize);
+    model.boundaries.retain(|&b| b <= len);
+    if !model.boundaries.contains(&len) {
+        model.boundaries.push(len);
+    }
+    model.synced = model.synced.min(len);
+    model.maybe = None;
+    model.unknown_tail = false;
+    model.last_append = None;
+    if let Some(a) = &mut model.acked {
+        *a = (*a).min(len);
+    }
+}
+
+/// The segment files, oldest first.
+fn segment_paths(disk: &SimDisk) -> Vec<PathBuf> {
+    // Only the store's own: not the copies a repair put in a quarantine folder.
+    let mut v: Vec<PathBuf> = disk
+        .paths()
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "seg") && p.parent() == Some(Path::new(DIR)))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Offsets of the frames of a segment's bytes, by their length fields.
+fn frame_offsets(bytes: &[u8]) -> Vec<usize> {
+    let mut at = 32;
+    let mut v = Vec::new();
+    while let Some(len) = bytes.get(at..at + 4) {
+        let len = u32::from_le_bytes(len.try_into().unwrap_or([0; 4])) as usize;
+        if len == 0 || at + 8 + len > bytes.len() {
+            break;
+        }
+        v.push(at);
+        at += 8 + len;
+    }
+    v
+}
+
+/// Flips a bit in the last frame of the last segment, durably; false if it has none.
+fn rot_last_frame(disk: &SimDisk, rng: &mut Rng) -> bool {
+    let Some(seg) = segment_paths(disk).pop() else {
+        return false;
+    };
+    let bytes = disk.contents(&seg).unwrap_or_default();
+    let offsets = frame_offsets(&bytes);
+    let Some(&last) = offsets.last() else {
+        return false;
+    };
+    let len = u32::from_le_bytes(bytes[last..last + 4].try_into().unwrap_or([0; 4])) as u64;
+    let at = last as u64 + 8 + rng.below(len);
+    disk.flip_bit(&seg, at, rng.below(8) as u8)
+}
+
+/// After a clean close: synced data vanishes (a segment deleted, the last one truncated or
+/// cut at a frame boundary, its last frame zeroed). verify and every open must say so and
+/// change nothing; repair without leave changes nothing; repair with it leaves a store that
+/// opens with a prefix of the model and takes an append.
+fn check_loss(
+    disk: &SimDisk,
+    opts: &Options,
+    model: &Model,
+    segs: &[PathBuf],
+    rng: &mut Rng,
+) -> Result<(), String> {
+    let Some(last) = segs.last() else {
+        return Ok(());
+    };
+    let bytes = disk.contents(last).unwrap_or_default();
+    let offsets = frame_offsets(&bytes);
+    let trace = std::env::var("ANNAL_SIM_TRACE").is_ok();
+    let kind = rng.below(4);
+    let dir = Path::new(DIR);
+    let io = |e: std::io::Error| e.to_string();
+    match kind {
+        // A whole segment deleted: the last one, or any.
+        0 | 1 => {
+            let victim = if kind == 0 {
+                last
+            } else {
+                &segs[rng.below(segs.len() as u64) as usize]
+            };
+            if trace {
+                eprintln!("loss: delete {}", victim.display());
+            }
+            disk.remove(victim).map_err(io)?;
+            disk.sync_dir(dir).map_err(io)?;
+        }
+        // The last segment truncated at a frame boundary (shorter file), or cut there with
+        // zeros (same length).
+        _ => {
+            let Some(&cut) = offsets.get(rng.below(offsets.len() as u64) as usize) else {
+                return Ok(());
+            };
+            if trace {
+                eprintln!(
+                    "loss: {} {} at {cut}",
+                    if kind == 2 { "truncate" } else { "zero" },
+                    last.display()
+                );
+            }
+            let f = disk.open(last, true).map_err(io)?;
+            if kind == 2 {
+                f.set_len(cut as u64).map_err(io)?;
+            } else {
+                f.write_all_at(&vec![0u8; bytes.len() - cut], cut as u64)
+                    .map_err(io)?;
+            }
+            f.sync_data().map_err(io)?;
+        }
+    }
+    let checked = verified(disk)?;
+    if checked.health() != Health::Damaged {
+        return Err(format!(
+            "loss {kind} not found by verify: {:?}",
+            checked.findings
+        ));
+    }
+    for read_only in [false, true] {
+        let o = Options {
+            read_only,
+            ..opts.clone()
+        };
+        match open(disk, &o) {
+            Err(e) if e.contains("corruption") => {}
+            Err(e) => return Err(format!("loss {kind}: open failed oddly: {e}")),
+            Ok(s) => {
+                return Err(format!(
+                    "loss {kind}: the open (read-only {read_only}) accepted it, {} events of {}",
+                    s.last_position(),
+                    model.events.len()
+                ));
+            }
+        }
+    }
+    let r = annal::repair(disk, DIR, RepairOptions::default()).map_err(|e| e.to_string())?;
+    if r.cut_made || verified(disk)?.findings != checked.findings {
+        return Err("repair without accept_loss changed the store".into());
+    }
+    let r = annal::repair(disk, DIR, RepairOptions { accept_loss: true })
+        .map_err(|e| format!("repair: {e}"))?;
+    if r.after.health() != Health::Healthy {
+        return Err(format!("after repair: {:?}", r.after.findings));
+    }
+    let store = open(disk, opts)?;
+    let got: Vec<Ev> = store
+        .read_all(ReadOptions::forward())
+        .map_err(|e| e.to_string())?
+        .map(|e| e.map(|e| Ev::of(&e)))
+        .collect::<annal::Result<_>>()
+        .map_err(|e| format!("read_all after repair: {e}"))?;
+    if got.len() > model.events.len() || got[..] != model.events[..got.len()] {
+        return Err(format!(
+            "after repair: {} events, not a prefix of the model",
+            got.len()
+        ));
+    }
+    let a = store
+        .append(
+            "cart-9",
+            ExpectedVersion::NoStream,
+            &[EventData::new("T", &b"after"[..])],
+        )
+        .map_err(|e| format!("append after repair: {e}"))?;
+    if a.first_position != got.len() as u64 + 1 {
+        return Err(format!(
+            "append after repair landed at {}",
+            a.first_position
+        ));
     }
     Ok(())
 }

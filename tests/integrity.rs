@@ -1,0 +1,304 @@
+//! `annal::verify` and `annal::repair` on every kind of damage: what each finds, that verify
+//! changes nothing, that repair cuts only when told, quarantines what it cuts and leaves a
+//! store that opens and takes appends.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use annal::storage::{FsStorage, SimDisk, Storage};
+use annal::{
+    Error, ExpectedVersion, Health, Options, RepairOptions, Severity, Store, VerifyReport, repair,
+    verify,
+};
+use common::*;
+
+fn fs() -> FsStorage {
+    FsStorage::default()
+}
+
+/// Every file of a directory (recursively) with its bytes.
+fn tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            v.extend(tree(&p));
+        } else {
+            let b = std::fs::read(&p).unwrap();
+            v.push((p, b));
+        }
+    }
+    v.sort();
+    v
+}
+
+/// A store of `n` single-event appends over 3 streams under `Always`, closed cleanly.
+fn closed_store(n: u64, segment_size: u64) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        tmp.path(),
+        Options {
+            segment_size,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    for i in 1..=n {
+        store
+            .append(&format!("s-{}", i % 3), ExpectedVersion::Any, &[ev(i)])
+            .unwrap();
+    }
+    let mut sub = store.durable_subscription("relay").unwrap();
+    for _ in 0..n / 2 {
+        sub.next_timeout(std::time::Duration::from_secs(5))
+            .unwrap()
+            .unwrap();
+    }
+    sub.ack(n / 2).unwrap();
+    drop(sub);
+    store.close().unwrap();
+    tmp
+}
+
+/// verify, asserting it changed nothing.
+fn checked(dir: &Path) -> VerifyReport {
+    let before = tree(dir);
+    let r = verify(&fs(), dir).unwrap();
+    assert_eq!(tree(dir), before, "verify changed a file");
+    r
+}
+
+fn frame_starts(seg: &Path) -> Vec<usize> {
+    let bytes = std::fs::read(seg).unwrap();
+    let mut at = 32;
+    let mut starts = Vec::new();
+    while u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) != 0 {
+        starts.push(at);
+        at += 8 + u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+    }
+    starts
+}
+
+/// Repair without `accept_loss` changes nothing and says what it would cut; with it, the
+/// store opens with the events before `first_lost`, takes an append at `first_lost`, and
+/// verifies clean.
+fn repair_accepting_loss(dir: &Path, first_lost: u64) {
+    let before = tree(dir);
+    let r = repair(&fs(), dir, RepairOptions::default()).unwrap();
+    assert_eq!(
+        tree(dir),
+        before,
+        "repair without accept_loss changed a file"
+    );
+    assert!(!r.cut_made);
+    assert_eq!(r.after.health(), Health::Damaged);
+    let r = repair(&fs(), dir, RepairOptions { accept_loss: true }).unwrap();
+    assert_eq!(r.after.health(), Health::Healthy, "{:?}", r.after.findings);
+    if let Some(cut) = &r.cut {
+        assert_eq!(cut.first_lost, first_lost, "{cut:?}");
+        assert!(r.cut_made);
+        let q = cut.quarantine.as_ref().unwrap();
+        assert!(q.join("REPORT.txt").exists());
+    }
+    let store = Store::open(dir, Options::default()).unwrap();
+    assert_eq!(store.last_position(), first_lost - 1);
+    let got = all(&store);
+    for (i, e) in got.iter().enumerate() {
+        assert_eq!(e.payload.as_ref(), format!("payload-{}", i + 1).as_bytes());
+    }
+    let a = store
+        .append("s-new", ExpectedVersion::NoStream, &[ev(0)])
+        .unwrap();
+    assert_eq!(a.first_position, first_lost);
+    store.close().unwrap();
+    assert_eq!(checked(dir).health(), Health::Healthy);
+}
+
+#[test]
+fn a_healthy_store_verifies_clean_with_its_counts() {
+    let tmp = closed_store(60, 1024);
+    let r = checked(tmp.path());
+    assert_eq!(r.health(), Health::Healthy, "{:?}", r.findings);
+    assert_eq!((r.events, r.streams, r.last_position), (60, 3, 60));
+    assert!(r.segments > 3);
+    assert_eq!(r.checkpoints, r.segments - 1);
+    assert_eq!(r.durable_subscriptions, 1);
+}
+
+#[test]
+fn a_zeroed_synced_last_frame_is_lost_data_and_repair_accepts_it_only_when_told() {
+    let tmp = closed_store(20, 1 << 20);
+    let seg = segment_files(tmp.path()).pop().unwrap();
+    let last = *frame_starts(&seg).last().unwrap();
+    let mut b = std::fs::read(&seg).unwrap();
+    b[last..].fill(0);
+    std::fs::write(&seg, b).unwrap();
+    let r = checked(tmp.path());
+    assert_eq!(r.health(), Health::Damaged);
+    let f = r.first_damage().unwrap();
+    assert!(f.reason.contains("positions 20 to 20 are lost"), "{f:?}");
+    assert_eq!(r.last_position, 19);
+    repair_accepting_loss(tmp.path(), 20);
+}
+
+#[test]
+fn deleted_segments_are_lost_data() {
+    let tmp = closed_store(60, 1024);
+    let segs = segment_files(tmp.path());
+    std::fs::remove_file(segs.last().unwrap()).unwrap();
+    let r = checked(tmp.path());
+    assert_eq!(r.health(), Health::Damaged);
+    assert!(
+        r.findings
+            .iter()
+            .any(|f| f.file == *segs.last().unwrap() && f.reason.contains("missing")),
+        "{:?}",
+        r.findings
+    );
+    let first_lost = r.last_position + 1;
+    repair_accepting_loss(tmp.path(), first_lost);
+}
+
+#[test]
+fn a_flipped_bit_in_a_sealed_segment_is_found_with_everything_after_it() {
+    let tmp = closed_store(90, 1024);
+    let segs = segment_files(tmp.path());
+    // Damage a frame in the middle of segment 2, and another in segment 4.
+    for seg in [&segs[1], &segs[3]] {
+        let starts = frame_starts(seg);
+        let mut b = std::fs::read(seg).unwrap();
+        b[starts[1] + 20] ^= 0x01;
+        std::fs::write(seg, b).unwrap();
+    }
+    let r = checked(tmp.path());
+    let damaged: Vec<_> = r
+        .findings
+        .iter()
+        .filter(|f| f.severity == Severity::Damaged)
+        .collect();
+    assert_eq!(damaged.len(), 2, "every problem reported: {:?}", r.findings);
+    assert_eq!(damaged[0].file, segs[1]);
+    assert_eq!(damaged[1].file, segs[3]);
+    // Each lost one frame (one event): the events after the damage were still read.
+    assert_eq!(r.events, 88);
+    let (lo, hi) = damaged[0].positions.unwrap();
+    assert_eq!(lo, hi);
+    // Besides the two: the relay's ack (45) is past the unbroken log's end.
+    let others: Vec<_> = r
+        .findings
+        .iter()
+        .filter(|f| f.severity != Severity::Damaged)
+        .collect();
+    assert_eq!(others.len(), 1, "{others:?}");
+    assert!(others[0].file.ends_with("relay.sub"));
+    repair_accepting_loss(tmp.path(), lo);
+}
+
+#[test]
+fn a_torn_tail_is_reported_as_what_an_open_cuts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), tiny(1 << 20)).unwrap();
+    for i in 1..=10 {
+        store.append("s", ExpectedVersion::Any, &[ev(i)]).unwrap();
+    }
+    store.sync().unwrap();
+    store
+        .append("s", ExpectedVersion::Any, &[ev(11), ev(12)])
+        .unwrap();
+    let image = crash_image(tmp.path());
+    drop(store);
+    let seg = segment_files(image.path()).pop().unwrap();
+    let last = *frame_starts(&seg).last().unwrap();
+    let mut b = std::fs::read(&seg).unwrap();
+    b[last + 9] ^= 0xFF; // the unsynced last frame, torn
+    std::fs::write(&seg, b).unwrap();
+    let r = checked(image.path());
+    assert_eq!(r.health(), Health::Repairable, "{:?}", r.findings);
+    assert_eq!(r.findings.len(), 1);
+    assert_eq!(r.findings[0].severity, Severity::TornTail);
+    assert_eq!(r.last_position, 10);
+    // The open agrees: it cuts it and recovers the same log.
+    let store = Store::open(image.path(), tiny(1 << 20)).unwrap();
+    assert_eq!(store.last_position(), 10);
+    assert!(store.recovery_report().truncated_bytes > 0);
+}
+
+#[test]
+fn repair_cuts_a_torn_tail_and_removes_damaged_rebuildable_files() {
+    let tmp = closed_store(60, 1024);
+    let dir = tmp.path();
+    let idx = segment_files(dir)[0].with_extension("idx");
+    let mut b = std::fs::read(&idx).unwrap();
+    b[30] ^= 4;
+    std::fs::write(&idx, b).unwrap();
+    std::fs::write(dir.join("0000000009.seg.tmp"), b"half").unwrap();
+    std::fs::write(dir.join("backup.tmp"), b"mine").unwrap();
+    let r = checked(dir);
+    assert_eq!(r.health(), Health::Repairable);
+    assert_eq!(r.findings.len(), 2, "{:?}", r.findings);
+    let fixed = repair(&fs(), dir, RepairOptions::default()).unwrap();
+    assert_eq!(
+        fixed.after.health(),
+        Health::Healthy,
+        "{:?}",
+        fixed.after.findings
+    );
+    assert!(!idx.exists() && !dir.join("0000000009.seg.tmp").exists());
+    assert_eq!(std::fs::read(dir.join("backup.tmp")).unwrap(), b"mine");
+    assert_eq!(
+        Store::open(dir, Options::default())
+            .unwrap()
+            .last_position(),
+        60
+    );
+}
+
+#[test]
+fn damaged_state_needs_accepting_that_loss_cannot_be_checked() {
+    let tmp = closed_store(10, 1 << 20);
+    std::fs::write(tmp.path().join("STATE"), b"garbage").unwrap();
+    let r = checked(tmp.path());
+    assert_eq!(r.health(), Health::Damaged);
+    assert!(r.findings[0].file.ends_with("STATE"));
+    assert!(matches!(
+        Store::open(tmp.path(), Options::default()),
+        Err(Error::Corruption { .. })
+    ));
+    repair_accepting_loss(tmp.path(), 11);
+}
+
+#[test]
+fn repair_refuses_a_store_that_is_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), Options::default()).unwrap();
+    assert!(matches!(
+        repair(&fs(), tmp.path(), RepairOptions::default()),
+        Err(Error::Locked { .. })
+    ));
+    // verify reads beside it.
+    assert_eq!(verify(&fs(), tmp.path()).unwrap().health(), Health::Healthy);
+    drop(store);
+}
+
+#[test]
+fn verify_runs_on_the_simulated_disk_and_changes_nothing() {
+    let disk = SimDisk::new(7);
+    let storage: Arc<dyn Storage> = Arc::new(disk.clone());
+    let store = Store::open_with_storage(storage.clone(), "/db", tiny(700)).unwrap();
+    for i in 1..=40 {
+        store.append("s", ExpectedVersion::Any, &[ev(i)]).unwrap();
+    }
+    store.close().unwrap();
+    let contents = |d: &SimDisk| -> Vec<_> {
+        d.paths()
+            .into_iter()
+            .map(|p| (p.clone(), d.contents(&p)))
+            .collect()
+    };
+    let before = contents(&disk);
+    let r = verify(storage.as_ref(), "/db").unwrap();
+    assert_eq!(contents(&disk), before);
+    assert_eq!((r.health(), r.events), (Health::Healthy, 40));
+}
