@@ -158,6 +158,7 @@ impl Log {
     /// big enough for a frame of `need` bytes starting at `base_position`.
     fn roll(&self, active: &mut Active, need: u64, base_position: u64) -> Result<()> {
         self.sync(&active.file, &active.seg)?;
+        active.seg.seal();
         let ordinal = active.seg.ordinal + 1;
         if ordinal > MAX_ORDINAL {
             return Err(Error::InvalidArgument(format!(

@@ -271,6 +271,7 @@ pub(crate) fn recover(
             }
         };
         ix.apply(&seg, index)?;
+        seg.seal();
         next_position = advance(&seg, next_position, ix.events)?;
         segments.push(Arc::new(seg));
     }

@@ -13,10 +13,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use parking_lot::RwLock;
+use std::sync::OnceLock;
 
 use crate::error::{Error, Result};
 use crate::frame::{Cursor, RECORD_HEADER_LEN};
-use crate::storage::{Storage, StorageFile};
+use crate::storage::{FileMap, Storage, StorageFile};
 
 /// Length of the segment header.
 pub(crate) const SEGMENT_HEADER_LEN: u64 = 32;
@@ -97,8 +98,17 @@ pub(crate) fn sample_due(samples: &[Sample], offset: u64) -> bool {
 
 #[derive(Debug)]
 enum Data {
-    /// A read-only map of the whole (preallocated) file.
-    Mapped(Bytes),
+    /// A read-only map of the whole (preallocated) file. Reads go through views of the
+    /// written prefix only (below [`Segment::end`]), whose bytes never change again: the
+    /// writer writes only past it.
+    Mapped {
+        map: FileMap,
+        /// A view of the prefix written for good once the segment is sealed: reads of sealed
+        /// segments (most of them) borrow it without a lock or a reference count.
+        sealed: OnceLock<Bytes>,
+        /// A view of a written prefix of the active segment, grown when a read needs more.
+        written: RwLock<Bytes>,
+    },
     /// No map available from the storage: read with positional reads.
     File(Arc<dyn StorageFile>),
 }
@@ -187,7 +197,11 @@ impl Segment {
     ) -> Result<Segment> {
         let capacity = file.len().map_err(|e| Error::io("stat", &path, e))?;
         let data = match file.map().map_err(|e| Error::io("mmap", &path, e))? {
-            Some(map) => Data::Mapped(map),
+            Some(map) => Data::Mapped {
+                map,
+                sealed: OnceLock::new(),
+                written: RwLock::new(Bytes::new()),
+            },
             None => Data::File(Arc::clone(file)),
         };
         Ok(Segment {
@@ -211,15 +225,9 @@ impl Segment {
                 Error::corruption(&self.path, offset, "read runs past the end of the segment")
             })?;
         match &self.data {
-            Data::Mapped(map) => {
-                if end > map.len() as u64 {
-                    return Err(Error::corruption(
-                        &self.path,
-                        offset,
-                        "read runs past the map",
-                    ));
-                }
-                Ok(map.slice(offset as usize..end as usize))
+            Data::Mapped { .. } => {
+                let view = self.view(end)?;
+                Ok(view.slice(offset as usize..end as usize))
             }
             Data::File(file) => {
                 let mut buf = vec![0u8; len as usize];
@@ -262,14 +270,20 @@ impl Segment {
     /// else a buffer read for it.
     pub(crate) fn record_source(&self, offset: u64) -> Result<(Cow<'_, Bytes>, usize)> {
         match &self.data {
-            Data::Mapped(map) => match usize::try_from(offset) {
-                Ok(at) if at < map.len() => Ok((Cow::Borrowed(map), at)),
-                _ => Err(Error::corruption(
-                    &self.path,
-                    offset,
-                    "read runs past the map",
-                )),
-            },
+            Data::Mapped { sealed, .. } => {
+                let view = match sealed.get() {
+                    Some(v) => Cow::Borrowed(v),
+                    None => Cow::Owned(self.view(self.end())?),
+                };
+                match usize::try_from(offset) {
+                    Ok(at) if at < view.len() => Ok((view, at)),
+                    _ => Err(Error::corruption(
+                        &self.path,
+                        offset,
+                        "read runs past the written end of the segment",
+                    )),
+                }
+            }
             Data::File(_) => {
                 let header = self.read(offset, RECORD_HEADER_LEN as u64)?;
                 let len = Cursor::new(&header, 0).u32().unwrap_or(0);
@@ -285,7 +299,11 @@ impl Segment {
     /// their memory latencies are paid together instead of one by one. Reads nothing for
     /// unmapped segments or offsets out of range.
     pub(crate) fn touch(&self, offset: u64) -> u8 {
-        let Data::Mapped(map) = &self.data else {
+        // Only sealed segments: the active one's view would cost a lock per touch.
+        let Data::Mapped { sealed, .. } = &self.data else {
+            return 0;
+        };
+        let Some(map) = sealed.get() else {
             return 0;
         };
         let Ok(start) = usize::try_from(offset) else {
@@ -295,6 +313,68 @@ impl Segment {
         (0..4)
             .filter_map(|line| map.get(start.saturating_add(line * 64)))
             .fold(0, |acc, b| acc ^ b)
+    }
+
+    /// A view of the mapped bytes `[0, end)`, which must all be written (`end` at most
+    /// [`end`](Self::end)): such bytes never change again, so the view is sound.
+    fn view(&self, end: u64) -> Result<Bytes> {
+        let Data::Mapped {
+            map,
+            sealed,
+            written,
+        } = &self.data
+        else {
+            return Err(Error::corruption(&self.path, end, "segment is not mapped"));
+        };
+        let past = || {
+            Error::corruption(
+                &self.path,
+                end,
+                "read runs past the written end of the segment",
+            )
+        };
+        let written_end = self.end();
+        if end > written_end {
+            return Err(past());
+        }
+        let end = usize::try_from(end).map_err(|_| past())?;
+        if let Some(v) = sealed.get() {
+            return if end <= v.len() {
+                Ok(v.clone())
+            } else {
+                Err(past())
+            };
+        }
+        {
+            let v = written.read();
+            if v.len() >= end {
+                return Ok(v.clone());
+            }
+        }
+        let mut v = written.write();
+        if v.len() < end {
+            let upto = usize::try_from(written_end).map_err(|_| past())?;
+            if upto > map.len() {
+                return Err(past());
+            }
+            // SAFETY: bytes below the segment's end are frames written for good: the writer
+            // only writes past it, and nothing in annal rewrites them while the store is open
+            // (recovery writes the same bytes again before any reader exists).
+            *v = unsafe { map.prefix_bytes(upto) };
+        }
+        Ok(v.clone())
+    }
+
+    /// Marks the segment sealed: never written again. Its written bytes get one view that
+    /// every later read borrows.
+    pub(crate) fn seal(&self) {
+        if let Data::Mapped { map, sealed, .. } = &self.data
+            && let Ok(end) = usize::try_from(self.end())
+            && end <= map.len()
+        {
+            // SAFETY: a sealed segment is never written again (see `view`).
+            let _ = sealed.set(unsafe { map.prefix_bytes(end) });
+        }
     }
 
     /// End of the frames written so far.
@@ -340,7 +420,7 @@ impl Segment {
         let i = self.chunk_of(position)?;
         let (start, stop) = self.chunk_range(i, end)?;
         match self.data {
-            Data::Mapped(_) => Some((start, end.max(stop))),
+            Data::Mapped { .. } => Some((start, end.max(stop))),
             Data::File(_) => Some((start, stop)),
         }
     }
@@ -361,7 +441,7 @@ impl Segment {
             base_position: 1,
             path: dir.join(file_name(1)),
             capacity: 0,
-            data: Data::Mapped(Bytes::new()),
+            data: Data::File(Arc::clone(&file)),
             file: Arc::clone(&file),
             end: AtomicU64::new(SEGMENT_HEADER_LEN),
             samples: RwLock::new(Vec::new()),

@@ -5,15 +5,15 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+use std::sync::Arc;
 
-use bytes::Bytes;
 use memmap2::Mmap;
 #[cfg(target_os = "linux")]
 use memmap2::MmapMut;
 
 #[cfg(target_os = "linux")]
 use super::WriteMap;
-use super::{Storage, StorageFile};
+use super::{FileMap, Storage, StorageFile};
 
 /// The real file system (`std::fs`, `fdatasync`, `mmap`).
 ///
@@ -179,22 +179,20 @@ impl StorageFile for FsFile {
         Ok(len)
     }
 
-    fn map(&self) -> io::Result<Option<Bytes>> {
+    fn map(&self) -> io::Result<Option<FileMap>> {
         if self.len()? == 0 {
             // A zero-length mapping is an error on Linux; an empty view needs no map.
-            return Ok(Some(Bytes::new()));
+            return Ok(Some(FileMap::empty()));
         }
-        // SAFETY: the map is read-only and lives as long as any `Bytes` sliced from it, which
-        // can be longer than the `Store` (payloads are views of it). Rust requires the bytes
-        // behind a live slice not to change. annal itself never changes bytes a reader can hold:
-        // readers only get slices of frames that were completely written and published, and
-        // no annal code path (this store, or a later one opened on the same directory) ever
-        // rewrites, zeroes or truncates a published frame or shrinks a segment file: recovery
-        // only zeroes bytes past the last valid frame. Another program truncating or
-        // rewriting the segment files while such views exist is outside what annal supports;
-        // the README states that limit.
+        // SAFETY: the map is read-only and private to this handle's caller; `FileMap` makes
+        // no reference to it, only views of prefixes its caller knows never change again (see
+        // `FileMap::prefix`). Another program truncating the file while it is mapped would
+        // make reads of the lost pages fault (SIGBUS); the README states that limit.
         let map = unsafe { Mmap::map(&self.0)? };
-        Ok(Some(Bytes::from_owner(map)))
+        let (ptr, len) = (map.as_ptr(), map.len());
+        // SAFETY: `ptr .. ptr + len` is the mapping, which `map`, moved into the owner, keeps
+        // alive for as long as the `FileMap` and any view of it.
+        Ok(Some(unsafe { FileMap::from_raw(ptr, len, Arc::new(map)) }))
     }
 
     #[cfg(target_os = "linux")]
@@ -209,13 +207,12 @@ impl StorageFile for FsFile {
             return Ok(None);
         }
         let file = self.0.try_clone()?;
-        // SAFETY: `MmapMut` hands out `&mut [u8]` over the file, and the map must not outlive
-        // the file's length. annal makes a write map only for the segment being written, and
-        // only its single writer, under the writer lock, writes that segment (through the map
-        // or, for large frames, `pwrite`), and only past the end it has published; readers
-        // read only published bytes, which are never written again. Nothing in annal shrinks
-        // a segment: tail repair happens at open, before the map is made. Other programs
-        // changing the segment files are outside what annal supports (README, Limits).
+        // SAFETY: the map must not outlive the file's length, and nothing may hold a
+        // reference to bytes written through it. annal never shrinks a segment while it is
+        // open (tail repair happens at open, before the map is made), and `write_at` copies
+        // through a raw pointer, never through `&mut [u8]` of the map, into bytes past what
+        // readers view. Other programs changing the segment files are outside what annal
+        // supports (README, Limits).
         let map = unsafe { MmapMut::map_mut(&file)? };
         Ok(Some(Box::new(FsWriteMap {
             file,
@@ -310,11 +307,14 @@ impl WriteMap for FsWriteMap {
         if self.fallback || buf.len() >= PWRITE_FROM {
             return FileExt::write_all_at(&self.file, buf, offset);
         }
-        let dest = usize::try_from(offset)
-            .ok()
-            .and_then(|o| self.map.get_mut(o..o + buf.len()))
-            .ok_or_else(out_of_range)?;
-        dest.copy_from_slice(buf);
+        let at = usize::try_from(offset).map_err(|_| out_of_range())?;
+        // SAFETY: `at .. at + buf.len()` is inside the map (`end <= map_len` above), and no
+        // reference to the mapped bytes is made: readers hold views of the written prefix
+        // only (bytes below the segment's end, which this writer never writes again), so
+        // copying through a raw pointer into bytes past it aliases nothing.
+        unsafe {
+            std::ptr::copy_nonoverlapping(buf.as_ptr(), self.map.as_mut_ptr().add(at), buf.len());
+        }
         Ok(())
     }
 }

@@ -13,6 +13,7 @@ use std::any::Any;
 use std::fmt::Debug;
 use std::io;
 use std::path::Path;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -60,10 +61,10 @@ pub trait StorageFile: Send + Sync + Debug {
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// Makes written data (and the length) durable: `fdatasync`.
     fn sync_data(&self) -> io::Result<()>;
-    /// A read-only view of the whole file as it is now, which keeps reflecting later writes
-    /// within that length (a shared memory map). `None` when the implementation has no such
-    /// view; callers then read with [`read_exact_at`](Self::read_exact_at).
-    fn map(&self) -> io::Result<Option<Bytes>>;
+    /// A read-only shared memory map of the whole file as it is now, which keeps reflecting
+    /// later writes within that length. `None` when the implementation has no such view;
+    /// callers then read with [`read_exact_at`](Self::read_exact_at).
+    fn map(&self) -> io::Result<Option<FileMap>>;
     /// An offset past which the file holds no data: only holes, which read as zeros. The
     /// default is the length; [`FsStorage`] finds the end of the last data region
     /// (`SEEK_DATA`/`SEEK_HOLE`), so that an open reads only what was written.
@@ -113,8 +114,108 @@ impl StorageFile for NoFile {
     fn sync_data(&self) -> io::Result<()> {
         Ok(())
     }
-    fn map(&self) -> io::Result<Option<Bytes>> {
-        Ok(Some(Bytes::new()))
+    fn map(&self) -> io::Result<Option<FileMap>> {
+        Ok(None)
+    }
+}
+
+/// A read-only shared memory map of a file, from [`StorageFile::map`].
+///
+/// It holds no reference to the mapped bytes, only where they are: the file may be written
+/// (by this process's writer, or by another process) while it is mapped, and Rust requires
+/// the bytes behind a reference not to change while it lives. So views are made only of a
+/// prefix that the caller knows is written for good ([`prefix`](Self::prefix),
+/// [`prefix_bytes`](Self::prefix_bytes)), never of the whole map.
+pub struct FileMap {
+    ptr: *const u8,
+    len: usize,
+    /// Keeps the mapping alive (unmapped when the last view and this are gone).
+    owner: Arc<dyn Any + Send + Sync>,
+}
+
+// SAFETY: `FileMap` only reads the mapping, through views whose contract (`prefix`,
+// `prefix_bytes`) guarantees the bytes do not change; the mapping lives as long as `owner`,
+// which is `Send + Sync`.
+unsafe impl Send for FileMap {}
+// SAFETY: as for `Send`: shared access only reads bytes that never change.
+unsafe impl Sync for FileMap {}
+
+impl std::fmt::Debug for FileMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileMap").field("len", &self.len).finish()
+    }
+}
+
+impl FileMap {
+    /// A map of `len` bytes at `ptr`, kept mapped by `owner`.
+    ///
+    /// # Safety
+    ///
+    /// `ptr .. ptr + len` must be readable memory for as long as `owner` lives.
+    pub unsafe fn from_raw(ptr: *const u8, len: usize, owner: Arc<dyn Any + Send + Sync>) -> Self {
+        FileMap { ptr, len, owner }
+    }
+
+    /// An empty map.
+    pub fn empty() -> Self {
+        FileMap {
+            ptr: std::ptr::NonNull::<u8>::dangling().as_ptr(),
+            len: 0,
+            owner: Arc::new(()),
+        }
+    }
+
+    /// Length of the mapping.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the mapping is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The first `end` bytes (at most the map's length), borrowed.
+    ///
+    /// # Safety
+    ///
+    /// No byte of the file below `end` may change while the slice lives.
+    pub unsafe fn prefix(&self, end: usize) -> &[u8] {
+        // SAFETY: the range is inside the mapping (kept alive by `self.owner` for `&self`'s
+        // lifetime), and the caller guarantees its bytes do not change meanwhile.
+        unsafe { std::slice::from_raw_parts(self.ptr, end.min(self.len)) }
+    }
+
+    /// The first `end` bytes (at most the map's length), as a [`Bytes`] that keeps the
+    /// mapping alive and can outlive this map and the file's handle.
+    ///
+    /// # Safety
+    ///
+    /// No byte of the file below `end` may ever change again, by any writer.
+    pub unsafe fn prefix_bytes(&self, end: usize) -> Bytes {
+        Bytes::from_owner(Prefix {
+            ptr: self.ptr,
+            len: end.min(self.len),
+            _owner: Arc::clone(&self.owner),
+        })
+    }
+}
+
+/// The owner behind [`FileMap::prefix_bytes`]: a prefix of a mapping, and the mapping.
+struct Prefix {
+    ptr: *const u8,
+    len: usize,
+    _owner: Arc<dyn Any + Send + Sync>,
+}
+
+// SAFETY: see `FileMap`'s: the prefix is read-only and never changes.
+unsafe impl Send for Prefix {}
+
+impl AsRef<[u8]> for Prefix {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: `FileMap::prefix_bytes`'s caller guaranteed these bytes never change, and
+        // `_owner` keeps them mapped as long as this lives.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
     }
 }
 

@@ -19,10 +19,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use parking_lot::Mutex;
 
-use super::{Storage, StorageFile, WriteMap};
+use super::{FileMap, Storage, StorageFile, WriteMap};
 
 /// One pending change to a file's contents.
 #[derive(Debug, Clone)]
@@ -488,7 +487,7 @@ impl StorageFile for SimFile {
         })
     }
 
-    fn map(&self) -> io::Result<Option<Bytes>> {
+    fn map(&self) -> io::Result<Option<FileMap>> {
         Ok(None)
     }
 

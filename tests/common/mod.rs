@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use annal::storage::{FsStorage, Storage, StorageFile};
 use annal::{EventData, Options, ReadOptions, RecordedEvent, Store};
-use bytes::Bytes;
 
 /// Options with tiny segments and no fsync per append, for fast tests that roll often.
 pub fn tiny(segment_size: u64) -> Options {
@@ -160,7 +159,7 @@ impl StorageFile for FaultyFile {
         }
         self.inner.sync_data()
     }
-    fn map(&self) -> io::Result<Option<Bytes>> {
+    fn map(&self) -> io::Result<Option<annal::storage::FileMap>> {
         // No map: exercises the positional-read path.
         Ok(None)
     }
