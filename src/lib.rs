@@ -55,15 +55,20 @@
 //! Choose an [`FsyncPolicy`] in [`Options`]. The default, [`FsyncPolicy::Always`], returns from
 //! an append only once its frame is on disk; concurrent appenders share one `fdatasync`
 //! (group commit). Every policy survives a crash of the process; the policy decides what
-//! survives an OS crash or power loss (see the table on [`FsyncPolicy`]). Readers only ever
-//! see acknowledged events. After a failed write or sync the store is poisoned
-//! ([`Error::Poisoned`]) until reopened.
+//! survives an OS crash or power loss (see the table on [`FsyncPolicy`]). Readers of a
+//! `Store` only ever see acknowledged events (a read-only open in another process sees every
+//! complete frame in the files, acknowledged or not yet: see the README's Limits). After a
+//! failed write or sync the store is poisoned ([`Error::Poisoned`]) until reopened.
 //!
-//! ## Recovery
+//! ## Recovery, verify and repair
 //! Opening a store scans its active segment (sealed ones come from index checkpoints). A torn
 //! tail, even one of several frames reordered by a power loss, is cut (see
-//! [`RecoveryReport`]); damage to data known to have been synced fails the open with
-//! [`Error::Corruption`], naming the file and byte offset, and changes nothing on disk.
+//! [`RecoveryReport`]); damage to data known to have been synced, and synced data that is
+//! missing (a deleted or truncated segment: the `STATE` file records what was durable),
+//! fails the open with [`Error::Corruption`], naming the file and byte offset, and changes
+//! nothing on disk. [`verify`] checks a store directory without changing anything and reports
+//! every problem; [`repair`] fixes what an open would, and cuts damaged synced data only with
+//! [`RepairOptions::accept_loss`], after copying it to a quarantine folder.
 //!
 //! ## Testing crash safety
 //! [`storage::SimDisk`] is a simulated disk that loses, tears and reorders unsynced writes,
@@ -71,9 +76,10 @@
 //!
 //! ## Layout
 //! One module per concept: [`storage`] (the I/O seam and the simulated disk), `frame` (byte
-//! layouts, see FORMAT.md), `segment`, `log` (write path), `recovery`, `commit` (group
-//! commit), `index` (stream index), `checkpoint` (index checkpoints), `read`, `store`,
-//! `aggregate`, `snapshot`, `codec`, `subscription`, `durable`, `projection`.
+//! layouts, see FORMAT.md), `segment`, `log` (write path), `state` (the `STATE` file),
+//! `recovery`, `verify`, `repair`, `commit` (group commit), `index` (stream index),
+//! `checkpoint` (index checkpoints), `read`, `store`, `aggregate`, `snapshot`, `codec`,
+//! `subscription`, `durable`, `projection`.
 #![deny(missing_docs)]
 #![cfg_attr(
     not(test),

@@ -722,3 +722,25 @@ fn repair_cuts_only_when_told_and_quarantines_what_it_cuts() {
     ok(run(&dir, &["append", "s-0", "--type", "T", "--data", "{}"]));
     ok(run(&dir, &["verify"]));
 }
+
+#[test]
+fn a_store_others_can_read_is_opened_with_a_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_tmp, dir) = small_store();
+    ok(run(&dir, &["append", "s", "--type", "T", "--data", "{}"]));
+    let quiet = run(&dir, &["stats"]);
+    assert!(stderr(&quiet).is_empty(), "{}", stderr(&quiet));
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for args in [
+        &["stats"][..],
+        &["append", "s", "--type", "T", "--data", "{}"],
+    ] {
+        let o = run(&dir, args);
+        assert!(o.status.success());
+        assert!(
+            stderr(&o).contains("other users can read this store"),
+            "{}",
+            stderr(&o)
+        );
+    }
+}

@@ -183,4 +183,28 @@ fn a_full_tmpfs_keeps_every_acknowledged_event_and_raises_no_signal() {
         assert_eq!(e["data"]["n"], i as u64, "event {i}");
     }
     assert_eq!(no_signal(&annal(&dir, &["verify"], b""), "verify"), 0);
+
+    // A read-only mount: verify and the reading commands work, writing ones fail cleanly.
+    let out = Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(&fs.path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for args in [&["verify"][..], &["stats"], &["read", "s-3"]] {
+        let o = annal(&dir, args, b"");
+        assert_eq!(
+            no_signal(&o, args[0]),
+            0,
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let o = annal(&dir, &["append", "s-0", "--type", "T", "--data", "{}"], b"");
+    assert_eq!(no_signal(&o, "append on a read-only mount"), 1);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("Read-only file system"));
 }

@@ -91,7 +91,23 @@ pub fn check_store_dir(dir: &Path) -> CliResult {
 /// Opens the store that must already exist in `dir`.
 pub fn open_existing(dir: &Path, options: Options) -> CliResult<Store> {
     check_store_dir(dir)?;
-    Ok(Store::open(dir, options)?)
+    open_store(dir, options)
+}
+
+/// Opens (or creates) the store in `dir`, warning on stderr when others can read its files.
+pub fn open_store(dir: &Path, options: Options) -> CliResult<Store> {
+    let store = Store::open(dir, options)?;
+    let exposed = &store.recovery_report().readable_by_others;
+    if let Some(first) = exposed.first() {
+        crate::warn(&format!(
+            "warning: other users can read this store ({} of its files and directories, first \
+             {}); `chmod -R go-rwx {}` makes it private",
+            exposed.len(),
+            first.display(),
+            dir.display()
+        ));
+    }
+    Ok(store)
 }
 
 /// Parses `always`, `never`, `interval:MS` or `every:N`.

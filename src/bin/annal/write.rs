@@ -65,7 +65,7 @@ pub fn append(dir: &Path, args: AppendArgs) -> CliResult {
     if let Some(id) = args.id {
         event = event.with_id(id);
     }
-    let store = Store::open(dir, Options::default())?;
+    let store = crate::common::open_store(dir, Options::default())?;
     let r = store.append(&args.stream, args.expected, &[event])?;
     let mut out = Out::new();
     out.json(&Ack {
@@ -227,7 +227,7 @@ pub fn import(dir: &Path, args: ImportArgs) -> CliResult {
         fsync: args.fsync,
         ..Options::default()
     };
-    let store = Store::open(dir, options)?;
+    let store = crate::common::open_store(dir, options)?;
     let pb = match stdin_len() {
         Some(len) => progress_bar(len, "importing"),
         None => spinner("importing"),
