@@ -301,7 +301,11 @@ impl SegmentIndex {
     /// Whether this checkpoint describes `seg` as it is on disk: same ordinal and base, the
     /// same last frame header at the same place, and empty space right after it.
     pub(crate) fn matches(&self, seg: &Segment) -> bool {
-        if self.ordinal != seg.ordinal || self.base_position != seg.base_position {
+        // A file cut short inside what the checkpoint covers has lost synced frames.
+        if self.ordinal != seg.ordinal
+            || self.base_position != seg.base_position
+            || seg.capacity < self.end
+        {
             return false;
         }
         // Read with pread: the bytes after the end may be a hole that a mapped read would

@@ -105,7 +105,7 @@ pub(crate) fn check_state(
                 path,
                 0,
                 "STATE is missing, so whether synced events were lost cannot be checked \
-                 (`annal repair` rebuilds it from the log)",
+                 (`annal repair --accept-loss` rebuilds it from the log)",
             ));
         }
         (Err(StateProblem::Damaged(why)), _) => {
@@ -114,7 +114,7 @@ pub(crate) fn check_state(
                 0,
                 format!(
                     "{why}: whether synced events were lost cannot be checked \
-                     (`annal repair` rebuilds it from the log)"
+                     (`annal repair --accept-loss` rebuilds it from the log)"
                 ),
             ));
         }
@@ -286,7 +286,7 @@ pub(crate) fn recover(
     let end = ix.end as usize;
     let junk_end = last_nonzero(&bytes).max(end);
     let hole = next_position + ix.events;
-    let tail = judge_tail(&bytes, end, hole, state.durable_floor, opts.read_only);
+    let tail = judge_tail(&seg, &bytes, end, hole, state.durable_floor, opts.read_only)?;
     if junk_end > end
         && let Some(witness) = &tail.synced_by
     {
@@ -350,6 +350,9 @@ pub(crate) struct TailJudgement {
     /// What shows the position at the end had been synced, if anything does: then the bytes
     /// after the end are damaged durable data, not a torn write.
     pub synced_by: Option<String>,
+    /// A writer was appending there while the bytes were read: not damage, the log just ends
+    /// where the read began.
+    pub in_progress: bool,
 }
 
 /// Judges the bytes after `end` (the end of the valid frames, where position `hole` would
@@ -359,27 +362,42 @@ pub(crate) struct TailJudgement {
 /// earlier unsynced one is lost. The damage is a torn tail when nothing says the damaged
 /// position had been synced: neither `STATE` (`floor`), nor a later frame written after a
 /// sync covered it. Then everything from the damage on was never durable, and it is cut.
+///
+/// With `live` (a read-only open or `verify`, which may run beside a writer), a read of the
+/// file can race the writer: it may see a frame half written and later frames whole. So a
+/// later frame's testimony is checked by reading the file again: the writer finished the
+/// frame at `end` before it wrote any later one, so if that frame is whole now, it was an
+/// append in progress; if it is still bad, it is damage.
 pub(crate) fn judge_tail(
+    seg: &Segment,
     bytes: &[u8],
     end: usize,
     hole: u64,
     floor: u64,
-    read_only: bool,
-) -> TailJudgement {
-    let synced_by = if floor >= hole {
-        Some("STATE".to_string())
-    } else if read_only {
-        // Read-only, the file may be growing under the scan: a frame appended right at the
-        // end of the scanned data would be missed and the frames after it taken for proof of
-        // a hole. So only STATE's durable position (read before the scan, and never past what
-        // a running writer has) can say that data here was synced.
-        None
-    } else {
-        frames_after(bytes, end, hole)
-            .filter(|&(_, durable)| durable >= hole)
-            .map(|(at, _)| format!("the frame at byte {at}"))
-    };
-    TailJudgement { synced_by }
+    live: bool,
+) -> Result<TailJudgement> {
+    if floor >= hole {
+        return Ok(TailJudgement {
+            synced_by: Some("STATE".to_string()),
+            in_progress: false,
+        });
+    }
+    let witness = frames_after(bytes, end, hole)
+        .filter(|&(_, durable)| durable >= hole)
+        .map(|(at, _)| format!("the frame at byte {at}"));
+    if live && witness.is_some() {
+        let again = seg.read_data()?;
+        if matches!(frame::read_frame(&again, end), FrameRead::Frame(_)) {
+            return Ok(TailJudgement {
+                synced_by: None,
+                in_progress: true,
+            });
+        }
+    }
+    Ok(TailJudgement {
+        synced_by: witness,
+        in_progress: false,
+    })
 }
 
 /// The durable position the frame at `offset` recorded (hints only grow from frame to frame,

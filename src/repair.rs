@@ -50,6 +50,22 @@ pub struct Cut {
     pub quarantine: Option<PathBuf>,
 }
 
+impl Cut {
+    /// The positions lost, first and last; `None` when the cut loses none known (only bytes
+    /// that held no event, or events already missing from the files).
+    pub fn lost(&self) -> Option<(u64, u64)> {
+        (self.last_lost >= self.first_lost).then_some((self.first_lost, self.last_lost))
+    }
+
+    /// [`lost`](Self::lost) in words.
+    pub fn lost_words(&self) -> String {
+        match self.lost() {
+            Some((a, b)) => format!("positions {a} to {b}"),
+            None => "no positions known to be lost".to_string(),
+        }
+    }
+}
+
 /// What [`repair`] found and did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RepairReport {
@@ -110,9 +126,24 @@ pub fn repair(
     let mut cut = None;
     let mut cut_made = false;
     if damaged {
-        let planned = r.plan_cut(&before)?;
-        if options.accept_loss {
-            r.make_cut(&before, planned.as_ref())?;
+        // A damaged segment header over intact frames is rebuilt rather than cut.
+        let mut current = before.clone();
+        if options.accept_loss && r.rebuild_headers(&before)? {
+            current = verify(storage, dir)?;
+        }
+        let still_damaged = current
+            .findings
+            .iter()
+            .any(|f| f.severity == Severity::Damaged);
+        let planned = if still_damaged {
+            r.plan_cut(&current)?
+        } else {
+            None
+        };
+        if options.accept_loss && !still_damaged {
+            r.rebuildables(&current)?;
+        } else if options.accept_loss {
+            r.make_cut(&current, planned.as_ref())?;
             // What the shorter log makes stale: acks, snapshots, projection checkpoints.
             let cut_log = verify(storage, dir)?;
             r.rebuildables(&cut_log)?;
@@ -207,14 +238,93 @@ impl Repairer<'_> {
                     first - 1
                 ));
                 continue;
+            } else if name.ends_with(".seg") {
+                // Stray bytes after a sealed segment's last frame, where no event is.
+                if let Some(at) = f.offset {
+                    self.zero_from(&f.file, at)?;
+                }
+                continue;
             } else {
-                // Stray bytes in a sealed segment, an ack past the end, a snapshot past the
-                // end: an open handles them and there is nothing to remove.
+                // An open handles it and there is nothing to remove.
                 continue;
             };
             self.remove(&f.file, why)?;
         }
         Ok(())
+    }
+
+    /// Zeroes a segment file from `at` to the end of its data, and syncs it.
+    fn zero_from(&mut self, path: &Path, at: u64) -> Result<()> {
+        let f = self
+            .storage
+            .open(path, true)
+            .map_err(|e| Error::io("open", path, e))?;
+        let end = f.data_end().map_err(|e| Error::io("seek data", path, e))?;
+        if end > at {
+            let zeros = vec![0u8; clamp(end - at)];
+            f.write_all_at(&zeros, at)
+                .map_err(|e| Error::io("write", path, e))?;
+            f.sync_data().map_err(|e| Error::io("fdatasync", path, e))?;
+            self.actions.push(format!(
+                "zeroed {} stray bytes after the last frame of {}",
+                end - at,
+                path.display()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Writes a damaged segment header again when the frames after it are intact: its
+    /// ordinal is in the file name and its base position in the first frame. Returns whether
+    /// any was rewritten.
+    fn rebuild_headers(&mut self, report: &VerifyReport) -> Result<bool> {
+        let mut rebuilt = false;
+        for f in report
+            .findings
+            .iter()
+            .filter(|f| f.severity == Severity::Damaged && f.offset == Some(0))
+        {
+            let Some(ordinal) = f
+                .file
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(segment::parse_file_name)
+            else {
+                continue;
+            };
+            if self.open_segment(ordinal).is_ok() {
+                continue;
+            }
+            let Ok(bytes) = raw_read(self.storage, self.dir, ordinal) else {
+                continue;
+            };
+            let FrameRead::Frame(first) = frame::read_frame(&bytes, SEGMENT_HEADER_LEN as usize)
+            else {
+                continue;
+            };
+            let old: String = bytes
+                .iter()
+                .take(SEGMENT_HEADER_LEN as usize)
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            let header = segment::encode_header(ordinal, first.first_position);
+            let file = self
+                .storage
+                .open(&f.file, true)
+                .map_err(|e| Error::io("open", &f.file, e))?;
+            file.write_all_at(&header, 0)
+                .map_err(|e| Error::io("write", &f.file, e))?;
+            file.sync_data()
+                .map_err(|e| Error::io("fdatasync", &f.file, e))?;
+            self.actions.push(format!(
+                "rewrote the damaged header of {} (segment {ordinal}, base position {}; the \
+                 old header was {old})",
+                f.file.display(),
+                first.first_position
+            ));
+            rebuilt = true;
+        }
+        Ok(rebuilt)
     }
 
     fn open_segment(&self, ordinal: u32) -> Result<Segment> {
@@ -338,11 +448,10 @@ impl Repairer<'_> {
                 file.sync_data()
                     .map_err(|e| Error::io("fdatasync", &seg.path, e))?;
                 self.actions.push(format!(
-                    "cut {} at byte {}: positions {} to {} are gone (copied to {})",
+                    "cut {} at byte {}: {} (copied to {})",
                     seg.path.display(),
                     c.offset,
-                    c.first_lost,
-                    c.last_lost,
+                    c.lost_words(),
                     self.quarantine
                         .as_ref()
                         .map_or(String::new(), |q| q.display().to_string())
@@ -417,8 +526,10 @@ impl Repairer<'_> {
             .map_err(|e| Error::io("create directory", &q, e))?;
         let copy = |name: String| -> Result<()> {
             let from = self.dir.join(&name);
-            let Ok(src) = self.storage.open(&from, false) else {
-                return Ok(());
+            let src = match self.storage.open(&from, false) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(Error::io("open", &from, e)),
             };
             let len = src.len().map_err(|e| Error::io("stat", &from, e))?;
             let end = src
@@ -565,11 +676,10 @@ fn quarantine_report(report: &VerifyReport, cut: &Cut) -> String {
     let mut s = String::new();
     s.push_str("annal repair --accept-loss: what was cut from the log\n\n");
     s.push_str(&format!(
-        "cut at: {} byte {}\npositions lost: {} to {}\nbytes cut: {}\n\n",
+        "cut at: {} byte {}\nlost: {}\nbytes cut: {}\n\n",
         cut.segment.display(),
         cut.offset,
-        cut.first_lost,
-        cut.last_lost,
+        cut.lost_words(),
         cut.bytes
     ));
     s.push_str(

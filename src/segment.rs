@@ -42,7 +42,7 @@ pub(crate) fn parse_file_name(name: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
-fn encode_header(ordinal: u32, base_position: u64) -> [u8; SEGMENT_HEADER_LEN as usize] {
+pub(crate) fn encode_header(ordinal: u32, base_position: u64) -> [u8; SEGMENT_HEADER_LEN as usize] {
     let mut h = [0u8; SEGMENT_HEADER_LEN as usize];
     let mut v = Vec::with_capacity(h.len());
     v.extend_from_slice(&MAGIC);
@@ -80,6 +80,10 @@ fn decode_header(buf: &[u8]) -> std::result::Result<(u32, u64), &'static str> {
     }
     Ok((ordinal, base))
 }
+
+/// How much of a segment past the end of its data (as `SEEK_DATA` reports it) is read to
+/// check that it is really empty.
+const DATA_END_CHECK: u64 = 64 << 10;
 
 /// A point in the sparse position index of a segment: the frame at `offset` starts with the
 /// event at `position`.
@@ -262,6 +266,12 @@ impl Segment {
             .data_end()
             .map_err(|e| Error::io("seek data", &self.path, e))?
             .min(self.capacity);
+        // The file system's word is checked, not trusted: data right after its end means it
+        // under-reports (a bug some have had), and then the whole file is read.
+        let after = self.pread(end, DATA_END_CHECK)?;
+        if after.iter().any(|&b| b != 0) {
+            return self.pread(0, self.capacity);
+        }
         self.pread(0, end)
     }
 

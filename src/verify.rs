@@ -31,7 +31,9 @@ pub enum Severity {
     /// nothing in the log is lost.
     Rebuildable,
     /// Log data that was synced is damaged or missing, or `STATE`, which vouches for it, is:
-    /// every open refuses the store until [`repair`](crate::repair) is run.
+    /// opens refuse the store until [`repair`](crate::repair) is run. (An open does not read
+    /// sealed segments whose index checkpoint matches them: damage inside one is found here,
+    /// and by a read of the damaged events, which returns [`Error::Corruption`].)
     Damaged,
 }
 
@@ -289,6 +291,15 @@ impl Verifier<'_> {
 
     fn check_log(&mut self, files: &Files, state: &State) -> Result<()> {
         let Some(&last) = files.segments.last() else {
+            if !files.checkpoints.is_empty() {
+                self.add(
+                    Severity::Damaged,
+                    self.dir.join(segment::file_name(1)),
+                    Some(0),
+                    None,
+                    "index checkpoints exist but every segment file is missing".into(),
+                );
+            }
             return Ok(());
         };
         let mut next = 1u64;
@@ -390,8 +401,18 @@ impl Verifier<'_> {
             let at_usize = clamp(at);
             let next = recovery::find_valid_frame(bytes, at_usize, position);
             if active && !malformed {
-                let judged =
-                    recovery::judge_tail(bytes, at_usize, position, state.durable_floor, false);
+                let judged = recovery::judge_tail(
+                    seg,
+                    bytes,
+                    at_usize,
+                    position,
+                    state.durable_floor,
+                    true,
+                )?;
+                if judged.in_progress {
+                    // A writer's append, caught half written: the log read ends here.
+                    return Ok(position);
+                }
                 let last_seen = frames_end_position(bytes, next).unwrap_or(position - 1);
                 match judged.synced_by {
                     None => {
@@ -499,17 +520,20 @@ impl Verifier<'_> {
         Ok(())
     }
 
-    fn read(&self, name: &str) -> Result<Vec<u8>> {
+    /// A small file's bytes; `None` when it is gone since the listing (a writer beside
+    /// verify deleted a subscription or compacted snapshots).
+    fn read(&self, name: &str) -> Result<Option<Vec<u8>>> {
         let path = self.dir.join(name);
-        let f = self
-            .storage
-            .open(&path, false)
-            .map_err(|e| Error::io("open", &path, e))?;
+        let f = match self.storage.open(&path, false) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("open", &path, e)),
+        };
         let len = f.len().map_err(|e| Error::io("stat", &path, e))?;
         let mut buf = vec![0u8; usize::try_from(len).unwrap_or(0)];
         f.read_exact_at(&mut buf, 0)
             .map_err(|e| Error::io("read", &path, e))?;
-        Ok(buf)
+        Ok(Some(buf))
     }
 
     fn check_checkpoints(&mut self, files: &Files) -> Result<()> {
@@ -528,7 +552,9 @@ impl Verifier<'_> {
                 );
                 continue;
             }
-            let bytes = self.read(name)?;
+            let Some(bytes) = self.read(name)? else {
+                continue;
+            };
             match SegmentIndex::decode(&bytes) {
                 None => self.add(
                     Severity::Rebuildable,
@@ -556,7 +582,9 @@ impl Verifier<'_> {
 
     fn check_snapshots(&mut self, files: &Files) -> Result<()> {
         for name in &files.snapshots {
-            let bytes = self.read(name)?;
+            let Some(bytes) = self.read(name)? else {
+                continue;
+            };
             let mut at = 0;
             while at < bytes.len() {
                 match snapshot::decode(&bytes, at) {
@@ -599,7 +627,9 @@ impl Verifier<'_> {
     fn check_small_files(&mut self, files: &Files) -> Result<()> {
         let end = self.report.last_position;
         for name in &files.subs {
-            let bytes = self.read(name)?;
+            let Some(bytes) = self.read(name)? else {
+                continue;
+            };
             let path = self.dir.join(name);
             match durable::decode_slots(&bytes) {
                 None => self.add(
@@ -625,7 +655,9 @@ impl Verifier<'_> {
             }
         }
         for name in &files.projs {
-            let bytes = self.read(name)?;
+            let Some(bytes) = self.read(name)? else {
+                continue;
+            };
             let path = self.dir.join(name);
             match projection::decode(&bytes) {
                 None => self.add(

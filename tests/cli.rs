@@ -713,7 +713,7 @@ fn repair_cuts_only_when_told_and_quarantines_what_it_cuts() {
     }
     let text = std::fs::read_to_string(quarantine.join("REPORT.txt")).unwrap();
     assert!(
-        text.contains(&format!("positions lost: {first_lost} to 200")),
+        text.contains(&format!("lost: positions {first_lost} to 200")),
         "{text}"
     );
     // The store opens, holds exactly the events before the damage, and takes appends.

@@ -302,3 +302,190 @@ fn verify_runs_on_the_simulated_disk_and_changes_nothing() {
     assert_eq!(contents(&disk), before);
     assert_eq!((r.health(), r.events), (Health::Healthy, 40));
 }
+
+#[test]
+fn a_damaged_segment_header_over_intact_frames_is_rebuilt_not_cut() {
+    let tmp = closed_store(60, 1024);
+    let first = segment_files(tmp.path())[0].clone();
+    let mut b = std::fs::read(&first).unwrap();
+    b[3] ^= 0x10; // the magic
+    std::fs::write(&first, b).unwrap();
+    let r = checked(tmp.path());
+    assert_eq!(r.health(), Health::Damaged);
+    let fixed = repair(&fs(), tmp.path(), RepairOptions { accept_loss: true }).unwrap();
+    assert!(!fixed.cut_made, "{:?}", fixed.cut);
+    assert_eq!(
+        fixed.after.health(),
+        Health::Healthy,
+        "{:?}",
+        fixed.after.findings
+    );
+    assert!(
+        fixed
+            .actions
+            .iter()
+            .any(|a| a.contains("rewrote the damaged header"))
+    );
+    let store = Store::open(tmp.path(), Options::default()).unwrap();
+    assert_eq!(all(&store).len(), 60);
+}
+
+#[test]
+fn checkpoints_without_segments_are_damage_not_rebuildable() {
+    let tmp = closed_store(60, 1024);
+    for seg in segment_files(tmp.path()) {
+        std::fs::remove_file(seg).unwrap();
+    }
+    std::fs::remove_file(tmp.path().join("STATE")).unwrap();
+    let r = checked(tmp.path());
+    assert_eq!(r.health(), Health::Damaged, "{:?}", r.findings);
+    assert!(Store::open(tmp.path(), Options::default()).is_err());
+}
+
+#[test]
+fn stray_bytes_after_a_sealed_segment_are_zeroed_by_repair() {
+    let tmp = closed_store(60, 4096);
+    let seg = segment_files(tmp.path())[0].clone();
+    let mut b = std::fs::read(&seg).unwrap();
+    let end = frame_starts(&seg).last().copied().unwrap();
+    let len = u32::from_le_bytes(b[end..end + 4].try_into().unwrap()) as usize;
+    let file_len = b.len();
+    assert!(end + 8 + len + 8 < file_len, "no room after the last frame");
+    b[file_len - 1] = 0x5A;
+    std::fs::write(&seg, b).unwrap();
+    let r = checked(tmp.path());
+    assert_eq!(r.health(), Health::Repairable, "{:?}", r.findings);
+    assert_eq!(
+        Store::open(tmp.path(), Options::default())
+            .unwrap()
+            .last_position(),
+        60
+    );
+    let fixed = repair(&fs(), tmp.path(), RepairOptions::default()).unwrap();
+    assert_eq!(
+        fixed.after.health(),
+        Health::Healthy,
+        "{:?}",
+        fixed.after.findings
+    );
+}
+
+/// The real file system, but the first read of the last segment's data sees the frame at
+/// `torn_at` half written (zeros from its 9th byte), as a read racing a writer's append can.
+#[derive(Debug)]
+struct RacingReads {
+    torn_at: u64,
+    done: Arc<std::sync::atomic::AtomicBool>,
+    last: PathBuf,
+}
+
+#[derive(Debug)]
+struct RacingFile {
+    inner: Box<dyn annal::storage::StorageFile>,
+    torn_at: Option<u64>,
+    done: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Storage for RacingReads {
+    fn create_dir_all(&self, p: &Path) -> std::io::Result<()> {
+        fs().create_dir_all(p)
+    }
+    fn create(&self, p: &Path) -> std::io::Result<Box<dyn annal::storage::StorageFile>> {
+        fs().create(p)
+    }
+    fn open(&self, p: &Path, w: bool) -> std::io::Result<Box<dyn annal::storage::StorageFile>> {
+        Ok(Box::new(RacingFile {
+            inner: fs().open(p, w)?,
+            torn_at: (p == self.last).then_some(self.torn_at),
+            done: self.done.clone(),
+        }))
+    }
+    fn remove(&self, p: &Path) -> std::io::Result<()> {
+        fs().remove(p)
+    }
+    fn rename(&self, a: &Path, b: &Path) -> std::io::Result<()> {
+        fs().rename(a, b)
+    }
+    fn sync_dir(&self, p: &Path) -> std::io::Result<()> {
+        fs().sync_dir(p)
+    }
+    fn list(&self, d: &Path) -> std::io::Result<Vec<String>> {
+        fs().list(d)
+    }
+    fn lock(&self, p: &Path) -> std::io::Result<Box<dyn std::any::Any + Send + Sync>> {
+        fs().lock(p)
+    }
+}
+
+impl annal::storage::StorageFile for RacingFile {
+    fn len(&self) -> std::io::Result<u64> {
+        self.inner.len()
+    }
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.inner.read_exact_at(buf, offset)?;
+        if let Some(at) = self.torn_at
+            && offset == 0
+            && buf.len() as u64 > at + 64
+            && !self.done.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            buf[at as usize + 8..at as usize + 40].fill(0);
+        }
+        Ok(())
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        self.inner.write_all_at(buf, offset)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.inner.sync_data()
+    }
+    fn map(&self) -> std::io::Result<Option<annal::storage::FileMap>> {
+        self.inner.map()
+    }
+    fn data_end(&self) -> std::io::Result<u64> {
+        self.inner.data_end()
+    }
+}
+
+#[test]
+fn a_read_racing_a_writer_is_not_damage_but_damage_proven_by_later_frames_is() {
+    // Under Always, frames after the 5th prove it was synced.
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), Options::default()).unwrap();
+    for i in 1..=10 {
+        store.append("s", ExpectedVersion::Any, &[ev(i)]).unwrap();
+    }
+    let image = crash_image(tmp.path());
+    drop(store);
+    let seg = segment_files(image.path()).pop().unwrap();
+    let fifth = frame_starts(&seg)[4] as u64;
+    let ro = Options {
+        read_only: true,
+        ..Options::default()
+    };
+    // A read that raced the writer: the next read sees the frame whole.
+    let racing = |done: bool| RacingReads {
+        torn_at: fifth,
+        done: Arc::new(std::sync::atomic::AtomicBool::new(done)),
+        last: seg.clone(),
+    };
+    let r = verify(&racing(false), image.path()).unwrap();
+    assert_eq!(r.health(), Health::Healthy, "{:?}", r.findings);
+    let store =
+        Store::open_with_storage(Arc::new(racing(false)), image.path(), ro.clone()).unwrap();
+    assert!(store.last_position() >= 4);
+    drop(store);
+    // Real damage there: both verify and a read-only open see it, like a writable open.
+    let mut b = std::fs::read(&seg).unwrap();
+    b[fifth as usize + 20] ^= 1;
+    std::fs::write(&seg, b).unwrap();
+    assert_eq!(checked(image.path()).health(), Health::Damaged);
+    for opts in [ro, Options::default()] {
+        assert!(matches!(
+            Store::open(image.path(), opts),
+            Err(Error::Corruption { .. })
+        ));
+    }
+}

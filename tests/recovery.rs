@@ -570,3 +570,19 @@ fn only_annals_own_temporary_files_are_removed() {
     }
     assert_eq!(all(&store).len(), 1);
 }
+
+#[test]
+fn a_sealed_segment_cut_short_is_refused_even_with_its_checkpoint() {
+    let tmp = closed_store(90, 1024);
+    let segs = segment_files(tmp.path());
+    assert!(segs[1].with_extension("idx").exists());
+    let len = std::fs::metadata(&segs[1]).unwrap().len();
+    let end = data_end(&segs[1]) as u64;
+    assert!(end < len);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segs[1])
+        .unwrap();
+    f.set_len(end - 10).unwrap();
+    refused(tmp.path(), "0000000002.seg");
+}

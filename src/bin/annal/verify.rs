@@ -227,13 +227,12 @@ pub fn repair(dir: &Path, json: bool, accept_loss: bool) -> CliResult {
         }
         if let (Some(c), false) = (&r.cut, r.cut_made) {
             out.line(&format!(
-                "repair: would cut {} at byte {}: positions {} to {} ({} bytes; streams: {}). \
-                 Nothing was cut: run again with --accept-loss to cut it (every byte cut is \
-                 copied to a quarantine folder first)",
+                "repair: would cut {} at byte {}: {} ({} bytes; streams: {}). Nothing was \
+                 cut: run again with --accept-loss to cut it (every byte cut is copied to a \
+                 quarantine folder first)",
                 c.segment.display(),
                 c.offset,
-                c.first_lost,
-                c.last_lost,
+                c.lost_words(),
                 c.bytes,
                 if c.streams.is_empty() {
                     "none readable".to_string()
