@@ -108,7 +108,7 @@ pub struct StreamEvents {
     locations: Vec<u64>,
     /// Version of `locations[0]`.
     chunk_version: u64,
-    segment: Option<Arc<Segment>>,
+    segment: SegmentCache,
     /// Indices into `locations` below this one (forward) or above it (backward) were touched.
     warmed: usize,
 }
@@ -131,7 +131,7 @@ impl StreamEvents {
             done: range.is_none(),
             locations: Vec::new(),
             chunk_version: 0,
-            segment: None,
+            segment: SegmentCache::default(),
             warmed: 0,
         }
     }
@@ -174,7 +174,7 @@ impl StreamEvents {
         warm(
             &self.inner,
             &self.locations,
-            self.segment.as_ref(),
+            &mut self.segment,
             self.forward,
             &mut self.warmed,
             at,
@@ -197,7 +197,7 @@ impl StreamEvents {
 fn warm(
     inner: &Inner,
     locations: &[u64],
-    current: Option<&Arc<Segment>>,
+    cache: &mut SegmentCache,
     forward: bool,
     warmed: &mut usize,
     at: usize,
@@ -217,15 +217,12 @@ fn warm(
         *warmed = start;
         start..at + 1
     };
-    let mut seg = current.cloned();
     let mut acc = 0u8;
     for &loc in locations.get(range).unwrap_or_default() {
         let (ordinal, offset) = unpack(loc);
-        if seg.as_ref().is_none_or(|s| s.ordinal != ordinal) {
-            seg = inner.log.segment(ordinal);
-        }
-        if let Some(s) = &seg {
-            acc ^= s.touch(offset);
+        cache.segment(inner, ordinal);
+        if let SegmentCache { seg: Some(s), view } = cache {
+            acc ^= s.touch(offset, view);
         }
     }
     std::hint::black_box(acc);
@@ -248,27 +245,45 @@ impl Iterator for StreamEvents {
     }
 }
 
+/// The segment a stream read is in, and a view of the active segment's written bytes, kept
+/// from one event to the next.
+#[derive(Debug, Default)]
+pub(crate) struct SegmentCache {
+    seg: Option<Arc<Segment>>,
+    view: bytes::Bytes,
+}
+
+impl SegmentCache {
+    /// Segment `ordinal`, switching to it (and dropping the view) if it is another one.
+    fn segment(&mut self, inner: &Inner, ordinal: u32) -> Option<&Arc<Segment>> {
+        if self.seg.as_ref().is_none_or(|s| s.ordinal != ordinal) {
+            self.seg = inner.log.segment(ordinal);
+            self.view = bytes::Bytes::new();
+        }
+        self.seg.as_ref()
+    }
+}
+
 /// Reads and checks the record at index location `loc`, which must be `version` of `stream`.
 /// Also returns where the record sits in its frame ([`frame::FLAG_FIRST`], [`frame::FLAG_LAST`]).
 pub(crate) fn read_event(
     inner: &Inner,
-    cached: &mut Option<Arc<Segment>>,
+    cached: &mut SegmentCache,
     stream: &Arc<str>,
     version: u64,
     loc: u64,
 ) -> Result<(RecordedEvent, u8)> {
     let (ordinal, offset) = unpack(loc);
-    if cached.as_ref().is_none_or(|s| s.ordinal != ordinal) {
-        *cached = inner.log.segment(ordinal);
-    }
-    let seg = cached.as_deref().ok_or_else(|| {
+    cached.segment(inner, ordinal);
+    let SegmentCache { seg, view } = cached;
+    let seg = seg.as_deref().ok_or_else(|| {
         Error::corruption(
             &inner.dir,
             offset,
             format!("stream {stream:?} version {version} points at missing segment {ordinal}"),
         )
     })?;
-    let (bytes, at) = seg.record_source(offset)?;
+    let (bytes, at) = seg.record_source(offset, view)?;
     let r = frame::read_record(&bytes, at, true)
         .map_err(|reason| Error::corruption(&seg.path, offset, reason))?;
     if r.version != version {

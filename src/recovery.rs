@@ -260,7 +260,7 @@ pub(crate) fn recover(
                 ix
             }
             None => {
-                let bytes = seg.read_data()?;
+                let bytes = seg.scan_data()?;
                 let (ix, stop) = checkpoint::scan(&seg, &bytes)?;
                 if let Some(stop) = stop {
                     return Err(Error::corruption(&seg.path, stop.offset, stop.reason));
@@ -280,7 +280,12 @@ pub(crate) fn recover(
     let (seg, file) = Segment::open(storage, dir, last, !opts.read_only)?;
     check_base(&seg, next_position)?;
     check_len(&seg, &state)?;
-    let bytes = seg.read_data()?;
+    // Read-only, a writer may be appending to the active segment: a copy, not a view.
+    let bytes = if opts.read_only {
+        std::borrow::Cow::Owned(seg.read_data()?)
+    } else {
+        seg.scan_data()?
+    };
     let (ix, stop) = checkpoint::scan(&seg, &bytes)?;
     report.segments_scanned += 1;
     let end = ix.end as usize;
@@ -322,15 +327,16 @@ pub(crate) fn recover(
                     .unwrap_or(SEGMENT_HEADER_LEN),
             )
         };
-        repair_tail(
-            &mut report,
-            rewrite_from,
-            &seg,
-            file.as_ref(),
-            &bytes,
-            end,
-            junk_end,
-        )?;
+        // Copied out, and the view dropped, before the file is written.
+        let rewrite = rewrite_from.map(|from| {
+            let from = usize::try_from(from).unwrap_or(end).min(end);
+            (
+                from as u64,
+                bytes.get(from..end).unwrap_or_default().to_vec(),
+            )
+        });
+        drop(bytes);
+        repair_tail(&mut report, rewrite, &seg, file.as_ref(), end, junk_end)?;
     }
     let seg = Arc::new(seg);
     segments.push(Arc::clone(&seg));
@@ -413,25 +419,21 @@ fn durable_hint(bytes: &[u8], offset: u64) -> u64 {
 /// after an unclean shutdown, a torn tail zeroed, and the segment synced.
 fn repair_tail(
     report: &mut RecoveryReport,
-    rewrite_from: Option<u64>,
+    rewrite: Option<(u64, Vec<u8>)>,
     seg: &Segment,
     file: &dyn crate::storage::StorageFile,
-    bytes: &[u8],
     end: usize,
     junk_end: usize,
 ) -> Result<()> {
-    if let Some(from) = rewrite_from {
+    if let Some((from, data)) = rewrite
+        && !data.is_empty()
+    {
         // After a failed writeback the kernel may keep pages it could not write but mark them
         // clean: they read back fine and would never be written again. Rewriting the same
         // bytes makes the sync below write them for real. Only what is not known synced needs
         // it (from the frame holding the first position past STATE's durable floor).
-        let from = usize::try_from(from).unwrap_or(end).min(end);
-        if let Some(data) = bytes.get(from..end)
-            && !data.is_empty()
-        {
-            file.write_all_at(data, from as u64)
-                .map_err(|e| Error::io("write", &seg.path, e))?;
-        }
+        file.write_all_at(&data, from)
+            .map_err(|e| Error::io("write", &seg.path, e))?;
     }
     if junk_end > end {
         zero_range(file, &seg.path, end as u64, junk_end as u64)?;

@@ -259,31 +259,74 @@ impl Segment {
     }
 
     /// The file's bytes from offset 0 up to the end of its last data (past it the file is a
-    /// hole, which reads as zeros), read with `pread`: what recovery and `verify` scan.
+    /// hole, which reads as zeros), read with `pread`: what `verify`, `repair` and a
+    /// read-only open scan, where a writer may be writing the file meanwhile.
     pub(crate) fn read_data(&self) -> Result<Vec<u8>> {
+        let end = self.data_end()?;
+        self.pread(0, end)
+    }
+
+    /// The same bytes as [`read_data`](Self::read_data), borrowed from the map when there is
+    /// one, for the scans of an open. Only the file's data is viewed, never a hole after it
+    /// (on tmpfs a mapped read of a hole allocates a page, and on a full one that is SIGBUS).
+    ///
+    /// The caller must not let anything write the file while the view lives: it is for
+    /// sealed segments, and for the active one of a writable open, whose recovery drops the
+    /// view before it writes.
+    pub(crate) fn scan_data(&self) -> Result<std::borrow::Cow<'_, [u8]>> {
+        let end = self.data_end()?;
+        match &self.data {
+            Data::Mapped { map, .. } => {
+                let end = usize::try_from(end)
+                    .ok()
+                    .filter(|&e| e <= map.len())
+                    .ok_or_else(|| Error::corruption(&self.path, end, "data past the map"))?;
+                // SAFETY: nothing writes this file while the view lives (the contract above:
+                // sealed segments are never written again, and a writable open holds the
+                // store's lock and writes the active segment only after dropping the view).
+                Ok(std::borrow::Cow::Borrowed(unsafe { map.prefix(end) }))
+            }
+            Data::File(_) => self.pread(0, end).map(std::borrow::Cow::Owned),
+        }
+    }
+
+    /// The end of the file's data, by `SEEK_DATA`/`SEEK_HOLE`, checked rather than trusted:
+    /// data right after it means the file system under-reports (a bug some have had), and
+    /// then it is the whole file.
+    fn data_end(&self) -> Result<u64> {
         let end = self
             .file
             .data_end()
             .map_err(|e| Error::io("seek data", &self.path, e))?
             .min(self.capacity);
-        // The file system's word is checked, not trusted: data right after its end means it
-        // under-reports (a bug some have had), and then the whole file is read.
         let after = self.pread(end, DATA_END_CHECK)?;
         if after.iter().any(|&b| b != 0) {
-            return self.pread(0, self.capacity);
+            return Ok(self.capacity);
         }
-        self.pread(0, end)
+        Ok(end)
     }
 
     /// A buffer holding the record at `offset` (header and content, not yet checked) and the
     /// record's offset in it: the whole map when mapped (no copy, no reference count touched),
     /// else a buffer read for it.
-    pub(crate) fn record_source(&self, offset: u64) -> Result<(Cow<'_, Bytes>, usize)> {
+    pub(crate) fn record_source<'a>(
+        &'a self,
+        offset: u64,
+        cached: &'a mut Bytes,
+    ) -> Result<(Cow<'a, Bytes>, usize)> {
         match &self.data {
             Data::Mapped { sealed, .. } => {
                 let view = match sealed.get() {
                     Some(v) => Cow::Borrowed(v),
-                    None => Cow::Owned(self.view(self.end())?),
+                    None => {
+                        // The active segment: a view kept by the reader, renewed only when
+                        // the record lies past it.
+                        let need = offset.saturating_add(RECORD_HEADER_LEN as u64 + 1);
+                        if (cached.len() as u64) < need {
+                            *cached = self.view(self.end())?;
+                        }
+                        Cow::Borrowed(&*cached)
+                    }
                 };
                 match usize::try_from(offset) {
                     Ok(at) if at < view.len() => Ok((view, at)),
@@ -308,13 +351,21 @@ impl Segment {
     /// first touches a group of them with independent loads, which the CPU overlaps, so that
     /// their memory latencies are paid together instead of one by one. Reads nothing for
     /// unmapped segments or offsets out of range.
-    pub(crate) fn touch(&self, offset: u64) -> u8 {
-        // Only sealed segments: the active one's view would cost a lock per touch.
+    pub(crate) fn touch(&self, offset: u64, cached: &mut Bytes) -> u8 {
         let Data::Mapped { sealed, .. } = &self.data else {
             return 0;
         };
-        let Some(map) = sealed.get() else {
-            return 0;
+        let map = match sealed.get() {
+            Some(v) => v,
+            None => {
+                if (cached.len() as u64) <= offset {
+                    match self.view(self.end()) {
+                        Ok(v) => *cached = v,
+                        Err(_) => return 0,
+                    }
+                }
+                &*cached
+            }
         };
         let Ok(start) = usize::try_from(offset) else {
             return 0;

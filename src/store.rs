@@ -874,7 +874,7 @@ impl Inner {
             return Ok(None);
         };
         // The matched events must be exactly one earlier append: one whole frame.
-        let mut cached = None;
+        let mut cached = crate::read::SegmentCache::default();
         let mut positions = Vec::with_capacity(ids.len());
         let mut edges = Vec::with_capacity(ids.len());
         for (i, (&loc, &id)) in locs.iter().zip(&ids).enumerate() {

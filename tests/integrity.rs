@@ -489,3 +489,12 @@ fn a_read_racing_a_writer_is_not_damage_but_damage_proven_by_later_frames_is() {
         ));
     }
 }
+
+#[test]
+fn verify_of_a_store_whose_first_segment_was_never_made_is_healthy_and_creates_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("LOCK"), b"").unwrap();
+    let r = checked(tmp.path());
+    assert_eq!((r.health(), r.events, r.segments), (Health::Healthy, 0, 0));
+    assert!(segment_files(tmp.path()).is_empty());
+}
