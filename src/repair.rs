@@ -327,12 +327,8 @@ impl Repairer<'_> {
         Ok(rebuilt)
     }
 
-    fn open_segment(&self, ordinal: u32) -> Result<Segment> {
-        Segment::open(self.storage, self.dir, ordinal, true).map(|(s, _)| s)
-    }
-
-    /// Where the log would be cut for the first damage `report` found, and what is lost.
-    fn plan_cut(&self, report: &VerifyReport) -> Result<Option<Cut>> {
+    /// The directory's names, and its segment ordinals in order.
+    fn list(&self) -> Result<(Vec<String>, Vec<u32>)> {
         let names = self
             .storage
             .list(self.dir)
@@ -342,6 +338,16 @@ impl Repairer<'_> {
             .filter_map(|n| segment::parse_file_name(n))
             .collect();
         ordinals.sort_unstable();
+        Ok((names, ordinals))
+    }
+
+    fn open_segment(&self, ordinal: u32) -> Result<Segment> {
+        Segment::open(self.storage, self.dir, ordinal, true).map(|(s, _)| s)
+    }
+
+    /// Where the log would be cut for the first damage `report` found, and what is lost.
+    fn plan_cut(&self, report: &VerifyReport) -> Result<Option<Cut>> {
+        let (_, ordinals) = self.list()?;
         let floor = state::read(self.storage, self.dir)?.map_or(0, |s| s.durable_floor);
         // The first damage inside the log (STATE-only findings cut nothing).
         let first = report
@@ -408,15 +414,7 @@ impl Repairer<'_> {
 
     /// Cuts the log as planned (quarantining first) and rewrites `STATE` to the log left.
     fn make_cut(&mut self, report: &VerifyReport, cut: Option<&Cut>) -> Result<()> {
-        let names = self
-            .storage
-            .list(self.dir)
-            .map_err(|e| Error::io("list", self.dir, e))?;
-        let mut ordinals: Vec<u32> = names
-            .iter()
-            .filter_map(|n| segment::parse_file_name(n))
-            .collect();
-        ordinals.sort_unstable();
+        let (names, ordinals) = self.list()?;
         // A cut at byte 0 (the first segment missing or its header damaged) leaves no segment.
         let cut_ordinal = cut
             .filter(|c| c.offset > 0)

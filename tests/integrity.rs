@@ -34,51 +34,12 @@ fn tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     v
 }
 
-/// A store of `n` single-event appends over 3 streams under `Always`, closed cleanly.
-fn closed_store(n: u64, segment_size: u64) -> tempfile::TempDir {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(
-        tmp.path(),
-        Options {
-            segment_size,
-            ..Options::default()
-        },
-    )
-    .unwrap();
-    for i in 1..=n {
-        store
-            .append(&format!("s-{}", i % 3), ExpectedVersion::Any, &[ev(i)])
-            .unwrap();
-    }
-    let mut sub = store.durable_subscription("relay").unwrap();
-    for _ in 0..n / 2 {
-        sub.next_timeout(std::time::Duration::from_secs(5))
-            .unwrap()
-            .unwrap();
-    }
-    sub.ack(n / 2).unwrap();
-    drop(sub);
-    store.close().unwrap();
-    tmp
-}
-
 /// verify, asserting it changed nothing.
 fn checked(dir: &Path) -> VerifyReport {
     let before = tree(dir);
     let r = verify(&fs(), dir).unwrap();
     assert_eq!(tree(dir), before, "verify changed a file");
     r
-}
-
-fn frame_starts(seg: &Path) -> Vec<usize> {
-    let bytes = std::fs::read(seg).unwrap();
-    let mut at = 32;
-    let mut starts = Vec::new();
-    while u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) != 0 {
-        starts.push(at);
-        at += 8 + u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
-    }
-    starts
 }
 
 /// Repair without `accept_loss` changes nothing and says what it would cut; with it, the

@@ -348,24 +348,6 @@ fn leftover_temporary_segment_is_removed() {
     assert_eq!(r.first_position, 2);
 }
 
-/// A store of `n` single-event appends under `Always`, closed cleanly, with segments of
-/// `segment_size` bytes.
-fn closed_store(n: u64, segment_size: u64) -> tempfile::TempDir {
-    let tmp = tempfile::tempdir().unwrap();
-    let opts = Options {
-        segment_size,
-        ..Options::default()
-    };
-    let store = Store::open(tmp.path(), opts).unwrap();
-    for i in 1..=n {
-        store
-            .append(&format!("s-{}", i % 3), ExpectedVersion::Any, &[ev(i)])
-            .unwrap();
-    }
-    store.close().unwrap();
-    tmp
-}
-
 /// Opening, writable and read-only, fails with corruption whose message contains `needle`,
 /// and changes no file.
 fn refused(dir: &std::path::Path, needle: &str) {
@@ -381,21 +363,6 @@ fn refused(dir: &std::path::Path, needle: &str) {
             "read_only {read_only}: {err}"
         );
         assert_eq!(snapshot_dir(dir), before, "a refused open changed a file");
-    }
-}
-
-/// The offsets at which each frame of a segment starts, from a read of its events.
-fn frame_starts(seg: &std::path::Path) -> Vec<usize> {
-    let bytes = std::fs::read(seg).unwrap();
-    let mut at = 32;
-    let mut starts = Vec::new();
-    loop {
-        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
-        if len == 0 {
-            return starts;
-        }
-        starts.push(at);
-        at += 8 + len;
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use annal::storage::{FsStorage, Storage, StorageFile};
-use annal::{EventData, Options, ReadOptions, RecordedEvent, Store};
+use annal::{EventData, ExpectedVersion, Options, ReadOptions, RecordedEvent, Store};
 
 /// Options with tiny segments and no fsync per append, for fast tests that roll often.
 pub fn tiny(segment_size: u64) -> Options {
@@ -176,4 +176,44 @@ pub fn crash_image(dir: &Path) -> tempfile::TempDir {
         }
     }
     image
+}
+
+/// A store of `n` single-event appends over 3 streams under `Always`, closed cleanly.
+pub fn closed_store(n: u64, segment_size: u64) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        tmp.path(),
+        Options {
+            segment_size,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    for i in 1..=n {
+        store
+            .append(&format!("s-{}", i % 3), ExpectedVersion::Any, &[ev(i)])
+            .unwrap();
+    }
+    let mut sub = store.durable_subscription("relay").unwrap();
+    for _ in 0..n / 2 {
+        sub.next_timeout(std::time::Duration::from_secs(5))
+            .unwrap()
+            .unwrap();
+    }
+    sub.ack(n / 2).unwrap();
+    drop(sub);
+    store.close().unwrap();
+    tmp
+}
+
+/// The offsets at which the frames of a segment file start.
+pub fn frame_starts(seg: &Path) -> Vec<usize> {
+    let bytes = std::fs::read(seg).unwrap();
+    let mut at = 32;
+    let mut starts = Vec::new();
+    while at + 8 <= bytes.len() && u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) != 0 {
+        starts.push(at);
+        at += 8 + u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+    }
+    starts
 }
