@@ -4,7 +4,7 @@
 //! is room the import resumes with every acknowledged event kept. Then the file system is
 //! remounted read-only, where `verify` and the reading commands still work.
 //!
-//! Mounting needs root and `mkfs.ext4` (CI runs as root, and `.ci/run` installs e2fsprogs);
+//! Mounting needs root and `mkfs.ext4` (CI runs as root, and `scripts/test` installs e2fsprogs);
 //! without them the test fails, saying so.
 
 use std::io::Write;
