@@ -70,6 +70,11 @@ pub(crate) struct Log {
     sync_failure: Mutex<Option<String>>,
     /// Segment fdatasyncs so far.
     syncs: AtomicU64,
+    /// What `STATE` says now (written by this log's open, rolls, syncs and close); the lock
+    /// serializes its replacements, which share one temporary name.
+    recorded: Mutex<State>,
+    /// `recorded`'s durable position, readable without the lock.
+    recorded_floor: AtomicU64,
 }
 
 impl Log {
@@ -86,6 +91,8 @@ impl Log {
             segments: RwLock::new(segments),
             sync_failure: Mutex::new(None),
             syncs: AtomicU64::new(0),
+            recorded: Mutex::new(State::default()),
+            recorded_floor: AtomicU64::new(0),
         }
     }
 
@@ -132,6 +139,29 @@ impl Log {
         })
     }
 
+    /// Records in `STATE` what `update` makes of the current record, durably. Records only
+    /// grow: a durable position or last segment lower than the current one is kept.
+    pub(crate) fn record(&self, update: impl FnOnce(&mut State)) -> Result<()> {
+        let mut cur = self.recorded.lock();
+        let mut next = *cur;
+        update(&mut next);
+        next.durable_floor = next.durable_floor.max(cur.durable_floor);
+        if next.last_ordinal < cur.last_ordinal {
+            next.last_ordinal = cur.last_ordinal;
+            next.last_len = cur.last_len;
+        }
+        state::write(self.storage.as_ref(), &self.dir, &next)?;
+        *cur = next;
+        self.recorded_floor
+            .store(next.durable_floor, Ordering::Release);
+        Ok(())
+    }
+
+    /// The durable position `STATE` records now.
+    pub(crate) fn recorded_floor(&self) -> u64 {
+        self.recorded_floor.load(Ordering::Acquire)
+    }
+
     /// Segment fdatasyncs so far.
     pub(crate) fn syncs(&self) -> u64 {
         self.syncs.load(Ordering::Relaxed)
@@ -175,16 +205,12 @@ impl Log {
         )?;
         // The new last segment goes on record, with everything before it synced: losing it,
         // or the sealed data, is then detected on open even after a crash.
-        state::write(
-            self.storage.as_ref(),
-            &self.dir,
-            &State {
-                clean: false,
-                durable_floor: base_position - 1,
-                last_ordinal: ordinal,
-                last_len: capacity,
-            },
-        )?;
+        self.record(|s| {
+            s.clean = false;
+            s.durable_floor = base_position - 1;
+            s.last_ordinal = ordinal;
+            s.last_len = capacity;
+        })?;
         let seg = Arc::new(seg);
         self.segments.write().push(Arc::clone(&seg));
         *active = Active::new(seg, file, SEGMENT_HEADER_LEN, true);

@@ -67,11 +67,18 @@ pub struct Options {
     /// Open without the directory lock and without changing any file (default false), to read
     /// a store that another process may be writing: the store shows the log as it was at open
     /// (a later append by the other process is not seen), an append in progress at the end of
-    /// the active segment ends the log there (nothing is cut; damage at a position the last
-    /// clean close or open recorded as synced still fails the open, but damage after it just
-    /// ends the log), and appends, durable subscriptions and checkpoints fail with
-    /// [`Error::ReadOnly`].
+    /// the active segment ends the log there (nothing is cut; damage that `STATE` or a later
+    /// frame shows was synced still fails the open, as a writable open would), and appends,
+    /// durable subscriptions and checkpoints fail with [`Error::ReadOnly`].
     pub read_only: bool,
+    /// While the store is open, `STATE` records the synced position again once it has moved
+    /// this many events past the last record (default 4096; 0: only at open, segment rolls
+    /// and close). Each record is a durable file replacement (two `fdatasync`s), made by the
+    /// sync that got there. It bounds what a crash can hide: synced events at the end of the
+    /// log that vanish entirely after a crash (zeroed, or the file cut at a frame boundary)
+    /// are detected when `STATE` or a later frame vouches for them, so at most this many
+    /// (plus the last group-commit batch) can go unnoticed.
+    pub record_durable_every: u64,
     /// Let the owner's group read the store (default false). [`Store::open`](crate::Store::open)
     /// creates every directory 0700 and every file 0600, the owner only, whatever the umask;
     /// with this on, 0750 and 0640. Existing files keep their modes, and on opening, files
@@ -95,6 +102,7 @@ impl Default for Options {
             aggregate_cache: 1024,
             projection_checkpoint_every: 1000,
             read_only: false,
+            record_durable_every: 4096,
             share_with_group: false,
         }
     }

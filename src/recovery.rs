@@ -43,8 +43,10 @@ pub struct RecoveryReport {
     /// Leftover temporary files (from a creation interrupted by a crash) removed.
     pub removed_temp_files: usize,
     /// The highest position recovery could prove had been synced: by `STATE` (written at
-    /// every open, segment roll and clean close) or by the durable position a later frame
-    /// recorded. Losing events up to it is always detected.
+    /// every open, segment roll and clean close, and every
+    /// [`Options::record_durable_every`](crate::Options::record_durable_every) synced events)
+    /// or by the durable position a later frame recorded. Losing events up to it is always
+    /// detected.
     pub proven_durable: u64,
     /// Events recovered after [`proven_durable`](Self::proven_durable): the last group-commit
     /// batch (or batches) before an unclean shutdown, which no later record vouches for. Had

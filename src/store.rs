@@ -199,19 +199,12 @@ impl Store {
             &mut index,
         )?;
         let last = rec.next_position - 1;
-        // From here on the store is open: a crash before the next clean close is unclean.
-        if !read_only {
-            state::write(
-                storage.as_ref(),
-                &dir,
-                &State {
-                    clean: false,
-                    durable_floor: last,
-                    last_ordinal: rec.active.seg.ordinal,
-                    last_len: rec.active.seg.capacity,
-                },
-            )?;
-        }
+        let open_state = State {
+            clean: false,
+            durable_floor: last,
+            last_ordinal: rec.active.seg.ordinal,
+            last_len: rec.active.seg.capacity,
+        };
         let written = Watermark {
             position: last,
             location: pack(rec.active.seg.ordinal, rec.active.offset),
@@ -240,16 +233,21 @@ impl Store {
         let mut report = rec.report;
         report.readable_by_others =
             readable_by_others(storage.as_ref(), &dir, options.share_with_group)?;
+        let log = Log::new(
+            Arc::clone(&storage),
+            &dir,
+            options.segment_size,
+            rec.segments,
+        );
+        // From here on the store is open: a crash before the next clean close is unclean.
+        if !read_only {
+            log.record(|s| *s = open_state)?;
+        }
         let inner = Arc::new(Inner {
             snapshots,
             durables: Mutex::new(durables),
             aggregate_cache,
-            log: Log::new(
-                Arc::clone(&storage),
-                &dir,
-                options.segment_size,
-                rec.segments,
-            ),
+            log,
             storage,
             dir,
             options,
@@ -519,13 +517,15 @@ impl Store {
             let w = self.inner.writer.lock();
             (w.active.seg.ordinal, w.active.seg.capacity)
         };
-        let clean = State {
-            clean: true,
-            durable_floor: self.inner.commit.durable(),
-            last_ordinal,
-            last_len,
-        };
-        state::write(self.inner.storage(), &self.inner.dir, &clean)
+        let durable = self.inner.commit.durable();
+        self.inner.log.record(|s| {
+            *s = State {
+                clean: true,
+                durable_floor: durable,
+                last_ordinal,
+                last_len,
+            }
+        })
     }
 }
 
@@ -646,6 +646,18 @@ impl Inner {
         self.gather_stats
             .last_batch
             .store(appends.saturating_sub(before), Ordering::Relaxed);
+        let every = self.options.record_durable_every;
+        if every > 0 && wm.position >= self.log.recorded_floor().saturating_add(every) {
+            // What was just synced goes on record, so that losing it later is detected; before
+            // it is published, so a failure here fails the appends it covers.
+            self.log.record(|s| {
+                s.durable_floor = wm.position;
+                if seg.ordinal >= s.last_ordinal {
+                    s.last_ordinal = seg.ordinal;
+                    s.last_len = seg.capacity;
+                }
+            })?;
+        }
         self.publish(wm);
         Ok(wm.position)
     }

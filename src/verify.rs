@@ -342,7 +342,12 @@ impl Verifier<'_> {
                 self.at_end(e);
             }
             let bytes = seg.read_data()?;
-            next = self.check_segment(&seg, &bytes, active, state)?;
+            // Where the next segment says this one ends, if it says anything.
+            let next_base = (!active)
+                .then(|| Segment::open(self.storage, self.dir, ord + 1, false).ok())
+                .flatten()
+                .map(|(s, _)| s.base_position);
+            next = self.check_segment(&seg, &bytes, active, state, next_base)?;
         }
         Ok(())
     }
@@ -354,6 +359,7 @@ impl Verifier<'_> {
         bytes: &[u8],
         active: bool,
         state: &State,
+        next_base: Option<u64>,
     ) -> Result<u64> {
         let mut offset = SEGMENT_HEADER_LEN;
         let mut position = seg.base_position;
@@ -446,7 +452,7 @@ impl Verifier<'_> {
                 }
                 return Ok(last_seen.max(position - 1) + 1);
             }
-            if next.is_none() && !active && reason == STRAY {
+            if !active && reason == STRAY && (next.is_none() || next_base == Some(position)) {
                 // Past a sealed segment's last frame (the next segment's base position
                 // confirms where it ends), in space that holds no event.
                 self.add(

@@ -553,3 +553,34 @@ fn a_sealed_segment_cut_short_is_refused_even_with_its_checkpoint() {
     f.set_len(end - 10).unwrap();
     refused(tmp.path(), "0000000002.seg");
 }
+
+#[test]
+fn synced_frames_that_vanish_after_a_crash_are_detected_once_state_records_them() {
+    for every in [0, 5] {
+        let tmp = tempfile::tempdir().unwrap();
+        let opts = Options {
+            record_durable_every: every,
+            ..Options::default()
+        };
+        let store = Store::open(tmp.path(), opts.clone()).unwrap();
+        for i in 1..=20 {
+            store.append("s", ExpectedVersion::Any, &[ev(i)]).unwrap();
+        }
+        let image = crash_image(tmp.path());
+        drop(store);
+        // The last ten synced frames vanish whole (zeroed).
+        let seg = segment_files(image.path()).pop().unwrap();
+        let starts = frame_starts(&seg);
+        let mut b = std::fs::read(&seg).unwrap();
+        b[starts[10]..].fill(0);
+        std::fs::write(&seg, b).unwrap();
+        if every == 0 {
+            // Only the open's record: the documented window, a shorter log.
+            let store = Store::open(image.path(), opts).unwrap();
+            assert_eq!(store.last_position(), 10);
+        } else {
+            // STATE recorded position 20 (or at least 15) as synced.
+            refused(image.path(), "are lost");
+        }
+    }
+}

@@ -51,12 +51,18 @@ fuzz_target!(|data: &[u8]| {
         rest = next;
     }
     let _ = disk.sync_dir(dir);
+    // verify reads anything without a panic, and agrees with a writable open on damage.
+    let checked = annal::verify(&disk, DIR);
     for checkpoints in [true, false] {
         // Small segments: a fresh store preallocates one, and the fuzzer wants many runs a second.
         let opts = Options { index_checkpoints: checkpoints, segment_size: 4096, ..Options::default() };
         let Ok(store) = Store::open_with_storage(Arc::new(disk.clone()), DIR, opts) else {
             continue;
         };
+        if !checkpoints && let Ok(r) = &checked {
+            // Without checkpoints an open scans every segment, as verify does.
+            assert_ne!(r.health(), annal::Health::Damaged, "verify found damage the open accepted: {:?}", r.findings);
+        }
         let mut expected = 1;
         if let Ok(all) = store.read_all(ReadOptions::forward()) {
             for e in all.flatten() {

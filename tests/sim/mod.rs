@@ -145,6 +145,8 @@ fn options(rng: &mut Rng) -> Options {
         segment_size: 300 + rng.below(3000),
         index_checkpoints: rng.chance(50),
         snapshot_every: 1 + rng.below(5),
+        // Often small, so that STATE's records during the run are exercised; 0: never.
+        record_durable_every: rng.below(8),
         ..Options::default()
     }
 }
@@ -514,6 +516,29 @@ pub fn run(mut rng: Rng) -> Result<(), String> {
             let rotted = opts.fsync == FsyncPolicy::Always
                 && rng.chance(15)
                 && rot_last_frame(&disk, &mut rng);
+            // Or whole synced frames at the end vanish (zeroed): detected exactly when STATE
+            // vouches for them.
+            let vanished = if opts.fsync == FsyncPolicy::Always && !rotted && rng.chance(10) {
+                zero_tail_frames(&disk, &mut rng)
+            } else {
+                None
+            };
+            if let Some((first, floor)) = vanished {
+                let refused = matches!(open(&disk, &opts), Err(e) if e.contains("corruption"));
+                if refused != (first <= floor) {
+                    return Err(ctx(format!(
+                        "frames from position {first} zeroed, STATE floor {floor}: refused {refused}"
+                    )));
+                }
+                if refused {
+                    let r = annal::repair(&disk, DIR, RepairOptions { accept_loss: true })
+                        .map_err(|e| ctx(format!("repair: {e}")))?;
+                    if r.after.health() != Health::Healthy {
+                        return Err(ctx(format!("after repair: {:?}", r.after.findings)));
+                    }
+                }
+                accept_loss(&mut model, first - 1);
+            }
             let mut checked = verified(&disk).map_err(ctx)?;
             let reopened = match open(&disk, &opts) {
                 Ok(s) => s,
@@ -724,6 +749,13 @@ fn frame_offsets(bytes: &[u8]) -> Vec<usize> {
         if len == 0 || at + 8 + len > bytes.len() {
             break;
         }
+        // Only frames that pass their checksum (length and body): not a torn one.
+        let mut h = crc32fast::Hasher::new();
+        h.update(&bytes[at..at + 4]);
+        h.update(&bytes[at + 8..at + 8 + len]);
+        if h.finalize().to_le_bytes() != bytes[at + 4..at + 8] {
+            break;
+        }
         v.push(at);
         at += 8 + len;
     }
@@ -862,4 +894,27 @@ fn check_loss(
         ));
     }
     Ok(())
+}
+
+/// Zeroes (durably) the last few whole frames of the last segment; returns the first position
+/// zeroed and STATE's durable position, if there were frames.
+fn zero_tail_frames(disk: &SimDisk, rng: &mut Rng) -> Option<(u64, u64)> {
+    let seg = segment_paths(disk).pop()?;
+    let bytes = disk.contents(&seg)?;
+    let offsets = frame_offsets(&bytes);
+    if offsets.is_empty() {
+        return None;
+    }
+    let keep = offsets.len() - 1 - rng.below(offsets.len().min(3) as u64) as usize;
+    let at = *offsets.get(keep)?;
+    let first = u64::from_le_bytes(bytes.get(at + 8..at + 16)?.try_into().ok()?);
+    let state = disk.contents(&Path::new(DIR).join("STATE"))?;
+    let floor = u64::from_le_bytes(state.get(12..20)?.try_into().ok()?);
+    let f = disk.open(&seg, true).ok()?;
+    let end = offsets.last().map(|&o| {
+        o + 8 + u32::from_le_bytes(bytes[o..o + 4].try_into().unwrap_or([0; 4])) as usize
+    })?;
+    f.write_all_at(&vec![0u8; end - at], at as u64).ok()?;
+    f.sync_data().ok()?;
+    Some((first, floor))
 }
