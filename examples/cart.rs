@@ -7,7 +7,7 @@ use annal::{ExecuteError, Options, ReadOptions, Store};
 
 // The cart domain is shared with `annal demo`.
 #[allow(dead_code)]
-#[path = "../src/bin/annal/cart.rs"]
+#[path = "../crates/annal-cli/src/cart.rs"]
 mod cart;
 use cart::{Cart, CartCommand};
 

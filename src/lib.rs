@@ -71,8 +71,9 @@
 //! [`RepairOptions::accept_loss`], after copying it to a quarantine folder.
 //!
 //! ## Testing crash safety
-//! [`storage::SimDisk`] is a simulated disk that loses, tears and reorders unsynced writes,
-//! fails calls and rots bits; the test suite runs thousands of crash simulations on it.
+//! `storage::SimDisk` (feature `sim`) is a simulated disk that loses, tears and reorders
+//! unsynced writes, fails calls and rots bits; the test suite runs thousands of crash
+//! simulations on it.
 //!
 //! ## Layout
 //! One module per concept: [`storage`] (the I/O seam and the simulated disk), `frame` (byte

@@ -40,14 +40,14 @@ fn event(n: u64) -> (String, EventData) {
         format!("Type{}", n % 3),
         format!("payload {n}: {}", "x".repeat((n % 17) as usize)).into_bytes(),
     )
-    .with_metadata(if n % 5 == 0 {
+    .with_metadata(if n.is_multiple_of(5) {
         Vec::new()
     } else {
         format!("meta-{n}").into_bytes()
     });
     (
         stream,
-        if n % 2 == 0 {
+        if n.is_multiple_of(2) {
             e.with_id(u128::from(n) << 64 | 0xABCD)
         } else {
             e
@@ -145,7 +145,11 @@ fn check_events(store: &Store) {
         let (stream, want) = event(n);
         assert_eq!(e.position, n);
         assert_eq!(&*e.stream, stream);
-        let version = if n % 4 == 0 { n / 4 } else { n / 4 + 1 };
+        let version = if n.is_multiple_of(4) {
+            n / 4
+        } else {
+            n / 4 + 1
+        };
         assert_eq!(e.version, version, "version of {n}");
         assert_eq!(e.event_type, want.event_type);
         assert_eq!(e.payload, want.payload, "payload of {n}");

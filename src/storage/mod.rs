@@ -7,6 +7,7 @@
 //! Methods return plain `std::io::Result`; the caller adds the path and operation to the error.
 
 mod fs;
+#[cfg(any(test, feature = "sim"))]
 mod sim;
 
 use std::any::Any;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 pub use fs::FsStorage;
+#[cfg(any(test, feature = "sim"))]
 pub use sim::{SimDisk, WriteFault};
 
 /// A directory-level file system.
