@@ -75,6 +75,10 @@
 //! unsynced writes, fails calls and rots bits; the test suite runs thousands of crash
 //! simulations on it.
 //!
+//! ## Design and format
+//! `docs/design.md` in the repository describes the layers, the invariants, the lock order
+//! and the recovery rules; `FORMAT.md` describes every byte annal writes.
+//!
 //! ## Layout
 //! One module per concept: [`storage`] (the I/O seam and the simulated disk), `frame` (byte
 //! layouts, see FORMAT.md), `segment`, `log` (write path), `state` (the `STATE` file),
