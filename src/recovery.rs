@@ -492,7 +492,7 @@ pub(crate) fn last_nonzero(bytes: &[u8]) -> usize {
     }
     let last_word = head
         .chunks_exact(8)
-        .rposition(|w| u64::from_ne_bytes(w.try_into().unwrap_or([0; 8])) != 0);
+        .rposition(|w| u64::from_le_bytes(w.try_into().unwrap_or([0; 8])) != 0);
     match last_word {
         Some(w) => {
             let word = head.get(w * 8..w * 8 + 8).unwrap_or_default();

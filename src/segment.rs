@@ -273,6 +273,7 @@ impl Segment {
     /// The caller must not let anything write the file while the view lives: it is for
     /// sealed segments, and for the active one of a writable open, whose recovery drops the
     /// view before it writes.
+    #[expect(unsafe_code, reason = "a view of the map's written data (see SAFETY)")]
     pub(crate) fn scan_data(&self) -> Result<std::borrow::Cow<'_, [u8]>> {
         let end = self.data_end()?;
         match &self.data {
@@ -378,6 +379,10 @@ impl Segment {
 
     /// A view of the mapped bytes `[0, end)`, which must all be written (`end` at most
     /// [`end`](Self::end)): such bytes never change again, so the view is sound.
+    #[expect(
+        unsafe_code,
+        reason = "a view of the map's written prefix (see SAFETY)"
+    )]
     fn view(&self, end: u64) -> Result<Bytes> {
         let Data::Mapped {
             map,
@@ -428,6 +433,7 @@ impl Segment {
 
     /// Marks the segment sealed: never written again. Its written bytes get one view that
     /// every later read borrows.
+    #[expect(unsafe_code, reason = "a view of a sealed segment's map (see SAFETY)")]
     pub(crate) fn seal(&self) {
         if let Data::Mapped { map, sealed, .. } = &self.data
             && let Ok(end) = usize::try_from(self.end())

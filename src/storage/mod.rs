@@ -5,6 +5,11 @@
 //! crash safety is shown by crashing.
 //!
 //! Methods return plain `std::io::Result`; the caller adds the path and operation to the error.
+#![allow(
+    unsafe_code,
+    reason = "the storage module maps files (FsStorage) and hands out views of the maps \
+              (FileMap): every unsafe block has a SAFETY comment"
+)]
 
 mod fs;
 #[cfg(any(test, feature = "sim"))]
