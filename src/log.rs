@@ -124,6 +124,9 @@ impl Log {
             self.roll(active, len, first_position)?;
         }
         let offset = active.offset;
+        // Invariant: frames go after the header, within the segment, after what is written.
+        debug_assert!(offset >= SEGMENT_HEADER_LEN && offset + len <= active.seg.capacity);
+        debug_assert!(offset >= active.seg.end(), "writing over written frames");
         match &mut active.map {
             Some(map) => map.write_at(frame, offset),
             None => active.file.write_all_at(frame, offset),

@@ -450,12 +450,22 @@ impl Segment {
     }
 
     pub(crate) fn set_end(&self, end: u64) {
+        // Invariant: the written end only grows, and stays within the file.
+        debug_assert!(end >= self.end(), "segment end moved back");
+        debug_assert!(end <= self.capacity, "segment end past the file");
         self.end.store(end, Ordering::Release);
     }
 
     /// Records that the frame at `offset` starts at `position`, if a sample is due.
     pub(crate) fn note_frame(&self, position: u64, offset: u64) {
         let mut samples = self.samples.write();
+        // Invariant: frames come in position and offset order.
+        debug_assert!(
+            samples
+                .last()
+                .is_none_or(|s| s.position < position && s.offset < offset),
+            "frame out of order"
+        );
         if sample_due(&samples, offset) {
             samples.push(Sample { position, offset });
         }

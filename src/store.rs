@@ -562,6 +562,12 @@ impl Inner {
     /// Makes `wm` visible to readers (never moving backwards).
     fn publish(&self, wm: Watermark) {
         let mut cur = self.watermark.lock();
+        // Invariant: a position is published with the location just past it, in the log's
+        // order; positions and locations move together.
+        debug_assert!(
+            wm.position <= cur.position || wm.location > cur.location,
+            "published position moved ahead of its location"
+        );
         if wm.position > cur.position {
             *cur = wm;
             self.published.notify_all();
