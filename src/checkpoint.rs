@@ -14,13 +14,20 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use crate::engine::format::small_file::Kind;
 use crate::error::{Error, Result};
 use crate::frame::{self, Cursor, FRAME_HEADER_LEN, FrameRead};
 use crate::index::{StreamIndex, pack};
 use crate::segment::{SEGMENT_HEADER_LEN, Sample, Segment, sample_due};
 use crate::storage::Storage;
 
-const MAGIC: [u8; 8] = *b"ANNALIDX";
+/// The envelope of an index checkpoint (a damaged one is only ignored: the words go unused).
+const KIND: Kind = Kind {
+    magic: *b"ANNALIDX",
+    truncated: "index checkpoint is truncated",
+    checksum: "index checkpoint checksum mismatch",
+    wrong_magic: "not an index checkpoint",
+};
 const FORMAT_VERSION: u16 = 1;
 
 /// File name of the checkpoint of segment `ordinal`.
@@ -200,7 +207,6 @@ impl SegmentIndex {
     fn encode(&self) -> Vec<u8> {
         let offsets: usize = self.runs.iter().map(|r| r.offsets.len()).sum();
         let mut b = Vec::with_capacity(64 + self.samples.len() * 16 + offsets * 8);
-        b.extend_from_slice(&MAGIC);
         b.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
         b.extend_from_slice(&0u16.to_le_bytes());
         b.extend_from_slice(&self.ordinal.to_le_bytes());
@@ -225,21 +231,15 @@ impl SegmentIndex {
                 b.extend_from_slice(&o.to_le_bytes());
             }
         }
-        let crc = crc32fast::hash(&b);
-        b.extend_from_slice(&crc.to_le_bytes());
-        b
+        KIND.seal(&b)
     }
 
     /// Decodes a checkpoint file; `None` for anything that is not one, intact.
     pub(crate) fn decode(buf: &[u8]) -> Option<SegmentIndex> {
-        let body_len = buf.len().checked_sub(4)?;
-        let body = buf.get(..body_len)?;
-        let crc = Cursor::new(buf, body_len).u32()?;
-        if crc32fast::hash(body) != crc {
-            return None;
-        }
+        let body = KIND.open(buf).ok()?;
+        let body_len = body.len();
         let mut c = Cursor::new(body, 0);
-        if c.bytes(8)? != MAGIC || c.u16()? != FORMAT_VERSION {
+        if c.u16()? != FORMAT_VERSION {
             return None;
         }
         let _flags = c.u16()?;

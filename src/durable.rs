@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::engine::format::small_file::Kind;
 use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
 use crate::frame::Cursor;
@@ -26,7 +27,13 @@ use crate::store::Inner;
 use crate::subscription::Subscription;
 
 pub(crate) const SUFFIX: &str = ".sub";
-const MAGIC: [u8; 8] = *b"ANNALSUB";
+/// The envelope of each of an ack file's two slots (a torn slot is only passed over).
+const SLOT: Kind = Kind {
+    magic: *b"ANNALSUB",
+    truncated: "ack slot is truncated",
+    checksum: "ack slot checksum mismatch",
+    wrong_magic: "not an ack slot",
+};
 const SLOT_LEN: usize = 32;
 
 /// A durable subscription as listed by [`Store::durable_subscriptions`](crate::Store::durable_subscriptions).
@@ -60,13 +67,10 @@ pub(crate) fn validate_name(what: &str, name: &str) -> Result<()> {
 fn encode_slot(seq: u64, position: u64) -> [u8; SLOT_LEN] {
     let mut s = [0u8; SLOT_LEN];
     let mut v = Vec::with_capacity(SLOT_LEN);
-    v.extend_from_slice(&MAGIC);
     v.extend_from_slice(&seq.to_le_bytes());
     v.extend_from_slice(&position.to_le_bytes());
     v.extend_from_slice(&0u32.to_le_bytes());
-    let crc = crc32fast::hash(&v);
-    v.extend_from_slice(&crc.to_le_bytes());
-    s.copy_from_slice(&v);
+    s.copy_from_slice(&SLOT.seal(&v));
     s
 }
 
@@ -82,16 +86,11 @@ pub(crate) fn encode_file(position: u64) -> [u8; 2 * SLOT_LEN] {
 /// The valid slot with the highest sequence number: (sequence, position).
 pub(crate) fn decode_slots(buf: &[u8]) -> Option<(u64, u64)> {
     let slot = |i: usize| -> Option<(u64, u64)> {
-        let b = buf.get(i * SLOT_LEN..(i + 1) * SLOT_LEN)?;
+        let b = SLOT.open(buf.get(i * SLOT_LEN..(i + 1) * SLOT_LEN)?).ok()?;
         let mut c = Cursor::new(b, 0);
-        if c.bytes(8)? != MAGIC {
-            return None;
-        }
         let seq = c.u64()?;
         let position = c.u64()?;
-        let _reserved = c.u32()?;
-        let covered = b.get(..c.pos())?;
-        (crc32fast::hash(covered) == c.u32()?).then_some((seq, position))
+        Some((seq, position))
     };
     match (slot(0), slot(1)) {
         (Some(a), Some(b)) => Some(if a.0 >= b.0 { a } else { b }),

@@ -96,6 +96,7 @@ mod checkpoint;
 mod codec;
 mod commit;
 mod durable;
+mod engine;
 mod error;
 mod event;
 mod frame;

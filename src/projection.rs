@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 
 use crate::codec::{Bincode, Codec};
 use crate::durable::validate_name;
+use crate::engine::format::small_file::Kind;
 use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
 use crate::frame::Cursor;
@@ -26,7 +27,13 @@ use crate::store::Inner;
 use crate::subscription::Subscription;
 
 pub(crate) const SUFFIX: &str = ".proj";
-const MAGIC: [u8; 8] = *b"ANNALPRJ";
+/// The envelope of a projection checkpoint (a damaged one is only ignored).
+const KIND: Kind = Kind {
+    magic: *b"ANNALPRJ",
+    truncated: "projection checkpoint is truncated",
+    checksum: "projection checkpoint checksum mismatch",
+    wrong_magic: "not a projection checkpoint",
+};
 const FORMAT_VERSION: u16 = 1;
 
 /// A read model: the fold of the events of the whole log, in position order.
@@ -67,27 +74,21 @@ fn path_of(dir: &Path, name: &str) -> PathBuf {
 /// Encodes a checkpoint: header, state, CRC.
 fn encode(version: u32, position: u64, state: &[u8]) -> Vec<u8> {
     let mut b = Vec::with_capacity(40 + state.len());
-    b.extend_from_slice(&MAGIC);
     b.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     b.extend_from_slice(&0u16.to_le_bytes());
     b.extend_from_slice(&version.to_le_bytes());
     b.extend_from_slice(&position.to_le_bytes());
     b.extend_from_slice(&(state.len() as u64).to_le_bytes());
     b.extend_from_slice(state);
-    let crc = crc32fast::hash(&b);
-    b.extend_from_slice(&crc.to_le_bytes());
-    b
+    KIND.seal(&b)
 }
 
 /// Decodes a checkpoint: (projection version, position, state bytes).
 pub(crate) fn decode(buf: &[u8]) -> Option<(u32, u64, &[u8])> {
-    let body_len = buf.len().checked_sub(4)?;
-    let body = buf.get(..body_len)?;
-    if crc32fast::hash(body) != Cursor::new(buf, body_len).u32()? {
-        return None;
-    }
+    let body = KIND.open(buf).ok()?;
+    let body_len = body.len();
     let mut c = Cursor::new(body, 0);
-    if c.bytes(8)? != MAGIC || c.u16()? != FORMAT_VERSION {
+    if c.u16()? != FORMAT_VERSION {
         return None;
     }
     let _flags = c.u16()?;

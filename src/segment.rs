@@ -15,13 +15,20 @@ use bytes::Bytes;
 use parking_lot::RwLock;
 use std::sync::OnceLock;
 
+use crate::engine::format::small_file::Kind;
 use crate::error::{Error, Result};
 use crate::frame::{Cursor, RECORD_HEADER_LEN};
 use crate::storage::{FileMap, Storage, StorageFile};
 
 /// Length of the segment header.
 pub(crate) const SEGMENT_HEADER_LEN: u64 = 32;
-const MAGIC: [u8; 8] = *b"ANNALSEG";
+/// The envelope of a segment header.
+const HEADER: Kind = Kind {
+    magic: *b"ANNALSEG",
+    truncated: "segment header is truncated",
+    checksum: "segment header checksum mismatch",
+    wrong_magic: "segment header has the wrong magic",
+};
 const FORMAT_VERSION: u16 = 1;
 const SUFFIX: &str = ".seg";
 /// A sparse-index sample is taken at the first frame that starts this many bytes past the
@@ -43,35 +50,26 @@ pub(crate) fn parse_file_name(name: &str) -> Option<u32> {
 }
 
 pub(crate) fn encode_header(ordinal: u32, base_position: u64) -> [u8; SEGMENT_HEADER_LEN as usize] {
+    let mut body = Vec::with_capacity(20);
+    body.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    body.extend_from_slice(&0u16.to_le_bytes());
+    body.extend_from_slice(&ordinal.to_le_bytes());
+    body.extend_from_slice(&base_position.to_le_bytes());
+    body.extend_from_slice(&0u32.to_le_bytes());
     let mut h = [0u8; SEGMENT_HEADER_LEN as usize];
-    let mut v = Vec::with_capacity(h.len());
-    v.extend_from_slice(&MAGIC);
-    v.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    v.extend_from_slice(&0u16.to_le_bytes());
-    v.extend_from_slice(&ordinal.to_le_bytes());
-    v.extend_from_slice(&base_position.to_le_bytes());
-    v.extend_from_slice(&0u32.to_le_bytes());
-    let crc = crc32fast::hash(&v);
-    v.extend_from_slice(&crc.to_le_bytes());
-    h.copy_from_slice(&v);
+    h.copy_from_slice(&HEADER.seal(&body));
     h
 }
 
 fn decode_header(buf: &[u8]) -> std::result::Result<(u32, u64), &'static str> {
-    let mut c = Cursor::new(buf, 0);
-    let short = "segment header is truncated";
-    if c.bytes(8).ok_or(short)? != MAGIC {
-        return Err("segment header has the wrong magic");
-    }
+    let short = HEADER.truncated;
+    let body = HEADER.open(buf.get(..SEGMENT_HEADER_LEN as usize).ok_or(short)?)?;
+    let mut c = Cursor::new(body, 0);
     let version = c.u16().ok_or(short)?;
     let _flags = c.u16().ok_or(short)?;
     let ordinal = c.u32().ok_or(short)?;
     let base = c.u64().ok_or(short)?;
     let _reserved = c.u32().ok_or(short)?;
-    let covered = buf.get(..c.pos()).ok_or(short)?;
-    if crc32fast::hash(covered) != c.u32().ok_or(short)? {
-        return Err("segment header checksum mismatch");
-    }
     if version != FORMAT_VERSION {
         return Err("unsupported segment format version");
     }

@@ -10,6 +10,7 @@
 
 use std::path::Path;
 
+use crate::engine::format::small_file::Kind;
 use crate::error::{Error, Result};
 use crate::frame::Cursor;
 use crate::storage::Storage;
@@ -46,35 +47,30 @@ pub(crate) enum StateProblem {
     Damaged(&'static str),
 }
 
+/// The envelope of `STATE`.
+const KIND: Kind = Kind {
+    magic: MAGIC,
+    truncated: "STATE is truncated",
+    checksum: "STATE checksum mismatch",
+    wrong_magic: "STATE has the wrong magic",
+};
+
 /// Encodes a version-2 `STATE` file.
 pub(crate) fn encode(state: &State) -> Vec<u8> {
     let mut b = Vec::with_capacity(V2_LEN);
-    b.extend_from_slice(&MAGIC);
     b.extend_from_slice(&VERSION.to_le_bytes());
     b.extend_from_slice(&u16::from(state.clean).to_le_bytes());
     b.extend_from_slice(&state.durable_floor.to_le_bytes());
     b.extend_from_slice(&state.last_ordinal.to_le_bytes());
     b.extend_from_slice(&0u32.to_le_bytes());
     b.extend_from_slice(&state.last_len.to_le_bytes());
-    let crc = crc32fast::hash(&b);
-    b.extend_from_slice(&crc.to_le_bytes());
-    b
+    KIND.seal(&b)
 }
 
 /// Decodes a `STATE` file of either version.
 pub(crate) fn decode(buf: &[u8]) -> std::result::Result<State, &'static str> {
-    let body_len = buf.len().checked_sub(4).ok_or("STATE is truncated")?;
-    let body = buf.get(..body_len).ok_or("STATE is truncated")?;
-    let crc = Cursor::new(buf, body_len)
-        .u32()
-        .ok_or("STATE is truncated")?;
-    if crc32fast::hash(body) != crc {
-        return Err("STATE checksum mismatch");
-    }
+    let body = KIND.open(buf)?;
     let mut c = Cursor::new(body, 0);
-    if c.bytes(8) != Some(&MAGIC[..]) {
-        return Err("STATE has the wrong magic");
-    }
     let bad = "STATE does not parse";
     if buf.len() == V1_LEN {
         let flags = c.u32().ok_or(bad)?;
