@@ -1,29 +1,15 @@
 //! The `annal` binary, run as a user would: every command, and the ways they fail (unknown
 //! stream, stale expected version, locked directory, corrupt segment, bad input lines).
 
-use std::io::{BufRead, BufReader, Write};
+mod common;
+
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use annal::{EventData, ExpectedVersion, FsyncPolicy, Options, Store};
+use common::run_with;
 use serde_json::Value;
-
-/// Runs `annal --dir DIR ARGS...` with `input` on stdin.
-fn run_with(dir: &Path, args: &[&str], input: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_annal"))
-        .arg("--dir")
-        .arg(dir)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(input).unwrap();
-    drop(stdin);
-    child.wait_with_output().unwrap()
-}
 
 fn run(dir: &Path, args: &[&str]) -> Output {
     run_with(dir, args, b"")

@@ -7,10 +7,11 @@
 //! Mounting needs root and `mkfs.ext4` (CI runs as root, and `scripts/test` installs e2fsprogs);
 //! without them the test fails, saying so.
 
-use std::io::Write;
+mod common;
+
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 /// A small file system mounted on a temporary directory, unmounted when dropped.
 struct Mounted {
@@ -120,25 +121,7 @@ fn fill_but(fs: &Mounted, room: u64) -> PathBuf {
 }
 
 fn annal(dir: &Path, args: &[&str], input: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_annal"))
-        .arg("--dir")
-        .arg(dir)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_vec();
-    // Fed from a thread while stdout is read, so neither pipe fills up; the child may stop
-    // reading when the disk is full.
-    let feeder = std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    let out = child.wait_with_output().unwrap();
-    feeder.join().unwrap();
-    out
+    common::run_with(dir, args, input)
 }
 
 /// No signal: a status code, whatever it is.
