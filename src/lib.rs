@@ -81,7 +81,8 @@
 //!
 //! ## Layout
 //! One module per concept: [`storage`] (the I/O seam and the simulated disk), `frame` (byte
-//! layouts, see FORMAT.md), `segment`, `log` (write path), `state` (the `STATE` file),
+//! layouts, see FORMAT.md; `engine::format::small_file` is the small files' envelope),
+//! `segment`, `log` (write path), `state` (the `STATE` file),
 //! `recovery`, `verify`, `repair`, `commit` (group commit), `index` (stream index),
 //! `checkpoint` (index checkpoints), `read`, `store`, `aggregate`, `snapshot`, `codec`,
 //! `subscription`, `durable`, `projection`.
