@@ -66,6 +66,10 @@ pub trait Aggregate:
     /// Folds one event into the state. Never fails: events are facts.
     fn apply(&mut self, event: &Self::Event);
     /// Decides what a command means given the current state: new events, or a refusal.
+    ///
+    /// # Errors
+    ///
+    /// `Self::Error` when the command is refused by the state: nothing is appended.
     fn handle(&self, command: Self::Command) -> std::result::Result<Vec<Self::Event>, Self::Error>;
 }
 
@@ -167,6 +171,11 @@ impl<'s, A: Aggregate, C: Codec> Repository<'s, A, C> {
     /// The current state of `stream`: from the cache or the latest snapshot, plus the events
     /// after it. Takes a snapshot when the stream has moved `snapshot_every` events past its
     /// last one.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Codec`] when an event or the snapshot cannot be decoded, [`Error::Corruption`]
+    /// or [`Error::Io`] from reading the log.
     pub fn load(&self, stream: &str) -> Result<Loaded<A>> {
         let current = self.store.stream_version(stream)?.unwrap_or(0);
         self.load_to(stream, current, current)
@@ -174,6 +183,10 @@ impl<'s, A: Aggregate, C: Codec> Repository<'s, A, C> {
 
     /// The state of `stream` as of `version` (or its current version, if lower), from the
     /// nearest snapshot at or below it.
+    ///
+    /// # Errors
+    ///
+    /// As [`load`](Self::load).
     pub fn load_at(&self, stream: &str, version: u64) -> Result<Loaded<A>> {
         let current = self.store.stream_version(stream)?.unwrap_or(0);
         self.load_to(stream, version.min(current), current)
@@ -182,6 +195,13 @@ impl<'s, A: Aggregate, C: Codec> Repository<'s, A, C> {
     /// Loads `stream`, lets the aggregate handle `command`, and appends the events it produces
     /// with [`ExpectedVersion::Exact`] of the version it loaded. On a version conflict it
     /// reloads and runs the command again, up to [`max_retries`](Self::max_retries) times.
+    ///
+    /// # Errors
+    ///
+    /// [`ExecuteError::Domain`] when [`Aggregate::handle`] refuses the command (nothing is
+    /// written); [`ExecuteError::Store`] with [`Error::WrongExpectedVersion`] when the stream
+    /// kept moving through every retry, or with any other store error (codec, I/O, a poisoned
+    /// store).
     pub fn execute(
         &self,
         stream: &str,

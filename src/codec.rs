@@ -14,9 +14,17 @@ pub trait Codec: Send + Sync + 'static {
     const NAME: &'static str;
 
     /// Encodes a value.
+    ///
+    /// # Errors
+    ///
+    /// The codec's message when the value cannot be encoded.
     fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, String>;
 
     /// Decodes a value from exactly `bytes`.
+    ///
+    /// # Errors
+    ///
+    /// The codec's message when the bytes are not a valid encoding of `T`.
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String>;
 }
 

@@ -310,6 +310,11 @@ impl DurableSubscription {
     }
 
     /// The next event, waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] once the store has closed and everything acknowledged before was
+    /// delivered; [`Error::Corruption`] or [`Error::Io`] from reading the log.
     pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<RecordedEvent>> {
         self.sub.next_timeout(timeout)
     }
@@ -317,6 +322,11 @@ impl DurableSubscription {
     /// Records that every event up to `position` has been handled. Acknowledging a position
     /// at or below the current one does nothing; one beyond the last delivered event is
     /// refused.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for a position past the last one delivered; [`Error::Io`]
+    /// when the ack file cannot be written (or synced, under [`FsyncPolicy::Always`]).
     pub fn ack(&mut self, position: u64) -> Result<()> {
         if position <= self.acked {
             return Ok(());

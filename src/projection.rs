@@ -190,6 +190,11 @@ impl<P: Projection> RunningProjection<P> {
     }
 
     /// Applies every event acknowledged so far; returns how many.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corruption`] or [`Error::Io`] from reading the log, and the errors of
+    /// [`checkpoint`](Self::checkpoint) when one is due.
     pub fn catch_up(&mut self) -> Result<u64> {
         let mut n = 0;
         while let Some(e) = self.sub.try_next()? {
@@ -203,6 +208,10 @@ impl<P: Projection> RunningProjection<P> {
     /// [`Error::Closed`] when the store closes. A `duration` too long to add to now
     /// ([`Duration::MAX`]) waits with no time limit. Call it in a loop on a thread of its own to
     /// follow the log.
+    ///
+    /// # Errors
+    ///
+    /// As [`catch_up`](Self::catch_up), and [`Error::Closed`] when the store closes.
     pub fn follow(&mut self, duration: Duration) -> Result<u64> {
         // No representable deadline (`Duration::MAX`, say): wait without one.
         let deadline = Instant::now().checked_add(duration);
@@ -234,6 +243,11 @@ impl<P: Projection> RunningProjection<P> {
     /// Saves the state and position now.
     ///
     /// A projection over a store opened read-only is never saved: this does nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Codec`] when the state cannot be encoded; [`Error::Io`] when the checkpoint
+    /// file cannot be written durably.
     pub fn checkpoint(&mut self) -> Result<()> {
         if self.inner.options.read_only || (self.position == self.checkpointed && self.resumed) {
             return Ok(());

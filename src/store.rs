@@ -139,12 +139,23 @@ impl Store {
     /// Recovery runs first: see [`RecoveryReport`] and the README. Fails with
     /// [`Error::Locked`] when another process or `Store` has the directory open, and with
     /// [`Error::Corruption`] when the log is damaged anywhere but in a torn tail.
+    ///
+    /// # Errors
+    ///
+    /// As [`open_with_storage`](Self::open_with_storage).
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
         let storage = FsStorage::with_group_access(options.share_with_group);
         Self::open_with_storage(Arc::new(storage), dir, options)
     }
 
     /// Opens the store in `dir` on the given storage (a simulated disk, in tests).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for invalid options; [`Error::Locked`] when another process
+    /// or `Store` has the directory open; [`Error::Corruption`] when the log is damaged
+    /// anywhere but in a torn tail, or synced data is missing (no file is changed then);
+    /// [`Error::Io`] when a file cannot be read or written (a full disk included).
     pub fn open_with_storage(
         storage: Arc<dyn Storage>,
         dir: impl AsRef<Path>,
@@ -330,6 +341,13 @@ impl Store {
     ///   stream is not recognised and appends again).
     ///
     /// Only ids are compared, not types or payloads. Events without ids are never deduplicated.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WrongExpectedVersion`] when the stream's version does not match;
+    /// [`Error::InvalidArgument`] for an invalid stream name, type or size; [`Error::ReadOnly`]
+    /// on a read-only store; [`Error::Io`] when the write or sync fails (the store is then
+    /// poisoned) and [`Error::Poisoned`] after that.
     pub fn append(
         &self,
         stream: &str,
@@ -340,16 +358,30 @@ impl Store {
     }
 
     /// Reads `stream` (versions) per `opts`. An unknown stream reads as empty.
+    ///
+    /// # Errors
+    ///
+    /// None today (an unknown stream reads as empty); the iterator yields [`Error::Corruption`]
+    /// or [`Error::Io`] for a record that cannot be read.
     pub fn read_stream(&self, stream: &str, opts: ReadOptions) -> Result<StreamEvents> {
         Ok(StreamEvents::new(Arc::clone(&self.inner), stream, opts))
     }
 
     /// Reads the whole log ("$all", positions) per `opts`.
+    ///
+    /// # Errors
+    ///
+    /// None today; the iterator yields [`Error::Corruption`] or [`Error::Io`] where the log
+    /// cannot be read.
     pub fn read_all(&self, opts: ReadOptions) -> Result<AllEvents> {
         Ok(AllEvents::new(&self.inner, opts))
     }
 
     /// The stream's last version, `None` when it has no events.
+    ///
+    /// # Errors
+    ///
+    /// None today: the version comes from the in-memory index.
     pub fn stream_version(&self, stream: &str) -> Result<Option<u64>> {
         let wm = self.inner.watermark();
         Ok(self.inner.index.read().visible_version(stream, wm.location))
@@ -367,6 +399,10 @@ impl Store {
     }
 
     /// Every stream with its last version, sorted by name.
+    ///
+    /// # Errors
+    ///
+    /// None today: the list comes from the in-memory index.
     pub fn streams(&self) -> Result<Vec<StreamInfo>> {
         let wm = self.inner.watermark();
         let mut v: Vec<StreamInfo> = self
@@ -385,6 +421,10 @@ impl Store {
     }
 
     /// Counters: events, streams, segments, bytes, positions, index memory.
+    ///
+    /// # Errors
+    ///
+    /// None today: every counter is in memory.
     pub fn stats(&self) -> Result<Stats> {
         let wm = self.inner.watermark();
         let segments = self.inner.log.segments();
@@ -410,6 +450,11 @@ impl Store {
     }
 
     /// Makes every acknowledged event durable (fdatasync), whatever the policy.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the `fdatasync` fails (the store is then poisoned),
+    /// [`Error::Poisoned`] after an earlier failure.
     pub fn sync(&self) -> Result<()> {
         if self.inner.options.read_only {
             return Ok(());
@@ -433,11 +478,19 @@ impl Store {
 
     /// Subscribes to the whole log from `from_position` (1: from the beginning): the history,
     /// then live events as they are acknowledged, in position order.
+    ///
+    /// # Errors
+    ///
+    /// None today; the subscription yields [`Error::Closed`] once the store closes.
     pub fn subscribe_all(&self, from_position: u64) -> Result<Subscription> {
         Ok(Subscription::all(Arc::clone(&self.inner), from_position))
     }
 
     /// Subscribes to one stream from `from_version` (1: from its first event).
+    ///
+    /// # Errors
+    ///
+    /// None today; the subscription yields [`Error::Closed`] once the store closes.
     pub fn subscribe_stream(&self, stream: &str, from_version: u64) -> Result<Subscription> {
         Ok(Subscription::stream(
             Arc::clone(&self.inner),
@@ -449,22 +502,41 @@ impl Store {
     /// Opens the durable subscription `name`, creating it at position 0 if it is new: a
     /// subscription to the whole log that resumes after its last
     /// [`ack`](DurableSubscription::ack)ed position, delivering at least once, in order.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for an invalid name or one already open; [`Error::ReadOnly`]
+    /// on a read-only store; [`Error::Io`] when its ack file cannot be created or read.
     pub fn durable_subscription(&self, name: &str) -> Result<DurableSubscription> {
         durable::open(&self.inner, name)
     }
 
     /// Every durable subscription with its acknowledged position and lag, by name.
+    ///
+    /// # Errors
+    ///
+    /// None today: the registry is in memory.
     pub fn durable_subscriptions(&self) -> Result<Vec<DurableInfo>> {
         Ok(self.inner.durables.lock().list(self.last_position()))
     }
 
     /// Deletes a durable subscription (which must not be open); false if it did not exist.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for an invalid name or one that is open; [`Error::ReadOnly`]
+    /// on a read-only store; [`Error::Io`] when its file cannot be removed.
     pub fn delete_durable_subscription(&self, name: &str) -> Result<bool> {
         durable::delete(&self.inner, name)
     }
 
     /// Opens projection `P`, resuming from its checkpoint (or from position 1 when it has
     /// none, or its [`Projection::VERSION`] changed).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for an invalid [`Projection::NAME`]; [`Error::Io`] when its
+    /// checkpoint cannot be read.
     pub fn projection<P: Projection>(&self) -> Result<RunningProjection<P>> {
         RunningProjection::open(&self.inner)
     }
@@ -487,6 +559,11 @@ impl Store {
     /// Syncs and closes the store, reporting a failed final sync. Dropping the store does the
     /// same but cannot report. The directory lock is released once every iterator over the
     /// store has been dropped too.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the final sync or the `STATE` record fails, [`Error::Poisoned`] when
+    /// the store was poisoned.
     pub fn close(mut self) -> Result<()> {
         self.shutdown()
     }

@@ -99,11 +99,20 @@ impl Subscription {
     /// The next event, waiting at most `timeout`; `Ok(None)` when none came in time.
     /// Fails with [`Error::Closed`] once the store is closed and every event acknowledged
     /// before that has been delivered.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] once the store has closed and everything acknowledged before was
+    /// delivered; [`Error::Corruption`] or [`Error::Io`] from reading the log.
     pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<RecordedEvent>> {
         self.next_until(Instant::now().checked_add(timeout))
     }
 
     /// The next event if one is available now, without waiting.
+    ///
+    /// # Errors
+    ///
+    /// As [`next_timeout`](Self::next_timeout).
     pub fn try_next(&mut self) -> Result<Option<RecordedEvent>> {
         self.next_until(Some(Instant::now()))
     }

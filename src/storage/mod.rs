@@ -30,25 +30,66 @@ pub use sim::{SimDisk, WriteFault};
 /// A directory-level file system.
 pub trait Storage: Send + Sync + Debug {
     /// Creates `path` and its parents if they do not exist.
+    ///
+    /// # Errors
+    ///
+    /// The operating system's error.
     fn create_dir_all(&self, path: &Path) -> io::Result<()>;
     /// Creates a new file, failing if it exists; opened for reading and writing.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::AlreadyExists`] when the file exists; the operating system's error
+    /// otherwise.
     fn create(&self, path: &Path) -> io::Result<Box<dyn StorageFile>>;
     /// Opens an existing file, for writing too when `write` is true.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::NotFound`] when there is no such file; the operating system's error
+    /// otherwise.
     fn open(&self, path: &Path, write: bool) -> io::Result<Box<dyn StorageFile>>;
     /// Removes a file.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::NotFound`] when there is no such file; the operating system's error
+    /// otherwise.
     fn remove(&self, path: &Path) -> io::Result<()>;
     /// Atomically renames `from` to `to`, replacing `to`.
+    ///
+    /// # Errors
+    ///
+    /// The operating system's error.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Makes the directory's entries (created, renamed, removed files) durable.
+    ///
+    /// # Errors
+    ///
+    /// The operating system's error.
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
     /// Names of the entries in a directory, in no particular order.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::NotFound`] when the directory does not exist; the operating system's
+    /// error otherwise.
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
     /// Takes an exclusive lock on `path` (created if missing), held until the guard is dropped.
     /// Fails with [`io::ErrorKind::WouldBlock`] when another holder has it.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::WouldBlock`] when another holder has it; the operating system's error
+    /// otherwise.
     fn lock(&self, path: &Path) -> io::Result<Box<dyn Any + Send + Sync>>;
     /// The Unix permission bits of `path` (`mode & 0o7777`), or `None` (the default) where
     /// files have no such thing, as on a simulated disk. Opening a store uses it to report
     /// files that others may read.
+    ///
+    /// # Errors
+    ///
+    /// The operating system's error ([`io::ErrorKind::NotFound`] for a missing path).
     fn permissions(&self, path: &Path) -> io::Result<Option<u32>> {
         let _ = path;
         Ok(None)
@@ -59,22 +100,53 @@ pub trait Storage: Send + Sync + Debug {
 #[allow(clippy::len_without_is_empty)] // a file's length is data, not a collection's size
 pub trait StorageFile: Send + Sync + Debug {
     /// Current length in bytes.
+    ///
+    /// # Errors
+    ///
+    /// The operating system's error.
     fn len(&self) -> io::Result<u64>;
     /// Fills `buf` from `offset`; fails with `UnexpectedEof` past the end.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::UnexpectedEof`] past the end of the file; the operating system's error
+    /// otherwise.
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
     /// Writes all of `buf` at `offset`. Not durable until [`sync_data`](Self::sync_data).
+    ///
+    /// # Errors
+    ///
+    /// The operating system's error (EIO, ENOSPC, ...): the bytes at `offset` are then
+    /// unspecified.
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
     /// Sets the length, zero-filling when it grows.
+    ///
+    /// # Errors
+    ///
+    /// The operating system's error.
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// Makes written data (and the length) durable: `fdatasync`.
+    ///
+    /// # Errors
+    ///
+    /// The operating system's error. After a failed sync the written data may be lost even
+    /// though it reads back: callers must not retry as if nothing happened.
     fn sync_data(&self) -> io::Result<()>;
     /// A read-only shared memory map of the whole file as it is now, which keeps reflecting
     /// later writes within that length. `None` when the implementation has no such view;
     /// callers then read with [`read_exact_at`](Self::read_exact_at).
+    ///
+    /// # Errors
+    ///
+    /// The operating system's error (`mmap`, ENOMEM past the process's map limit).
     fn map(&self) -> io::Result<Option<FileMap>>;
     /// An offset past which the file holds no data: only holes, which read as zeros. The
     /// default is the length; [`FsStorage`] finds the end of the last data region
     /// (`SEEK_DATA`/`SEEK_HOLE`), so that an open reads only what was written.
+    ///
+    /// # Errors
+    ///
+    /// The operating system's error.
     fn data_end(&self) -> io::Result<u64> {
         self.len()
     }
@@ -83,6 +155,11 @@ pub trait StorageFile: Send + Sync + Debug {
     /// cache as [`write_all_at`](Self::write_all_at) and become durable with
     /// [`sync_data`](Self::sync_data) likewise. `None` (the default) when the implementation
     /// has none; the log then calls `write_all_at`.
+    ///
+    /// # Errors
+    ///
+    /// The operating system's error; a caller may fall back to
+    /// [`write_all_at`](Self::write_all_at).
     fn write_map(&self) -> io::Result<Option<Box<dyn WriteMap>>> {
         Ok(None)
     }
@@ -93,6 +170,11 @@ pub trait WriteMap: Send + Sync + Debug {
     /// Writes all of `buf` at `offset`, within the file's length when the view was made. An
     /// error (no space, say) leaves the bytes at `offset` unspecified, as a failed
     /// `write_all_at` would; it never faults.
+    ///
+    /// # Errors
+    ///
+    /// A write past the view's length, or the operating system's error (ENOSPC when blocks
+    /// cannot be allocated).
     fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()>;
 }
 
