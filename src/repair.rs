@@ -238,11 +238,14 @@ impl Repairer<'_> {
                     first - 1
                 ));
                 continue;
-            } else if name.ends_with(".seg") {
+            } else if let (Some(ordinal), Some(at)) = (segment::parse_file_name(&name), f.offset) {
                 // Stray bytes after a sealed segment's last frame, where no event is.
-                if let Some(at) = f.offset {
-                    self.zero_from(&f.file, at)?;
-                }
+                let seg = self.open_segment(ordinal)?;
+                let zeroed = self.zero_from(&seg, at)?;
+                self.actions.push(format!(
+                    "zeroed {zeroed} stray bytes after the last frame of {}",
+                    seg.path.display()
+                ));
                 continue;
             } else {
                 // An open handles it and there is nothing to remove.
@@ -253,25 +256,21 @@ impl Repairer<'_> {
         Ok(())
     }
 
-    /// Zeroes a segment file from `at` to the end of its data, and syncs it.
-    fn zero_from(&mut self, path: &Path, at: u64) -> Result<()> {
+    /// Zeroes a segment from `at` to the end of its data and syncs it; returns the bytes
+    /// zeroed.
+    fn zero_from(&self, seg: &Segment, at: u64) -> Result<u64> {
+        let end = seg.data_end()?;
         let f = self
             .storage
-            .open(path, true)
-            .map_err(|e| Error::io("open", path, e))?;
-        let end = f.data_end().map_err(|e| Error::io("seek data", path, e))?;
+            .open(&seg.path, true)
+            .map_err(|e| Error::io("open", &seg.path, e))?;
         if end > at {
-            let zeros = vec![0u8; clamp(end - at)];
-            f.write_all_at(&zeros, at)
-                .map_err(|e| Error::io("write", path, e))?;
-            f.sync_data().map_err(|e| Error::io("fdatasync", path, e))?;
-            self.actions.push(format!(
-                "zeroed {} stray bytes after the last frame of {}",
-                end - at,
-                path.display()
-            ));
+            f.write_all_at(&vec![0u8; clamp(end - at)], at)
+                .map_err(|e| Error::io("write", &seg.path, e))?;
         }
-        Ok(())
+        f.sync_data()
+            .map_err(|e| Error::io("fdatasync", &seg.path, e))?;
+        Ok(end.saturating_sub(at))
     }
 
     /// Writes a damaged segment header again when the frames after it are intact: its
@@ -295,7 +294,7 @@ impl Repairer<'_> {
             if self.open_segment(ordinal).is_ok() {
                 continue;
             }
-            let Ok(bytes) = raw_read(self.storage, self.dir, ordinal) else {
+            let Ok(Some((bytes, _))) = crate::storage::read_data(self.storage, &f.file) else {
                 continue;
             };
             let FrameRead::Frame(first) = frame::read_frame(&bytes, SEGMENT_HEADER_LEN as usize)
@@ -403,7 +402,12 @@ impl Repairer<'_> {
         for &later in ordinals.iter().filter(|&&o| o > ordinal) {
             let bytes = match self.open_segment(later) {
                 Ok(seg) => seg.read_data()?,
-                Err(Error::Corruption { .. }) => raw_read(self.storage, self.dir, later)?,
+                Err(Error::Corruption { .. }) => {
+                    let path = self.dir.join(segment::file_name(later));
+                    crate::storage::read_data(self.storage, &path)?
+                        .map(|(b, _)| b)
+                        .unwrap_or_default()
+                }
                 Err(e) => return Err(e),
             };
             note(&bytes, SEGMENT_HEADER_LEN as usize, &mut cut);
@@ -433,18 +437,7 @@ impl Repairer<'_> {
             }
             if cut_ordinal > 0 {
                 let seg = self.open_segment(cut_ordinal)?;
-                let data = seg.read_data()?;
-                let file = self
-                    .storage
-                    .open(&seg.path, true)
-                    .map_err(|e| Error::io("open", &seg.path, e))?;
-                let zeros = vec![0u8; data.len().saturating_sub(clamp(c.offset))];
-                if !zeros.is_empty() {
-                    file.write_all_at(&zeros, c.offset)
-                        .map_err(|e| Error::io("write", &seg.path, e))?;
-                }
-                file.sync_data()
-                    .map_err(|e| Error::io("fdatasync", &seg.path, e))?;
+                self.zero_from(&seg, c.offset)?;
                 self.actions.push(format!(
                     "cut {} at byte {}: {} (copied to {})",
                     seg.path.display(),
@@ -472,14 +465,8 @@ impl Repairer<'_> {
 
     /// `STATE` describing the log as it is now, everything in it synced.
     fn rewrite_state(&mut self) -> Result<()> {
-        let names = self
-            .storage
-            .list(self.dir)
-            .map_err(|e| Error::io("list", self.dir, e))?;
-        let last = names
-            .iter()
-            .filter_map(|n| segment::parse_file_name(n))
-            .max();
+        let (_, ordinals) = self.list()?;
+        let last = ordinals.last().copied();
         let now = verify(self.storage, self.dir)?;
         let state = match last {
             None => State::default(),
@@ -523,20 +510,10 @@ impl Repairer<'_> {
             .create_dir_all(&q)
             .map_err(|e| Error::io("create directory", &q, e))?;
         let copy = |name: String| -> Result<()> {
-            let from = self.dir.join(&name);
-            let src = match self.storage.open(&from, false) {
-                Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-                Err(e) => return Err(Error::io("open", &from, e)),
+            let Some((buf, len)) = crate::storage::read_data(self.storage, &self.dir.join(&name))?
+            else {
+                return Ok(());
             };
-            let len = src.len().map_err(|e| Error::io("stat", &from, e))?;
-            let end = src
-                .data_end()
-                .map_err(|e| Error::io("seek data", &from, e))?
-                .min(len);
-            let mut buf = vec![0u8; clamp(end)];
-            src.read_exact_at(&mut buf, 0)
-                .map_err(|e| Error::io("read", &from, e))?;
             let to = q.join(&name);
             let dst = self
                 .storage
@@ -544,7 +521,7 @@ impl Repairer<'_> {
                 .map_err(|e| Error::io("create", &to, e))?;
             dst.write_all_at(&buf, 0)
                 .map_err(|e| Error::io("write", &to, e))?;
-            if len > end {
+            if len > buf.len() as u64 {
                 dst.set_len(len)
                     .map_err(|e| Error::io("set length", &to, e))?;
             }
@@ -584,28 +561,20 @@ impl Repairer<'_> {
             .and_then(segment::parse_file_name)
             .ok_or_else(|| Error::corruption(&file, offset, "torn tail outside a segment"))?;
         let seg = self.open_segment(ordinal)?;
-        let data = seg.read_data()?;
-        let f = self
-            .storage
+        // Written again (synced by `zero_from`): pages a failed writeback left clean but
+        // unwritten get written.
+        let before = seg.pread(
+            SEGMENT_HEADER_LEN,
+            offset.saturating_sub(SEGMENT_HEADER_LEN),
+        )?;
+        self.storage
             .open(&seg.path, true)
-            .map_err(|e| Error::io("open", &seg.path, e))?;
-        let at = clamp(offset).min(data.len());
-        // Written again: pages a failed writeback left clean but unwritten get written.
-        if let Some(before) = data.get(SEGMENT_HEADER_LEN as usize..at) {
-            f.write_all_at(before, SEGMENT_HEADER_LEN)
-                .map_err(|e| Error::io("write", &seg.path, e))?;
-        }
-        let zeros = vec![0u8; data.len() - at];
-        if !zeros.is_empty() {
-            f.write_all_at(&zeros, at as u64)
-                .map_err(|e| Error::io("write", &seg.path, e))?;
-        }
-        f.sync_data()
-            .map_err(|e| Error::io("fdatasync", &seg.path, e))?;
+            .and_then(|f| f.write_all_at(&before, SEGMENT_HEADER_LEN))
+            .map_err(|e| Error::io("write", &seg.path, e))?;
+        let zeroed = self.zero_from(&seg, offset)?;
         self.actions.push(format!(
-            "cut the torn tail of {} at byte {at} ({} bytes of unsynced writes)",
-            seg.path.display(),
-            zeros.len()
+            "cut the torn tail of {} at byte {offset} ({zeroed} bytes of unsynced writes)",
+            seg.path.display()
         ));
         self.rewrite_state()
     }
@@ -654,19 +623,6 @@ fn readable_frames(bytes: &[u8], from: usize, streams: &mut BTreeMap<String, (u6
             },
         }
     }
-}
-
-/// A segment's bytes read without its header being checked.
-fn raw_read(storage: &dyn Storage, dir: &Path, ordinal: u32) -> Result<Vec<u8>> {
-    let path = dir.join(segment::file_name(ordinal));
-    let f = storage
-        .open(&path, false)
-        .map_err(|e| Error::io("open", &path, e))?;
-    let end = f.data_end().map_err(|e| Error::io("seek data", &path, e))?;
-    let mut buf = vec![0u8; clamp(end)];
-    f.read_exact_at(&mut buf, 0)
-        .map_err(|e| Error::io("read", &path, e))?;
-    Ok(buf)
 }
 
 /// The quarantine's `REPORT.txt`.

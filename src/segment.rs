@@ -292,7 +292,7 @@ impl Segment {
     /// The end of the file's data, by `SEEK_DATA`/`SEEK_HOLE`, checked rather than trusted:
     /// data right after it means the file system under-reports (a bug some have had), and
     /// then it is the whole file.
-    fn data_end(&self) -> Result<u64> {
+    pub(crate) fn data_end(&self) -> Result<u64> {
         let end = self
             .file
             .data_end()

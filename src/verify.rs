@@ -529,17 +529,7 @@ impl Verifier<'_> {
     /// A small file's bytes; `None` when it is gone since the listing (a writer beside
     /// verify deleted a subscription or compacted snapshots).
     fn read(&self, name: &str) -> Result<Option<Vec<u8>>> {
-        let path = self.dir.join(name);
-        let f = match self.storage.open(&path, false) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io("open", &path, e)),
-        };
-        let len = f.len().map_err(|e| Error::io("stat", &path, e))?;
-        let mut buf = vec![0u8; usize::try_from(len).unwrap_or(0)];
-        f.read_exact_at(&mut buf, 0)
-            .map_err(|e| Error::io("read", &path, e))?;
-        Ok(Some(buf))
+        Ok(crate::storage::read_data(self.storage, &self.dir.join(name))?.map(|(b, _)| b))
     }
 
     fn check_checkpoints(&mut self, files: &Files) -> Result<()> {

@@ -308,6 +308,28 @@ impl AsRef<[u8]> for Prefix {
     }
 }
 
+/// A file's bytes up to the end of its data ([`StorageFile::data_end`]) and its length;
+/// `None` when there is no such file.
+pub(crate) fn read_data(
+    storage: &dyn Storage,
+    path: &Path,
+) -> crate::Result<Option<(Vec<u8>, u64)>> {
+    let f = match storage.open(path, false) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(crate::Error::io("open", path, e)),
+    };
+    let len = f.len().map_err(|e| crate::Error::io("stat", path, e))?;
+    let end = f
+        .data_end()
+        .map_err(|e| crate::Error::io("seek data", path, e))?
+        .min(len);
+    let mut buf = vec![0u8; usize::try_from(end).unwrap_or(usize::MAX)];
+    f.read_exact_at(&mut buf, 0)
+        .map_err(|e| crate::Error::io("read", path, e))?;
+    Ok(Some((buf, len)))
+}
+
 /// Removes `path` if it exists (a leftover temporary file, say).
 pub(crate) fn remove_if_exists(storage: &dyn Storage, path: &Path) -> crate::Result<()> {
     match storage.remove(path) {

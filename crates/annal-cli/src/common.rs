@@ -14,8 +14,6 @@ pub const DEFAULT_DIR: &str = "./annal-data";
 /// Why a command failed.
 #[derive(Debug)]
 pub enum Fail {
-    /// Printed as one line on stderr; the process exits with 1.
-    Message(String),
     /// The reader of stdout went away (`annal read-all | head`): stop quietly.
     BrokenPipe,
     /// Printed as one line on stderr; the process exits with this status.
@@ -26,16 +24,15 @@ pub enum Fail {
 pub type CliResult<T = ()> = Result<T, Fail>;
 
 impl Fail {
-    /// A failure with this message, flattened to one line.
+    /// A failure with this message, flattened to one line; the process exits with 1.
     pub fn msg(message: impl Into<String>) -> Fail {
-        let m: String = message.into();
-        // One line on stderr, whatever a reason or file name contains.
-        Fail::Message(m.replace(['\n', '\r'], " "))
+        Fail::exit(1, message)
     }
 
     /// A failure with its own exit status (`verify`'s verdicts).
     pub fn exit(code: u8, message: impl Into<String>) -> Fail {
         let m: String = message.into();
+        // One line on stderr, whatever a reason or file name contains.
         Fail::Exit(code, m.replace(['\n', '\r'], " "))
     }
 

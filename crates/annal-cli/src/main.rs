@@ -301,10 +301,6 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) | Err(Fail::BrokenPipe) => ExitCode::SUCCESS,
-        Err(Fail::Message(m)) => {
-            warn(&m);
-            ExitCode::FAILURE
-        }
         Err(Fail::Exit(code, m)) => {
             warn(&m);
             ExitCode::from(code)
