@@ -92,43 +92,27 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
-mod aggregate;
-mod checkpoint;
-mod codec;
-mod commit;
-mod durable;
 mod engine;
 mod error;
+mod es;
 mod event;
-mod frame;
-mod index;
-mod log;
 mod options;
-mod projection;
-mod read;
-mod recovery;
-mod repair;
-mod segment;
-mod snapshot;
-mod state;
 pub mod storage;
 mod store;
-mod subscription;
-mod verify;
 
-pub use aggregate::{Aggregate, ExecuteError, Executed, Loaded, Repository};
-pub use codec::{Bincode, Codec};
-pub use durable::{DurableInfo, DurableSubscription};
+pub use engine::read::{AllEvents, Direction, ReadOptions, StreamEvents};
+pub use engine::recovery::RecoveryReport;
+pub use engine::repair::{Cut, RepairOptions, RepairReport, repair};
+pub use engine::verify::{Finding, Health, Severity, VerifyReport, verify};
 pub use error::{Error, Result};
+pub use es::aggregate::{Aggregate, ExecuteError, Executed, Loaded, Repository};
+pub use es::codec::{Bincode, Codec};
+pub use es::durable::{DurableInfo, DurableSubscription};
+pub use es::projection::{Projection, RunningProjection};
+pub use es::subscription::Subscription;
 pub use event::{AppendResult, EventData, ExpectedVersion, RecordedEvent};
 pub use options::{FsyncPolicy, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, Options};
-pub use projection::{Projection, RunningProjection};
-pub use read::{AllEvents, Direction, ReadOptions, StreamEvents};
-pub use recovery::RecoveryReport;
-pub use repair::{Cut, RepairOptions, RepairReport, repair};
 pub use store::{MAX_EVENT_TYPE_LEN, MAX_STREAM_NAME_LEN, Stats, Store, StreamInfo};
-pub use subscription::Subscription;
-pub use verify::{Finding, Health, Severity, VerifyReport, verify};
 
 /// The README's code blocks, compiled and run as doctests.
 #[cfg(doctest)]

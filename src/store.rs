@@ -11,25 +11,25 @@ use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 
 use std::sync::mpsc::Sender;
 
-use crate::aggregate::{Aggregate, Repository, StateCache};
-use crate::checkpoint;
-use crate::codec::Codec;
-use crate::commit::Commit;
-use crate::durable::{self, DurableInfo, DurableSubscription, Registry};
+use crate::engine::checkpoint;
+use crate::engine::commit::Commit;
+use crate::engine::format::frame::{self, FrameStart};
+use crate::engine::index::{StreamIndex, pack};
+use crate::engine::log::{Active, Log};
+use crate::engine::read::{AllEvents, ReadOptions, StreamEvents, read_event};
+use crate::engine::recovery::{self, RecoverOptions, RecoveryReport};
+use crate::engine::segment::Segment;
+use crate::engine::state::{self, State};
 use crate::error::{Error, Result};
+use crate::es::aggregate::{Aggregate, Repository, StateCache};
+use crate::es::codec::Codec;
+use crate::es::durable::{self, DurableInfo, DurableSubscription, Registry};
+use crate::es::projection::{self, Projection, RunningProjection};
+use crate::es::snapshot::SnapshotStore;
+use crate::es::subscription::Subscription;
 use crate::event::{AppendResult, EventData, ExpectedVersion};
-use crate::frame::{self, FrameStart};
-use crate::index::{StreamIndex, pack};
-use crate::log::{Active, Log};
 use crate::options::{FsyncPolicy, Options};
-use crate::projection::{self, Projection, RunningProjection};
-use crate::read::{AllEvents, ReadOptions, StreamEvents, read_event};
-use crate::recovery::{self, RecoverOptions, RecoveryReport};
-use crate::segment::Segment;
-use crate::snapshot::SnapshotStore;
-use crate::state::{self, State};
 use crate::storage::{FsStorage, Storage};
-use crate::subscription::Subscription;
 
 /// Longest accepted stream name, in bytes.
 pub const MAX_STREAM_NAME_LEN: usize = 1024;
@@ -969,7 +969,7 @@ impl Inner {
             return Ok(None);
         };
         // The matched events must be exactly one earlier append: one whole frame.
-        let mut cached = crate::read::SegmentCache::default();
+        let mut cached = crate::engine::read::SegmentCache::default();
         let mut positions = Vec::with_capacity(ids.len());
         let mut edges = Vec::with_capacity(ids.len());
         for (i, (&loc, &id)) in locs.iter().zip(&ids).enumerate() {

@@ -1,5 +1,13 @@
-//! The storage engine beneath event sourcing. For now it holds the byte layouts shared by the
-//! engine's small files ([`format`]); the log, segments, recovery and group commit move here
-//! next (see `docs/design.md`).
+//! The storage engine: the log and nothing above it.
 
+pub(crate) mod checkpoint;
+pub(crate) mod commit;
 pub(crate) mod format;
+pub(crate) mod index;
+pub(crate) mod log;
+pub(crate) mod read;
+pub(crate) mod recovery;
+pub(crate) mod repair;
+pub(crate) mod segment;
+pub(crate) mod state;
+pub(crate) mod verify;

@@ -356,7 +356,7 @@ pub(crate) fn is_own_temp_name(name: &str) -> bool {
     };
     let named = |suffix: &str| {
         file.strip_suffix(suffix)
-            .is_some_and(|n| crate::durable::validate_name("", n).is_ok())
+            .is_some_and(|n| crate::es::durable::validate_name("", n).is_ok())
     };
     numbered(".seg") || numbered(".idx") || numbered(".snap") || named(".sub") || named(".proj")
 }

@@ -4,4 +4,5 @@
 //! checkpoints, projection checkpoints, the segment header and each durable-subscription
 //! slot.
 
+pub(crate) mod frame;
 pub(crate) mod small_file;

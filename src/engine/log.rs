@@ -6,10 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 
+use crate::engine::index::MAX_ORDINAL;
+use crate::engine::segment::{SEGMENT_HEADER_LEN, Segment};
+use crate::engine::state::{self, State};
 use crate::error::{Error, Result};
-use crate::index::MAX_ORDINAL;
-use crate::segment::{SEGMENT_HEADER_LEN, Segment};
-use crate::state::{self, State};
 use crate::storage::{Storage, StorageFile, WriteMap};
 
 /// The segment being written.

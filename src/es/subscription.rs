@@ -10,9 +10,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::engine::read::{AllEvents, ReadOptions, StreamEvents};
 use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
-use crate::read::{AllEvents, ReadOptions, StreamEvents};
 use crate::store::Inner;
 
 /// How many events a subscription reads from the log at a time.

@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use crate::engine::format::frame::Cursor;
 use crate::error::{Error, Result};
-use crate::frame::Cursor;
 use crate::storage::{Storage, StorageFile};
 
 pub(crate) const SUFFIX: &str = ".snap";

@@ -10,9 +10,9 @@
 
 use std::path::Path;
 
+use crate::engine::format::frame::Cursor;
 use crate::engine::format::small_file::Kind;
 use crate::error::{Error, Result};
-use crate::frame::Cursor;
 use crate::storage::Storage;
 
 /// The file's name in the store directory.

@@ -14,11 +14,11 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use crate::engine::format::frame::{self, Cursor, FRAME_HEADER_LEN, FrameRead};
 use crate::engine::format::small_file::Kind;
+use crate::engine::index::{StreamIndex, pack};
+use crate::engine::segment::{SEGMENT_HEADER_LEN, Sample, Segment, sample_due};
 use crate::error::{Error, Result};
-use crate::frame::{self, Cursor, FRAME_HEADER_LEN, FrameRead};
-use crate::index::{StreamIndex, pack};
-use crate::segment::{SEGMENT_HEADER_LEN, Sample, Segment, sample_due};
 use crate::storage::Storage;
 
 /// The envelope of an index checkpoint (a damaged one is only ignored: the words go unused).

@@ -10,14 +10,14 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
-use crate::checkpoint::{self, SegmentIndex};
+use crate::engine::checkpoint::{self, SegmentIndex};
+use crate::engine::format::frame::{self, FrameRead};
+use crate::engine::recovery;
+use crate::engine::segment::{self, SEGMENT_HEADER_LEN, Segment};
+use crate::engine::state::{self, State, StateProblem};
 use crate::error::{Error, Result};
-use crate::frame::{self, FrameRead};
-use crate::recovery;
-use crate::segment::{self, SEGMENT_HEADER_LEN, Segment};
-use crate::state::{self, State, StateProblem};
+use crate::es::{durable, projection, snapshot};
 use crate::storage::Storage;
-use crate::{durable, projection, snapshot};
 
 /// How much a [`Finding`] matters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

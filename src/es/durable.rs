@@ -17,14 +17,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::engine::format::frame::Cursor;
 use crate::engine::format::small_file::Kind;
 use crate::error::{Error, Result};
+use crate::es::subscription::Subscription;
 use crate::event::RecordedEvent;
-use crate::frame::Cursor;
 use crate::options::FsyncPolicy;
 use crate::storage::{Storage, StorageFile};
 use crate::store::Inner;
-use crate::subscription::Subscription;
 
 pub(crate) const SUFFIX: &str = ".sub";
 /// The envelope of each of an ack file's two slots (a torn slot is only passed over).

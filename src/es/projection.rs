@@ -16,15 +16,15 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::codec::{Bincode, Codec};
-use crate::durable::validate_name;
+use crate::engine::format::frame::Cursor;
 use crate::engine::format::small_file::Kind;
 use crate::error::{Error, Result};
+use crate::es::codec::{Bincode, Codec};
+use crate::es::durable::validate_name;
+use crate::es::subscription::Subscription;
 use crate::event::RecordedEvent;
-use crate::frame::Cursor;
 use crate::storage::Storage;
 use crate::store::Inner;
-use crate::subscription::Subscription;
 
 pub(crate) const SUFFIX: &str = ".proj";
 /// The envelope of a projection checkpoint (a damaged one is only ignored).

@@ -3,11 +3,11 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::engine::format::frame::{self, FrameRead};
+use crate::engine::index::unpack;
+use crate::engine::segment::Segment;
 use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
-use crate::frame::{self, FrameRead};
-use crate::index::unpack;
-use crate::segment::Segment;
 use crate::store::{Inner, Watermark};
 
 /// Which way a read goes.

@@ -13,13 +13,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::engine::format::frame::{self, FrameRead};
+use crate::engine::recovery;
+use crate::engine::segment::{self, SEGMENT_HEADER_LEN, Segment};
+use crate::engine::state::{self, State};
+use crate::engine::verify::{Severity, VerifyReport, verify};
 use crate::error::{Error, Result};
-use crate::frame::{self, FrameRead};
-use crate::recovery;
-use crate::segment::{self, SEGMENT_HEADER_LEN, Segment};
-use crate::state::{self, State};
 use crate::storage::Storage;
-use crate::verify::{Severity, VerifyReport, verify};
 
 /// What [`repair`] may do.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -217,20 +217,20 @@ impl Repairer<'_> {
                 "leftover temporary file"
             } else if name.ends_with(".idx") {
                 "damaged or stale index checkpoint: rebuilt in the background"
-            } else if name.ends_with(crate::projection::SUFFIX) {
+            } else if name.ends_with(crate::es::projection::SUFFIX) {
                 "damaged or stale projection checkpoint: the projection rebuilds"
-            } else if name.ends_with(crate::snapshot::SUFFIX) {
+            } else if name.ends_with(crate::es::snapshot::SUFFIX) {
                 "damaged snapshot file, or one folding events past the end of the log: \
                  snapshots are a cache"
             } else if let (Some(sub), Some((first, _))) =
-                (name.strip_suffix(crate::durable::SUFFIX), f.positions)
+                (name.strip_suffix(crate::es::durable::SUFFIX), f.positions)
             {
                 // An ack past the end of the log: pulled back to it, as an open would.
                 crate::storage::replace_file(
                     self.storage,
                     self.dir,
                     &name,
-                    &crate::durable::encode_file(first - 1),
+                    &crate::es::durable::encode_file(first - 1),
                 )?;
                 self.actions.push(format!(
                     "pulled the acknowledged position of durable subscription {sub:?} back to \
@@ -448,10 +448,9 @@ impl Repairer<'_> {
                         .map_or(String::new(), |q| q.display().to_string())
                 ));
             }
-            for name in names
-                .iter()
-                .filter(|n| crate::checkpoint::parse_file_name(n).is_some_and(|o| o >= cut_ordinal))
-            {
+            for name in names.iter().filter(|n| {
+                crate::engine::checkpoint::parse_file_name(n).is_some_and(|o| o >= cut_ordinal)
+            }) {
                 self.remove(&self.dir.join(name), "checkpoint of a cut segment")?;
             }
         }

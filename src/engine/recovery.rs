@@ -14,13 +14,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::checkpoint;
+use crate::engine::checkpoint;
+use crate::engine::format::frame::{self, FRAME_HEADER_LEN, FrameRead, MIN_RECORD_LEN};
+use crate::engine::index::StreamIndex;
+use crate::engine::log::Active;
+use crate::engine::segment::{self, SEGMENT_HEADER_LEN, Segment};
+use crate::engine::state::{self, State, StateProblem};
 use crate::error::{Error, Result};
-use crate::frame::{self, FRAME_HEADER_LEN, FrameRead, MIN_RECORD_LEN};
-use crate::index::StreamIndex;
-use crate::log::Active;
-use crate::segment::{self, SEGMENT_HEADER_LEN, Segment};
-use crate::state::{self, State, StateProblem};
 use crate::storage::Storage;
 
 /// What recovery found and did when the store was opened.

@@ -15,9 +15,9 @@ use bytes::Bytes;
 use parking_lot::RwLock;
 use std::sync::OnceLock;
 
+use crate::engine::format::frame::{Cursor, RECORD_HEADER_LEN};
 use crate::engine::format::small_file::Kind;
 use crate::error::{Error, Result};
-use crate::frame::{Cursor, RECORD_HEADER_LEN};
 use crate::storage::{FileMap, Storage, StorageFile};
 
 /// Length of the segment header.

@@ -11,11 +11,11 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::codec::{Bincode, Codec};
+use crate::engine::read::ReadOptions;
 use crate::error::{Error, Result};
+use crate::es::codec::{Bincode, Codec};
+use crate::es::snapshot::{Entry, Kind, Snapshot};
 use crate::event::{AppendResult, EventData, ExpectedVersion, RecordedEvent};
-use crate::read::ReadOptions;
-use crate::snapshot::{Entry, Kind, Snapshot};
 use crate::store::Store;
 
 /// A consistency boundary whose state is the fold of one stream's events.
