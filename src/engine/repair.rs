@@ -217,20 +217,21 @@ impl Repairer<'_> {
                 "leftover temporary file"
             } else if name.ends_with(".idx") {
                 "damaged or stale index checkpoint: rebuilt in the background"
-            } else if name.ends_with(crate::es::projection::SUFFIX) {
+            } else if name.ends_with(crate::engine::format::projection_file::SUFFIX) {
                 "damaged or stale projection checkpoint: the projection rebuilds"
-            } else if name.ends_with(crate::es::snapshot::SUFFIX) {
+            } else if name.ends_with(crate::engine::format::snapshot_file::SUFFIX) {
                 "damaged snapshot file, or one folding events past the end of the log: \
                  snapshots are a cache"
-            } else if let (Some(sub), Some((first, _))) =
-                (name.strip_suffix(crate::es::durable::SUFFIX), f.positions)
-            {
+            } else if let (Some(sub), Some((first, _))) = (
+                name.strip_suffix(crate::engine::format::ack_file::SUFFIX),
+                f.positions,
+            ) {
                 // An ack past the end of the log: pulled back to it, as an open would.
                 crate::storage::replace_file(
                     self.storage,
                     self.dir,
                     &name,
-                    &crate::es::durable::encode_file(first - 1),
+                    &crate::engine::format::ack_file::encode_file(first - 1),
                 )?;
                 self.actions.push(format!(
                     "pulled the acknowledged position of durable subscription {sub:?} back to \

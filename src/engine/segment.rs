@@ -16,80 +16,21 @@ use parking_lot::RwLock;
 use std::sync::OnceLock;
 
 use crate::engine::format::frame::{Cursor, RECORD_HEADER_LEN};
-use crate::engine::format::small_file::Kind;
+pub(crate) use crate::engine::format::index_checkpoint::Sample;
+use crate::engine::format::segment_header::decode_header;
+pub(crate) use crate::engine::format::segment_header::{
+    SEGMENT_HEADER_LEN, encode_header, file_name, parse_file_name,
+};
 use crate::error::{Error, Result};
 use crate::storage::{FileMap, Storage, StorageFile};
 
-/// Length of the segment header.
-pub(crate) const SEGMENT_HEADER_LEN: u64 = 32;
-/// The envelope of a segment header.
-const HEADER: Kind = Kind {
-    magic: *b"ANNALSEG",
-    truncated: "segment header is truncated",
-    checksum: "segment header checksum mismatch",
-    wrong_magic: "segment header has the wrong magic",
-};
-const FORMAT_VERSION: u16 = 1;
-const SUFFIX: &str = ".seg";
 /// A sparse-index sample is taken at the first frame that starts this many bytes past the
 /// previous sample, bounding how far a read by position scans.
 pub(crate) const SAMPLE_BYTES: u64 = 4096;
 
-/// File name of segment `ordinal`.
-pub(crate) fn file_name(ordinal: u32) -> String {
-    format!("{ordinal:010}{SUFFIX}")
-}
-
-/// The ordinal of a segment file name, or `None` for any other file.
-pub(crate) fn parse_file_name(name: &str) -> Option<u32> {
-    let digits = name.strip_suffix(SUFFIX)?;
-    if digits.len() != 10 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
-}
-
-pub(crate) fn encode_header(ordinal: u32, base_position: u64) -> [u8; SEGMENT_HEADER_LEN as usize] {
-    let mut body = Vec::with_capacity(20);
-    body.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    body.extend_from_slice(&0u16.to_le_bytes());
-    body.extend_from_slice(&ordinal.to_le_bytes());
-    body.extend_from_slice(&base_position.to_le_bytes());
-    body.extend_from_slice(&0u32.to_le_bytes());
-    let mut h = [0u8; SEGMENT_HEADER_LEN as usize];
-    h.copy_from_slice(&HEADER.seal(&body));
-    h
-}
-
-fn decode_header(buf: &[u8]) -> std::result::Result<(u32, u64), &'static str> {
-    let short = HEADER.truncated;
-    let body = HEADER.open(buf.get(..SEGMENT_HEADER_LEN as usize).ok_or(short)?)?;
-    let mut c = Cursor::new(body, 0);
-    let version = c.u16().ok_or(short)?;
-    let _flags = c.u16().ok_or(short)?;
-    let ordinal = c.u32().ok_or(short)?;
-    let base = c.u64().ok_or(short)?;
-    let _reserved = c.u32().ok_or(short)?;
-    if version != FORMAT_VERSION {
-        return Err("unsupported segment format version");
-    }
-    if base == 0 {
-        return Err("segment base position is zero");
-    }
-    Ok((ordinal, base))
-}
-
 /// How much of a segment past the end of its data (as `SEEK_DATA` reports it) is read to
 /// check that it is really empty.
 const DATA_END_CHECK: u64 = 64 << 10;
-
-/// A point in the sparse position index of a segment: the frame at `offset` starts with the
-/// event at `position`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Sample {
-    pub position: u64,
-    pub offset: u64,
-}
 
 /// Whether a frame at `offset` gets a sample, given the samples so far.
 pub(crate) fn sample_due(samples: &[Sample], offset: u64) -> bool {
@@ -527,32 +468,5 @@ impl Segment {
     /// Bytes of memory held by the sparse position index.
     pub(crate) fn sample_bytes(&self) -> usize {
         self.samples.read().capacity() * std::mem::size_of::<Sample>()
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::indexing_slicing)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn header_round_trip_and_checks() {
-        let h = encode_header(7, 1234);
-        assert_eq!(decode_header(&h), Ok((7, 1234)));
-        for i in 0..h.len() {
-            let mut b = h;
-            b[i] ^= 0x10;
-            assert!(decode_header(&b).is_err(), "byte {i}");
-        }
-        assert!(decode_header(&h[..20]).is_err());
-    }
-
-    #[test]
-    fn file_names() {
-        assert_eq!(file_name(12), "0000000012.seg");
-        assert_eq!(parse_file_name("0000000012.seg"), Some(12));
-        assert_eq!(parse_file_name("0000000012.seg.tmp"), None);
-        assert_eq!(parse_file_name("12.seg"), None);
-        assert_eq!(parse_file_name("LOCK"), None);
     }
 }

@@ -12,11 +12,11 @@ use std::path::{Path, PathBuf};
 
 use crate::engine::checkpoint::{self, SegmentIndex};
 use crate::engine::format::frame::{self, FrameRead};
+use crate::engine::format::{ack_file, projection_file, snapshot_file};
 use crate::engine::recovery;
 use crate::engine::segment::{self, SEGMENT_HEADER_LEN, Segment};
 use crate::engine::state::{self, State, StateProblem};
 use crate::error::{Error, Result};
-use crate::es::{durable, projection, snapshot};
 use crate::storage::Storage;
 
 /// How much a [`Finding`] matters.
@@ -194,11 +194,11 @@ impl Files {
                 f.segments.insert(n);
             } else if let Some(n) = checkpoint::parse_file_name(name) {
                 f.checkpoints.insert(n, name.clone());
-            } else if snapshot::parse_file_name(name).is_some() {
+            } else if snapshot_file::parse_file_name(name).is_some() {
                 f.snapshots.push(name.clone());
-            } else if name.ends_with(durable::SUFFIX) {
+            } else if name.ends_with(ack_file::SUFFIX) {
                 f.subs.push(name.clone());
-            } else if name.ends_with(projection::SUFFIX) {
+            } else if name.ends_with(projection_file::SUFFIX) {
                 f.projs.push(name.clone());
             } else if crate::storage::is_own_temp_name(name) {
                 f.temps.push(name.clone());
@@ -583,7 +583,7 @@ impl Verifier<'_> {
             };
             let mut at = 0;
             while at < bytes.len() {
-                match snapshot::decode(&bytes, at) {
+                match snapshot_file::decode(&bytes, at) {
                     Some((snap, len)) => {
                         if snap.event_position > self.report.last_position {
                             self.add(
@@ -627,7 +627,7 @@ impl Verifier<'_> {
                 continue;
             };
             let path = self.dir.join(name);
-            match durable::decode_slots(&bytes) {
+            match ack_file::decode_slots(&bytes) {
                 None => self.add(
                     Severity::Rebuildable,
                     path,
@@ -655,7 +655,7 @@ impl Verifier<'_> {
                 continue;
             };
             let path = self.dir.join(name);
-            match projection::decode(&bytes) {
+            match projection_file::decode(&bytes) {
                 None => self.add(
                     Severity::Rebuildable,
                     path,

@@ -11,10 +11,11 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::engine::format::snapshot_file::Snapshot;
 use crate::engine::read::ReadOptions;
 use crate::error::{Error, Result};
 use crate::es::codec::{Bincode, Codec};
-use crate::es::snapshot::{Entry, Kind, Snapshot};
+use crate::es::snapshot::{Entry, Kind};
 use crate::event::{AppendResult, EventData, ExpectedVersion, RecordedEvent};
 use crate::store::Store;
 

@@ -17,24 +17,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::engine::format::frame::Cursor;
-use crate::engine::format::small_file::Kind;
+use crate::engine::format::ack_file::{SLOT_LEN, SUFFIX, decode_slots, encode_file, encode_slot};
 use crate::error::{Error, Result};
 use crate::es::subscription::Subscription;
 use crate::event::RecordedEvent;
 use crate::options::FsyncPolicy;
 use crate::storage::{Storage, StorageFile};
 use crate::store::Inner;
-
-pub(crate) const SUFFIX: &str = ".sub";
-/// The envelope of each of an ack file's two slots (a torn slot is only passed over).
-const SLOT: Kind = Kind {
-    magic: *b"ANNALSUB",
-    truncated: "ack slot is truncated",
-    checksum: "ack slot checksum mismatch",
-    wrong_magic: "not an ack slot",
-};
-const SLOT_LEN: usize = 32;
 
 /// A durable subscription as listed by [`Store::durable_subscriptions`](crate::Store::durable_subscriptions).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,40 +50,6 @@ pub(crate) fn validate_name(what: &str, name: &str) -> Result<()> {
         Err(Error::InvalidArgument(format!(
             "{what} name {name:?}: use 1 to 128 of A-Z a-z 0-9 - _ . (not starting with .)"
         )))
-    }
-}
-
-fn encode_slot(seq: u64, position: u64) -> [u8; SLOT_LEN] {
-    let mut s = [0u8; SLOT_LEN];
-    let mut v = Vec::with_capacity(SLOT_LEN);
-    v.extend_from_slice(&seq.to_le_bytes());
-    v.extend_from_slice(&position.to_le_bytes());
-    v.extend_from_slice(&0u32.to_le_bytes());
-    s.copy_from_slice(&SLOT.seal(&v));
-    s
-}
-
-/// A whole ack file acknowledging `position`: its first slot, sequence 0.
-pub(crate) fn encode_file(position: u64) -> [u8; 2 * SLOT_LEN] {
-    let mut slots = [0u8; 2 * SLOT_LEN];
-    if let Some(first) = slots.get_mut(..SLOT_LEN) {
-        first.copy_from_slice(&encode_slot(0, position));
-    }
-    slots
-}
-
-/// The valid slot with the highest sequence number: (sequence, position).
-pub(crate) fn decode_slots(buf: &[u8]) -> Option<(u64, u64)> {
-    let slot = |i: usize| -> Option<(u64, u64)> {
-        let b = SLOT.open(buf.get(i * SLOT_LEN..(i + 1) * SLOT_LEN)?).ok()?;
-        let mut c = Cursor::new(b, 0);
-        let seq = c.u64()?;
-        let position = c.u64()?;
-        Some((seq, position))
-    };
-    match (slot(0), slot(1)) {
-        (Some(a), Some(b)) => Some(if a.0 >= b.0 { a } else { b }),
-        (a, b) => a.or(b),
     }
 }
 
@@ -374,18 +329,6 @@ impl Drop for DurableSubscription {
 #[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn newest_valid_slot_wins_and_torn_slots_are_ignored() {
-        let mut buf = [0u8; 64];
-        buf[..32].copy_from_slice(&encode_slot(4, 100));
-        buf[32..].copy_from_slice(&encode_slot(5, 120));
-        assert_eq!(decode_slots(&buf), Some((5, 120)));
-        buf[40] ^= 1; // the newer slot torn
-        assert_eq!(decode_slots(&buf), Some((4, 100)));
-        buf[3] ^= 1;
-        assert_eq!(decode_slots(&buf), None);
-    }
 
     #[test]
     fn names() {

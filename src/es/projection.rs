@@ -16,8 +16,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::engine::format::frame::Cursor;
-use crate::engine::format::small_file::Kind;
+use crate::engine::format::projection_file::{SUFFIX, decode, encode};
 use crate::error::{Error, Result};
 use crate::es::codec::{Bincode, Codec};
 use crate::es::durable::validate_name;
@@ -25,16 +24,6 @@ use crate::es::subscription::Subscription;
 use crate::event::RecordedEvent;
 use crate::storage::Storage;
 use crate::store::Inner;
-
-pub(crate) const SUFFIX: &str = ".proj";
-/// The envelope of a projection checkpoint (a damaged one is only ignored).
-const KIND: Kind = Kind {
-    magic: *b"ANNALPRJ",
-    truncated: "projection checkpoint is truncated",
-    checksum: "projection checkpoint checksum mismatch",
-    wrong_magic: "not a projection checkpoint",
-};
-const FORMAT_VERSION: u16 = 1;
 
 /// A read model: the fold of the events of the whole log, in position order.
 ///
@@ -69,34 +58,6 @@ pub trait Projection: Default + Serialize + DeserializeOwned + Send + 'static {
 
 fn path_of(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}{SUFFIX}"))
-}
-
-/// Encodes a checkpoint: header, state, CRC.
-fn encode(version: u32, position: u64, state: &[u8]) -> Vec<u8> {
-    let mut b = Vec::with_capacity(40 + state.len());
-    b.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    b.extend_from_slice(&0u16.to_le_bytes());
-    b.extend_from_slice(&version.to_le_bytes());
-    b.extend_from_slice(&position.to_le_bytes());
-    b.extend_from_slice(&(state.len() as u64).to_le_bytes());
-    b.extend_from_slice(state);
-    KIND.seal(&b)
-}
-
-/// Decodes a checkpoint: (projection version, position, state bytes).
-pub(crate) fn decode(buf: &[u8]) -> Option<(u32, u64, &[u8])> {
-    let body = KIND.open(buf).ok()?;
-    let body_len = body.len();
-    let mut c = Cursor::new(body, 0);
-    if c.u16()? != FORMAT_VERSION {
-        return None;
-    }
-    let _flags = c.u16()?;
-    let version = c.u32()?;
-    let position = c.u64()?;
-    let len = usize::try_from(c.u64()?).ok()?;
-    let state = c.bytes(len)?;
-    (c.pos() == body_len).then_some((version, position, state))
 }
 
 fn read_file(storage: &dyn Storage, path: &Path) -> Option<Vec<u8>> {

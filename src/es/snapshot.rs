@@ -15,49 +15,20 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::engine::format::frame::Cursor;
+use crate::engine::format::snapshot_file::{Snapshot, decode, encode, file_name, parse_file_name};
 use crate::error::{Error, Result};
 use crate::storage::{Storage, StorageFile};
 
-pub(crate) const SUFFIX: &str = ".snap";
 /// A snapshot file stops taking new records past this size.
 const FILE_MAX: u64 = 64 * 1024 * 1024;
 /// Compaction waits until at least this many dead bytes have accumulated.
 const COMPACT_MIN_DEAD: u64 = 256 * 1024;
-const RECORD_HEADER_LEN: usize = 8;
-
-fn file_name(n: u32) -> String {
-    format!("{n:010}{SUFFIX}")
-}
-
-pub(crate) fn parse_file_name(name: &str) -> Option<u32> {
-    let digits = name.strip_suffix(SUFFIX)?;
-    (digits.len() == 10 && digits.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| digits.parse().ok())
-        .flatten()
-}
-
 /// What a snapshot is of: which aggregate type, state schema and codec.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Kind {
     pub aggregate: Arc<str>,
     pub schema: u32,
     pub codec: Arc<str>,
-}
-
-/// A snapshot as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Snapshot {
-    pub stream: String,
-    pub aggregate: String,
-    pub schema: u32,
-    pub codec: String,
-    /// The stream version the state includes.
-    pub version: u64,
-    /// Position and timestamp of the event at `version`: the history this state was folded from.
-    pub event_position: u64,
-    pub event_timestamp: u64,
-    pub state: Vec<u8>,
 }
 
 /// Where a snapshot is, and what it is of.
@@ -97,75 +68,6 @@ pub(crate) struct SnapshotStore {
     dir: PathBuf,
     keep: usize,
     state: Mutex<State>,
-}
-
-fn encode(s: &Snapshot) -> Vec<u8> {
-    let mut b = vec![0u8; RECORD_HEADER_LEN];
-    b.extend_from_slice(&(s.stream.len() as u16).to_le_bytes());
-    b.extend_from_slice(s.stream.as_bytes());
-    b.extend_from_slice(&(s.aggregate.len() as u16).to_le_bytes());
-    b.extend_from_slice(s.aggregate.as_bytes());
-    b.extend_from_slice(&(s.codec.len() as u16).to_le_bytes());
-    b.extend_from_slice(s.codec.as_bytes());
-    b.extend_from_slice(&s.schema.to_le_bytes());
-    b.extend_from_slice(&s.version.to_le_bytes());
-    b.extend_from_slice(&s.event_position.to_le_bytes());
-    b.extend_from_slice(&s.event_timestamp.to_le_bytes());
-    b.extend_from_slice(&(s.state.len() as u64).to_le_bytes());
-    b.extend_from_slice(&s.state);
-    let body_len = (b.len() - RECORD_HEADER_LEN) as u32;
-    let mut h = crc32fast::Hasher::new();
-    h.update(&body_len.to_le_bytes());
-    h.update(b.get(RECORD_HEADER_LEN..).unwrap_or_default());
-    let crc = h.finalize();
-    let mut header = [0u8; RECORD_HEADER_LEN];
-    header[..4].copy_from_slice(&body_len.to_le_bytes());
-    header[4..].copy_from_slice(&crc.to_le_bytes());
-    b.splice(..RECORD_HEADER_LEN, header);
-    b
-}
-
-/// Decodes the record at `offset` of `buf`: the snapshot and the record's total length.
-/// `None` for anything that is not an intact record (end of data included).
-pub(crate) fn decode(buf: &[u8], offset: usize) -> Option<(Snapshot, usize)> {
-    let mut c = Cursor::new(buf, offset);
-    let body_len = c.u32()?;
-    let crc = c.u32()?;
-    let body = c.bytes(body_len as usize)?;
-    let mut h = crc32fast::Hasher::new();
-    h.update(&body_len.to_le_bytes());
-    h.update(body);
-    if body_len == 0 || h.finalize() != crc {
-        return None;
-    }
-    let mut c = Cursor::new(body, 0);
-    let string = |c: &mut Cursor<'_>| -> Option<String> {
-        let n = c.u16()? as usize;
-        String::from_utf8(c.bytes(n)?.to_vec()).ok()
-    };
-    let stream = string(&mut c)?;
-    let aggregate = string(&mut c)?;
-    let codec = string(&mut c)?;
-    let schema = c.u32()?;
-    let version = c.u64()?;
-    let event_position = c.u64()?;
-    let event_timestamp = c.u64()?;
-    let state_len = usize::try_from(c.u64()?).ok()?;
-    let state = c.bytes(state_len)?.to_vec();
-    if c.pos() != body.len() || version == 0 {
-        return None;
-    }
-    let s = Snapshot {
-        stream,
-        aggregate,
-        schema,
-        codec,
-        version,
-        event_position,
-        event_timestamp,
-        state,
-    };
-    Some((s, RECORD_HEADER_LEN + body_len as usize))
 }
 
 impl State {
@@ -478,38 +380,5 @@ impl SnapshotStore {
         let st = self.state.lock();
         let count = st.by_stream.values().map(|v| v.len() as u64).sum();
         (count, st.total_bytes)
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::indexing_slicing)]
-mod tests {
-    use super::*;
-
-    fn snap() -> Snapshot {
-        Snapshot {
-            stream: "cart-1".into(),
-            aggregate: "Cart".into(),
-            schema: 2,
-            codec: "bincode2".into(),
-            version: 1000,
-            event_position: 5000,
-            event_timestamp: 77,
-            state: vec![1, 2, 3],
-        }
-    }
-
-    #[test]
-    fn record_round_trip_and_damage_rejected() {
-        let b = encode(&snap());
-        assert_eq!(decode(&b, 0), Some((snap(), b.len())));
-        for i in 0..b.len() {
-            let mut d = b.clone();
-            d[i] ^= 0x08;
-            assert_eq!(decode(&d, 0), None, "byte {i}");
-        }
-        for cut in 0..b.len() {
-            assert_eq!(decode(&b[..cut], 0), None);
-        }
     }
 }

@@ -1,8 +1,20 @@
-//! Byte layouts as pure functions, without I/O. `FORMAT.md` describes the same bytes.
+//! Every byte layout annal writes, as pure functions without I/O: the single implementation
+//! of what `FORMAT.md` describes. The layers above only ever encode and decode through here.
 //!
-//! [`small_file`] is the envelope every small file of the engine shares: `STATE`, index
-//! checkpoints, projection checkpoints, the segment header and each durable-subscription
-//! slot.
+//! - [`frame`]: the log's frames and records (an append's events), inside segments;
+//! - [`segment_header`]: segment file names and the header before the frames;
+//! - [`small_file`]: the envelope (magic, body, CRC) every small file shares:
+//!   - [`state_file`]: `STATE`, what the log was known to hold;
+//!   - [`index_checkpoint`]: `NNNNNNNNNN.idx`, a sealed segment's index;
+//!   - [`ack_file`]: `NAME.sub`, a durable subscription's acknowledged position;
+//!   - [`projection_file`]: `NAME.proj`, a projection's checkpoint;
+//! - [`snapshot_file`]: `NNNNNNNNNN.snap`, appended snapshot records.
 
+pub(crate) mod ack_file;
 pub(crate) mod frame;
+pub(crate) mod index_checkpoint;
+pub(crate) mod projection_file;
+pub(crate) mod segment_header;
 pub(crate) mod small_file;
+pub(crate) mod snapshot_file;
+pub(crate) mod state_file;

@@ -1,0 +1,95 @@
+//! A segment file's name and its 32-byte header, in a `small_file` envelope; the frames
+//! follow it (see [`frame`](super::frame)).
+//!
+//! ```text
+//! header := "ANNALSEG" format:u16(1) flags:u16(0) ordinal:u32 base_position:u64
+//!           reserved:u32(0) crc:u32
+//! ```
+#![deny(clippy::indexing_slicing)]
+
+use super::frame::Cursor;
+use super::small_file::Kind;
+
+/// Length of the segment header.
+pub(crate) const SEGMENT_HEADER_LEN: u64 = 32;
+/// The envelope of a segment header.
+const HEADER: Kind = Kind {
+    magic: *b"ANNALSEG",
+    truncated: "segment header is truncated",
+    checksum: "segment header checksum mismatch",
+    wrong_magic: "segment header has the wrong magic",
+};
+const FORMAT_VERSION: u16 = 1;
+const SUFFIX: &str = ".seg";
+/// File name of segment `ordinal`.
+pub(crate) fn file_name(ordinal: u32) -> String {
+    format!("{ordinal:010}{SUFFIX}")
+}
+
+/// The ordinal of a segment file name, or `None` for any other file.
+pub(crate) fn parse_file_name(name: &str) -> Option<u32> {
+    let digits = name.strip_suffix(SUFFIX)?;
+    if digits.len() != 10 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// A segment header: segment `ordinal`, whose first frame holds `base_position`.
+pub(crate) fn encode_header(ordinal: u32, base_position: u64) -> [u8; SEGMENT_HEADER_LEN as usize] {
+    let mut body = Vec::with_capacity(20);
+    body.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    body.extend_from_slice(&0u16.to_le_bytes());
+    body.extend_from_slice(&ordinal.to_le_bytes());
+    body.extend_from_slice(&base_position.to_le_bytes());
+    body.extend_from_slice(&0u32.to_le_bytes());
+    let mut h = [0u8; SEGMENT_HEADER_LEN as usize];
+    h.copy_from_slice(&HEADER.seal(&body));
+    h
+}
+
+/// The ordinal and base position of a segment header.
+pub(crate) fn decode_header(buf: &[u8]) -> std::result::Result<(u32, u64), &'static str> {
+    let short = HEADER.truncated;
+    let body = HEADER.open(buf.get(..SEGMENT_HEADER_LEN as usize).ok_or(short)?)?;
+    let mut c = Cursor::new(body, 0);
+    let version = c.u16().ok_or(short)?;
+    let _flags = c.u16().ok_or(short)?;
+    let ordinal = c.u32().ok_or(short)?;
+    let base = c.u64().ok_or(short)?;
+    let _reserved = c.u32().ok_or(short)?;
+    if version != FORMAT_VERSION {
+        return Err("unsupported segment format version");
+    }
+    if base == 0 {
+        return Err("segment base position is zero");
+    }
+    Ok((ordinal, base))
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trip_and_checks() {
+        let h = encode_header(7, 1234);
+        assert_eq!(decode_header(&h), Ok((7, 1234)));
+        for i in 0..h.len() {
+            let mut b = h;
+            b[i] ^= 0x10;
+            assert!(decode_header(&b).is_err(), "byte {i}");
+        }
+        assert!(decode_header(&h[..20]).is_err());
+    }
+
+    #[test]
+    fn file_names() {
+        assert_eq!(file_name(12), "0000000012.seg");
+        assert_eq!(parse_file_name("0000000012.seg"), Some(12));
+        assert_eq!(parse_file_name("0000000012.seg.tmp"), None);
+        assert_eq!(parse_file_name("12.seg"), None);
+        assert_eq!(parse_file_name("LOCK"), None);
+    }
+}
