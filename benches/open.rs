@@ -3,6 +3,12 @@
 //!
 //! `cargo bench --bench open -- [EVENTS]` (default 1,000,000; 10,000 streams).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a benchmark stops at its first failure"
+)]
 use std::time::Instant;
 
 use annal::{ExpectedVersion, FsyncPolicy, Options, Store};

@@ -1,6 +1,16 @@
 //! Criterion benchmarks of annal alone: append by batch size, group commit by thread count,
 //! replay of the whole log, and one-stream reads. `cargo bench --bench store`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a benchmark stops at its first failure"
+)]
+#![allow(
+    missing_docs,
+    reason = "criterion_group! defines an undocumented function"
+)]
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -3,6 +3,12 @@
 //!
 //! `cargo run --example cart [DIR]` (default: a temporary directory).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "an example stops at its first failure"
+)]
 use annal::{ExecuteError, Options, ReadOptions, Store};
 
 // The cart domain is shared with `annal demo`.

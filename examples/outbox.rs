@@ -5,6 +5,12 @@
 //!
 //! `cargo run --example outbox`
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "an example stops at its first failure"
+)]
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::mpsc;

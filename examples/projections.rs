@@ -5,6 +5,12 @@
 //!
 //! `cargo run --example projections`
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "an example stops at its first failure"
+)]
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;

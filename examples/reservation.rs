@@ -3,6 +3,12 @@
 //!
 //! `cargo run --example reservation`
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "an example stops at its first failure"
+)]
 use annal::{Aggregate, ExecuteError, Options, Store};
 use serde::{Deserialize, Serialize};
 

@@ -80,17 +80,22 @@
 //! and the recovery rules; `FORMAT.md` describes every byte annal writes.
 //!
 //! ## Layout
-//! One module per concept: [`storage`] (the I/O seam and the simulated disk), `frame` (byte
-//! layouts, see FORMAT.md; `engine::format::small_file` is the small files' envelope),
-//! `segment`, `log` (write path), `state` (the `STATE` file),
-//! `recovery`, `verify`, `repair`, `commit` (group commit), `index` (stream index),
-//! `checkpoint` (index checkpoints), `read`, `store`, `aggregate`, `snapshot`, `codec`,
-//! `subscription`, `durable`, `projection`.
-#![deny(missing_docs)]
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
-)]
+//! Everything is re-exported at the crate root; the one public module is [`storage`].
+//! - The store: [`Store`], [`Options`] and [`FsyncPolicy`], [`Stats`], [`StreamInfo`].
+//! - Events: [`EventData`] (what you append), [`RecordedEvent`] (what you read),
+//!   [`ExpectedVersion`], [`AppendResult`]; reads take [`ReadOptions`] and return
+//!   [`StreamEvents`] or [`AllEvents`].
+//! - Event sourcing: [`Aggregate`] and [`Repository`] (with [`Loaded`], [`Executed`],
+//!   [`ExecuteError`]), [`Codec`] and [`Bincode`], [`Subscription`], [`DurableSubscription`]
+//!   and [`DurableInfo`], [`Projection`] and [`RunningProjection`].
+//! - Integrity: [`RecoveryReport`], [`verify`] and its [`VerifyReport`], [`repair`] and its
+//!   [`RepairReport`].
+//! - Errors: one [`Error`] enum, with [`Result`].
+//! - [`storage`]: the I/O seam every file access goes through, and (feature `sim`) the
+//!   simulated disk.
+//!
+//! Inside, an engine (the log) sits beneath the event-sourcing layer, beneath the facade:
+//! `docs/design.md` draws it.
 
 mod engine;
 mod error;
@@ -100,6 +105,7 @@ mod options;
 pub mod storage;
 mod store;
 
+pub use engine::append::{MAX_EVENT_TYPE_LEN, MAX_STREAM_NAME_LEN};
 pub use engine::read::{AllEvents, Direction, ReadOptions, StreamEvents};
 pub use engine::recovery::RecoveryReport;
 pub use engine::repair::{Cut, RepairOptions, RepairReport, repair};
@@ -112,7 +118,7 @@ pub use es::projection::{Projection, RunningProjection};
 pub use es::subscription::Subscription;
 pub use event::{AppendResult, EventData, ExpectedVersion, RecordedEvent};
 pub use options::{FsyncPolicy, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, Options};
-pub use store::{MAX_EVENT_TYPE_LEN, MAX_STREAM_NAME_LEN, Stats, Store, StreamInfo};
+pub use store::{Stats, Store, StreamInfo};
 
 /// The README's code blocks, compiled and run as doctests.
 #[cfg(doctest)]

@@ -1,6 +1,12 @@
 //! Aggregates and snapshots: loads resume from snapshots and always equal a full replay;
 //! commands become events under optimistic concurrency.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test's failure is a panic"
+)]
 mod common;
 
 use std::sync::Arc;

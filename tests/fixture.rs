@@ -6,6 +6,12 @@
 //! `cargo test --test fixture -- --ignored` writes it again (only when the format changes on
 //! purpose: then add a v2 directory beside it and keep this one).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test's failure is a panic"
+)]
 mod common;
 
 use std::path::{Path, PathBuf};

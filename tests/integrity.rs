@@ -2,6 +2,12 @@
 //! changes nothing, that repair cuts only when told, quarantines what it cuts and leaves a
 //! store that opens and takes appends.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test's failure is a panic"
+)]
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -1,6 +1,12 @@
 //! Property test: random appends over many streams with random expected versions (and
 //! retries with ids), checked against a plain in-memory model on every read, across reopens.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test's failure is a panic"
+)]
 mod common;
 
 use std::collections::HashMap;

@@ -1,5 +1,11 @@
 //! Recovery on open: torn tails are cut, corruption is refused, zeroed space is empty space.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test's failure is a panic"
+)]
 mod common;
 
 use annal::{Error, EventData, ExpectedVersion, Options, Store};

@@ -5,6 +5,12 @@
 //! `ANNAL_SIM_SEEDS=N` runs N seeds (default 3000, about a minute in a debug build);
 //! `ANNAL_SIM_SEED=S` replays one, `ANNAL_SIM_TRACE=1` prints its steps.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test's failure is a panic"
+)]
 mod sim;
 
 #[test]

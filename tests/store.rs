@@ -1,6 +1,12 @@
 //! The store API: versions, expected versions, idempotent retries, validation, reads, locking,
 //! policies, poisoning and concurrency.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test's failure is a panic"
+)]
 mod common;
 
 use std::sync::Arc;

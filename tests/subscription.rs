@@ -1,5 +1,11 @@
 //! Subscriptions, durable subscriptions and projections.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test's failure is a panic"
+)]
 mod common;
 
 use std::sync::Arc;

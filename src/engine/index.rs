@@ -53,7 +53,18 @@ impl StreamIndex {
             Some(l) => l,
             None => self.streams.entry(Arc::from(stream)).or_default(),
         };
+        let before = locs.len();
+        let last = locs.last().copied();
         locs.extend(locations);
+        // Invariant: a stream's versions are dense and lie in log order.
+        debug_assert!(
+            locs.get(before)
+                .is_none_or(|&first| last.is_none_or(|l| first > l))
+                && locs
+                    .get(before..)
+                    .is_none_or(|new| new.windows(2).all(|w| w[0] < w[1])),
+            "stream {stream:?}: locations out of log order"
+        );
     }
 
     /// The shared name of a stream and up to `max` locations starting at version `from`

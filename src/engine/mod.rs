@@ -1,5 +1,18 @@
 //! The storage engine: the log and nothing above it.
+//!
+//! [`Engine`] owns one store directory's log: its segments, the stream index, the writer and
+//! group commit, and the published position readers read up to. It knows events, streams,
+//! positions and versions, and nothing of aggregates, snapshots or subscriptions, which the
+//! event-sourcing layer (`crate::es`) builds on top of its handle.
+//!
+//! - [`format`]: every byte layout, as pure functions;
+//! - [`segment`], [`log`] (segments in order, rolls, `STATE` records), [`state`];
+//! - [`append`] (the append path) and [`sync`] (the sync leader's work), over [`commit`]
+//!   (group commit);
+//! - [`index`] (stream index), [`checkpoint`] (index checkpoints), [`read`];
+//! - [`recovery`] (what an open does), [`verify`] and [`repair`].
 
+pub(crate) mod append;
 pub(crate) mod checkpoint;
 pub(crate) mod commit;
 pub(crate) mod format;
@@ -10,4 +23,574 @@ pub(crate) mod recovery;
 pub(crate) mod repair;
 pub(crate) mod segment;
 pub(crate) mod state;
+pub(crate) mod sync;
+#[cfg(test)]
+pub(crate) mod testing;
 pub(crate) mod verify;
+
+use std::any::Any;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::Sender;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
+
+use crate::error::{Error, Result};
+use crate::options::{FsyncPolicy, Options};
+use crate::storage::Storage;
+use commit::Commit;
+use index::{StreamIndex, pack};
+use log::{Active, Log};
+use read::{AllEvents, ReadOptions, StreamEvents};
+use recovery::{RecoverOptions, RecoveryReport};
+use segment::Segment;
+use state::State;
+use sync::GatherStats;
+
+/// Name of the lock file in a store directory.
+pub(crate) const LOCK_FILE: &str = "LOCK";
+
+/// How far readers may read: the last acknowledged position, and the log location just past it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Watermark {
+    pub position: u64,
+    pub location: u64,
+}
+
+/// The writer's state, under its lock.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    pub(crate) active: Active,
+    pub(crate) next_position: u64,
+    /// Everything written to the OS so far.
+    pub(crate) written: Watermark,
+    pub(crate) buf: Vec<u8>,
+    pub(crate) offsets: Vec<u32>,
+    /// Sealed segments go here to get their index checkpoint written in the background.
+    pub(crate) to_index: Option<Sender<Arc<Segment>>>,
+}
+
+/// The log's share of `Store::stats` (see `Stats` for each counter).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LogCounters {
+    pub streams: u64,
+    pub segments: u64,
+    pub bytes: u64,
+    pub last_position: u64,
+    pub durable_position: u64,
+    pub index_memory_bytes: u64,
+    pub segment_syncs: u64,
+}
+
+/// The background threads of a writable engine.
+#[derive(Debug, Default)]
+struct Background {
+    flusher: Option<JoinHandle<()>>,
+    indexer: Option<JoinHandle<()>>,
+}
+
+/// One open store directory's log; shared (`Arc`) by the store, its iterators and
+/// subscriptions, and the background threads.
+#[derive(Debug)]
+pub(crate) struct Engine {
+    pub(crate) dir: PathBuf,
+    pub(crate) options: Options,
+    pub(crate) log: Log,
+    storage: Arc<dyn Storage>,
+    pub(crate) index: RwLock<StreamIndex>,
+    pub(crate) writer: Mutex<Writer>,
+    pub(crate) commit: Commit,
+    watermark: Mutex<Watermark>,
+    /// Appends written to the OS so far (counted without the writer's lock, for group commit).
+    pub(crate) written_appends: AtomicU64,
+    pub(crate) gather_stats: GatherStats,
+    /// Signalled whenever the watermark moves or the store closes.
+    published: Condvar,
+    closed: AtomicBool,
+    /// `close` has run (or is running): it runs once.
+    shut: AtomicBool,
+    background: Mutex<Background>,
+    recovery: RecoveryReport,
+    _lock: Box<dyn Any + Send + Sync>,
+}
+
+impl Engine {
+    /// Opens (or creates) the log in `dir` on `storage`: takes the lock, runs recovery, puts
+    /// the open on record in `STATE` and starts the background threads.
+    pub(crate) fn open_with_storage(
+        storage: Arc<dyn Storage>,
+        dir: impl AsRef<Path>,
+        options: Options,
+    ) -> Result<Arc<Engine>> {
+        options.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        let read_only = options.read_only;
+        let existed = storage.list(&dir).is_ok();
+        if read_only && !existed {
+            return Err(Error::io(
+                "open read-only",
+                &dir,
+                std::io::ErrorKind::NotFound.into(),
+            ));
+        }
+        if !existed {
+            storage
+                .create_dir_all(&dir)
+                .map_err(|e| Error::io("create directory", &dir, e))?;
+            // A new directory's own entry must be durable in its parent.
+            let parent = match dir.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            storage
+                .sync_dir(&parent)
+                .map_err(|e| Error::io("fsync directory", &parent, e))?;
+        }
+        let lock_path = dir.join(LOCK_FILE);
+        // Read-only opens take no lock: they read beside the writer and change nothing.
+        let lock: Box<dyn Any + Send + Sync> = if read_only {
+            Box::new(())
+        } else {
+            storage.lock(&lock_path).map_err(|e| match e.kind() {
+                std::io::ErrorKind::WouldBlock => Error::Locked { path: dir.clone() },
+                _ => Error::io("lock", &lock_path, e),
+            })?
+        };
+        let mut index = StreamIndex::default();
+        // Read before the directory is listed: see `RecoverOptions::state`.
+        let state = state::read(storage.as_ref(), &dir)?;
+        let rec = recovery::recover(
+            storage.as_ref(),
+            &dir,
+            &RecoverOptions {
+                segment_size: options.segment_size,
+                use_checkpoints: options.index_checkpoints,
+                state,
+                read_only,
+            },
+            &mut index,
+        )?;
+        let last = rec.next_position - 1;
+        let open_state = State {
+            clean: false,
+            durable_floor: last,
+            last_ordinal: rec.active.seg.ordinal,
+            last_len: rec.active.seg.capacity,
+        };
+        let written = Watermark {
+            position: last,
+            location: pack(rec.active.seg.ordinal, rec.active.offset),
+        };
+        let policy = options.fsync;
+        let checkpoints = options.index_checkpoints && !read_only;
+        let (to_index, indexed) = std::sync::mpsc::channel::<Arc<Segment>>();
+        if checkpoints {
+            for ord in &rec.unindexed {
+                if let Some(seg) = rec.segments.get(*ord as usize - 1) {
+                    let _ = to_index.send(Arc::clone(seg));
+                }
+            }
+        }
+        let mut report = rec.report;
+        report.readable_by_others =
+            readable_by_others(storage.as_ref(), &dir, options.share_with_group)?;
+        let log = Log::new(
+            Arc::clone(&storage),
+            &dir,
+            options.segment_size,
+            rec.segments,
+        );
+        // From here on the store is open: a crash before the next clean close is unclean.
+        if !read_only {
+            log.record(|s| *s = open_state)?;
+        }
+        let inner = Arc::new(Engine {
+            log,
+            storage,
+            dir,
+            options,
+            index: RwLock::new(index),
+            writer: Mutex::new(Writer {
+                active: rec.active,
+                next_position: rec.next_position,
+                written,
+                buf: Vec::new(),
+                offsets: Vec::new(),
+                to_index: checkpoints.then_some(to_index),
+            }),
+            // Recovery synced the active segment; sealed ones were synced when sealed.
+            commit: Commit::new(last),
+            watermark: Mutex::new(written),
+            written_appends: AtomicU64::new(0),
+            gather_stats: GatherStats::default(),
+            published: Condvar::new(),
+            closed: AtomicBool::new(false),
+            recovery: report,
+            shut: AtomicBool::new(false),
+            background: Mutex::new(Background::default()),
+            _lock: lock,
+        });
+        let flusher = match policy {
+            _ if read_only => None,
+            FsyncPolicy::Interval(_) | FsyncPolicy::EveryEvents(_) => {
+                let interval = match policy {
+                    FsyncPolicy::Interval(d) => Some(d),
+                    _ => None,
+                };
+                let bg = Arc::clone(&inner);
+                let handle = std::thread::Builder::new()
+                    .name("annal-flusher".into())
+                    .spawn(move || {
+                        // A failed sync poisons the store; appenders see it.
+                        bg.commit.run_flusher(interval, || {
+                            let _ = bg.sync();
+                        });
+                    })
+                    .map_err(|e| Error::io("spawn flusher thread", &inner.dir, e))?;
+                Some(handle)
+            }
+            FsyncPolicy::Always | FsyncPolicy::Never => None,
+        };
+        let indexer = if checkpoints {
+            let bg = Arc::clone(&inner);
+            let handle = std::thread::Builder::new()
+                .name("annal-indexer".into())
+                .spawn(move || {
+                    // A checkpoint that fails to be written is only a slower next open.
+                    for seg in indexed {
+                        let _ = checkpoint::build_and_write(bg.storage.as_ref(), &bg.dir, &seg);
+                    }
+                })
+                .map_err(|e| Error::io("spawn indexer thread", &inner.dir, e))?;
+            Some(handle)
+        } else {
+            None
+        };
+        *inner.background.lock() = Background { flusher, indexer };
+        Ok(inner)
+    }
+}
+
+impl Engine {
+    pub(crate) fn watermark(&self) -> Watermark {
+        *self.watermark.lock()
+    }
+
+    /// Makes `wm` visible to readers (never moving backwards).
+    pub(crate) fn publish(&self, wm: Watermark) {
+        let mut cur = self.watermark.lock();
+        // Invariant: a position is published with the location just past it, in the log's
+        // order; positions and locations move together.
+        debug_assert!(
+            wm.position <= cur.position || wm.location > cur.location,
+            "published position moved ahead of its location"
+        );
+        if wm.position > cur.position {
+            *cur = wm;
+            self.published.notify_all();
+        }
+    }
+
+    /// Fails with [`Error::ReadOnly`] for a store opened read-only.
+    pub(crate) fn check_writable(&self) -> Result<()> {
+        if self.options.read_only {
+            return Err(Error::ReadOnly {
+                path: self.dir.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn storage(&self) -> &dyn Storage {
+        self.storage.as_ref()
+    }
+
+    pub(crate) fn watermark_guard(&self) -> MutexGuard<'_, Watermark> {
+        self.watermark.lock()
+    }
+
+    /// Waits for the watermark to move (or the store to close) until `deadline`; true when
+    /// the wait timed out.
+    pub(crate) fn wait_published(
+        &self,
+        wm: &mut MutexGuard<'_, Watermark>,
+        deadline: Instant,
+    ) -> bool {
+        self.published.wait_until(wm, deadline).timed_out()
+    }
+
+    /// Waits for the watermark to move or the store to close.
+    pub(crate) fn wait_published_forever(&self, wm: &mut MutexGuard<'_, Watermark>) {
+        self.published.wait(wm);
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Marks the store closed and wakes every subscriber.
+    pub(crate) fn close_subscriptions(&self) {
+        let _wm = self.watermark.lock();
+        self.closed.store(true, Ordering::Release);
+        self.published.notify_all();
+    }
+
+    /// The storage the log is on, to share with the layer above.
+    pub(crate) fn storage_handle(&self) -> Arc<dyn Storage> {
+        Arc::clone(&self.storage)
+    }
+
+    /// The log's counters, for `Store::stats`.
+    pub(crate) fn counters(&self) -> LogCounters {
+        let wm = self.watermark();
+        let segments = self.log.segments();
+        let (streams, index_bytes) = {
+            let ix = self.index.read();
+            (ix.stream_count() as u64, ix.memory_bytes())
+        };
+        let sample_bytes: usize = segments.iter().map(|s| s.sample_bytes()).sum();
+        LogCounters {
+            streams,
+            segments: segments.len() as u64,
+            bytes: segments.iter().map(|s| s.end()).sum(),
+            last_position: wm.position,
+            durable_position: self.commit.durable().min(wm.position),
+            index_memory_bytes: (index_bytes + sample_bytes) as u64,
+            segment_syncs: self.log.syncs(),
+        }
+    }
+
+    /// The store's directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The options the store was opened with.
+    pub(crate) fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// What recovery did when the log was opened.
+    pub(crate) fn recovery_report(&self) -> &RecoveryReport {
+        &self.recovery
+    }
+
+    /// Position of the last acknowledged event, 0 for an empty log.
+    pub(crate) fn last_position(&self) -> u64 {
+        self.watermark().position
+    }
+
+    /// Whether an earlier write or sync failed (appends are refused until a reopen).
+    pub(crate) fn is_poisoned(&self) -> bool {
+        self.commit.check().is_err()
+    }
+
+    /// Reads `stream` (versions) per `opts`; an unknown stream reads as empty.
+    pub(crate) fn read_stream(self: &Arc<Self>, stream: &str, opts: ReadOptions) -> StreamEvents {
+        StreamEvents::new(Arc::clone(self), stream, opts)
+    }
+
+    /// Reads the whole log (positions) per `opts`.
+    pub(crate) fn read_all(&self, opts: ReadOptions) -> AllEvents {
+        AllEvents::new(self, opts)
+    }
+
+    /// The stream's last acknowledged version, `None` when it has no events.
+    pub(crate) fn stream_version(&self, stream: &str) -> Option<u64> {
+        let wm = self.watermark();
+        self.index.read().visible_version(stream, wm.location)
+    }
+
+    /// Every stream with an acknowledged event, with its last version (in no order).
+    pub(crate) fn streams(&self) -> Vec<(Arc<str>, u64)> {
+        let wm = self.watermark();
+        self.index.read().streams(wm.location)
+    }
+
+    /// Makes every acknowledged event durable, whatever the policy (nothing when read-only).
+    pub(crate) fn sync_all(&self) -> Result<()> {
+        if self.options.read_only {
+            return Ok(());
+        }
+        self.sync()
+    }
+
+    /// Syncs, stops the background threads, wakes every subscriber, and records a clean
+    /// close in `STATE`. Runs once; later calls return `Ok`.
+    pub(crate) fn close(&self) -> Result<()> {
+        if self.shut.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.commit.shutdown();
+        if self.options.read_only {
+            self.close_subscriptions();
+            return Ok(());
+        }
+        let synced = self.sync();
+        self.close_subscriptions();
+        let mut bg = std::mem::take(&mut *self.background.lock());
+        if let Some(h) = bg.flusher.take() {
+            let _ = h.join();
+        }
+        // Closing the channel lets the indexer finish what it has queued and stop.
+        self.writer.lock().to_index = None;
+        if let Some(h) = bg.indexer.take() {
+            let _ = h.join();
+        }
+        synced?;
+        self.commit.check()?;
+        let (last_ordinal, last_len) = {
+            let w = self.writer.lock();
+            (w.active.seg.ordinal, w.active.seg.capacity)
+        };
+        let durable = self.commit.durable();
+        self.log.record(|s| {
+            *s = State {
+                clean: true,
+                durable_floor: durable,
+                last_ordinal,
+                last_len,
+            }
+        })
+    }
+}
+
+/// The store directory and the entries in it whose mode lets others read them: anyone but
+/// the owner, or anyone outside the owner's group when `group` may read.
+fn readable_by_others(storage: &dyn Storage, dir: &Path, group: bool) -> Result<Vec<PathBuf>> {
+    let too_open = if group { 0o004 } else { 0o044 };
+    let mut names = storage.list(dir).map_err(|e| Error::io("list", dir, e))?;
+    names.sort_unstable();
+    let mut found = Vec::new();
+    for path in std::iter::once(dir.to_path_buf()).chain(names.iter().map(|n| dir.join(n))) {
+        match storage.permissions(&path) {
+            Ok(Some(mode)) if mode & too_open != 0 => found.push(path),
+            Ok(_) => {}
+            // Removed since the listing (a writer beside a read-only open): nothing to report.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("stat", &path, e)),
+        }
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{self, DIR};
+    use super::*;
+    use crate::event::{EventData, ExpectedVersion};
+    use crate::storage::SimDisk;
+
+    fn types(events: impl Iterator<Item = Result<crate::event::RecordedEvent>>) -> Vec<String> {
+        events
+            .map(|e| e.map(|e| String::from_utf8_lossy(&e.payload).into_owned()))
+            .collect::<Result<_>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn appends_are_read_back_by_stream_and_by_position() {
+        let (_disk, engine) = testing::fresh();
+        let a = testing::append(&engine, "a", 2);
+        let b = testing::append(&engine, "b", 1);
+        assert_eq!((a.first_position, a.last_position), (1, 2));
+        assert_eq!((b.first_version, b.first_position), (1, 3));
+        assert_eq!(engine.stream_version("a"), Some(2));
+        assert_eq!(engine.stream_version("nope"), None);
+        assert_eq!(engine.last_position(), 3);
+        assert_eq!(
+            types(engine.read_stream("a", ReadOptions::backward())),
+            ["a:1", "a:0"]
+        );
+        assert_eq!(
+            types(engine.read_all(ReadOptions::forward_from(2))),
+            ["a:1", "b:0"]
+        );
+        let mut streams = engine.streams();
+        streams.sort();
+        assert_eq!(streams, [("a".into(), 2), ("b".into(), 1)]);
+    }
+
+    #[test]
+    fn a_stale_expected_version_writes_nothing() {
+        let (_disk, engine) = testing::fresh();
+        testing::append(&engine, "s", 1);
+        let stale = engine.append("s", ExpectedVersion::NoStream, &[EventData::new("T", "x")]);
+        assert!(matches!(
+            stale,
+            Err(Error::WrongExpectedVersion {
+                actual: Some(1),
+                ..
+            })
+        ));
+        assert_eq!(engine.last_position(), 1);
+    }
+
+    #[test]
+    fn a_retry_with_the_same_ids_returns_the_original_result() {
+        let (_disk, engine) = testing::fresh();
+        let events = [EventData::new("T", "x").with_id(9)];
+        let first = engine
+            .append("s", ExpectedVersion::NoStream, &events)
+            .unwrap();
+        let again = engine
+            .append("s", ExpectedVersion::NoStream, &events)
+            .unwrap();
+        assert_eq!(first, again);
+        assert_eq!(engine.last_position(), 1);
+    }
+
+    #[test]
+    fn close_records_a_clean_state_and_a_reopen_keeps_every_event() {
+        let (disk, engine) = testing::fresh();
+        testing::append(&engine, "s", 3);
+        engine.close().unwrap();
+        engine.close().unwrap(); // runs once
+        let state = state::read(&disk, Path::new(DIR)).unwrap().unwrap();
+        assert!(state.clean);
+        assert_eq!(state.durable_floor, 3);
+        drop(engine);
+        let engine = testing::open(&disk, testing::options());
+        assert_eq!(engine.recovery_report().proven_durable, 3);
+        assert_eq!(engine.recovery_report().unproven_events, 0);
+        assert_eq!(engine.stream_version("s"), Some(3));
+    }
+
+    #[test]
+    fn a_crash_loses_nothing_acknowledged_under_always() {
+        let (disk, engine) = testing::fresh();
+        testing::append(&engine, "s", 5);
+        let crashed = disk.crash();
+        drop(engine);
+        let engine = testing::open(&crashed, testing::options());
+        assert_eq!(engine.last_position(), 5);
+        assert_eq!(engine.recovery_report().events, 5);
+    }
+
+    #[test]
+    fn a_read_only_engine_refuses_appends_and_writes_no_file() {
+        let (disk, engine) = testing::fresh();
+        testing::append(&engine, "s", 1);
+        engine.close().unwrap();
+        drop(engine);
+        let before = disk.paths();
+        let ro = testing::open(&disk, testing::options().read_only(true));
+        let r = ro.append("s", ExpectedVersion::Any, &[EventData::new("T", "x")]);
+        assert!(matches!(r, Err(Error::ReadOnly { .. })));
+        assert_eq!(ro.stream_version("s"), Some(1));
+        ro.close().unwrap();
+        assert_eq!(disk.paths(), before);
+    }
+
+    #[test]
+    fn a_second_engine_on_the_same_directory_is_locked_out() {
+        let disk = SimDisk::new(1);
+        let _engine = testing::open(&disk, testing::options());
+        let second =
+            Engine::open_with_storage(Arc::new(disk.clone()), Path::new(DIR), testing::options());
+        assert!(matches!(second, Err(Error::Locked { .. })));
+    }
+}

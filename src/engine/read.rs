@@ -6,9 +6,9 @@ use std::sync::Arc;
 use crate::engine::format::frame::{self, FrameRead};
 use crate::engine::index::unpack;
 use crate::engine::segment::Segment;
+use crate::engine::{Engine, Watermark};
 use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
-use crate::store::{Inner, Watermark};
 
 /// Which way a read goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,7 +98,7 @@ const STREAM_CHUNK: u64 = 1024;
 /// Each record's own checksum is verified as it is read.
 #[derive(Debug)]
 pub struct StreamEvents {
-    inner: Arc<Inner>,
+    inner: Arc<Engine>,
     stream: Option<Arc<str>>,
     forward: bool,
     /// Versions still to read, inclusive.
@@ -114,7 +114,7 @@ pub struct StreamEvents {
 }
 
 impl StreamEvents {
-    pub(crate) fn new(inner: Arc<Inner>, stream: &str, opts: ReadOptions) -> Self {
+    pub(crate) fn new(inner: Arc<Engine>, stream: &str, opts: ReadOptions) -> Self {
         let wm = inner.watermark();
         let (name, visible) = {
             let ix = inner.index.read();
@@ -195,7 +195,7 @@ impl StreamEvents {
 /// stream's events are scattered through the log, so each is a cache miss; touching a group
 /// with independent loads lets the CPU wait for those misses together.
 fn warm(
-    inner: &Inner,
+    inner: &Engine,
     locations: &[u64],
     cache: &mut SegmentCache,
     forward: bool,
@@ -255,7 +255,7 @@ pub(crate) struct SegmentCache {
 
 impl SegmentCache {
     /// Segment `ordinal`, switching to it (and dropping the view) if it is another one.
-    fn segment(&mut self, inner: &Inner, ordinal: u32) -> Option<&Arc<Segment>> {
+    fn segment(&mut self, inner: &Engine, ordinal: u32) -> Option<&Arc<Segment>> {
         if self.seg.as_ref().is_none_or(|s| s.ordinal != ordinal) {
             self.seg = inner.log.segment(ordinal);
             self.view = bytes::Bytes::new();
@@ -267,7 +267,7 @@ impl SegmentCache {
 /// Reads and checks the record at index location `loc`, which must be `version` of `stream`.
 /// Also returns where the record sits in its frame ([`frame::FLAG_FIRST`], [`frame::FLAG_LAST`]).
 pub(crate) fn read_event(
-    inner: &Inner,
+    inner: &Engine,
     cached: &mut SegmentCache,
     stream: &Arc<str>,
     version: u64,
@@ -333,7 +333,7 @@ pub struct AllEvents {
 }
 
 impl AllEvents {
-    pub(crate) fn new(inner: &Inner, opts: ReadOptions) -> Self {
+    pub(crate) fn new(inner: &Engine, opts: ReadOptions) -> Self {
         let wm = inner.watermark();
         // Listed after the watermark was taken, so every segment it covers is here.
         let segments = inner.log.segments();

@@ -11,13 +11,14 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::engine::Engine;
 use crate::engine::format::snapshot_file::Snapshot;
 use crate::engine::read::ReadOptions;
 use crate::error::{Error, Result};
+use crate::es::EsState;
 use crate::es::codec::{Bincode, Codec};
 use crate::es::snapshot::{Entry, Kind};
 use crate::event::{AppendResult, EventData, ExpectedVersion, RecordedEvent};
-use crate::store::Store;
 
 /// A consistency boundary whose state is the fold of one stream's events.
 ///
@@ -131,9 +132,10 @@ impl<E> From<Error> for ExecuteError<E> {
     }
 }
 
-/// Loads and runs commands against one aggregate type; from [`Store::aggregate`].
+/// Loads and runs commands against one aggregate type; from [`Store::aggregate`](crate::Store::aggregate).
 pub struct Repository<'s, A, C = Bincode> {
-    store: &'s Store,
+    engine: &'s Arc<Engine>,
+    es: &'s EsState,
     retries: u32,
     kind: Kind,
     _types: PhantomData<fn() -> (A, C)>,
@@ -149,9 +151,10 @@ impl<A, C> fmt::Debug for Repository<'_, A, C> {
 }
 
 impl<'s, A: Aggregate, C: Codec> Repository<'s, A, C> {
-    pub(crate) fn new(store: &'s Store) -> Self {
+    pub(crate) fn new(engine: &'s Arc<Engine>, es: &'s EsState) -> Self {
         Repository {
-            store,
+            engine,
+            es,
             retries: 3,
             kind: Kind {
                 aggregate: A::aggregate_type().into(),
@@ -178,7 +181,7 @@ impl<'s, A: Aggregate, C: Codec> Repository<'s, A, C> {
     /// [`Error::Codec`] when an event or the snapshot cannot be decoded, [`Error::Corruption`]
     /// or [`Error::Io`] from reading the log.
     pub fn load(&self, stream: &str) -> Result<Loaded<A>> {
-        let current = self.store.stream_version(stream)?.unwrap_or(0);
+        let current = self.engine.stream_version(stream).unwrap_or(0);
         self.load_to(stream, current, current)
     }
 
@@ -189,7 +192,7 @@ impl<'s, A: Aggregate, C: Codec> Repository<'s, A, C> {
     ///
     /// As [`load`](Self::load).
     pub fn load_at(&self, stream: &str, version: u64) -> Result<Loaded<A>> {
-        let current = self.store.stream_version(stream)?.unwrap_or(0);
+        let current = self.engine.stream_version(stream).unwrap_or(0);
         self.load_to(stream, version.min(current), current)
     }
 
@@ -240,7 +243,7 @@ impl<'s, A: Aggregate, C: Codec> Repository<'s, A, C> {
                 })
                 .collect::<Result<Vec<_>>>()?;
             match self
-                .store
+                .engine
                 .append(stream, ExpectedVersion::Exact(loaded.version), &data)
             {
                 Ok(r) => {
@@ -274,7 +277,7 @@ impl<'s, A: Aggregate, C: Codec> Repository<'s, A, C> {
     }
 
     fn cache(&self) -> &StateCache {
-        &self.store.inner().aggregate_cache
+        &self.es.aggregate_cache
     }
 
     /// Loads the state as of `target`; `current` is the stream's version now.
@@ -304,7 +307,7 @@ impl<'s, A: Aggregate, C: Codec> Repository<'s, A, C> {
         let mut last_event = None;
         if target > loaded.version {
             let opts = ReadOptions::forward_from(loaded.version + 1).limit(target - loaded.version);
-            for e in self.store.read_stream(stream, opts)? {
+            for e in self.engine.read_stream(stream, opts) {
                 let e = e?;
                 loaded.state.apply(&decode_event::<A, C>(&e)?);
                 loaded.replayed += 1;
@@ -323,7 +326,7 @@ impl<'s, A: Aggregate, C: Codec> Repository<'s, A, C> {
     /// The newest usable snapshot above `floor` and at or below `target`. Unusable ones are
     /// discarded.
     fn newest_snapshot(&self, stream: &str, floor: u64, target: u64) -> Result<Option<(u64, A)>> {
-        let snapshots = &self.store.inner().snapshots;
+        let snapshots = &self.es.snapshots;
         let candidates = snapshots.candidates(stream, &self.kind, target);
         for entry in candidates.into_iter().take_while(|e| e.version > floor) {
             match self.verify(stream, &entry)? {
@@ -336,7 +339,7 @@ impl<'s, A: Aggregate, C: Codec> Repository<'s, A, C> {
 
     /// Reads a snapshot and checks it against the log; `None` if it must not be used.
     fn verify(&self, stream: &str, entry: &Entry) -> Result<Option<A>> {
-        let Some(s) = self.store.inner().snapshots.read(entry)? else {
+        let Some(s) = self.es.snapshots.read(entry)? else {
             return Ok(None);
         };
         let matches = s.stream == stream
@@ -349,8 +352,8 @@ impl<'s, A: Aggregate, C: Codec> Repository<'s, A, C> {
         }
         // The event it was folded up to must be the one in the log now.
         let event = self
-            .store
-            .read_stream(stream, ReadOptions::forward_from(s.version).limit(1))?
+            .engine
+            .read_stream(stream, ReadOptions::forward_from(s.version).limit(1))
             .next()
             .transpose()?;
         match event {
@@ -370,11 +373,11 @@ impl<'s, A: Aggregate, C: Codec> Repository<'s, A, C> {
         version: u64,
         last_event: Option<&RecordedEvent>,
     ) -> Result<()> {
-        let every = self.store.options().snapshot_every;
+        let every = self.engine.options().snapshot_every;
         if every == 0 || version == 0 {
             return Ok(());
         }
-        let snapshots = &self.store.inner().snapshots;
+        let snapshots = &self.es.snapshots;
         let last = snapshots.last_version(stream, &self.kind).unwrap_or(0);
         if version < last.saturating_add(every) {
             return Ok(());
@@ -382,8 +385,8 @@ impl<'s, A: Aggregate, C: Codec> Repository<'s, A, C> {
         let event = match last_event {
             Some(e) if e.version == version => e.clone(),
             _ => match self
-                .store
-                .read_stream(stream, ReadOptions::forward_from(version).limit(1))?
+                .engine
+                .read_stream(stream, ReadOptions::forward_from(version).limit(1))
                 .next()
             {
                 Some(e) => e?,
@@ -487,5 +490,97 @@ impl StateCache {
             let (_, &mut threshold, _) = ages.select_nth_unstable(cut - 1);
             c.entries.retain(|_, e| e.used > threshold);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::testing;
+    use crate::options::Options;
+    use crate::storage::Storage;
+    use serde::Deserialize;
+
+    #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+    struct Counter {
+        value: i64,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct Added(i64);
+
+    impl Aggregate for Counter {
+        type Event = Added;
+        type Command = i64;
+        type Error = String;
+        fn event_type(_: &Added) -> &'static str {
+            "Added"
+        }
+        fn apply(&mut self, Added(n): &Added) {
+            self.value += n;
+        }
+        fn handle(&self, n: i64) -> std::result::Result<Vec<Added>, String> {
+            if self.value + n < 0 {
+                return Err("would go negative".into());
+            }
+            Ok(vec![Added(n)])
+        }
+    }
+
+    fn engine_with(options: Options) -> (crate::storage::SimDisk, Arc<Engine>, EsState) {
+        let disk = crate::storage::SimDisk::new(5);
+        let engine = testing::open(&disk, options);
+        let es = EsState::open(&engine).unwrap();
+        (disk, engine, es)
+    }
+
+    #[test]
+    fn commands_append_events_and_a_refusal_appends_nothing() {
+        let (_disk, engine, es) = engine_with(testing::options());
+        let repo = Repository::<Counter>::new(&engine, &es);
+        repo.execute("c-1", 5).unwrap();
+        repo.execute("c-1", -2).unwrap();
+        assert!(matches!(
+            repo.execute("c-1", -9),
+            Err(ExecuteError::Domain(_))
+        ));
+        let loaded = repo.load("c-1").unwrap();
+        assert_eq!((loaded.state.value, loaded.version), (3, 2));
+        assert_eq!(repo.load_at("c-1", 1).unwrap().state.value, 5);
+        assert_eq!(engine.last_position(), 2);
+    }
+
+    #[test]
+    fn loads_resume_from_snapshots_and_equal_a_full_replay() {
+        let options = testing::options().snapshot_every(3).aggregate_cache(0);
+        let (disk, engine, es) = engine_with(options.clone());
+        let repo = Repository::<Counter>::new(&engine, &es);
+        for n in 1..=10 {
+            repo.execute("c-1", n).unwrap();
+        }
+        assert!(es.snapshots.stats().0 > 0, "snapshots were written");
+        let with_snapshots = repo.load("c-1").unwrap();
+        assert_eq!(with_snapshots.state.value, 55);
+        assert_eq!(with_snapshots.snapshot_version, Some(9));
+        assert_eq!(with_snapshots.replayed, 1);
+        engine.close().unwrap();
+        drop(repo);
+        drop(es);
+        drop(engine);
+        // Without the snapshot files, the same state comes from the events alone.
+        for p in disk.paths() {
+            if p.extension().is_some_and(|e| e == "snap") {
+                disk.remove(&p).unwrap();
+            }
+        }
+        let engine = testing::open(&disk, options);
+        let es = EsState::open(&engine).unwrap();
+        let replayed = Repository::<Counter>::new(&engine, &es)
+            .load("c-1")
+            .unwrap();
+        assert_eq!(
+            (replayed.state, replayed.version, replayed.replayed),
+            (with_snapshots.state, 10, 10)
+        );
     }
 }

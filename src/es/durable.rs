@@ -17,13 +17,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
+
+use crate::engine::Engine;
 use crate::engine::format::ack_file::{SLOT_LEN, SUFFIX, decode_slots, encode_file, encode_slot};
 use crate::error::{Error, Result};
 use crate::es::subscription::Subscription;
 use crate::event::RecordedEvent;
 use crate::options::FsyncPolicy;
 use crate::storage::{Storage, StorageFile};
-use crate::store::Inner;
 
 /// A durable subscription as listed by [`Store::durable_subscriptions`](crate::Store::durable_subscriptions).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,12 +149,16 @@ impl Registry {
 }
 
 /// Opens (creating if needed) the durable subscription `name`.
-pub(crate) fn open(inner: &Arc<Inner>, name: &str) -> Result<DurableSubscription> {
+pub(crate) fn open(
+    inner: &Arc<Engine>,
+    registry: &Arc<Mutex<Registry>>,
+    name: &str,
+) -> Result<DurableSubscription> {
     validate_name("subscription", name)?;
     inner.check_writable()?;
     let storage = inner.storage();
     let path = path_of(&inner.dir, name);
-    let mut reg = inner.durables.lock();
+    let mut reg = registry.lock();
     match reg.subs.get_mut(name) {
         Some((_, true)) => {
             return Err(Error::InvalidArgument(format!(
@@ -175,7 +181,7 @@ pub(crate) fn open(inner: &Arc<Inner>, name: &str) -> Result<DurableSubscription
     let (file, seq, acked) = match opened {
         Ok(x) => x,
         Err(e) => {
-            if let Some((_, open)) = inner.durables.lock().subs.get_mut(name) {
+            if let Some((_, open)) = registry.lock().subs.get_mut(name) {
                 *open = false;
             }
             return Err(e);
@@ -185,6 +191,7 @@ pub(crate) fn open(inner: &Arc<Inner>, name: &str) -> Result<DurableSubscription
         name: name.to_string(),
         sub: Subscription::all(Arc::clone(inner), acked + 1),
         inner: Arc::clone(inner),
+        registry: Arc::clone(registry),
         file,
         path,
         seq,
@@ -194,10 +201,10 @@ pub(crate) fn open(inner: &Arc<Inner>, name: &str) -> Result<DurableSubscription
 }
 
 /// Deletes the durable subscription `name`; false if there was none.
-pub(crate) fn delete(inner: &Inner, name: &str) -> Result<bool> {
+pub(crate) fn delete(inner: &Engine, registry: &Mutex<Registry>, name: &str) -> Result<bool> {
     validate_name("subscription", name)?;
     inner.check_writable()?;
-    let mut reg = inner.durables.lock();
+    let mut reg = registry.lock();
     match reg.subs.get(name) {
         None => return Ok(false),
         Some((_, true)) => {
@@ -227,7 +234,8 @@ pub(crate) fn delete(inner: &Inner, name: &str) -> Result<bool> {
 pub struct DurableSubscription {
     name: String,
     sub: Subscription,
-    inner: Arc<Inner>,
+    inner: Arc<Engine>,
+    registry: Arc<Mutex<Registry>>,
     file: Arc<dyn StorageFile>,
     path: PathBuf,
     seq: u64,
@@ -298,7 +306,7 @@ impl DurableSubscription {
         self.seq += 1;
         self.acked = position;
         self.synced = sync;
-        if let Some(entry) = self.inner.durables.lock().subs.get_mut(&self.name) {
+        if let Some(entry) = self.registry.lock().subs.get_mut(&self.name) {
             entry.0 = position;
         }
         Ok(())
@@ -319,7 +327,7 @@ impl Drop for DurableSubscription {
         if !self.synced {
             let _ = self.file.sync_data();
         }
-        if let Some(entry) = self.inner.durables.lock().subs.get_mut(&self.name) {
+        if let Some(entry) = self.registry.lock().subs.get_mut(&self.name) {
             entry.1 = false;
         }
     }
@@ -329,6 +337,8 @@ impl Drop for DurableSubscription {
 #[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
+    use crate::engine::testing::{self, DIR};
+    use crate::es::EsState;
 
     #[test]
     fn names() {
@@ -336,5 +346,54 @@ mod tests {
         for bad in ["", ".hidden", "a/b", "a b", &"x".repeat(129)] {
             assert!(validate_name("s", bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn resumes_after_the_last_ack_when_the_engine_reopens() {
+        let (disk, engine) = testing::fresh();
+        testing::append(&engine, "a", 3);
+        let es = EsState::open(&engine).unwrap();
+        let mut sub = open(&engine, &es.durables, "mailer").unwrap();
+        let e = sub.next_timeout(Duration::ZERO).unwrap().unwrap();
+        sub.ack(e.position).unwrap();
+        drop(sub);
+        engine.close().unwrap();
+        drop(engine);
+        let engine = testing::open(&disk, testing::options());
+        let es = EsState::open(&engine).unwrap();
+        assert_eq!(es.durables.lock().list(3)[0].acked_position, 1);
+        let mut sub = open(&engine, &es.durables, "mailer").unwrap();
+        let next = sub.next_timeout(Duration::ZERO).unwrap().unwrap();
+        assert_eq!(next.position, 2);
+    }
+
+    #[test]
+    fn one_handle_per_name_and_delete_only_when_closed() {
+        let (_disk, engine) = testing::fresh();
+        let es = EsState::open(&engine).unwrap();
+        let sub = open(&engine, &es.durables, "x").unwrap();
+        assert!(matches!(
+            open(&engine, &es.durables, "x"),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            delete(&engine, &es.durables, "x"),
+            Err(Error::InvalidArgument(_))
+        ));
+        drop(sub);
+        assert!(delete(&engine, &es.durables, "x").unwrap());
+        assert!(!delete(&engine, &es.durables, "x").unwrap());
+        assert!(es.durables.lock().list(0).is_empty());
+    }
+
+    #[test]
+    fn an_ack_past_the_end_of_the_log_is_pulled_back_at_open() {
+        let (disk, engine) = testing::fresh();
+        testing::append(&engine, "a", 2);
+        crate::storage::replace_file(&disk, Path::new(DIR), "late.sub", &encode_file(9)).unwrap();
+        let es = EsState::open(&engine).unwrap();
+        assert_eq!(es.durables.lock().list(2)[0].acked_position, 2);
+        let bytes = disk.contents(&Path::new(DIR).join("late.sub")).unwrap();
+        assert_eq!(decode_slots(&bytes).map(|(_, p)| p), Some(2));
     }
 }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::engine::Engine;
 use crate::engine::format::projection_file::{SUFFIX, decode, encode};
 use crate::error::{Error, Result};
 use crate::es::codec::{Bincode, Codec};
@@ -23,7 +24,6 @@ use crate::es::durable::validate_name;
 use crate::es::subscription::Subscription;
 use crate::event::RecordedEvent;
 use crate::storage::Storage;
-use crate::store::Inner;
 
 /// A read model: the fold of the events of the whole log, in position order.
 ///
@@ -101,7 +101,7 @@ pub(crate) fn discard_beyond(storage: &dyn Storage, dir: &Path, last_position: u
 /// [`state`](Self::state). It checkpoints on its own and when dropped.
 #[derive(Debug)]
 pub struct RunningProjection<P: Projection> {
-    inner: Arc<Inner>,
+    inner: Arc<Engine>,
     sub: Subscription,
     state: P,
     position: u64,
@@ -112,7 +112,7 @@ pub struct RunningProjection<P: Projection> {
 }
 
 impl<P: Projection> RunningProjection<P> {
-    pub(crate) fn open(inner: &Arc<Inner>) -> Result<Self> {
+    pub(crate) fn open(inner: &Arc<Engine>) -> Result<Self> {
         validate_name("projection", P::NAME)?;
         let path = path_of(&inner.dir, P::NAME);
         let last = inner.watermark().position;
@@ -234,5 +234,59 @@ impl<P: Projection> Drop for RunningProjection<P> {
     fn drop(&mut self) {
         // Best effort: a lost checkpoint only means replaying from the previous one.
         let _ = self.checkpoint();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::testing::{self, DIR};
+    use serde::Deserialize;
+
+    #[derive(Default, Serialize, Deserialize)]
+    struct Count {
+        n: u64,
+    }
+
+    impl Projection for Count {
+        const NAME: &'static str = "count";
+        fn apply(&mut self, _: &RecordedEvent) {
+            self.n += 1;
+        }
+    }
+
+    #[test]
+    fn resumes_from_its_checkpoint_without_replaying() {
+        let (disk, engine) = testing::fresh();
+        testing::append(&engine, "a", 4);
+        let mut p = RunningProjection::<Count>::open(&engine).unwrap();
+        assert!(!p.resumed());
+        p.catch_up().unwrap();
+        assert_eq!((p.state().n, p.position()), (4, 4));
+        drop(p); // checkpoints
+        testing::append(&engine, "a", 1);
+        engine.close().unwrap();
+        drop(engine);
+        let engine = testing::open(&disk, testing::options());
+        let mut p = RunningProjection::<Count>::open(&engine).unwrap();
+        assert!(p.resumed());
+        assert_eq!(p.position(), 4);
+        p.catch_up().unwrap();
+        assert_eq!(p.state().n, 5);
+    }
+
+    #[test]
+    fn a_checkpoint_past_the_end_of_the_log_is_discarded() {
+        let (disk, engine) = testing::fresh();
+        testing::append(&engine, "a", 2);
+        let dir = Path::new(DIR);
+        let state = Bincode::encode(&Count { n: 50 }).unwrap();
+        crate::storage::replace_file(&disk, dir, "count.proj", &encode(1, 50, &state)).unwrap();
+        discard_beyond(&disk, dir, 2).unwrap();
+        assert!(disk.contents(&dir.join("count.proj")).is_none());
+        let mut p = RunningProjection::<Count>::open(&engine).unwrap();
+        assert!(!p.resumed());
+        p.catch_up().unwrap();
+        assert_eq!(p.state().n, 2);
     }
 }

@@ -382,3 +382,79 @@ impl SnapshotStore {
         (count, st.total_bytes)
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use crate::engine::testing::DIR;
+    use crate::storage::SimDisk;
+
+    fn snap(stream: &str, version: u64) -> Snapshot {
+        Snapshot {
+            stream: stream.into(),
+            aggregate: "Cart".into(),
+            schema: 1,
+            codec: "bincode2".into(),
+            version,
+            event_position: version,
+            event_timestamp: 0,
+            state: vec![7; 16],
+        }
+    }
+
+    fn open(disk: &SimDisk, keep: usize) -> SnapshotStore {
+        disk.create_dir_all(Path::new(DIR)).unwrap();
+        SnapshotStore::open(Arc::new(disk.clone()), Path::new(DIR), keep, true).unwrap()
+    }
+
+    #[test]
+    fn keeps_the_newest_per_stream_and_reads_them_after_a_reopen() {
+        let disk = SimDisk::new(3);
+        let store = open(&disk, 2);
+        for v in [10, 20, 30] {
+            store.write(&snap("cart-1", v)).unwrap();
+        }
+        store.write(&snap("cart-2", 5)).unwrap();
+        let kind = kind();
+        assert_eq!(store.last_version("cart-1", &kind), Some(30));
+        let versions: Vec<u64> = store
+            .candidates("cart-1", &kind, u64::MAX)
+            .iter()
+            .map(|e| e.version)
+            .collect();
+        assert_eq!(versions, [30, 20], "newest first, only `keep` of them");
+        drop(store);
+        let again = open(&disk, 2);
+        let newest = again.candidates("cart-1", &kind, 25);
+        let read = again.read(&newest[0]).unwrap().unwrap();
+        assert_eq!(read, snap("cart-1", 20));
+    }
+
+    fn kind() -> Kind {
+        Kind {
+            aggregate: "Cart".into(),
+            schema: 1,
+            codec: "bincode2".into(),
+        }
+    }
+
+    #[test]
+    fn a_damaged_record_ends_what_is_read_of_its_file() {
+        let disk = SimDisk::new(4);
+        let store = open(&disk, 8);
+        store.write(&snap("a", 1)).unwrap();
+        store.write(&snap("a", 2)).unwrap();
+        drop(store);
+        let path = Path::new(DIR).join(file_name(1));
+        let len = disk.contents(&path).unwrap().len() as u64;
+        assert!(disk.flip_bit(&path, len - 3, 0));
+        let again = open(&disk, 8);
+        let versions: Vec<u64> = again
+            .candidates("a", &kind(), u64::MAX)
+            .iter()
+            .map(|e| e.version)
+            .collect();
+        assert_eq!(versions, [1]);
+    }
+}

@@ -10,10 +10,10 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::engine::Engine;
 use crate::engine::read::{AllEvents, ReadOptions, StreamEvents};
 use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
-use crate::store::Inner;
 
 /// How many events a subscription reads from the log at a time.
 const BATCH: u64 = 512;
@@ -32,7 +32,7 @@ enum Source {
 /// waits at most a given time.
 #[derive(Debug)]
 pub struct Subscription {
-    inner: Arc<Inner>,
+    inner: Arc<Engine>,
     source: Source,
     prefix: Option<String>,
     types: Option<Vec<String>>,
@@ -46,15 +46,15 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    pub(crate) fn all(inner: Arc<Inner>, from_position: u64) -> Self {
+    pub(crate) fn all(inner: Arc<Engine>, from_position: u64) -> Self {
         Self::new(inner, Source::All, from_position)
     }
 
-    pub(crate) fn stream(inner: Arc<Inner>, stream: &str, from_version: u64) -> Self {
+    pub(crate) fn stream(inner: Arc<Engine>, stream: &str, from_version: u64) -> Self {
         Self::new(inner, Source::Stream(stream.to_string()), from_version)
     }
 
-    fn new(inner: Arc<Inner>, source: Source, from: u64) -> Self {
+    fn new(inner: Arc<Engine>, source: Source, from: u64) -> Self {
         Subscription {
             inner,
             source,
@@ -215,5 +215,72 @@ impl Iterator for Subscription {
             Ok(None) | Err(Error::Closed) => None,
             Err(e) => Some(Err(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::testing;
+
+    fn positions(sub: &mut Subscription) -> Vec<u64> {
+        let mut v = Vec::new();
+        while let Some(e) = sub.try_next().unwrap() {
+            v.push(e.position);
+        }
+        v
+    }
+
+    #[test]
+    fn history_then_live_events_in_order_without_gap_or_duplicate() {
+        let (_disk, engine) = testing::fresh();
+        testing::append(&engine, "a", 2);
+        let mut sub = Subscription::all(Arc::clone(&engine), 2);
+        assert_eq!(positions(&mut sub), [2]);
+        testing::append(&engine, "b", 2);
+        assert_eq!(positions(&mut sub), [3, 4]);
+        assert_eq!(sub.last_position(), 4);
+        assert_eq!(sub.next_timeout(Duration::from_millis(1)).unwrap(), None);
+    }
+
+    #[test]
+    fn filters_keep_a_category_and_event_types() {
+        let (_disk, engine) = testing::fresh();
+        testing::append(&engine, "cart-1", 1);
+        testing::append(&engine, "user-1", 1);
+        testing::append(&engine, "cart-2", 1);
+        let mut sub = Subscription::all(Arc::clone(&engine), 1).stream_prefix("cart-");
+        assert_eq!(positions(&mut sub), [1, 3]);
+        let mut none = Subscription::all(Arc::clone(&engine), 1).event_types(["Other"]);
+        assert_eq!(positions(&mut none), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn a_stream_subscription_counts_versions() {
+        let (_disk, engine) = testing::fresh();
+        testing::append(&engine, "a", 3);
+        testing::append(&engine, "b", 1);
+        let mut sub = Subscription::stream(Arc::clone(&engine), "a", 2);
+        let versions: Vec<u64> = std::iter::from_fn(|| sub.try_next().unwrap())
+            .map(|e| e.version)
+            .collect();
+        assert_eq!(versions, [2, 3]);
+    }
+
+    #[test]
+    fn a_live_event_wakes_a_waiting_subscriber_and_close_ends_it() {
+        let (_disk, engine) = testing::fresh();
+        let mut sub = Subscription::all(Arc::clone(&engine), 1);
+        let writer = Arc::clone(&engine);
+        let t = std::thread::spawn(move || {
+            testing::append(&writer, "a", 1);
+            writer.close().unwrap();
+        });
+        let first = sub.next().unwrap().unwrap();
+        assert_eq!(first.position, 1);
+        // Ends once the engine has closed and everything before the close was delivered.
+        assert!(sub.next().is_none());
+        t.join().unwrap();
+        assert!(matches!(sub.try_next(), Err(Error::Closed)));
     }
 }

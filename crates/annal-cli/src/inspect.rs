@@ -168,6 +168,8 @@ struct StatsJson {
     snapshot_bytes: u64,
     index_memory_bytes: u64,
     durable_subscriptions: Vec<DurableJson>,
+    /// This open's own segment fdatasyncs: 0, as `stats` opens read-only.
+    segment_syncs: u64,
 }
 
 /// `annal stats`: counters of the store.
@@ -196,6 +198,7 @@ pub fn stats(dir: &Path, json: bool) -> CliResult {
                     lag: d.lag,
                 })
                 .collect(),
+            segment_syncs: s.segment_syncs,
         })?;
     } else {
         let per_event = |bytes: u64| {

@@ -7,6 +7,12 @@
 //! Mounting needs root and `mkfs.ext4` (CI runs as root, and `scripts/test` installs e2fsprogs);
 //! without them the test fails, saying so.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test's failure is a panic"
+)]
 mod common;
 
 use std::os::unix::fs::MetadataExt;

@@ -3,6 +3,12 @@
 //! under `--fsync always` and `--fsync never` alike (a process crash loses nothing handed to the
 //! OS). `ANNAL_KILL_ROUNDS=N` runs more rounds than CI's few.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test's failure is a panic"
+)]
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
