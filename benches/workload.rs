@@ -4,7 +4,8 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    reason = "a benchmark stops at its first failure"
+    clippy::cast_possible_truncation,
+    reason = "a benchmark stops at its first failure, and its sizes are small"
 )]
 #![allow(dead_code)]
 

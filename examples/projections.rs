@@ -9,7 +9,8 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    reason = "an example stops at its first failure"
+    clippy::cast_possible_truncation,
+    reason = "an example stops at its first failure, and its sizes are small"
 )]
 use std::collections::BTreeMap;
 use std::sync::Arc;

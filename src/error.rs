@@ -57,10 +57,24 @@ pub enum Error {
     },
 
     /// Another process (or another `Store` in this one) has the directory open.
-    #[error("store directory {path} is locked by another process or handle")]
+    #[error("store directory {path} is locked {}", locked_by(*holder))]
     Locked {
         /// The store directory.
         path: PathBuf,
+        /// The process holding the lock, as it wrote its id into the `LOCK` file (`None`
+        /// when the file names none, as on a simulated disk).
+        holder: Option<u32>,
+    },
+
+    /// A follower stopped following its writer: the writer's log no longer agrees with what
+    /// the follower read (a writer restarted on a shorter log), or the published bytes did not
+    /// check. Reopen the follower.
+    #[error("follower of {path} stopped: {reason}")]
+    Diverged {
+        /// The store directory.
+        path: PathBuf,
+        /// What happened.
+        reason: String,
     },
 
     /// An aggregate's event or state could not be encoded or decoded.
@@ -108,5 +122,16 @@ impl Error {
             offset,
             reason: reason.into(),
         }
+    }
+}
+
+/// Who holds a store's lock, in words.
+fn locked_by(holder: Option<u32>) -> String {
+    match holder {
+        Some(pid) if pid == std::process::id() => {
+            format!("by this process ({pid}): another Store handle has it open")
+        }
+        Some(pid) => format!("by process {pid}"),
+        None => "by another process or handle".to_string(),
     }
 }

@@ -83,13 +83,16 @@
 //! Everything is re-exported at the crate root; the one public module is [`storage`].
 //! - The store: [`Store`], [`Options`] and [`FsyncPolicy`], [`Stats`], [`StreamInfo`].
 //! - Events: [`EventData`] (what you append), [`RecordedEvent`] (what you read),
-//!   [`ExpectedVersion`], [`AppendResult`]; reads take [`ReadOptions`] and return
-//!   [`StreamEvents`] or [`AllEvents`].
+//!   [`ExpectedVersion`], [`AppendResult`]; reads take [`ReadOptions`] (with a
+//!   [`Direction`]) and return [`StreamEvents`] or [`AllEvents`]; the limits
+//!   [`MAX_STREAM_NAME_LEN`], [`MAX_EVENT_TYPE_LEN`], [`MIN_SEGMENT_SIZE`] and
+//!   [`MAX_SEGMENT_SIZE`].
 //! - Event sourcing: [`Aggregate`] and [`Repository`] (with [`Loaded`], [`Executed`],
 //!   [`ExecuteError`]), [`Codec`] and [`Bincode`], [`Subscription`], [`DurableSubscription`]
 //!   and [`DurableInfo`], [`Projection`] and [`RunningProjection`].
-//! - Integrity: [`RecoveryReport`], [`verify`] and its [`VerifyReport`], [`repair`] and its
-//!   [`RepairReport`].
+//! - Integrity: [`RecoveryReport`]; [`verify`] and its [`VerifyReport`] of [`Finding`]s,
+//!   each of a [`Severity`], with an overall [`Health`]; [`repair`] with [`RepairOptions`], and
+//!   its [`RepairReport`] with the [`Cut`] it made or would make.
 //! - Errors: one [`Error`] enum, with [`Result`].
 //! - [`storage`]: the I/O seam every file access goes through, and (feature `sim`) the
 //!   simulated disk.
@@ -97,6 +100,7 @@
 //! Inside, an engine (the log) sits beneath the event-sourcing layer, beneath the facade:
 //! `docs/design.md` draws it.
 
+mod cast;
 mod engine;
 mod error;
 mod es;

@@ -88,6 +88,13 @@ pub struct Options {
     /// the modes ([`FsStorage::with_group_access`](crate::storage::FsStorage::with_group_access));
     /// this still sets what the check allows.
     pub share_with_group: bool,
+    /// Follow a writer in another process (default false; implies [`read_only`]): reads,
+    /// subscriptions and projections see each event the writer acknowledges, shortly after it
+    /// does, and never one it has not. Takes no lock and changes no file. See
+    /// [`Store::open_follower`](crate::Store::open_follower).
+    ///
+    /// [`read_only`]: Options::read_only
+    pub follow: bool,
 }
 
 impl Default for Options {
@@ -104,6 +111,7 @@ impl Default for Options {
             read_only: false,
             record_durable_every: 4096,
             share_with_group: false,
+            follow: false,
         }
     }
 }
@@ -150,6 +158,15 @@ impl Options {
         self
     }
 
+    /// Follows a writer in another process (see [`Options::follow`]); implies read-only.
+    pub fn follow(mut self, on: bool) -> Self {
+        self.follow = on;
+        if on {
+            self.read_only = true;
+        }
+        self
+    }
+
     /// Lets the owner's group read the store (see [`Options::share_with_group`]).
     pub fn share_with_group(mut self, on: bool) -> Self {
         self.share_with_group = on;
@@ -168,6 +185,11 @@ impl Options {
                 "segment_size {} is outside {MIN_SEGMENT_SIZE}..={MAX_SEGMENT_SIZE}",
                 self.segment_size
             )));
+        }
+        if self.follow && !self.read_only {
+            return Err(Error::InvalidArgument(
+                "Options::follow needs read_only too (Options::follow(true) sets both)".into(),
+            ));
         }
         match self.fsync {
             FsyncPolicy::EveryEvents(0) => Err(Error::InvalidArgument(

@@ -5,7 +5,8 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    reason = "a test's failure is a panic"
+    clippy::cast_possible_truncation,
+    reason = "a test's failure is a panic, and its sizes are small"
 )]
 mod common;
 

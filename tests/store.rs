@@ -5,7 +5,8 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    reason = "a test's failure is a panic"
+    clippy::cast_possible_truncation,
+    reason = "a test's failure is a panic, and its sizes are small"
 )]
 mod common;
 
@@ -400,8 +401,16 @@ fn second_open_of_a_directory_is_locked() {
     let store = Store::open(tmp.path(), Options::default()).unwrap();
     assert!(matches!(
         Store::open(tmp.path(), Options::default()),
-        Err(Error::Locked { path }) if path == tmp.path()
+        Err(Error::Locked { path, holder: Some(pid) })
+            if path == tmp.path() && pid == std::process::id()
     ));
+    let message = Store::open(tmp.path(), Options::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains(&format!("by this process ({})", std::process::id())),
+        "{message}"
+    );
     store.close().unwrap();
     Store::open(tmp.path(), Options::default()).unwrap();
 }
@@ -855,4 +864,50 @@ fn files_others_can_read_are_reported_on_open() {
     let reported = &store.recovery_report().readable_by_others;
     assert_eq!(reported.first(), Some(&dir), "{reported:?}");
     assert_eq!(reported.len(), 3, "{reported:?}");
+}
+
+#[test]
+fn an_open_that_fails_in_the_event_sourcing_step_changes_no_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), tiny(4096)).unwrap();
+    for i in 0..200 {
+        store
+            .append(
+                "s",
+                ExpectedVersion::Any,
+                &[EventData::new("T", vec![i as u8; 64])],
+            )
+            .unwrap();
+    }
+    store.close().unwrap();
+    // Without their index checkpoints, an open that got far enough would write them again.
+    let image = tempfile::tempdir().unwrap();
+    for (p, b) in snapshot_dir(tmp.path()) {
+        if !p.to_string_lossy().ends_with(".idx") {
+            std::fs::write(image.path().join(p.file_name().unwrap()), b).unwrap();
+        }
+    }
+    // An ack "file" that cannot be read fails the durable-subscription step.
+    std::fs::create_dir(image.path().join("bad.sub")).unwrap();
+    let before = snapshot_dir(image.path());
+    assert!(matches!(
+        Store::open(image.path(), tiny(4096)),
+        Err(Error::Io { .. })
+    ));
+    let after = snapshot_dir(image.path());
+    let changed: Vec<_> = after
+        .iter()
+        .filter(|f| !before.contains(f))
+        .map(|(p, _)| p.clone())
+        .collect();
+    assert!(changed.is_empty(), "a failed open changed {changed:?}");
+    assert_eq!(
+        after.len(),
+        before.len(),
+        "a failed open added or removed files"
+    );
+    std::fs::remove_dir(image.path().join("bad.sub")).unwrap();
+    let store = Store::open(image.path(), tiny(4096)).unwrap();
+    assert_eq!(store.last_position(), 200);
+    assert_eq!(store.recovery_report().segments_from_checkpoint, 0);
 }

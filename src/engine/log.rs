@@ -102,6 +102,30 @@ impl Log {
         self.segments.read().get(i).cloned()
     }
 
+    /// A follower takes in segment `seg`, which another process created: the next one, or
+    /// one standing for a placeholder (a store whose first segment did not exist yet).
+    pub(crate) fn adopt(&self, seg: Arc<Segment>) -> Result<()> {
+        let mut segments = self.segments.write();
+        let at = usize::try_from(seg.ordinal.saturating_sub(1)).unwrap_or(usize::MAX);
+        match at.cmp(&segments.len()) {
+            std::cmp::Ordering::Less => {
+                if let Some(slot) = segments.get_mut(at) {
+                    *slot = seg;
+                }
+                Ok(())
+            }
+            std::cmp::Ordering::Equal => {
+                segments.push(seg);
+                Ok(())
+            }
+            std::cmp::Ordering::Greater => Err(Error::corruption(
+                &seg.path,
+                0,
+                format!("segment {} follows segment {}", seg.ordinal, segments.len()),
+            )),
+        }
+    }
+
     /// All segments, oldest first.
     pub(crate) fn segments(&self) -> Vec<Arc<Segment>> {
         self.segments.read().clone()

@@ -1,9 +1,11 @@
 //! The storage engine: the log and nothing above it.
 //!
 //! [`Engine`] owns one store directory's log: its segments, the stream index, the writer and
-//! group commit, and the published position readers read up to. It knows events, streams,
-//! positions and versions, and nothing of aggregates, snapshots or subscriptions, which the
-//! event-sourcing layer (`crate::es`) builds on top of its handle.
+//! group commit, and the published position readers read up to. It appends and reads events
+//! by stream, position and version; aggregates, subscriptions and projections are the
+//! event-sourcing layer's (`crate::es`), built on its handle. Of that layer's files the engine
+//! knows only their byte layouts ([`format`]), so that [`verify`] and [`repair`] can check and
+//! fix a whole store directory.
 //!
 //! - [`format`]: every byte layout, as pure functions;
 //! - [`segment`], [`log`] (segments in order, rolls, `STATE` records), [`state`];
@@ -15,9 +17,11 @@
 pub(crate) mod append;
 pub(crate) mod checkpoint;
 pub(crate) mod commit;
+pub(crate) mod follow;
 pub(crate) mod format;
 pub(crate) mod index;
 pub(crate) mod log;
+pub(crate) mod published;
 pub(crate) mod read;
 pub(crate) mod recovery;
 pub(crate) mod repair;
@@ -73,6 +77,22 @@ pub(crate) struct Writer {
     pub(crate) to_index: Option<Sender<Arc<Segment>>>,
 }
 
+/// Takes the store's lock (the `LOCK` file, which then names this process), or fails with
+/// [`Error::Locked`] naming the process that has it.
+pub(crate) fn lock_dir(storage: &dyn Storage, dir: &Path) -> Result<Box<dyn Any + Send + Sync>> {
+    let path = dir.join(LOCK_FILE);
+    storage.lock(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::WouldBlock => Error::Locked {
+            path: dir.to_path_buf(),
+            holder: crate::storage::read_data(storage, &path)
+                .ok()
+                .flatten()
+                .and_then(|(bytes, _)| std::str::from_utf8(&bytes).ok()?.trim().parse().ok()),
+        },
+        _ => Error::io("lock", &path, e),
+    })
+}
+
 /// The log's share of `Store::stats` (see `Stats` for each counter).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct LogCounters {
@@ -85,11 +105,13 @@ pub(crate) struct LogCounters {
     pub segment_syncs: u64,
 }
 
-/// The background threads of a writable engine.
+/// The background threads of an engine.
 #[derive(Debug, Default)]
 struct Background {
     flusher: Option<JoinHandle<()>>,
     indexer: Option<JoinHandle<()>>,
+    /// A follower's thread, which takes in what the writer publishes.
+    follower: Option<JoinHandle<()>>,
 }
 
 /// One open store directory's log; shared (`Arc`) by the store, its iterators and
@@ -113,18 +135,36 @@ pub(crate) struct Engine {
     /// `close` has run (or is running): it runs once.
     shut: AtomicBool,
     background: Mutex<Background>,
+    /// A writer's `PUBLISHED` board, for followers in other processes.
+    board: Option<published::Board>,
+    /// Why a follower stopped following, if it did.
+    pub(crate) follow_failure: Mutex<Option<String>>,
     recovery: RecoveryReport,
     _lock: Box<dyn Any + Send + Sync>,
 }
 
 impl Engine {
-    /// Opens (or creates) the log in `dir` on `storage`: takes the lock, runs recovery, puts
-    /// the open on record in `STATE` and starts the background threads.
+    /// Opens (or creates) the log in `dir` on `storage` with nothing above it; see
+    /// [`open_with`](Self::open_with).
+    #[cfg(test)]
     pub(crate) fn open_with_storage(
         storage: Arc<dyn Storage>,
         dir: impl AsRef<Path>,
         options: Options,
     ) -> Result<Arc<Engine>> {
+        Self::open_with(storage, dir, options, |_| Ok(())).map(|(engine, ())| engine)
+    }
+
+    /// Opens (or creates) the log in `dir` on `storage`: takes the lock and runs recovery;
+    /// then `upper`, the recovery step of the layer above, against the recovered log; and
+    /// only when both succeeded puts the open on record in `STATE` and starts the background
+    /// threads. A failed open changes nothing the next open would see.
+    pub(crate) fn open_with<T>(
+        storage: Arc<dyn Storage>,
+        dir: impl AsRef<Path>,
+        options: Options,
+        upper: impl FnOnce(&Engine) -> Result<T>,
+    ) -> Result<(Arc<Engine>, T)> {
         options.validate()?;
         let dir = dir.as_ref().to_path_buf();
         let read_only = options.read_only;
@@ -149,15 +189,11 @@ impl Engine {
                 .sync_dir(&parent)
                 .map_err(|e| Error::io("fsync directory", &parent, e))?;
         }
-        let lock_path = dir.join(LOCK_FILE);
         // Read-only opens take no lock: they read beside the writer and change nothing.
         let lock: Box<dyn Any + Send + Sync> = if read_only {
             Box::new(())
         } else {
-            storage.lock(&lock_path).map_err(|e| match e.kind() {
-                std::io::ErrorKind::WouldBlock => Error::Locked { path: dir.clone() },
-                _ => Error::io("lock", &lock_path, e),
-            })?
+            lock_dir(storage.as_ref(), &dir)?
         };
         let mut index = StreamIndex::default();
         // Read before the directory is listed: see `RecoverOptions::state`.
@@ -194,20 +230,13 @@ impl Engine {
                 }
             }
         }
-        let mut report = rec.report;
-        report.readable_by_others =
-            readable_by_others(storage.as_ref(), &dir, options.share_with_group)?;
         let log = Log::new(
             Arc::clone(&storage),
             &dir,
             options.segment_size,
             rec.segments,
         );
-        // From here on the store is open: a crash before the next clean close is unclean.
-        if !read_only {
-            log.record(|s| *s = open_state)?;
-        }
-        let inner = Arc::new(Engine {
+        let mut engine = Engine {
             log,
             storage,
             dir,
@@ -228,11 +257,38 @@ impl Engine {
             gather_stats: GatherStats::default(),
             published: Condvar::new(),
             closed: AtomicBool::new(false),
-            recovery: report,
+            recovery: rec.report,
             shut: AtomicBool::new(false),
             background: Mutex::new(Background::default()),
+            board: None,
+            follow_failure: Mutex::new(None),
             _lock: lock,
-        });
+        };
+        let upper = upper(&engine)?;
+        // After the layer above, which may have removed files.
+        engine.recovery.readable_by_others = readable_by_others(
+            engine.storage(),
+            &engine.dir,
+            engine.options.share_with_group,
+        )?;
+        // From here on the store is open: a crash before the next clean close is unclean.
+        if !read_only {
+            engine.log.record(|s| *s = open_state)?;
+            engine.board = published::Board::create(engine.storage(), &engine.dir, written)?;
+        }
+        // A follower shows only what the writer acknowledged, though it may have read more.
+        let mut seen = None;
+        let mut board = None;
+        if engine.options.follow {
+            board = published::Board::open(engine.storage(), &engine.dir)?;
+            seen = board.as_ref().and_then(published::Board::read);
+            if let Some(p) = seen
+                && p.acknowledged.position < written.position
+            {
+                *engine.watermark.lock() = p.acknowledged;
+            }
+        }
+        let inner = Arc::new(engine);
         let flusher = match policy {
             _ if read_only => None,
             FsyncPolicy::Interval(_) | FsyncPolicy::EveryEvents(_) => {
@@ -269,8 +325,22 @@ impl Engine {
         } else {
             None
         };
-        *inner.background.lock() = Background { flusher, indexer };
-        Ok(inner)
+        let follower = if inner.options.follow {
+            let bg = Arc::clone(&inner);
+            let handle = std::thread::Builder::new()
+                .name("annal-follower".into())
+                .spawn(move || follow::run(&bg, board, seen))
+                .map_err(|e| Error::io("spawn follower thread", &inner.dir, e))?;
+            Some(handle)
+        } else {
+            None
+        };
+        *inner.background.lock() = Background {
+            flusher,
+            indexer,
+            follower,
+        };
+        Ok((inner, upper))
     }
 }
 
@@ -290,6 +360,9 @@ impl Engine {
         );
         if wm.position > cur.position {
             *cur = wm;
+            if let Some(board) = &self.board {
+                board.publish(wm);
+            }
             self.published.notify_all();
         }
     }
@@ -427,6 +500,10 @@ impl Engine {
         self.commit.shutdown();
         if self.options.read_only {
             self.close_subscriptions();
+            let follower = self.background.lock().follower.take();
+            if let Some(h) = follower {
+                let _ = h.join();
+            }
             return Ok(());
         }
         let synced = self.sync();
@@ -548,10 +625,21 @@ mod tests {
         let (disk, engine) = testing::fresh();
         testing::append(&engine, "s", 3);
         engine.close().unwrap();
-        engine.close().unwrap(); // runs once
         let state = state::read(&disk, Path::new(DIR)).unwrap().unwrap();
         assert!(state.clean);
         assert_eq!(state.durable_floor, 3);
+        // Close runs once: a second call writes nothing.
+        let path = Path::new(DIR).join(state::STATE_FILE);
+        disk.remove(&path).unwrap();
+        engine.close().unwrap();
+        assert!(disk.contents(&path).is_none(), "a second close wrote STATE");
+        crate::storage::replace_file(
+            &disk,
+            Path::new(DIR),
+            state::STATE_FILE,
+            &state::encode(&state),
+        )
+        .unwrap();
         drop(engine);
         let engine = testing::open(&disk, testing::options());
         assert_eq!(engine.recovery_report().proven_durable, 3);
@@ -568,6 +656,7 @@ mod tests {
         let engine = testing::open(&crashed, testing::options());
         assert_eq!(engine.last_position(), 5);
         assert_eq!(engine.recovery_report().events, 5);
+        engine.close().unwrap();
     }
 
     #[test]
@@ -576,13 +665,18 @@ mod tests {
         testing::append(&engine, "s", 1);
         engine.close().unwrap();
         drop(engine);
-        let before = disk.paths();
+        let files = |disk: &SimDisk| {
+            let paths = disk.paths();
+            let bytes: Vec<_> = paths.iter().map(|p| disk.contents(p)).collect();
+            (paths, bytes)
+        };
+        let before = files(&disk);
         let ro = testing::open(&disk, testing::options().read_only(true));
         let r = ro.append("s", ExpectedVersion::Any, &[EventData::new("T", "x")]);
         assert!(matches!(r, Err(Error::ReadOnly { .. })));
         assert_eq!(ro.stream_version("s"), Some(1));
         ro.close().unwrap();
-        assert_eq!(disk.paths(), before);
+        assert!(files(&disk) == before, "a read-only engine changed a file");
     }
 
     #[test]
@@ -592,5 +686,6 @@ mod tests {
         let second =
             Engine::open_with_storage(Arc::new(disk.clone()), Path::new(DIR), testing::options());
         assert!(matches!(second, Err(Error::Locked { .. })));
+        _engine.close().unwrap();
     }
 }

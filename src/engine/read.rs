@@ -170,7 +170,7 @@ impl StreamEvents {
                 self.locations.len()
             };
         }
-        let at = (version - self.chunk_version) as usize;
+        let at = crate::cast::usize_from(version - self.chunk_version);
         warm(
             &self.inner,
             &self.locations,

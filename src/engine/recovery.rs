@@ -78,8 +78,7 @@ pub(crate) fn list_segments(dir: &Path, names: &[String]) -> Result<Vec<u32>> {
         .filter_map(|n| segment::parse_file_name(n))
         .collect();
     ordinals.sort_unstable();
-    for (i, &ord) in ordinals.iter().enumerate() {
-        let want = i as u32 + 1;
+    for (want, &ord) in (1u32..).zip(ordinals.iter()) {
         if ord != want {
             return Err(Error::corruption(
                 dir.join(segment::file_name(want)),
@@ -290,7 +289,7 @@ pub(crate) fn recover(
     };
     let (ix, stop) = checkpoint::scan(&seg, &bytes)?;
     report.segments_scanned += 1;
-    let end = ix.end as usize;
+    let end = crate::cast::usize_from(ix.end);
     let junk_end = last_nonzero(&bytes).max(end);
     let hole = next_position + ix.events;
     let tail = judge_tail(&seg, &bytes, end, hole, state.durable_floor, opts.read_only)?;
@@ -573,7 +572,7 @@ fn zero_range(
     let zeros = vec![0u8; 64 * 1024];
     let mut at = from;
     while at < to {
-        let n = (to - at).min(zeros.len() as u64) as usize;
+        let n = crate::cast::usize_from((to - at).min(zeros.len() as u64));
         file.write_all_at(zeros.get(..n).unwrap_or_default(), at)
             .map_err(|e| Error::io("write", path, e))?;
         at += n as u64;

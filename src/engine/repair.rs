@@ -15,7 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::engine::format::frame::{self, FrameRead};
 use crate::engine::recovery;
-use crate::engine::segment::{self, SEGMENT_HEADER_LEN, Segment};
+use crate::engine::segment::{self, SEGMENT_HEADER_BYTES, SEGMENT_HEADER_LEN, Segment};
 use crate::engine::state::{self, State};
 use crate::engine::verify::{Severity, VerifyReport, verify};
 use crate::error::{Error, Result};
@@ -99,13 +99,7 @@ pub fn repair(
     if storage.list(dir).is_err() {
         return Err(Error::io("open", dir, std::io::ErrorKind::NotFound.into()));
     }
-    let lock_path = dir.join("LOCK");
-    let _lock = storage.lock(&lock_path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::WouldBlock => Error::Locked {
-            path: dir.to_path_buf(),
-        },
-        _ => Error::io("lock", &lock_path, e),
-    })?;
+    let _lock = super::lock_dir(storage, dir)?;
     let before = verify(storage, dir)?;
     let mut r = Repairer {
         storage,
@@ -298,13 +292,12 @@ impl Repairer<'_> {
             let Ok(Some((bytes, _))) = crate::storage::read_data(self.storage, &f.file) else {
                 continue;
             };
-            let FrameRead::Frame(first) = frame::read_frame(&bytes, SEGMENT_HEADER_LEN as usize)
-            else {
+            let FrameRead::Frame(first) = frame::read_frame(&bytes, SEGMENT_HEADER_BYTES) else {
                 continue;
             };
             let old: String = bytes
                 .iter()
-                .take(SEGMENT_HEADER_LEN as usize)
+                .take(SEGMENT_HEADER_BYTES)
                 .map(|b| format!("{b:02x}"))
                 .collect();
             let header = segment::encode_header(ordinal, first.first_position);
@@ -411,7 +404,7 @@ impl Repairer<'_> {
                 }
                 Err(e) => return Err(e),
             };
-            note(&bytes, SEGMENT_HEADER_LEN as usize, &mut cut);
+            note(&bytes, SEGMENT_HEADER_BYTES, &mut cut);
         }
         cut.streams = streams.into_iter().map(|(s, (a, b))| (s, a, b)).collect();
         Ok(Some(cut))
@@ -587,7 +580,7 @@ fn clamp(offset: u64) -> usize {
 /// The frame boundary at or before `offset` in a segment's `data` (valid frames up to the
 /// damage), and the first position after the frames before it.
 fn frame_boundary(data: &[u8], offset: u64, base: u64) -> (u64, u64) {
-    let mut at = SEGMENT_HEADER_LEN as usize;
+    let mut at = SEGMENT_HEADER_BYTES;
     let mut position = base;
     while (at as u64) < offset {
         match frame::read_frame(data, at) {

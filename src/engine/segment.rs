@@ -19,7 +19,7 @@ use crate::engine::format::frame::{Cursor, RECORD_HEADER_LEN};
 pub(crate) use crate::engine::format::index_checkpoint::Sample;
 use crate::engine::format::segment_header::decode_header;
 pub(crate) use crate::engine::format::segment_header::{
-    SEGMENT_HEADER_LEN, encode_header, file_name, parse_file_name,
+    SEGMENT_HEADER_BYTES, SEGMENT_HEADER_LEN, encode_header, file_name, parse_file_name,
 };
 use crate::error::{Error, Result};
 use crate::storage::{FileMap, Storage, StorageFile};
@@ -109,7 +109,7 @@ impl Segment {
                 .open(&path, write)
                 .map_err(|e| Error::io("open", &path, e))?,
         );
-        let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
+        let mut header = [0u8; SEGMENT_HEADER_BYTES];
         let len = file.len().map_err(|e| Error::io("stat", &path, e))?;
         if len < SEGMENT_HEADER_LEN {
             return Err(Error::corruption(
@@ -170,10 +170,10 @@ impl Segment {
         match &self.data {
             Data::Mapped { .. } => {
                 let view = self.view(end)?;
-                Ok(view.slice(offset as usize..end as usize))
+                Ok(view.slice(crate::cast::usize_from(offset)..crate::cast::usize_from(end)))
             }
             Data::File(file) => {
-                let mut buf = vec![0u8; len as usize];
+                let mut buf = vec![0u8; crate::cast::usize_from(len)];
                 file.read_exact_at(&mut buf, offset)
                     .map_err(|e| Error::io("read", &self.path, e))?;
                 Ok(Bytes::from(buf))

@@ -42,7 +42,7 @@ pub(crate) fn read(
             "STATE is longer than any STATE file",
         )));
     }
-    let mut buf = vec![0u8; len as usize];
+    let mut buf = vec![0u8; crate::cast::usize_from(len)];
     file.read_exact_at(&mut buf, 0)
         .map_err(|e| Error::io("read", &path, e))?;
     Ok(decode(&buf).map_err(StateProblem::Damaged))

@@ -56,3 +56,20 @@ impl Codec for Bincode {
         Ok(value)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bincode_round_trips_and_refuses_what_it_did_not_write() {
+        let value = (42u64, String::from("cart-1"), vec![1u8, 2, 3]);
+        let bytes = Bincode::encode(&value).unwrap();
+        assert_eq!(
+            Bincode::decode::<(u64, String, Vec<u8>)>(&bytes).unwrap(),
+            value
+        );
+        assert!(Bincode::decode::<(u64, String, Vec<u8>)>(&bytes[..bytes.len() - 1]).is_err());
+        assert!(Bincode::decode::<u64>(&[]).is_err());
+    }
+}

@@ -79,7 +79,7 @@ fn read_ack(
     );
     let mut buf = [0u8; 2 * SLOT_LEN];
     let len = file.len().map_err(|e| Error::io("stat", path, e))?;
-    let n = (len as usize).min(buf.len());
+    let n = crate::cast::usize_from(len).min(buf.len());
     if let Some(b) = buf.get_mut(..n) {
         file.read_exact_at(b, 0)
             .map_err(|e| Error::io("read", path, e))?;

@@ -58,3 +58,57 @@ impl EsState {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::engine::format::{ack_file, projection_file};
+    use crate::engine::testing::{self, DIR};
+
+    #[test]
+    fn the_recovery_step_pulls_back_acks_and_drops_checkpoints_past_the_log() {
+        let (disk, engine) = testing::fresh();
+        testing::append(&engine, "a", 3);
+        let dir = Path::new(DIR);
+        let write = |name: &str, bytes: &[u8]| {
+            crate::storage::replace_file(&disk, dir, name, bytes).unwrap();
+        };
+        write("ahead.sub", &ack_file::encode_file(10));
+        write("behind.sub", &ack_file::encode_file(2));
+        write("ahead.proj", &projection_file::encode(1, 10, b""));
+        write("behind.proj", &projection_file::encode(1, 3, b""));
+        let es = EsState::open(&engine).unwrap();
+        let acked: Vec<(String, u64)> = es
+            .durables
+            .lock()
+            .list(3)
+            .into_iter()
+            .map(|d| (d.name, d.acked_position))
+            .collect();
+        assert_eq!(acked, [("ahead".into(), 3), ("behind".into(), 2)]);
+        assert!(disk.contents(&dir.join("ahead.proj")).is_none());
+        assert!(disk.contents(&dir.join("behind.proj")).is_some());
+        engine.close().unwrap();
+    }
+
+    #[test]
+    fn a_read_only_recovery_step_changes_no_file() {
+        let (disk, engine) = testing::fresh();
+        testing::append(&engine, "a", 1);
+        engine.close().unwrap();
+        drop(engine);
+        let dir = Path::new(DIR);
+        crate::storage::replace_file(&disk, dir, "x.sub", &ack_file::encode_file(10)).unwrap();
+        crate::storage::replace_file(&disk, dir, "x.proj", &projection_file::encode(1, 10, b""))
+            .unwrap();
+        let before: Vec<_> = disk.paths().iter().map(|p| disk.contents(p)).collect();
+        let ro = testing::open(&disk, testing::options().read_only(true));
+        let es = EsState::open(&ro).unwrap();
+        // Read as if pulled back, but left as it is on disk.
+        assert_eq!(es.durables.lock().list(1)[0].acked_position, 1);
+        let after: Vec<_> = disk.paths().iter().map(|p| disk.contents(p)).collect();
+        assert!(after == before, "a read-only recovery step changed a file");
+    }
+}

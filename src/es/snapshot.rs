@@ -246,7 +246,13 @@ impl SnapshotStore {
     /// Appends a snapshot (no fsync: snapshots are a cache), then compacts if dead records
     /// outweigh live ones.
     pub(crate) fn write(&self, s: &Snapshot) -> Result<()> {
-        let bytes = encode(s);
+        let bytes = encode(s).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "snapshot of stream {:?}: its aggregate type or codec name is longer than a \
+                 snapshot record holds (65,535 bytes)",
+                s.stream
+            ))
+        })?;
         let mut st = self.state.lock();
         if st.read_only {
             return Ok(());

@@ -126,7 +126,7 @@ impl Subscription {
                 return Ok(true);
             }
             if self.inner.is_closed() {
-                return Err(Error::Closed);
+                return Err(self.inner.follow_failure().unwrap_or(Error::Closed));
             }
             match deadline {
                 Some(d) => {
@@ -268,19 +268,35 @@ mod tests {
     }
 
     #[test]
-    fn a_live_event_wakes_a_waiting_subscriber_and_close_ends_it() {
+    fn a_live_event_wakes_a_waiting_subscriber() {
         let (_disk, engine) = testing::fresh();
         let mut sub = Subscription::all(Arc::clone(&engine), 1);
-        let writer = Arc::clone(&engine);
-        let t = std::thread::spawn(move || {
-            testing::append(&writer, "a", 1);
-            writer.close().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            // Without a wake-up this waits the whole minute and gets nothing: the test fails.
+            let got = sub.next_timeout(Duration::from_secs(60)).unwrap();
+            tx.send(got.map(|e| e.position)).unwrap();
+            sub
         });
-        let first = sub.next().unwrap().unwrap();
-        assert_eq!(first.position, 1);
-        // Ends once the engine has closed and everything before the close was delivered.
+        // Most often the subscriber is waiting by now; either way it must get the event.
+        std::thread::sleep(Duration::from_millis(20));
+        testing::append(&engine, "a", 1);
+        assert_eq!(rx.recv().unwrap(), Some(1));
+        let mut sub = waiter.join().unwrap();
+        engine.close().unwrap();
+        // Closed and drained: the end, as an error for `next_timeout`, `None` for the iterator.
+        assert!(matches!(sub.try_next(), Err(Error::Closed)));
         assert!(sub.next().is_none());
-        t.join().unwrap();
+    }
+
+    #[test]
+    fn close_delivers_what_was_acknowledged_before_it_then_ends() {
+        let (_disk, engine) = testing::fresh();
+        let mut sub = Subscription::all(Arc::clone(&engine), 1);
+        testing::append(&engine, "a", 2);
+        engine.close().unwrap();
+        let positions: Vec<u64> = sub.by_ref().map(|e| e.unwrap().position).collect();
+        assert_eq!(positions, [1, 2]);
         assert!(matches!(sub.try_next(), Err(Error::Closed)));
     }
 }

@@ -13,7 +13,7 @@ use memmap2::MmapMut;
 
 #[cfg(target_os = "linux")]
 use super::WriteMap;
-use super::{FileMap, Storage, StorageFile};
+use super::{FileMap, SharedWords, Storage, StorageFile};
 
 /// The real file system (`std::fs`, `fdatasync`, `mmap`).
 ///
@@ -61,6 +61,14 @@ impl FsStorage {
 
 #[derive(Debug)]
 struct FsFile(File);
+
+/// What keeps a [`SharedWords`] mapping alive: writable for a writer, read-only for a
+/// follower that may only read the file.
+#[allow(dead_code, reason = "held only to keep the mapping alive")]
+enum MapOwner {
+    Mut(memmap2::MmapMut),
+    Ro(Mmap),
+}
 
 impl Storage for FsStorage {
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
@@ -124,10 +132,19 @@ impl Storage for FsStorage {
             other => other?,
         };
         match f.try_lock() {
-            Ok(()) => Ok(Box::new(f)),
+            Ok(()) => {
+                // Named in the file, so that the next one to try can say who has it.
+                f.set_len(0)?;
+                FileExt::write_all_at(&f, format!("{}\n", std::process::id()).as_bytes(), 0)?;
+                Ok(Box::new(f))
+            }
             Err(TryLockError::WouldBlock) => Err(io::ErrorKind::WouldBlock.into()),
             Err(TryLockError::Error(e)) => Err(e),
         }
+    }
+
+    fn shares_memory(&self) -> bool {
+        true
     }
 
     fn permissions(&self, path: &Path) -> io::Result<Option<u32>> {
@@ -193,6 +210,40 @@ impl StorageFile for FsFile {
         // SAFETY: `ptr .. ptr + len` is the mapping, which `map`, moved into the owner, keeps
         // alive for as long as the `FileMap` and any view of it.
         Ok(Some(unsafe { FileMap::from_raw(ptr, len, Arc::new(map)) }))
+    }
+
+    fn shared_words(&self, count: usize) -> io::Result<Option<SharedWords>> {
+        let bytes = count.saturating_mul(8);
+        if self.len()? < bytes as u64 || count == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        let writable = self.0.try_clone()?;
+        // SAFETY: a shared map of the file's first words. Nothing in this process makes a
+        // reference to its bytes other than the `AtomicU64`s of `SharedWords`, and the other
+        // processes that map the file (annal writers and followers) also access it only
+        // atomically; the file is never shrunk below `bytes` while mapped.
+        let map = match unsafe { memmap2::MmapOptions::new().len(bytes).map_mut(&writable) } {
+            Ok(m) => MapOwner::Mut(m),
+            // A follower may only have read access: it only loads.
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                // SAFETY: as above, read-only: only atomic loads are made of it.
+                MapOwner::Ro(unsafe { memmap2::MmapOptions::new().len(bytes).map(&self.0)? })
+            }
+            Err(e) => return Err(e),
+        };
+        let ptr = match &map {
+            MapOwner::Mut(m) => m.as_ptr(),
+            MapOwner::Ro(m) => m.as_ptr(),
+        }
+        .cast::<std::sync::atomic::AtomicU64>();
+        if !ptr.is_aligned() {
+            return Err(io::Error::other("shared map is not 8-byte aligned"));
+        }
+        // SAFETY: `ptr .. ptr + count` is the mapping (page-aligned, so 8-byte aligned as
+        // checked), which `map`, moved into the owner, keeps alive as long as the words.
+        Ok(Some(unsafe {
+            SharedWords::from_raw(ptr, count, Box::new(map))
+        }))
     }
 
     #[cfg(target_os = "linux")]
@@ -362,7 +413,7 @@ mod tests {
         assert_eq!(back, large);
         let on_disk = std::fs::read(&path).unwrap();
         assert_eq!(on_disk.len() as u64, len, "the length never changes");
-        assert_eq!(on_disk[len as usize - 1], b'!');
+        assert_eq!(on_disk[usize::try_from(len).unwrap() - 1], b'!');
 
         // Past the end is an error, not a fault or a longer file.
         let err = map.write_at(b"xy", len - 1).unwrap_err();

@@ -20,6 +20,7 @@ use std::fmt::Debug;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use bytes::Bytes;
 
@@ -83,6 +84,11 @@ pub trait Storage: Send + Sync + Debug {
     /// [`io::ErrorKind::WouldBlock`] when another holder has it; the operating system's error
     /// otherwise.
     fn lock(&self, path: &Path) -> io::Result<Box<dyn Any + Send + Sync>>;
+    /// Whether files here can be mapped shared between processes
+    /// ([`StorageFile::shared_words`]): what followers need. The default is false.
+    fn shares_memory(&self) -> bool {
+        false
+    }
     /// The Unix permission bits of `path` (`mode & 0o7777`), or `None` (the default) where
     /// files have no such thing, as on a simulated disk. Opening a store uses it to report
     /// files that others may read.
@@ -162,6 +168,71 @@ pub trait StorageFile: Send + Sync + Debug {
     /// [`write_all_at`](Self::write_all_at).
     fn write_map(&self) -> io::Result<Option<Box<dyn WriteMap>>> {
         Ok(None)
+    }
+    /// The file's first `count` 64-bit words as atomics, shared with every process that maps
+    /// the same file: how a writer publishes its acknowledged position to followers in other
+    /// processes without a system call (and without a sync: the words are never durable
+    /// data). The file must be at least `count * 8` bytes long. `None` (the default) when the
+    /// implementation has no shared memory.
+    ///
+    /// # Errors
+    ///
+    /// The operating system's error (`mmap`), or a file shorter than `count` words.
+    fn shared_words(&self, count: usize) -> io::Result<Option<SharedWords>> {
+        let _ = count;
+        Ok(None)
+    }
+}
+
+/// 64-bit words of a file mapped shared, read and written atomically; from
+/// [`StorageFile::shared_words`].
+pub struct SharedWords {
+    ptr: *const AtomicU64,
+    count: usize,
+    /// Keeps the mapping alive.
+    _owner: Box<dyn Any + Send + Sync>,
+}
+
+// SAFETY: the words are only ever accessed through atomic operations, which are sound from
+// any thread (and, the mapping being shared, from any process); the mapping lives as long as
+// `_owner`, which is `Send + Sync`.
+unsafe impl Send for SharedWords {}
+// SAFETY: as for `Send`: every access is atomic.
+unsafe impl Sync for SharedWords {}
+
+impl std::fmt::Debug for SharedWords {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedWords")
+            .field("count", &self.count)
+            .finish()
+    }
+}
+
+impl SharedWords {
+    /// `count` words at `ptr`, kept mapped by `owner`.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must be 8-byte aligned and `ptr .. ptr + count` readable (and writable, if
+    /// [`store`](Self::store) is ever called) memory for as long as `owner` lives, accessed by
+    /// anyone else only atomically.
+    pub unsafe fn from_raw(
+        ptr: *const AtomicU64,
+        count: usize,
+        owner: Box<dyn Any + Send + Sync>,
+    ) -> Self {
+        SharedWords {
+            ptr,
+            count,
+            _owner: owner,
+        }
+    }
+
+    /// Word `i`, or `None` past the end.
+    pub fn word(&self, i: usize) -> Option<&AtomicU64> {
+        // SAFETY: `i < count`, so the word lies inside the mapping, which lives as long as
+        // `self`; `from_raw`'s caller guaranteed alignment and atomic-only access.
+        (i < self.count).then(|| unsafe { &*self.ptr.add(i) })
     }
 }
 

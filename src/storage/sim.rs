@@ -89,15 +89,15 @@ impl State {
 fn apply(buf: &mut Vec<u8>, op: &Op) {
     match op {
         Op::Write { offset, data } => {
-            let end = *offset as usize + data.len();
+            let end = crate::cast::usize_from(*offset) + data.len();
             if buf.len() < end {
                 buf.resize(end, 0);
             }
-            if let Some(dst) = buf.get_mut(*offset as usize..end) {
+            if let Some(dst) = buf.get_mut(crate::cast::usize_from(*offset)..end) {
                 dst.copy_from_slice(data);
             }
         }
-        Op::SetLen(len) => buf.resize(*len as usize, 0),
+        Op::SetLen(len) => buf.resize(crate::cast::usize_from(*len), 0),
     }
 }
 
@@ -172,7 +172,7 @@ impl SimDisk {
                 1 => file.pending.iter().for_each(|op| apply(&mut content, op)),
                 // A prefix did.
                 2 => {
-                    let k = st.below(n + 1) as usize;
+                    let k = crate::cast::usize_from(st.below(n + 1));
                     file.pending
                         .iter()
                         .take(k)
@@ -188,7 +188,7 @@ impl SimDisk {
                 }
                 // A prefix, then the next write torn: some of its sectors, or some of its bytes.
                 _ => {
-                    let k = st.below(n + 1) as usize;
+                    let k = crate::cast::usize_from(st.below(n + 1));
                     file.pending
                         .iter()
                         .take(k)
@@ -205,7 +205,7 @@ impl SimDisk {
                                 }
                             }
                         } else {
-                            let cut = st.below(data.len() as u64 + 1) as usize;
+                            let cut = crate::cast::usize_from(st.below(data.len() as u64 + 1));
                             let op = Op::Write {
                                 offset: *offset,
                                 data: data.get(..cut).unwrap_or_default().to_vec(),
@@ -265,7 +265,7 @@ impl SimDisk {
         };
         let mut flipped = false;
         for buf in [&mut f.live, &mut f.durable] {
-            if let Some(b) = buf.get_mut(offset as usize) {
+            if let Some(b) = buf.get_mut(crate::cast::usize_from(offset)) {
                 *b ^= 1 << (bit % 8);
                 flipped = true;
             }
@@ -419,7 +419,7 @@ impl StorageFile for SimFile {
             let f = st.files.get(&id).ok_or(io::ErrorKind::NotFound)?;
             let src = f
                 .live
-                .get(offset as usize..offset as usize + buf.len())
+                .get(crate::cast::usize_from(offset)..crate::cast::usize_from(offset) + buf.len())
                 .ok_or(io::ErrorKind::UnexpectedEof)?;
             buf.copy_from_slice(src);
             Ok(())

@@ -187,7 +187,7 @@ pub fn bench(dir: Option<&Path>, json: bool, args: BenchArgs) -> CliResult {
     let started = Instant::now();
     let (mut appended, mut calls) = (0u64, 0u64);
     while appended < args.events {
-        let n = (args.events - appended).min(args.batch) as usize;
+        let n = usize::try_from((args.events - appended).min(args.batch)).unwrap_or(usize::MAX);
         let stream = format!("order-{}", calls % args.streams);
         store.append(
             &stream,
@@ -275,7 +275,8 @@ pub fn bench(dir: Option<&Path>, json: bool, args: BenchArgs) -> CliResult {
         })?;
     } else {
         let mut t = Table::new(vec!["PHASE", "TIME", "RESULT"]);
-        let rate = |d: Duration| format!("{} events/s", thousands((events / secs(d)) as u64));
+        let rate =
+            |d: Duration| format!("{} events/s", thousands(rate_per_second(events, secs(d))));
         let rows = [
             [
                 "append".to_string(),
@@ -314,7 +315,7 @@ pub fn bench(dir: Option<&Path>, json: bool, args: BenchArgs) -> CliResult {
                 format!(
                     "{:.1} bytes per event, {}",
                     per_event(stats.bytes),
-                    plural(stats.segments as usize, "segment")
+                    plural(stats.segments, "segment")
                 ),
             ],
             [
@@ -331,4 +332,17 @@ pub fn bench(dir: Option<&Path>, json: bool, args: BenchArgs) -> CliResult {
     out.flush()?;
     tmp.close()
         .map_err(|e| Fail::io("cannot remove the temporary directory", e))
+}
+
+/// Events per second, rounded down (0 for an empty or instant run).
+fn rate_per_second(events: f64, seconds: f64) -> u64 {
+    let rate = events / seconds;
+    if rate.is_finite() && rate >= 0.0 {
+        // A float to integer `as` saturates: the intent here.
+        #[expect(clippy::cast_possible_truncation, reason = "saturating on purpose")]
+        let r = rate as u64;
+        r
+    } else {
+        0
+    }
 }

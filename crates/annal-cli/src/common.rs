@@ -26,7 +26,7 @@ pub type CliResult<T = ()> = Result<T, Fail>;
 impl Fail {
     /// A failure with this message, flattened to one line; the process exits with 1.
     pub fn msg(message: impl Into<String>) -> Fail {
-        Fail::exit(1, message)
+        Fail::exit(exit::FAILURE, message)
     }
 
     /// A failure with its own exit status (`verify`'s verdicts).
@@ -34,6 +34,14 @@ impl Fail {
         let m: String = message.into();
         // One line on stderr, whatever a reason or file name contains.
         Fail::Exit(code, m.replace(['\n', '\r'], " "))
+    }
+
+    /// The same failure, its message prefixed with where it happened.
+    pub fn context(self, prefix: &str) -> Fail {
+        match self {
+            Fail::Exit(code, m) => Fail::Exit(code, format!("{prefix}: {m}")),
+            other => other,
+        }
     }
 
     /// An I/O failure while doing `what`; a closed stdout becomes [`Fail::BrokenPipe`].
@@ -46,9 +54,41 @@ impl Fail {
     }
 }
 
+/// The exit statuses, so that a script can tell a retry from a stop (README, "Exit status").
+pub mod exit {
+    /// Any other failure: invalid input, a missing store, a read-only store.
+    pub const FAILURE: u8 = 1;
+    // 2: the command line does not parse (clap's own status).
+    /// Damaged or lost data: an open refused the store, or `verify` found damage.
+    pub const DAMAGED: u8 = 3;
+    /// `verify` found only what an open fixes by itself.
+    pub const REPAIRABLE: u8 = 4;
+    /// An expected version did not match: reread and retry.
+    pub const CONFLICT: u8 = 5;
+    /// Another process has the store open for writing: retry later.
+    pub const LOCKED: u8 = 6;
+    /// A file could not be read, written or synced (a full disk, permissions, a failed
+    /// `fdatasync` that poisoned the store).
+    pub const IO: u8 = 7;
+    /// `import` stored the good lines but some lines failed.
+    pub const SOME_LINES_FAILED: u8 = 8;
+}
+
+/// The exit status a library error calls for.
+pub fn exit_status(e: &annal::Error) -> u8 {
+    use annal::Error as E;
+    match e {
+        E::Corruption { .. } => exit::DAMAGED,
+        E::WrongExpectedVersion { .. } => exit::CONFLICT,
+        E::Locked { .. } => exit::LOCKED,
+        E::Io { .. } | E::Poisoned { .. } => exit::IO,
+        _ => exit::FAILURE,
+    }
+}
+
 impl From<annal::Error> for Fail {
     fn from(e: annal::Error) -> Self {
-        Fail::msg(e.to_string())
+        Fail::exit(exit_status(&e), e.to_string())
     }
 }
 
@@ -242,7 +282,8 @@ pub fn thousands(n: u64) -> String {
 }
 
 /// `1 problem`, `2 problems`.
-pub fn plural(n: usize, what: &str) -> String {
+pub fn plural(n: impl TryInto<u64>, what: &str) -> String {
+    let n: u64 = n.try_into().unwrap_or(u64::MAX);
     format!("{n} {what}{}", if n == 1 { "" } else { "s" })
 }
 

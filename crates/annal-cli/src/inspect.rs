@@ -76,7 +76,8 @@ pub struct TailArgs {
 
 /// `annal tail`: history from `--from`, then live events, until SIGINT or SIGTERM.
 pub fn tail(dir: &Path, json: bool, args: TailArgs) -> CliResult {
-    let store = open_existing(dir, Options::default())?;
+    // A follower: no lock, beside a running writer, seeing each event it acknowledges.
+    let store = open_existing(dir, Options::default().follow(true))?;
     // A signal ends the loop rather than the process, so the store is closed cleanly.
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -96,6 +97,23 @@ pub fn tail(dir: &Path, json: bool, args: TailArgs) -> CliResult {
     if let Some(p) = &args.prefix {
         sub = sub.stream_prefix(p.clone());
     }
+    let what = match (&args.stream, &args.prefix) {
+        (Some(s), _) => format!("stream {s:?}"),
+        (None, Some(p)) => format!("streams starting with {p:?}"),
+        (None, None) => "every stream".to_string(),
+    };
+    let from = match (&args.from, &args.stream) {
+        (Some(v), Some(_)) => format!("from version {v}"),
+        (Some(p), None) => format!("from position {p}"),
+        (None, _) => format!(
+            "waiting for events after position {}",
+            store.last_position()
+        ),
+    };
+    crate::warn(&format!(
+        "following {what} of {}, {from} (Ctrl-C stops)",
+        dir.display()
+    ));
     let mut printer = EventPrinter::new(json);
     while !stop.load(Ordering::Relaxed) {
         // Drain what is there without waiting, flush, then wait a little for more.

@@ -1,9 +1,8 @@
 //! `annal`: the command-line tool of the annal event store.
 //!
 //! Every command works on one store directory (`--dir`, default `./annal-data`). Results go to
-//! stdout, as a table or, with `--json`, as JSON lines; an error is one line on stderr and
-//! exit status 1 (2 for a usage error; `verify` and `repair` use 3 for damaged or lost data
-//! and 4 for what an open fixes by itself).
+//! stdout, as a table or, with `--json`, as JSON lines; an error is one line on stderr, with
+//! an exit status per kind of failure (`common::exit`, and the README's table).
 
 mod bench;
 mod cart;
@@ -73,16 +72,19 @@ enum Command {
     /// "expected_version" (of the append the line starts); "data_b64"/"metadata_b64" carry
     /// bytes that aren't JSON. Other keys are ignored, so `read-all --json` output imports.
     /// Prints {"stream","version","position"} per event, flushed as soon as its append was
-    /// acknowledged. A line that fails is reported on stderr with its number.
+    /// acknowledged. A line that fails is reported on stderr with its number, and the import
+    /// goes on; it then ends with a summary and exit status 8.
     Import {
         /// When appends are synced: always, never, interval:MS or every:N.
         #[arg(long, value_name = "POLICY", value_parser = parse_fsync, default_value = "always")]
         fsync: FsyncPolicy,
-        /// Append up to N consecutive lines of the same stream as one atomic frame.
+        /// Append up to N consecutive lines of the same stream as one atomic frame (when the
+        /// store refuses one, its lines are appended one by one, so only those at fault fail).
         #[arg(long, value_name = "N", default_value_t = 1,
               value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
         batch: u64,
-        /// Stop at the first line that fails (exit 1) instead of reporting it and going on.
+        /// Stop at the first line that fails (with that failure's exit status) instead of
+        /// reporting it and going on.
         #[arg(long)]
         stop_on_error: bool,
     },
@@ -118,7 +120,8 @@ enum Command {
     /// while it runs (annal allows one process per store): other processes can't append
     /// meanwhile.
     Tail {
-        /// Start at this position (with --stream: version) [default: after the last event].
+        /// Start at this position (with --stream: version) [default: after the last event,
+        /// waiting for new ones]. Works beside a running writer: tail takes no lock.
         #[arg(long, value_name = "POSITION")]
         from: Option<u64>,
         /// Only this stream.

@@ -12,10 +12,10 @@ use crate::output::{Out, Table};
 
 /// Exit status of `verify` (and `repair`, for what is left) when synced data is damaged or
 /// lost: opens refuse the store until `annal repair --accept-loss`.
-pub const EXIT_DAMAGED: u8 = 3;
+pub const EXIT_DAMAGED: u8 = crate::common::exit::DAMAGED;
 /// Exit status when only rebuildable files are damaged or a torn tail is there: an open
 /// handles it by itself (`annal repair` does it now).
-pub const EXIT_REPAIRABLE: u8 = 4;
+pub const EXIT_REPAIRABLE: u8 = crate::common::exit::REPAIRABLE;
 
 /// One finding, as printed with `--json`.
 #[derive(Serialize)]

@@ -12,7 +12,9 @@ use indicatif::ProgressBar;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::common::{CliResult, Fail, parse_expected, parse_uuid, progress_bar, spinner};
+use crate::common::{
+    CliResult, Fail, exit, exit_status, parse_expected, parse_uuid, plural, progress_bar, spinner,
+};
 use crate::output::Out;
 
 /// What `append` and `import` print for each event once its append was acknowledged.
@@ -173,11 +175,11 @@ struct Importer {
 
 impl Importer {
     /// Reports a failed line (or batch of lines): fatal with `--stop-on-error`.
-    fn failed(&mut self, lines: &str, lines_count: u64, why: &str) -> CliResult {
+    fn failed(&mut self, lines: &str, lines_count: u64, why: &Refusal) -> CliResult {
         self.failed_lines += lines_count;
-        let message = format!("{lines}: {why}");
+        let message = format!("{lines}: {}", why.1);
         if self.stop_on_error {
-            return Err(Fail::msg(message));
+            return Err(Fail::exit(why.0, message));
         }
         self.pb.suspend(|| crate::warn(&message));
         Ok(())
@@ -185,20 +187,39 @@ impl Importer {
 
     /// Appends `batch` (lines of one stream) as one frame, then prints and flushes one
     /// acknowledgement per event: only after `append` returned, so whatever was printed is
-    /// in the store even if the process is killed right after.
+    /// in the store even if the process is killed right after. When the store refuses a
+    /// batch of several lines (a version conflict, an invalid event), each line is appended
+    /// alone, as without batching, so only the lines at fault fail.
     fn flush(&mut self, batch: &mut Vec<Line>) -> CliResult {
-        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+        if batch.is_empty() {
             return Ok(());
-        };
-        let lines = if first.number == last.number {
-            format!("line {}", first.number)
-        } else {
-            format!("lines {}-{}", first.number, last.number)
+        }
+        let lines: Vec<Line> = std::mem::take(batch);
+        match self.append(&lines)? {
+            None => Ok(()),
+            Some(refusal) if lines.len() == 1 => self.failed(&describe(&lines), 1, &refusal),
+            Some(_) => {
+                for line in lines {
+                    let one = [line];
+                    if let Some(refusal) = self.append(&one)? {
+                        self.failed(&describe(&one), 1, &refusal)?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Appends `lines` as one frame and acknowledges them; the store's refusal, if it
+    /// refused them (anything else, such as I/O or a poisoned store, ends the import).
+    fn append(&mut self, lines: &[Line]) -> CliResult<Option<Refusal>> {
+        let Some(first) = lines.first() else {
+            return Ok(None);
         };
         let stream = first.stream.clone();
         let expected = first.expected.unwrap_or(ExpectedVersion::Any);
-        let count = batch.len() as u64;
-        let events: Vec<EventData> = batch.drain(..).map(|l| l.event).collect();
+        let count = lines.len() as u64;
+        let events: Vec<EventData> = lines.iter().map(|l| l.event.clone()).collect();
         match self.store.append(&stream, expected, &events) {
             Ok(r) => {
                 for i in 0..count {
@@ -210,14 +231,25 @@ impl Importer {
                 }
                 self.out.flush()?;
                 self.events += count;
-                Ok(())
+                Ok(None)
             }
-            // Refusals concern these lines only; anything else (I/O, poisoned) ends the import.
             Err(e @ (Error::WrongExpectedVersion { .. } | Error::InvalidArgument(_))) => {
-                self.failed(&lines, count, &e.to_string())
+                Ok(Some((exit_status(&e), e.to_string())))
             }
-            Err(e) => Err(Fail::msg(format!("{lines}: {e}"))),
+            Err(e) => Err(Fail::from(e).context(&describe(lines))),
         }
+    }
+}
+
+/// Why lines failed: the exit status it calls for, and the message.
+type Refusal = (u8, String);
+
+/// "line 7" or "lines 7-9".
+fn describe(lines: &[Line]) -> String {
+    match (lines.first(), lines.last()) {
+        (Some(a), Some(b)) if a.number != b.number => format!("lines {}-{}", a.number, b.number),
+        (Some(a), _) => format!("line {}", a.number),
+        _ => String::new(),
     }
 }
 
@@ -281,7 +313,7 @@ pub fn import(dir: &Path, args: ImportArgs) -> CliResult {
                 if args.stop_on_error {
                     imp.flush(&mut pending)?;
                 }
-                imp.failed(&format!("line {number}"), 1, &why)?;
+                imp.failed(&format!("line {number}"), 1, &(exit::FAILURE, why))?;
                 continue;
             }
         };
@@ -303,14 +335,20 @@ pub fn import(dir: &Path, args: ImportArgs) -> CliResult {
     }
     imp.flush(&mut pending)?;
     pb.finish_and_clear();
+    imp.out.flush()?;
+    imp.store.close()?;
     if imp.failed_lines > 0 {
-        crate::warn(&format!(
-            "imported {} events; {} lines failed",
-            imp.events, imp.failed_lines
+        // The good lines are stored; the status says that not every line was.
+        return Err(Fail::exit(
+            exit::SOME_LINES_FAILED,
+            format!(
+                "imported {}; {} failed",
+                plural(imp.events, "event"),
+                plural(imp.failed_lines, "line")
+            ),
         ));
     }
-    imp.out.flush()?;
-    Ok(imp.store.close()?)
+    Ok(())
 }
 
 #[cfg(test)]

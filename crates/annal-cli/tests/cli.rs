@@ -5,7 +5,8 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    reason = "a test's failure is a panic"
+    clippy::cast_possible_truncation,
+    reason = "a test's failure is a panic, and its sizes are small"
 )]
 mod common;
 
@@ -251,8 +252,8 @@ fn wrong_expected_version_is_refused() {
         )
     };
     ok(append("no-stream"));
-    fails(&append("no-stream"), "wrong expected version");
-    let err = fails(&append("5"), "wrong expected version");
+    fails_with(&append("no-stream"), 5, "wrong expected version");
+    let err = fails_with(&append("5"), 5, "wrong expected version");
     assert!(err.contains("expected 5, actual 1"), "{err}");
     ok(append("1"));
     ok(append("exists"));
@@ -291,7 +292,7 @@ fn a_locked_directory_is_reported() {
         )
         .unwrap();
     for args in [&["append", "s", "--type", "T"][..], &["repair"]] {
-        fails(&run(&dir, args), "locked");
+        fails_with(&run(&dir, args), 6, "locked by process");
     }
     // verify only reads: it runs beside the writer.
     ok(run(&dir, &["verify"]));
@@ -379,7 +380,7 @@ fn verify_passes_on_a_clean_store_and_names_a_corrupt_frame() {
 
     // read-all gets the first segment's events out, then stops at the damage.
     let o = run(&dir, &["read-all", "--json"]);
-    let err = fails(&o, "corruption");
+    let err = fails_with(&o, 3, "corruption");
     assert!(err.contains("0000000002.seg"), "{err}");
     let read = json_lines(&stdout(&o));
     assert!(!read.is_empty());
@@ -420,7 +421,7 @@ fn a_corrupt_single_segment_closed_cleanly_is_refused() {
         &["append", "s", "--type", "T", "--data", r#"{"a":2}"#],
     ));
     flip_byte(&dir.join("0000000001.seg"), 32 + 8 + 35);
-    let err = fails(&run(&dir, &["read-all"]), "corruption");
+    let err = fails_with(&run(&dir, &["read-all"]), 3, "corruption");
     assert!(err.contains("0000000001.seg at byte 32"), "{err}");
     let o = run(&dir, &["verify"]);
     fails_with(&o, 3, "damaged");
@@ -523,8 +524,14 @@ fn import_reports_bad_lines_and_goes_on() {
     ]
     .join("\n");
     let o = run_with(&dir, &["import", "--batch", "3"], input.as_bytes());
-    assert!(o.status.success(), "{}", stderr(&o));
+    // The good lines are stored, and the status says some were not.
+    assert_eq!(o.status.code(), Some(8), "{}", stderr(&o));
     let err = stderr(&o);
+    assert_eq!(
+        err.lines().last(),
+        Some("annal: imported 3 events; 3 lines failed"),
+        "{err}"
+    );
     assert!(
         err.lines().any(|l| l.starts_with("annal: line 2: ")),
         "{err}"
@@ -549,6 +556,84 @@ fn import_reports_bad_lines_and_goes_on() {
         .map(|e| e["data"].clone())
         .collect();
     assert_eq!(data, [1, 3, 6]);
+}
+
+#[test]
+fn a_line_refused_by_the_store_fails_alone_in_its_batch() {
+    let (_tmp, dir) = small_store();
+    ok(run_with(
+        &dir,
+        &["import"],
+        br#"{"stream":"a","type":"T","data":0}"#,
+    ));
+    // Line 1's expected version is stale; lines 2 and 3 ride in its batch.
+    let input = [
+        r#"{"stream":"a","type":"T","data":1,"expected_version":"no-stream"}"#,
+        r#"{"stream":"a","type":"T","data":2}"#,
+        r#"{"stream":"a","type":"T","data":3}"#,
+    ]
+    .join("\n");
+    let o = run_with(&dir, &["import", "--batch", "10"], input.as_bytes());
+    assert_eq!(o.status.code(), Some(8), "{}", stderr(&o));
+    let err = stderr(&o);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(
+        lines[0].starts_with("annal: line 1: wrong expected version"),
+        "{err}"
+    );
+    assert_eq!(lines[1], "annal: imported 2 events; 1 line failed");
+    let data: Vec<Value> = json_lines(&ok(run(&dir, &["read", "a", "--json"])))
+        .iter()
+        .map(|e| e["data"].clone())
+        .collect();
+    assert_eq!(data, [0, 2, 3]);
+}
+
+#[test]
+fn exit_statuses_tell_a_conflict_a_lock_and_damage_apart() {
+    let (_tmp, dir) = small_store();
+    ok(run_with(&dir, &["import"], br#"{"stream":"a","type":"T"}"#));
+    let conflict = run(
+        &dir,
+        &[
+            "append",
+            "a",
+            "--type",
+            "T",
+            "--expected-version",
+            "no-stream",
+        ],
+    );
+    fails_with(&conflict, 5, "wrong expected version");
+    // A writer holding the store: another writer is told who has it.
+    let mut holder = std::process::Command::new(env!("CARGO_BIN_EXE_annal"))
+        .args(["--dir", dir.to_str().unwrap(), "import"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = holder.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, b"{\"stream\":\"b\",\"type\":\"T\"}\n").unwrap();
+    // Its acknowledgement means it holds the lock.
+    let mut ack = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()),
+        &mut ack,
+    )
+    .unwrap();
+    assert!(ack.contains("\"position\":2"), "{ack}");
+    let locked = run(&dir, &["append", "a", "--type", "T"]);
+    fails_with(&locked, 6, &format!("locked by process {}", holder.id()));
+    drop(stdin);
+    assert!(holder.wait().unwrap().success());
+    // Damage an open refuses: a sealed segment's frame bytes flipped.
+    let seg = dir.join("0000000001.seg");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[40] ^= 0xff;
+    std::fs::write(&seg, &bytes).unwrap();
+    fails_with(&run(&dir, &["append", "a", "--type", "T"]), 3, "corrupt");
 }
 
 #[test]
@@ -591,17 +676,82 @@ fn tail_follows_until_interrupted() {
         (first["position"].as_u64(), second["position"].as_u64()),
         (Some(1), Some(3))
     );
-    // Still following: it holds the store.
-    fails(&run(&dir, &["append", "s", "--type", "T"]), "locked");
+    // Still following, and holding no lock: a writer appends beside it, and tail shows it.
+    ok(run(&dir, &["append", "a-2", "--type", "T"]));
+    let third: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(
+        (third["position"].as_u64(), third["stream"].as_str()),
+        (Some(4), Some("a-2"))
+    );
     let interrupted = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(interrupted.success());
-    let status = child.wait().unwrap();
-    assert!(status.success(), "{status:?}");
-    // Closed cleanly: the lock is released.
-    Store::open(&dir, Options::default()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{:?}", output.status);
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        err.starts_with("annal: following streams starting with \"a\" of ")
+            && err.contains("from position 1"),
+        "{err}"
+    );
+}
+
+#[test]
+fn tail_beside_a_running_writer_starts_at_the_end_and_waits() {
+    let (_tmp, dir) = small_store();
+    ok(run_with(
+        &dir,
+        &["import"],
+        b"{\"stream\":\"old\",\"type\":\"T\"}\n",
+    ));
+    // A writer that stays open: `import` reading a pipe.
+    let mut writer = Command::new(env!("CARGO_BIN_EXE_annal"))
+        .args(["--dir", dir.to_str().unwrap(), "import"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut to_writer = writer.stdin.take().unwrap();
+    let mut acks = BufReader::new(writer.stdout.take().unwrap()).lines();
+    std::io::Write::write_all(&mut to_writer, b"{\"stream\":\"x\",\"type\":\"T\"}\n").unwrap();
+    assert!(acks.next().unwrap().unwrap().contains("\"position\":2"));
+    // tail starts beside it (no lock), at the end, and says it is waiting.
+    let mut tail = Command::new(env!("CARGO_BIN_EXE_annal"))
+        .args(["--dir", dir.to_str().unwrap(), "tail", "--json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut header = String::new();
+    BufReader::new(tail.stderr.take().unwrap())
+        .read_line(&mut header)
+        .unwrap();
+    assert!(
+        header.contains("following every stream")
+            && header.contains("waiting for events after position 2"),
+        "{header}"
+    );
+    let mut shown = BufReader::new(tail.stdout.take().unwrap()).lines();
+    for i in 0..3 {
+        let line = format!("{{\"stream\":\"live-{i}\",\"type\":\"T\"}}\n");
+        std::io::Write::write_all(&mut to_writer, line.as_bytes()).unwrap();
+        let ack: Value = serde_json::from_str(&acks.next().unwrap().unwrap()).unwrap();
+        let event: Value = serde_json::from_str(&shown.next().unwrap().unwrap()).unwrap();
+        assert_eq!(event["position"], ack["position"]);
+        assert_eq!(event["stream"], format!("live-{i}"));
+    }
+    drop(to_writer);
+    assert!(writer.wait().unwrap().success());
+    let interrupted = Command::new("kill")
+        .args(["-INT", &tail.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    assert!(tail.wait().unwrap().success());
 }
 
 #[test]
@@ -653,11 +803,12 @@ fn bench_runs_small() {
 }
 
 /// Every file of a store directory with its bytes.
+/// Every file of a store and its bytes, but `LOCK`, which names whoever last held it.
 fn snapshot_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut v: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.is_file())
+        .filter(|p| p.is_file() && !p.ends_with("LOCK"))
         .map(|p| {
             let b = std::fs::read(&p).unwrap();
             (p, b)
@@ -686,7 +837,7 @@ fn repair_cuts_only_when_told_and_quarantines_what_it_cuts() {
         before,
         "repair without --accept-loss cut something"
     );
-    fails(&run(&dir, &["read-all"]), "corruption");
+    fails_with(&run(&dir, &["read-all"]), 3, "corruption");
 
     let o = run(&dir, &["repair", "--accept-loss", "--json"]);
     let report = json_lines(&ok(o));

@@ -76,12 +76,12 @@ pub(crate) fn encode_frame(
     buf.extend_from_slice(&start.first_position.to_le_bytes());
     buf.extend_from_slice(&start.first_version.to_le_bytes());
     buf.extend_from_slice(&start.durable.to_le_bytes());
-    buf.extend_from_slice(&(events.len() as u32).to_le_bytes());
-    buf.extend_from_slice(&(start.stream.len() as u16).to_le_bytes());
+    buf.extend_from_slice(&crate::cast::u32_len(events.len()).to_le_bytes());
+    buf.extend_from_slice(&crate::cast::u16_len(start.stream.len()).to_le_bytes());
     buf.extend_from_slice(start.stream.as_bytes());
     for (i, e) in events.iter().enumerate() {
         let record_start = buf.len();
-        record_offsets.push((record_start - frame_start) as u32);
+        record_offsets.push(crate::cast::u32_len(record_start - frame_start));
         buf.extend_from_slice(&[0; RECORD_HEADER_LEN]);
         buf.extend_from_slice(&(start.first_position + i as u64).to_le_bytes());
         buf.extend_from_slice(&(start.first_version + i as u64).to_le_bytes());
@@ -100,21 +100,21 @@ pub(crate) fn encode_frame(
             }
             None => buf.push(flags),
         }
-        buf.extend_from_slice(&(e.event_type.len() as u16).to_le_bytes());
+        buf.extend_from_slice(&crate::cast::u16_len(e.event_type.len()).to_le_bytes());
         buf.extend_from_slice(e.event_type.as_bytes());
-        buf.extend_from_slice(&(e.metadata.len() as u32).to_le_bytes());
+        buf.extend_from_slice(&crate::cast::u32_len(e.metadata.len()).to_le_bytes());
         buf.extend_from_slice(&e.metadata);
-        buf.extend_from_slice(&(e.payload.len() as u32).to_le_bytes());
+        buf.extend_from_slice(&crate::cast::u32_len(e.payload.len()).to_le_bytes());
         buf.extend_from_slice(&e.payload);
         let content = buf
             .get(record_start + RECORD_HEADER_LEN..)
             .unwrap_or_default();
         let crc = crc32fast::hash(content);
-        let content_len = content.len() as u32;
+        let content_len = crate::cast::u32_len(content.len());
         put_u32(buf, record_start, content_len);
         put_u32(buf, record_start + 4, crc);
     }
-    let body_len = (buf.len() - frame_start - FRAME_HEADER_LEN) as u32;
+    let body_len = crate::cast::u32_len(buf.len() - frame_start - FRAME_HEADER_LEN);
     let mut h = crc32fast::Hasher::new();
     h.update(&body_len.to_le_bytes());
     h.update(

@@ -81,17 +81,17 @@ impl SegmentIndex {
         let (lf_offset, lf_header) = self.last_frame.unwrap_or((0, [0; FRAME_HEADER_LEN]));
         b.extend_from_slice(&lf_offset.to_le_bytes());
         b.extend_from_slice(&lf_header);
-        b.extend_from_slice(&(self.samples.len() as u32).to_le_bytes());
-        b.extend_from_slice(&(self.runs.len() as u32).to_le_bytes());
+        b.extend_from_slice(&crate::cast::u32_len(self.samples.len()).to_le_bytes());
+        b.extend_from_slice(&crate::cast::u32_len(self.runs.len()).to_le_bytes());
         for s in &self.samples {
             b.extend_from_slice(&s.position.to_le_bytes());
             b.extend_from_slice(&s.offset.to_le_bytes());
         }
         for r in &self.runs {
-            b.extend_from_slice(&(r.stream.len() as u16).to_le_bytes());
+            b.extend_from_slice(&crate::cast::u16_len(r.stream.len()).to_le_bytes());
             b.extend_from_slice(r.stream.as_bytes());
             b.extend_from_slice(&r.first_version.to_le_bytes());
-            b.extend_from_slice(&(r.offsets.len() as u32).to_le_bytes());
+            b.extend_from_slice(&crate::cast::u32_len(r.offsets.len()).to_le_bytes());
             for o in &r.offsets {
                 b.extend_from_slice(&o.to_le_bytes());
             }

@@ -8,12 +8,14 @@
 //!   - [`index_checkpoint`]: `NNNNNNNNNN.idx`, a sealed segment's index;
 //!   - [`ack_file`]: `NAME.sub`, a durable subscription's acknowledged position;
 //!   - [`projection_file`]: `NAME.proj`, a projection's checkpoint;
-//! - [`snapshot_file`]: `NNNNNNNNNN.snap`, appended snapshot records.
+//! - [`snapshot_file`]: `NNNNNNNNNN.snap`, appended snapshot records;
+//! - [`published_file`]: `PUBLISHED`, the writer's acknowledged position, mapped shared.
 
 pub(crate) mod ack_file;
 pub(crate) mod frame;
 pub(crate) mod index_checkpoint;
 pub(crate) mod projection_file;
+pub(crate) mod published_file;
 pub(crate) mod segment_header;
 pub(crate) mod small_file;
 pub(crate) mod snapshot_file;

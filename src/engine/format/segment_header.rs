@@ -11,7 +11,9 @@ use super::frame::Cursor;
 use super::small_file::Kind;
 
 /// Length of the segment header.
-pub(crate) const SEGMENT_HEADER_LEN: u64 = 32;
+pub(crate) const SEGMENT_HEADER_LEN: u64 = SEGMENT_HEADER_BYTES as u64;
+/// Length of the segment header, as a buffer length.
+pub(crate) const SEGMENT_HEADER_BYTES: usize = 32;
 /// The envelope of a segment header.
 const HEADER: Kind = Kind {
     magic: *b"ANNALSEG",
@@ -36,14 +38,14 @@ pub(crate) fn parse_file_name(name: &str) -> Option<u32> {
 }
 
 /// A segment header: segment `ordinal`, whose first frame holds `base_position`.
-pub(crate) fn encode_header(ordinal: u32, base_position: u64) -> [u8; SEGMENT_HEADER_LEN as usize] {
+pub(crate) fn encode_header(ordinal: u32, base_position: u64) -> [u8; SEGMENT_HEADER_BYTES] {
     let mut body = Vec::with_capacity(20);
     body.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     body.extend_from_slice(&0u16.to_le_bytes());
     body.extend_from_slice(&ordinal.to_le_bytes());
     body.extend_from_slice(&base_position.to_le_bytes());
     body.extend_from_slice(&0u32.to_le_bytes());
-    let mut h = [0u8; SEGMENT_HEADER_LEN as usize];
+    let mut h = [0u8; SEGMENT_HEADER_BYTES];
     h.copy_from_slice(&HEADER.seal(&body));
     h
 }
@@ -51,7 +53,7 @@ pub(crate) fn encode_header(ordinal: u32, base_position: u64) -> [u8; SEGMENT_HE
 /// The ordinal and base position of a segment header.
 pub(crate) fn decode_header(buf: &[u8]) -> std::result::Result<(u32, u64), &'static str> {
     let short = HEADER.truncated;
-    let body = HEADER.open(buf.get(..SEGMENT_HEADER_LEN as usize).ok_or(short)?)?;
+    let body = HEADER.open(buf.get(..SEGMENT_HEADER_BYTES).ok_or(short)?)?;
     let mut c = Cursor::new(body, 0);
     let version = c.u16().ok_or(short)?;
     let _flags = c.u16().ok_or(short)?;

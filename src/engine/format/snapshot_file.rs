@@ -44,22 +44,25 @@ pub(crate) struct Snapshot {
     pub state: Vec<u8>,
 }
 
-/// One record: length, CRC, body.
-pub(crate) fn encode(s: &Snapshot) -> Vec<u8> {
+/// One record: length, CRC, body; `None` when a name is longer than its `u16` length
+/// field holds, or the record longer than its `u32` one.
+pub(crate) fn encode(s: &Snapshot) -> Option<Vec<u8>> {
+    let name = |b: &mut Vec<u8>, text: &str| -> Option<()> {
+        b.extend_from_slice(&u16::try_from(text.len()).ok()?.to_le_bytes());
+        b.extend_from_slice(text.as_bytes());
+        Some(())
+    };
     let mut b = vec![0u8; RECORD_HEADER_LEN];
-    b.extend_from_slice(&(s.stream.len() as u16).to_le_bytes());
-    b.extend_from_slice(s.stream.as_bytes());
-    b.extend_from_slice(&(s.aggregate.len() as u16).to_le_bytes());
-    b.extend_from_slice(s.aggregate.as_bytes());
-    b.extend_from_slice(&(s.codec.len() as u16).to_le_bytes());
-    b.extend_from_slice(s.codec.as_bytes());
+    name(&mut b, &s.stream)?;
+    name(&mut b, &s.aggregate)?;
+    name(&mut b, &s.codec)?;
     b.extend_from_slice(&s.schema.to_le_bytes());
     b.extend_from_slice(&s.version.to_le_bytes());
     b.extend_from_slice(&s.event_position.to_le_bytes());
     b.extend_from_slice(&s.event_timestamp.to_le_bytes());
     b.extend_from_slice(&(s.state.len() as u64).to_le_bytes());
     b.extend_from_slice(&s.state);
-    let body_len = (b.len() - RECORD_HEADER_LEN) as u32;
+    let body_len = u32::try_from(b.len() - RECORD_HEADER_LEN).ok()?;
     let mut h = crc32fast::Hasher::new();
     h.update(&body_len.to_le_bytes());
     h.update(b.get(RECORD_HEADER_LEN..).unwrap_or_default());
@@ -68,7 +71,7 @@ pub(crate) fn encode(s: &Snapshot) -> Vec<u8> {
     header[..4].copy_from_slice(&body_len.to_le_bytes());
     header[4..].copy_from_slice(&crc.to_le_bytes());
     b.splice(..RECORD_HEADER_LEN, header);
-    b
+    Some(b)
 }
 
 /// Decodes the record at `offset` of `buf`: the snapshot and the record's total length.
@@ -134,8 +137,13 @@ mod tests {
 
     #[test]
     fn record_round_trip_and_damage_rejected() {
-        let b = encode(&snap());
+        let b = encode(&snap()).unwrap();
         assert_eq!(decode(&b, 0), Some((snap(), b.len())));
+        let long = Snapshot {
+            aggregate: "A".repeat(70_000),
+            ..snap()
+        };
+        assert_eq!(encode(&long), None, "a name longer than its length field");
         for i in 0..b.len() {
             let mut d = b.clone();
             d[i] ^= 0x08;

@@ -1,0 +1,197 @@
+//! Following a writer in another process: a read-only engine that takes in the frames the
+//! writer acknowledges, as the writer publishes them (see [`published`](super::published)).
+//!
+//! The follower indexes frames up to the published location and only then publishes that
+//! position to its own readers, so it never shows an event the writer has not acknowledged.
+//! It reads the new bytes with `pread` (nothing it has not checked is ever viewed), takes in
+//! segments as the writer rolls to them, and survives a writer restart: a new writer starts a
+//! new epoch at the end its recovery found, and a follower that had indexed past that end
+//! stops with [`Error::Diverged`] instead of showing a log that changed under it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::format::segment_header::SEGMENT_HEADER_LEN;
+use super::index::{pack, unpack};
+use super::log::Active;
+use super::published::{Board, Published};
+use super::segment::Segment;
+use super::{Engine, Watermark, checkpoint};
+use crate::error::{Error, Result};
+
+/// How long the follower sleeps between looks at the board while nothing changes, and right
+/// after something did (it polls faster while the writer is busy).
+const IDLE_POLL: Duration = Duration::from_millis(1);
+const BUSY_POLL: Duration = Duration::from_micros(20);
+/// Polls at the busy rate after the last change.
+const BUSY_POLLS: u32 = 2000;
+
+impl Engine {
+    /// Takes in every frame up to `target` (the writer's acknowledged position and the
+    /// location just past it), then makes it visible.
+    pub(crate) fn follow_to(&self, target: Watermark) -> Result<()> {
+        let (ordinal, offset) = unpack(target.location);
+        {
+            let mut w = self.writer.lock();
+            loop {
+                let seg = Arc::clone(&w.active.seg);
+                if seg.ordinal == ordinal && seg.capacity < offset {
+                    // A placeholder for a first segment that did not exist at open.
+                    let (real, file) = Segment::open(self.storage(), &self.dir, ordinal, false)?;
+                    let real = Arc::new(real);
+                    self.log.adopt(Arc::clone(&real))?;
+                    w.active = Active::new(real, file, SEGMENT_HEADER_LEN, false);
+                    continue;
+                }
+                let upto = if seg.ordinal == ordinal {
+                    offset
+                } else {
+                    seg.data_end()?
+                };
+                if upto > seg.end() {
+                    let taken = self.take_in(&seg, seg.end(), upto, w.next_position)?;
+                    w.next_position += taken;
+                }
+                if seg.ordinal >= ordinal {
+                    break;
+                }
+                // The writer rolled: `seg` is sealed, the next one holds what follows.
+                seg.seal();
+                let (next, file) =
+                    Segment::open(self.storage(), &self.dir, seg.ordinal + 1, false)?;
+                if next.base_position != w.next_position {
+                    return Err(Error::corruption(
+                        &next.path,
+                        0,
+                        format!(
+                            "segment starts at position {}, but the log before it ends at {}",
+                            next.base_position,
+                            w.next_position - 1
+                        ),
+                    ));
+                }
+                let next = Arc::new(next);
+                self.log.adopt(Arc::clone(&next))?;
+                w.active = Active::new(next, file, SEGMENT_HEADER_LEN, false);
+            }
+            if w.next_position <= target.position {
+                return Err(Error::corruption(
+                    &w.active.seg.path,
+                    w.active.seg.end(),
+                    format!(
+                        "the writer published position {} but the log ends at {}",
+                        target.position,
+                        w.next_position - 1
+                    ),
+                ));
+            }
+            w.written = target;
+        }
+        self.publish(target);
+        Ok(())
+    }
+
+    /// Indexes the frames of `seg` in `[from, to)`, the first holding `position`; returns how
+    /// many events they hold.
+    fn take_in(&self, seg: &Segment, from: u64, to: u64, position: u64) -> Result<u64> {
+        let window = seg.pread(from, to - from)?;
+        let (ix, stop) = checkpoint::scan_from(seg, &window, 0, position)?;
+        if let Some(stop) = stop {
+            // The writer published these bytes: they must be whole frames.
+            return Err(Error::corruption(
+                &seg.path,
+                from + stop.offset,
+                stop.reason,
+            ));
+        }
+        {
+            let mut index = self.index.write();
+            for run in &ix.runs {
+                let have = index.version(&run.stream).unwrap_or(0);
+                if run.first_version != have + 1 {
+                    return Err(Error::corruption(
+                        &seg.path,
+                        from + run.offsets.first().copied().unwrap_or(0),
+                        format!(
+                            "stream {:?} continues at version {} but was at {have}",
+                            run.stream, run.first_version
+                        ),
+                    ));
+                }
+                index.push(
+                    &run.stream,
+                    run.offsets.iter().map(|&o| pack(seg.ordinal, from + o)),
+                );
+            }
+        }
+        for s in &ix.samples {
+            seg.note_frame(s.position, from + s.offset);
+        }
+        seg.set_end(from + ix.end);
+        Ok(ix.events)
+    }
+
+    /// The position up to which this engine has indexed the log.
+    fn indexed_position(&self) -> u64 {
+        self.writer.lock().next_position - 1
+    }
+
+    /// Why following stopped, if it did.
+    pub(crate) fn follow_failure(&self) -> Option<Error> {
+        self.follow_failure
+            .lock()
+            .as_ref()
+            .map(|reason| Error::Diverged {
+                path: self.dir.clone(),
+                reason: reason.clone(),
+            })
+    }
+
+    /// Stops following for `reason`: subscriptions end with [`Error::Diverged`].
+    fn stop_following(&self, reason: String) {
+        *self.follow_failure.lock() = Some(reason);
+        self.close_subscriptions();
+    }
+}
+
+/// The follower thread's loop: looks at the board, takes in what the writer published, and
+/// stops when the engine closes or following fails.
+pub(crate) fn run(engine: &Arc<Engine>, mut board: Option<Board>, mut last: Option<Published>) {
+    let mut busy = 0u32;
+    while !engine.is_closed() {
+        if board.is_none() {
+            board = Board::open(engine.storage(), &engine.dir).ok().flatten();
+        }
+        let seen = board.as_ref().and_then(Board::read);
+        if let Some(p) = seen
+            && Some(p) != last
+        {
+            if last.is_some_and(|l| l.epoch != p.epoch) || last.is_none() {
+                // A writer (re)started: its recovery must have kept all this follower took in.
+                let indexed = engine.indexed_position();
+                if p.epoch_start < indexed {
+                    engine.stop_following(format!(
+                        "the writer restarted with its log ending at position {}, but this \
+                         follower had read up to position {indexed}: reopen the follower",
+                        p.epoch_start
+                    ));
+                    return;
+                }
+            }
+            if p.acknowledged.position > engine.last_position()
+                && let Err(e) = engine.follow_to(p.acknowledged)
+            {
+                engine.stop_following(e.to_string());
+                return;
+            }
+            last = Some(p);
+            busy = BUSY_POLLS;
+        }
+        if busy > 0 {
+            busy -= 1;
+            std::thread::sleep(BUSY_POLL);
+        } else {
+            std::thread::sleep(IDLE_POLL);
+        }
+    }
+}
