@@ -20,20 +20,78 @@ pub struct EventData {
     pub id: Option<u128>,
 }
 
+/// Bytes for a payload or metadata: anything [`EventData::new`] and
+/// [`EventData::with_metadata`] take. Owned bytes (`Vec<u8>`, `String`, [`Bytes`]) are
+/// taken without a copy; borrowed ones (`&[u8]`, `b"..."`, `&str`), of any lifetime, are
+/// copied.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Payload(pub Bytes);
+
+impl From<Bytes> for Payload {
+    fn from(b: Bytes) -> Self {
+        Payload(b)
+    }
+}
+impl From<Vec<u8>> for Payload {
+    fn from(v: Vec<u8>) -> Self {
+        Payload(Bytes::from(v))
+    }
+}
+impl From<String> for Payload {
+    fn from(s: String) -> Self {
+        Payload(Bytes::from(s))
+    }
+}
+impl From<&[u8]> for Payload {
+    fn from(b: &[u8]) -> Self {
+        Payload(Bytes::copy_from_slice(b))
+    }
+}
+impl<const N: usize> From<&[u8; N]> for Payload {
+    fn from(b: &[u8; N]) -> Self {
+        Payload(Bytes::copy_from_slice(b))
+    }
+}
+impl From<&str> for Payload {
+    fn from(s: &str) -> Self {
+        Payload(Bytes::copy_from_slice(s.as_bytes()))
+    }
+}
+impl From<&String> for Payload {
+    fn from(s: &String) -> Self {
+        Payload(Bytes::copy_from_slice(s.as_bytes()))
+    }
+}
+impl From<&Vec<u8>> for Payload {
+    fn from(v: &Vec<u8>) -> Self {
+        Payload(Bytes::copy_from_slice(v))
+    }
+}
+
 impl EventData {
     /// An event with a type and a payload, no metadata and no id.
-    pub fn new(event_type: impl Into<String>, payload: impl Into<Bytes>) -> Self {
+    ///
+    /// ```
+    /// use annal::EventData;
+    /// let json = String::from(r#"{"sku":"A-1"}"#);
+    /// let a = EventData::new("ItemAdded", b"{}");          // a byte string
+    /// let b = EventData::new("ItemAdded", json.as_str());   // borrowed: copied
+    /// let c = EventData::new("ItemAdded", json.clone());    // owned: not copied
+    /// assert_eq!(b.payload, c.payload);
+    /// # let _ = a;
+    /// ```
+    pub fn new(event_type: impl Into<String>, payload: impl Into<Payload>) -> Self {
         EventData {
             event_type: event_type.into(),
-            payload: payload.into(),
+            payload: payload.into().0,
             metadata: Bytes::new(),
             id: None,
         }
     }
 
     /// Sets the metadata.
-    pub fn with_metadata(mut self, metadata: impl Into<Bytes>) -> Self {
-        self.metadata = metadata.into();
+    pub fn with_metadata(mut self, metadata: impl Into<Payload>) -> Self {
+        self.metadata = metadata.into().0;
         self
     }
 

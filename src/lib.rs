@@ -82,7 +82,8 @@
 //! ## Layout
 //! Everything is re-exported at the crate root; the one public module is [`storage`].
 //! - The store: [`Store`], [`Options`] and [`FsyncPolicy`], [`Stats`], [`StreamInfo`].
-//! - Events: [`EventData`] (what you append), [`RecordedEvent`] (what you read),
+//! - Events: [`EventData`] (what you append, its bytes any [`Payload`]), [`RecordedEvent`]
+//!   (what you read, its bytes [`Bytes`], re-exported from the `bytes` crate),
 //!   [`ExpectedVersion`], [`AppendResult`]; reads take [`ReadOptions`] (with a
 //!   [`Direction`]) and return [`StreamEvents`] or [`AllEvents`]; the limits
 //!   [`MAX_STREAM_NAME_LEN`], [`MAX_EVENT_TYPE_LEN`], [`MIN_SEGMENT_SIZE`] and
@@ -109,6 +110,7 @@ mod options;
 pub mod storage;
 mod store;
 
+pub use bytes::Bytes;
 pub use engine::append::{MAX_EVENT_TYPE_LEN, MAX_STREAM_NAME_LEN};
 pub use engine::read::{AllEvents, Direction, ReadOptions, StreamEvents};
 pub use engine::recovery::RecoveryReport;
@@ -120,7 +122,7 @@ pub use es::codec::{Bincode, Codec};
 pub use es::durable::{DurableInfo, DurableSubscription};
 pub use es::projection::{Projection, RunningProjection};
 pub use es::subscription::Subscription;
-pub use event::{AppendResult, EventData, ExpectedVersion, RecordedEvent};
+pub use event::{AppendResult, EventData, ExpectedVersion, Payload, RecordedEvent};
 pub use options::{FsyncPolicy, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, Options};
 pub use store::{Stats, Store, StreamInfo};
 

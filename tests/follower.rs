@@ -273,3 +273,192 @@ fn a_follower_takes_no_lock_and_needs_a_store() {
     writer.close().unwrap();
     follower_first.close().unwrap();
 }
+
+#[test]
+fn followers_opened_while_the_writer_appends_and_rolls_catch_up_and_never_run_ahead() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let writer = Store::open(
+        &dir,
+        Options {
+            segment_size: 4096,
+            ..options()
+        },
+    )
+    .unwrap();
+    let total = 1500u64;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for i in 0..total {
+                let stream = format!("s-{}", i % 7);
+                let payload = format!("event {}", i + 1).into_bytes();
+                writer
+                    .append(
+                        &stream,
+                        ExpectedVersion::Any,
+                        &[EventData::new("T", payload)],
+                    )
+                    .unwrap();
+            }
+        });
+        // Followers open at every moment of the run: mid-append, mid-roll.
+        let mut opened = 0;
+        while writer.last_position() < total || opened < 3 {
+            let follower = Store::open_follower(&dir, Options::default()).unwrap();
+            let shown = follower.last_position();
+            assert!(shown <= writer.last_position(), "showed {shown} at open");
+            let mut sub = follower.subscribe_all(1).unwrap();
+            let target = writer.last_position().max(1);
+            let got = deliver(&mut sub, target);
+            assert_eq!(got, (1..=got.len() as u64).collect::<Vec<_>>());
+            drop(sub);
+            follower.close().unwrap();
+            opened += 1;
+        }
+    });
+    let follower = Store::open_follower(&dir, Options::default()).unwrap();
+    let mut sub = follower.subscribe_all(1).unwrap();
+    assert_eq!(deliver(&mut sub, total).len() as u64, total);
+    drop(sub);
+    follower.close().unwrap();
+    writer.close().unwrap();
+}
+
+#[test]
+fn a_board_left_mid_update_by_a_dead_writer_neither_hides_the_log_nor_stops_the_follower() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let writer = Store::open(&dir, options()).unwrap();
+    for _ in 0..3 {
+        writer
+            .append("a", ExpectedVersion::Any, &[EventData::new("T", "event")])
+            .unwrap();
+    }
+    writer.close().unwrap();
+    // The writer "died" inside an update: `seq` (word 1) left odd.
+    let board = dir.join("PUBLISHED");
+    let mut words = std::fs::read(&board).unwrap();
+    let seq = u64::from_le_bytes(words[8..16].try_into().unwrap());
+    words[8..16].copy_from_slice(&(seq | 1).to_le_bytes());
+    std::fs::write(&board, &words).unwrap();
+    let follower = Store::open_follower(&dir, Options::default()).unwrap();
+    assert_eq!(follower.last_position(), 3, "what recovery read stands");
+    // The next writer repairs the board and goes on; the follower follows it.
+    let writer = Store::open(&dir, options()).unwrap();
+    writer
+        .append("a", ExpectedVersion::Any, &[EventData::new("T", "event")])
+        .unwrap();
+    let mut sub = follower.subscribe_all(4).unwrap();
+    let e = sub.next_timeout(Duration::from_secs(20)).unwrap().unwrap();
+    assert_eq!(e.position, 4);
+    drop(sub);
+    follower.close().unwrap();
+    writer.close().unwrap();
+}
+
+#[test]
+fn a_writer_restarted_on_a_shorter_log_stops_the_follower_with_diverged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let writer = Store::open(&dir, options()).unwrap();
+    for _ in 0..5 {
+        writer
+            .append("a", ExpectedVersion::Any, &[EventData::new("T", "event")])
+            .unwrap();
+    }
+    writer.close().unwrap();
+    let follower = Store::open_follower(&dir, Options::default()).unwrap();
+    assert_eq!(follower.last_position(), 5);
+    let mut sub = follower.subscribe_all(6).unwrap();
+    // What a power loss would do: the log's tail gone, and a writer recovering without it
+    // (repair with accept_loss stands in for the lost data being cut).
+    let seg = dir.join("0000000001.seg");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let at = bytes.len() - bytes.iter().rev().position(|&b| b != 0).unwrap() - 3;
+    bytes[at] ^= 0xFF;
+    std::fs::write(&seg, &bytes).unwrap();
+    annal::repair(
+        &annal::storage::FsStorage::default(),
+        &dir,
+        annal::RepairOptions { accept_loss: true },
+    )
+    .unwrap();
+    let writer = Store::open(&dir, options()).unwrap();
+    assert!(writer.last_position() < 5);
+    let end = loop {
+        match sub.next_timeout(Duration::from_secs(20)) {
+            Ok(Some(_)) => {}
+            other => break other,
+        }
+    };
+    assert!(matches!(end, Err(Error::Diverged { .. })), "{end:?}");
+    drop(sub);
+    follower.close().unwrap();
+    writer.close().unwrap();
+}
+
+/// Writes words of `PUBLISHED` as a writer would: `seq` odd, the words, `seq` even.
+fn publish_by_hand(dir: &Path, words: &[(usize, u64)]) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dir.join("PUBLISHED"))
+        .unwrap();
+    let mut seq = [0u8; 8];
+    f.read_exact_at(&mut seq, 8).unwrap();
+    let seq = u64::from_le_bytes(seq) | 1;
+    f.write_all_at(&seq.to_le_bytes(), 8).unwrap();
+    for &(i, v) in words {
+        f.write_all_at(&v.to_le_bytes(), (i * 8) as u64).unwrap();
+    }
+    f.write_all_at(&(seq + 1).to_le_bytes(), 8).unwrap();
+}
+
+#[test]
+fn a_follower_that_read_into_an_unpublished_segment_takes_in_nothing_past_the_board() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let small = Options {
+        segment_size: 4096,
+        ..options()
+    };
+    let writer = Store::open(&dir, small.clone()).unwrap();
+    while writer.stats().unwrap().segments < 2 {
+        writer
+            .append(
+                "a",
+                ExpectedVersion::Any,
+                &[EventData::new(
+                    "T",
+                    format!("event {}", writer.last_position() + 1),
+                )],
+            )
+            .unwrap();
+    }
+    let last = writer.last_position();
+    writer.close().unwrap();
+    // Segment 2 as a roll leaves it before the writer publishes: frames, then an append in
+    // progress (bytes that are no frame yet).
+    let seg2 = dir.join("0000000002.seg");
+    let mut bytes = std::fs::read(&seg2).unwrap();
+    let end2 = bytes.len() - bytes.iter().rev().position(|&b| b != 0).unwrap();
+    bytes[end2 + 1..end2 + 40].fill(0xAB);
+    std::fs::write(&seg2, &bytes).unwrap();
+    let base2 = u64::from_le_bytes(bytes[16..24].try_into().unwrap());
+    let seg1 = std::fs::read(dir.join("0000000001.seg")).unwrap();
+    let end1 = (seg1.len() - seg1.iter().rev().position(|&b| b != 0).unwrap()) as u64;
+    // The board still says nothing is acknowledged.
+    publish_by_hand(&dir, &[(4, 0), (5, (1 << 40) | 32)]);
+    let follower = Store::open_follower(&dir, Options::default()).unwrap();
+    assert_eq!(follower.last_position(), 0);
+    // The writer publishes the end of segment 1 (the roll's first publish).
+    publish_by_hand(&dir, &[(4, base2 - 1), (5, (1 << 40) | end1)]);
+    let mut sub = follower.subscribe_all(1).unwrap();
+    assert_eq!(deliver(&mut sub, base2 - 1).len() as u64, base2 - 1);
+    // Then the rest: the follower had read it at open, and shows it now.
+    publish_by_hand(&dir, &[(4, last), (5, (2 << 40) | end2 as u64)]);
+    assert_eq!(deliver(&mut sub, last), (base2..=last).collect::<Vec<_>>());
+    drop(sub);
+    follower.close().unwrap();
+}

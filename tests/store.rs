@@ -911,3 +911,36 @@ fn an_open_that_fails_in_the_event_sourcing_step_changes_no_file() {
     assert_eq!(store.last_position(), 200);
     assert_eq!(store.recovery_report().segments_from_checkpoint, 0);
 }
+
+#[test]
+fn event_bytes_come_from_owned_or_borrowed_values_and_reports_print() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), tiny(4096)).unwrap();
+    let borrowed = String::from("{\"n\":1}");
+    let events = [
+        EventData::new("A", b"{}"),
+        EventData::new("B", borrowed.as_str()).with_metadata(&b"m"[..]),
+        EventData::new("C", vec![1u8, 2]),
+        EventData::new("D", annal::Bytes::from_static(b"x")),
+    ];
+    drop(borrowed);
+    store
+        .append("s", ExpectedVersion::NoStream, &events)
+        .unwrap();
+    let read: Vec<_> = store
+        .read_stream("s", ReadOptions::forward())
+        .unwrap()
+        .map(|e| e.unwrap())
+        .collect();
+    assert_eq!(read[1].payload, &b"{\"n\":1}"[..]);
+    assert_eq!(read[1].metadata, &b"m"[..]);
+    assert_eq!(read[2].payload, &[1u8, 2][..]);
+    store.close().unwrap();
+    let store = Store::open(tmp.path(), tiny(4096)).unwrap();
+    let line = store.recovery_report().to_string();
+    assert!(
+        line.starts_with("recovered 4 events (1 segment scanned, 0 from index checkpoints)"),
+        "{line}"
+    );
+    assert!(!line.contains('\n'));
+}

@@ -14,7 +14,7 @@ use std::time::Duration;
 use super::format::segment_header::SEGMENT_HEADER_LEN;
 use super::index::{pack, unpack};
 use super::log::Active;
-use super::published::{Board, Published};
+use super::published::Board;
 use super::segment::Segment;
 use super::{Engine, Watermark, checkpoint};
 use crate::error::{Error, Result};
@@ -35,9 +35,15 @@ impl Engine {
             let mut w = self.writer.lock();
             loop {
                 let seg = Arc::clone(&w.active.seg);
-                if seg.ordinal == ordinal && seg.capacity < offset {
+                if seg.ordinal > ordinal {
+                    // Recovery at open read into a segment the writer had not published yet:
+                    // everything published is indexed already.
+                    break;
+                }
+                if seg.capacity == 0 {
                     // A placeholder for a first segment that did not exist at open.
-                    let (real, file) = Segment::open(self.storage(), &self.dir, ordinal, false)?;
+                    let (real, file) =
+                        Segment::open(self.storage(), &self.dir, seg.ordinal, false)?;
                     let real = Arc::new(real);
                     self.log.adopt(Arc::clone(&real))?;
                     w.active = Active::new(real, file, SEGMENT_HEADER_LEN, false);
@@ -154,38 +160,53 @@ impl Engine {
     }
 }
 
+/// Where following stands: the writer epoch this follower last agreed with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Start {
+    /// The epoch of the writer whose log the follower's open read (from the board, even a
+    /// half-written one), or `None` when there was no board: no writer of this version had
+    /// run, so the first one to appear is a restart to check.
+    pub epoch: Option<u64>,
+}
+
 /// The follower thread's loop: looks at the board, takes in what the writer published, and
 /// stops when the engine closes or following fails.
-pub(crate) fn run(engine: &Arc<Engine>, mut board: Option<Board>, mut last: Option<Published>) {
+pub(crate) fn run(engine: &Arc<Engine>, mut board: Option<Board>, start: Start) {
+    let mut agreed = start.epoch;
     let mut busy = 0u32;
     while !engine.is_closed() {
         if board.is_none() {
             board = Board::open(engine.storage(), &engine.dir).ok().flatten();
         }
-        let seen = board.as_ref().and_then(Board::read);
-        if let Some(p) = seen
-            && Some(p) != last
-        {
-            if last.is_some_and(|l| l.epoch != p.epoch) || last.is_none() {
-                // A writer (re)started: its recovery must have kept all this follower took in.
-                let indexed = engine.indexed_position();
-                if p.epoch_start < indexed {
-                    engine.stop_following(format!(
-                        "the writer restarted with its log ending at position {}, but this \
-                         follower had read up to position {indexed}: reopen the follower",
-                        p.epoch_start
-                    ));
+        let Some(p) = board.as_ref().and_then(Board::read) else {
+            std::thread::sleep(IDLE_POLL);
+            continue;
+        };
+        if agreed != Some(p.epoch) {
+            // A writer (re)started: its recovery must have kept all this follower took in.
+            let indexed = engine.indexed_position();
+            if p.epoch_start < indexed {
+                engine.stop_following(format!(
+                    "the writer restarted with its log ending at position {}, but this \
+                     follower had read up to position {indexed}: reopen the follower",
+                    p.epoch_start
+                ));
+                return;
+            }
+            agreed = Some(p.epoch);
+        }
+        // Compared on every poll, not only when the board changes: an open that read the
+        // board while the writer was publishing starts behind it.
+        if p.acknowledged.position > engine.last_position() {
+            match engine.follow_to(p.acknowledged) {
+                Ok(()) => busy = BUSY_POLLS,
+                // A passing failure (too many open files, say): try again next poll.
+                Err(Error::Io { .. }) => {}
+                Err(e) => {
+                    engine.stop_following(e.to_string());
                     return;
                 }
             }
-            if p.acknowledged.position > engine.last_position()
-                && let Err(e) = engine.follow_to(p.acknowledged)
-            {
-                engine.stop_following(e.to_string());
-                return;
-            }
-            last = Some(p);
-            busy = BUSY_POLLS;
         }
         if busy > 0 {
             busy -= 1;

@@ -277,15 +277,21 @@ impl Engine {
             engine.board = published::Board::create(engine.storage(), &engine.dir, written)?;
         }
         // A follower shows only what the writer acknowledged, though it may have read more.
-        let mut seen = None;
+        let mut start = follow::Start { epoch: None };
         let mut board = None;
         if engine.options.follow {
             board = published::Board::open(engine.storage(), &engine.dir)?;
-            seen = board.as_ref().and_then(published::Board::read);
-            if let Some(p) = seen
-                && p.acknowledged.position < written.position
-            {
-                *engine.watermark.lock() = p.acknowledged;
+            if let Some(b) = &board {
+                start.epoch = Some(b.raw_epoch());
+                // A live writer is inside an update for nanoseconds; one that stays there
+                // died in it, and the files are then all there is: what recovery read stands
+                // (a writer's next recovery keeps every whole frame).
+                if let Some(p) = b.read_patiently(std::time::Duration::from_millis(200)) {
+                    start.epoch = Some(p.epoch);
+                    if p.acknowledged.position < written.position {
+                        *engine.watermark.lock() = p.acknowledged;
+                    }
+                }
             }
         }
         let inner = Arc::new(engine);
@@ -329,7 +335,7 @@ impl Engine {
             let bg = Arc::clone(&inner);
             let handle = std::thread::Builder::new()
                 .name("annal-follower".into())
-                .spawn(move || follow::run(&bg, board, seen))
+                .spawn(move || follow::run(&bg, board, start))
                 .map_err(|e| Error::io("spawn follower thread", &inner.dir, e))?;
             Some(handle)
         } else {

@@ -62,28 +62,22 @@ impl Board {
             return Ok(None);
         };
         let board = Board::new(words, &path)?;
-        let w = |i| board.word(i);
-        let fresh = w(0).load(Ordering::Acquire) != MAGIC;
-        let epoch = if fresh {
-            0
-        } else {
-            w(EPOCH).load(Ordering::Acquire)
-        };
+        let fresh = board.load(0) != MAGIC;
+        let epoch = if fresh { 0 } else { board.load(EPOCH) };
         // A writer that died inside an update left `seq` odd: make it even first.
-        let seq = w(SEQ).load(Ordering::Acquire);
+        let seq = board.load(SEQ);
         if seq % 2 == 1 {
-            w(SEQ).store(seq + 1, Ordering::Release);
+            board.words.store(SEQ, seq + 1);
         }
         board.update(|b| {
-            b.word(EPOCH).store(epoch + 1, Ordering::Relaxed);
-            b.word(EPOCH_START).store(start.position, Ordering::Relaxed);
-            b.word(POSITION).store(start.position, Ordering::Relaxed);
-            b.word(LOCATION).store(start.location, Ordering::Relaxed);
-            b.word(PID)
-                .store(u64::from(std::process::id()), Ordering::Relaxed);
+            b.words.store(EPOCH, epoch + 1);
+            b.words.store(EPOCH_START, start.position);
+            b.words.store(POSITION, start.position);
+            b.words.store(LOCATION, start.location);
+            b.words.store(PID, u64::from(std::process::id()));
         });
         if fresh {
-            w(0).store(MAGIC, Ordering::Release);
+            board.words.store(0, MAGIC);
         }
         Ok(Some(board))
     }
@@ -111,7 +105,7 @@ impl Board {
     }
 
     fn new(words: SharedWords, path: &Path) -> Result<Board> {
-        if words.word(WORDS - 1).is_none() {
+        if words.load(WORDS - 1).is_none() {
             return Err(Error::corruption(
                 path,
                 0,
@@ -121,61 +115,79 @@ impl Board {
         Ok(Board { words })
     }
 
-    fn word(&self, i: usize) -> &std::sync::atomic::AtomicU64 {
-        // Every index used is a constant below WORDS, all of which `new` checked are mapped.
-        match self.words.word(i) {
-            Some(w) => w,
-            None => unreachable_word(),
-        }
+    /// Word `i`: every index used is a constant below `WORDS`, all mapped (checked by `new`).
+    fn load(&self, i: usize) -> u64 {
+        self.words.load(i).unwrap_or(0)
     }
 
-    /// Writes under the seqlock.
+    /// Writes under the seqlock: `seq` odd, the words, `seq` even (release stores).
     fn update(&self, write: impl FnOnce(&Board)) {
-        let seq = self.word(SEQ);
-        seq.fetch_add(1, Ordering::AcqRel);
+        let seq = self.load(SEQ);
+        self.words.store(SEQ, seq | 1);
         fence(Ordering::Release);
         write(self);
-        seq.fetch_add(1, Ordering::Release);
+        self.words.store(SEQ, (seq | 1) + 1);
     }
 
     /// A writer publishes what its readers may now read.
     pub(crate) fn publish(&self, wm: Watermark) {
         self.update(|b| {
-            b.word(POSITION).store(wm.position, Ordering::Relaxed);
-            b.word(LOCATION).store(wm.location, Ordering::Relaxed);
+            b.words.store(POSITION, wm.position);
+            b.words.store(LOCATION, wm.location);
         });
     }
 
-    /// What the writer last published; `None` when it is being written right now (or never
-    /// was: no magic yet).
+    /// The epoch word as it is, without the seqlock: which writer wrote last, even when its
+    /// update never finished.
+    pub(crate) fn raw_epoch(&self) -> u64 {
+        self.load(EPOCH)
+    }
+
+    /// What the writer last published; `None` when it is being written right now, a writer
+    /// died in the middle of writing it, or no writer has (no magic yet).
     pub(crate) fn read(&self) -> Option<Published> {
         for _ in 0..64 {
-            let before = self.word(SEQ).load(Ordering::Acquire);
-            if before % 2 == 1 {
-                std::hint::spin_loop();
-                continue;
+            if let Some(p) = self.try_read() {
+                return p;
             }
-            let magic = self.word(0).load(Ordering::Relaxed);
-            let epoch = self.word(EPOCH).load(Ordering::Relaxed);
-            let epoch_start = self.word(EPOCH_START).load(Ordering::Relaxed);
-            let position = self.word(POSITION).load(Ordering::Relaxed);
-            let location = self.word(LOCATION).load(Ordering::Relaxed);
-            fence(Ordering::Acquire);
-            if self.word(SEQ).load(Ordering::Relaxed) == before {
-                return (magic == MAGIC).then_some(Published {
-                    epoch,
-                    epoch_start,
-                    acknowledged: Watermark { position, location },
-                });
-            }
+            std::hint::spin_loop();
         }
         None
     }
-}
 
-/// `word` is only called with constant indices below `WORDS`.
-#[cold]
-fn unreachable_word() -> &'static std::sync::atomic::AtomicU64 {
-    static ZERO: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    &ZERO
+    /// [`read`](Self::read), retried for up to `patience` while the writer is inside an
+    /// update (it takes nanoseconds, unless the writer was preempted or died there).
+    pub(crate) fn read_patiently(&self, patience: std::time::Duration) -> Option<Published> {
+        let until = std::time::Instant::now() + patience;
+        loop {
+            if let Some(p) = self.try_read() {
+                return p;
+            }
+            if std::time::Instant::now() >= until {
+                return None;
+            }
+            std::thread::yield_now();
+        }
+    }
+
+    /// One attempt: `None` when `seq` was odd or moved; `Some(None)` when no writer has
+    /// written the board yet.
+    fn try_read(&self) -> Option<Option<Published>> {
+        let before = self.load(SEQ);
+        if before % 2 == 1 {
+            return None;
+        }
+        let magic = self.words.load(0).unwrap_or(0);
+        let epoch = self.words.load(EPOCH).unwrap_or(0);
+        let epoch_start = self.words.load(EPOCH_START).unwrap_or(0);
+        let position = self.words.load(POSITION).unwrap_or(0);
+        let location = self.words.load(LOCATION).unwrap_or(0);
+        (self.load(SEQ) == before).then(|| {
+            (magic == MAGIC).then_some(Published {
+                epoch,
+                epoch_start,
+                acknowledged: Watermark { position, location },
+            })
+        })
+    }
 }

@@ -61,6 +61,49 @@ pub struct RecoveryReport {
     pub readable_by_others: Vec<PathBuf>,
 }
 
+impl std::fmt::Display for RecoveryReport {
+    /// One line: what was read and how, and anything cut or removed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = |n: usize| if n == 1 { "" } else { "s" };
+        write!(
+            f,
+            "recovered {} event{} ({} segment{} scanned, {} from index checkpoints); \
+             proven durable up to position {}",
+            self.events,
+            if self.events == 1 { "" } else { "s" },
+            self.segments_scanned,
+            s(self.segments_scanned),
+            self.segments_from_checkpoint,
+            self.proven_durable,
+        )?;
+        if self.unproven_events > 0 {
+            write!(f, ", {} after it from the last sync", self.unproven_events)?;
+        }
+        if let Some((path, offset)) = &self.truncated_at {
+            write!(
+                f,
+                "; the log ends at byte {offset} of {} ({} torn byte{} cut)",
+                path.display(),
+                self.truncated_bytes,
+                if self.truncated_bytes == 1 { "" } else { "s" }
+            )?;
+        }
+        if self.removed_temp_files > 0 {
+            let n = self.removed_temp_files;
+            write!(f, "; removed {n} leftover temporary file{}", s(n))?;
+        }
+        if !self.readable_by_others.is_empty() {
+            let n = self.readable_by_others.len();
+            write!(
+                f,
+                "; {n} entr{} readable by others",
+                if n == 1 { "y" } else { "ies" }
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// The log as recovery left it.
 pub(crate) struct Recovered {
     pub segments: Vec<Arc<Segment>>,

@@ -231,18 +231,18 @@ impl StorageFile for FsFile {
             }
             Err(e) => return Err(e),
         };
-        let ptr = match &map {
-            MapOwner::Mut(m) => m.as_ptr(),
-            MapOwner::Ro(m) => m.as_ptr(),
-        }
-        .cast::<std::sync::atomic::AtomicU64>();
+        let (ptr, writable) = match &map {
+            MapOwner::Mut(m) => (m.as_ptr(), true),
+            MapOwner::Ro(m) => (m.as_ptr(), false),
+        };
+        let ptr = ptr.cast::<std::sync::atomic::AtomicU64>();
         if !ptr.is_aligned() {
             return Err(io::Error::other("shared map is not 8-byte aligned"));
         }
         // SAFETY: `ptr .. ptr + count` is the mapping (page-aligned, so 8-byte aligned as
         // checked), which `map`, moved into the owner, keeps alive as long as the words.
         Ok(Some(unsafe {
-            SharedWords::from_raw(ptr, count, Box::new(map))
+            SharedWords::from_raw(ptr, count, writable, Box::new(map))
         }))
     }
 

@@ -20,7 +20,7 @@ use std::fmt::Debug;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering, fence};
 
 use bytes::Bytes;
 
@@ -185,10 +185,12 @@ pub trait StorageFile: Send + Sync + Debug {
 }
 
 /// 64-bit words of a file mapped shared, read and written atomically; from
-/// [`StorageFile::shared_words`].
+/// [`StorageFile::shared_words`]. A map made read-only (a follower that may only read the
+/// file) refuses stores.
 pub struct SharedWords {
     ptr: *const AtomicU64,
     count: usize,
+    writable: bool,
     /// Keeps the mapping alive.
     _owner: Box<dyn Any + Send + Sync>,
 }
@@ -204,35 +206,62 @@ impl std::fmt::Debug for SharedWords {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SharedWords")
             .field("count", &self.count)
+            .field("writable", &self.writable)
             .finish()
     }
 }
 
 impl SharedWords {
-    /// `count` words at `ptr`, kept mapped by `owner`.
+    /// `count` words at `ptr`, kept mapped by `owner`; `writable` when the memory may be
+    /// written.
     ///
     /// # Safety
     ///
-    /// `ptr` must be 8-byte aligned and `ptr .. ptr + count` readable (and writable, if
-    /// [`store`](Self::store) is ever called) memory for as long as `owner` lives, accessed by
-    /// anyone else only atomically.
+    /// `ptr` must be 8-byte aligned and `ptr .. ptr + count` readable memory (and writable,
+    /// when `writable`) for as long as `owner` lives, accessed by anyone else only atomically.
     pub unsafe fn from_raw(
         ptr: *const AtomicU64,
         count: usize,
+        writable: bool,
         owner: Box<dyn Any + Send + Sync>,
     ) -> Self {
         SharedWords {
             ptr,
             count,
+            writable,
             _owner: owner,
         }
     }
 
-    /// Word `i`, or `None` past the end.
-    pub fn word(&self, i: usize) -> Option<&AtomicU64> {
+    fn get(&self, i: usize) -> Option<&AtomicU64> {
         // SAFETY: `i < count`, so the word lies inside the mapping, which lives as long as
         // `self`; `from_raw`'s caller guaranteed alignment and atomic-only access.
         (i < self.count).then(|| unsafe { &*self.ptr.add(i) })
+    }
+
+    /// Word `i` (`None` past the end), loaded with acquire ordering. A relaxed load then a
+    /// fence, which is also sound on read-only memory.
+    pub fn load(&self, i: usize) -> Option<u64> {
+        let v = self.get(i)?.load(Ordering::Relaxed);
+        fence(Ordering::Acquire);
+        Some(v)
+    }
+
+    /// Stores `v` in word `i` with release ordering; false (nothing stored) past the end or
+    /// on a read-only map.
+    pub fn store(&self, i: usize, v: u64) -> bool {
+        match self.get(i) {
+            Some(w) if self.writable => {
+                w.store(v, Ordering::Release);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether stores are possible.
+    pub fn is_writable(&self) -> bool {
+        self.writable
     }
 }
 
