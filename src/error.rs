@@ -66,6 +66,22 @@ pub enum Error {
         holder: Option<u32>,
     },
 
+    /// An event id was reused for a different event: the event the id names is already in
+    /// the stream, where a retry of this append would find it, with another type, payload or
+    /// metadata. Nothing was written.
+    #[error(
+        "event id {id:032x} names the event at position {position} of stream {stream:?}, \
+         which has another type, payload or metadata: an id must name one event"
+    )]
+    IdReused {
+        /// The stream.
+        stream: String,
+        /// The id.
+        id: u128,
+        /// Where the event with that id is.
+        position: u64,
+    },
+
     /// A follower stopped following its writer: the writer's log no longer agrees with what
     /// the follower read (a writer restarted on a shorter log), or the published bytes did not
     /// check. Reopen the follower.

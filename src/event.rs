@@ -172,4 +172,8 @@ pub struct AppendResult {
     pub first_position: u64,
     /// Global position of the last appended event.
     pub last_position: u64,
+    /// The append was a retry of one already in the log (the same ids, types, payloads and
+    /// metadata where a retry would be): nothing was written, and the positions and versions
+    /// are the original's.
+    pub deduplicated: bool,
 }

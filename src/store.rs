@@ -135,7 +135,8 @@ impl Store {
     /// mismatch returns [`Error::WrongExpectedVersion`](crate::Error::WrongExpectedVersion) and writes nothing.
     ///
     /// **Idempotent retries.** When every event carries an id, a retry of an append that
-    /// already succeeded returns the original [`AppendResult`] and writes nothing. A retry is
+    /// already succeeded returns the original [`AppendResult`], with
+    /// [`deduplicated`](AppendResult::deduplicated) set, and writes nothing. A retry is
     /// recognised when:
     /// - with [`ExpectedVersion::Exact`]`(v)` or [`ExpectedVersion::NoStream`] (`v` = 0): the
     ///   stream's events `v+1 ..= v+n` carry exactly these ids, in order;
@@ -143,7 +144,12 @@ impl Store {
     ///   `n` events carry exactly these ids, in order (a retry after other appends to the same
     ///   stream is not recognised and appends again).
     ///
-    /// Only ids are compared, not types or payloads. Events without ids are never deduplicated.
+    /// Where a retry would be, an id found on an event with another type, payload or
+    /// metadata is [`Error::IdReused`](crate::Error::IdReused), and one id twice in one append
+    /// is [`Error::InvalidArgument`](crate::Error::InvalidArgument): an id names one event.
+    /// Ids elsewhere in the stream or the store are not looked up (there is no index of
+    /// ids), so the same id can be stored again by an append that is not such a retry.
+    /// Events without ids are never deduplicated.
     ///
     /// # Errors
     ///

@@ -90,7 +90,8 @@ fn multi_event_append_is_one_atomic_frame_with_consecutive_numbers() {
             first_version: 1,
             last_version: 3,
             first_position: 2,
-            last_position: 4
+            last_position: 4,
+            deduplicated: false,
         }
     );
     let b = stream(&store, "b");
@@ -184,12 +185,17 @@ fn retried_appends_with_ids_are_recognised() {
     let first = store
         .append("s", ExpectedVersion::NoStream, &batch(1, 2))
         .unwrap();
+    assert!(!first.deduplicated);
+    let retried = |r: AppendResult| AppendResult {
+        deduplicated: true,
+        ..r
+    };
     // The same append again (a retry after a lost reply): same result, nothing written.
     assert_eq!(
         store
             .append("s", ExpectedVersion::NoStream, &batch(1, 2))
             .unwrap(),
-        first
+        retried(first)
     );
     let second = store
         .append("s", ExpectedVersion::Exact(2), &batch(3, 4))
@@ -202,20 +208,20 @@ fn retried_appends_with_ids_are_recognised() {
         store
             .append("s", ExpectedVersion::Exact(2), &batch(3, 4))
             .unwrap(),
-        second
+        retried(second)
     );
     assert_eq!(
         store
             .append("s", ExpectedVersion::NoStream, &batch(1, 2))
             .unwrap(),
-        first
+        retried(first)
     );
     // Any: recognised when they are the stream's last events.
     assert_eq!(
         store
             .append("s", ExpectedVersion::Any, &batch(3, 4))
             .unwrap(),
-        second
+        retried(second)
     );
     assert_eq!(store.last_position(), 5);
     // Different ids at that version: a genuine conflict.
@@ -245,7 +251,7 @@ fn retried_appends_with_ids_are_recognised() {
         store.append(
             "u",
             ExpectedVersion::NoStream,
-            &[ev(1).with_id(21), ev(2).with_id(22)]
+            &[ev(1).with_id(21), ev(1).with_id(22)]
         ),
         Err(Error::WrongExpectedVersion { .. })
     ));
@@ -264,7 +270,7 @@ fn retried_appends_with_ids_are_recognised() {
         store
             .append("s", ExpectedVersion::Exact(2), &batch(3, 4))
             .unwrap(),
-        second
+        retried(second)
     );
     assert_eq!(store.last_position(), before);
 }
@@ -943,4 +949,43 @@ fn event_bytes_come_from_owned_or_borrowed_values_and_reports_print() {
         "{line}"
     );
     assert!(!line.contains('\n'));
+}
+
+#[test]
+fn an_id_names_one_event() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), tiny(4096)).unwrap();
+    store
+        .append("s", ExpectedVersion::NoStream, &[ev(1).with_id(7)])
+        .unwrap();
+    // The same id where a retry would be, with another payload: an error, nothing written.
+    let reused = store.append("s", ExpectedVersion::NoStream, &[ev(2).with_id(7)]);
+    assert!(
+        matches!(
+            reused,
+            Err(Error::IdReused {
+                id: 7,
+                position: 1,
+                ..
+            })
+        ),
+        "{reused:?}"
+    );
+    let reused = store.append(
+        "s",
+        ExpectedVersion::Any,
+        &[ev(1).with_metadata("m").with_id(7)],
+    );
+    assert!(matches!(reused, Err(Error::IdReused { .. })), "{reused:?}");
+    // One id twice in one append.
+    let twice = store.append(
+        "t",
+        ExpectedVersion::Any,
+        &[ev(3).with_id(8), ev(4).with_id(8)],
+    );
+    assert!(
+        matches!(&twice, Err(Error::InvalidArgument(m)) if m.contains("events 1 and 2")),
+        "{twice:?}"
+    );
+    assert_eq!(store.last_position(), 1);
 }

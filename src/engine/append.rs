@@ -41,16 +41,35 @@ impl Engine {
         for (i, e) in events.iter().enumerate() {
             if e.event_type.is_empty() || e.event_type.len() > MAX_EVENT_TYPE_LEN {
                 return invalid(format!(
-                    "event {i} for stream {stream:?}: type must be 1 to {MAX_EVENT_TYPE_LEN} bytes"
+                    "event {} of {} for stream {stream:?}: type must be 1 to {MAX_EVENT_TYPE_LEN} bytes",
+                    i + 1,
+                    events.len()
                 ));
             }
             let size = e.payload.len() + e.metadata.len();
             if size > self.options.max_event_size {
                 return invalid(format!(
-                    "event {i} for stream {stream:?} is {size} bytes, more than max_event_size {}",
+                    "event {} of {} for stream {stream:?} is {size} bytes, more than max_event_size {}",
+                    i + 1,
+                    events.len(),
                     self.options.max_event_size
                 ));
             }
+        }
+        let mut ids: Vec<(u128, usize)> = events
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| e.id.map(|id| (id, i)))
+            .collect();
+        ids.sort_unstable();
+        if let Some(pair) = ids.windows(2).find(|w| w[0].0 == w[1].0) {
+            return invalid(format!(
+                "events {} and {} of the append to stream {stream:?} share the id {:032x}: an \
+                 id names one event",
+                pair[0].1 + 1,
+                pair[1].1 + 1,
+                pair[0].0
+            ));
         }
         let len = frame::frame_len(stream, events);
         if u32::try_from(len).is_err() || u32::try_from(events.len()).is_err() {
@@ -131,6 +150,7 @@ impl Engine {
             last_version: current.unwrap_or(0) + n,
             first_position: w.next_position,
             last_position: w.next_position + n - 1,
+            deduplicated: false,
         };
         w.buf.clear();
         w.offsets.clear();
@@ -222,10 +242,20 @@ impl Engine {
         let mut cached = SegmentCache::default();
         let mut positions = Vec::with_capacity(ids.len());
         let mut edges = Vec::with_capacity(ids.len());
-        for (i, (&loc, &id)) in locs.iter().zip(&ids).enumerate() {
+        for (i, ((&loc, &id), asked)) in locs.iter().zip(&ids).zip(events).enumerate() {
             let (e, edge) = read_event(self, &mut cached, &name, after + 1 + i as u64, loc)?;
             if e.id != Some(id) {
                 return Ok(None);
+            }
+            if e.event_type != asked.event_type
+                || e.payload != asked.payload
+                || e.metadata != asked.metadata
+            {
+                return Err(Error::IdReused {
+                    stream: stream.to_string(),
+                    id,
+                    position: e.position,
+                });
             }
             positions.push(e.position);
             edges.push(edge);
@@ -245,6 +275,7 @@ impl Engine {
                     last_version: after + n,
                     first_position,
                     last_position,
+                    deduplicated: true,
                 }))
             }
             _ => Ok(None),

@@ -59,7 +59,10 @@ enum Command {
         /// Metadata, as JSON.
         #[arg(long, value_name = "JSON", value_parser = parse_json)]
         metadata: Option<String>,
-        /// An event id (a UUID): retrying an append with the same id writes nothing twice.
+        /// An event id (a UUID). Retrying this same append (same id, type and data) when it
+        /// is still the stream's last, or with the same --expected-version, writes nothing and
+        /// prints "deduplicated": true; the same id with other content is an error. See the
+        /// README for what is not detected.
         #[arg(long, value_name = "UUID", value_parser = parse_uuid)]
         id: Option<u128>,
         /// The stream's version the append requires: any, no-stream, exists or a number.

@@ -23,6 +23,9 @@ struct Ack<'a> {
     stream: &'a str,
     version: u64,
     position: u64,
+    /// A retry of an append already in the log: nothing was written.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    deduplicated: bool,
 }
 
 /// The arguments of `annal append`.
@@ -74,6 +77,7 @@ pub fn append(dir: &Path, args: AppendArgs) -> CliResult {
         stream: &args.stream,
         version: r.last_version,
         position: r.last_position,
+        deduplicated: r.deduplicated,
     })?;
     out.flush()?;
     Ok(store.close()?)
@@ -227,15 +231,18 @@ impl Importer {
                         stream: &stream,
                         version: r.first_version + i,
                         position: r.first_position + i,
+                        deduplicated: r.deduplicated,
                     })?;
                 }
                 self.out.flush()?;
                 self.events += count;
                 Ok(None)
             }
-            Err(e @ (Error::WrongExpectedVersion { .. } | Error::InvalidArgument(_))) => {
-                Ok(Some((exit_status(&e), e.to_string())))
-            }
+            Err(
+                e @ (Error::WrongExpectedVersion { .. }
+                | Error::InvalidArgument(_)
+                | Error::IdReused { .. }),
+            ) => Ok(Some((exit_status(&e), e.to_string()))),
             Err(e) => Err(Fail::from(e).context(&describe(lines))),
         }
     }

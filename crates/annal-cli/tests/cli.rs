@@ -889,3 +889,47 @@ fn a_store_others_can_read_is_opened_with_a_warning() {
         );
     }
 }
+
+#[test]
+fn one_id_is_one_event_on_import_and_append() {
+    let (_tmp, dir) = small_store();
+    let id = "0b3c6e8a-7f4e-4d5a-9b1c-2d3e4f5a6b7c";
+    // Three lines with one id: the first is stored, the same event again is a retry, the
+    // third, with other data, fails alone.
+    let input = [
+        format!(r#"{{"stream":"a","type":"T","data":1,"id":"{id}"}}"#),
+        format!(r#"{{"stream":"a","type":"T","data":1,"id":"{id}"}}"#),
+        format!(r#"{{"stream":"a","type":"T","data":2,"id":"{id}"}}"#),
+    ]
+    .join("\n");
+    let o = run_with(&dir, &["import", "--batch", "10"], input.as_bytes());
+    assert_eq!(o.status.code(), Some(8), "{}", stderr(&o));
+    let acks = json_lines(&stdout(&o));
+    assert_eq!(acks.len(), 2);
+    assert_eq!(
+        (acks[0]["position"].as_u64(), acks[0].get("deduplicated")),
+        (Some(1), None)
+    );
+    assert_eq!(
+        (
+            acks[1]["position"].as_u64(),
+            acks[1]["deduplicated"].as_bool()
+        ),
+        (Some(1), Some(true))
+    );
+    assert!(
+        stderr(&o).contains("names the event at position 1"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        json_lines(&ok(run(&dir, &["read", "a", "--json"]))).len(),
+        1
+    );
+    // `append` says so too.
+    let again = ok(run(
+        &dir,
+        &["append", "a", "--type", "T", "--data", "1", "--id", id],
+    ));
+    assert_eq!(json_lines(&again)[0]["deduplicated"], true);
+}
