@@ -101,13 +101,7 @@ impl SegmentIndex {
 
     /// Decodes a checkpoint file; `None` for anything that is not one, intact.
     pub(crate) fn decode(buf: &[u8]) -> Option<SegmentIndex> {
-        let body = KIND.open(buf).ok()?;
-        let body_len = body.len();
-        let mut c = Cursor::new(body, 0);
-        if c.u16()? != FORMAT_VERSION {
-            return None;
-        }
-        let _flags = c.u16()?;
+        let (mut c, body_len) = KIND.open_versioned(buf, FORMAT_VERSION)?;
         let ordinal = c.u32()?;
         let base_position = c.u64()?;
         let events = c.u64()?;

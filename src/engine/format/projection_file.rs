@@ -7,7 +7,6 @@
 //! ```
 #![deny(clippy::indexing_slicing)]
 
-use super::frame::Cursor;
 use super::small_file::Kind;
 
 /// File name suffix of a projection checkpoint.
@@ -35,13 +34,7 @@ pub(crate) fn encode(version: u32, position: u64, state: &[u8]) -> Vec<u8> {
 
 /// Decodes a checkpoint: (projection version, position, state bytes).
 pub(crate) fn decode(buf: &[u8]) -> Option<(u32, u64, &[u8])> {
-    let body = KIND.open(buf).ok()?;
-    let body_len = body.len();
-    let mut c = Cursor::new(body, 0);
-    if c.u16()? != FORMAT_VERSION {
-        return None;
-    }
-    let _flags = c.u16()?;
+    let (mut c, body_len) = KIND.open_versioned(buf, FORMAT_VERSION)?;
     let version = c.u32()?;
     let position = c.u64()?;
     let len = usize::try_from(c.u64()?).ok()?;

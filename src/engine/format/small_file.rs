@@ -9,6 +9,8 @@
 //! envelope only says the bytes are whole and are that kind of file.
 #![deny(clippy::indexing_slicing)]
 
+use super::frame::Cursor;
+
 /// One kind of small file: its magic and how its faults are worded.
 #[derive(Debug)]
 pub(crate) struct Kind {
@@ -52,6 +54,23 @@ impl Kind {
             return Err(self.wrong_magic);
         }
         Ok(body)
+    }
+
+    /// The body of a sealed `buf` whose first fields are a format version (which must be
+    /// `version`) and 16 bits of flags: a cursor just past them, and the body's length.
+    /// `None` for anything else.
+    pub(crate) fn open_versioned<'a>(
+        &self,
+        buf: &'a [u8],
+        version: u16,
+    ) -> Option<(Cursor<'a>, usize)> {
+        let body = self.open(buf).ok()?;
+        let mut c = Cursor::new(body, 0);
+        if c.u16()? != version {
+            return None;
+        }
+        let _flags = c.u16()?;
+        Some((c, body.len()))
     }
 }
 
