@@ -171,10 +171,14 @@ pub fn bench(dir: Option<&Path>, json: bool, args: BenchArgs) -> CliResult {
     if !json {
         // Said first, so a long run shows what it is doing even without a terminal.
         out.line(&format!(
-            "annal bench: {} events of {payload_bytes} bytes over {} streams, {} per append, \
+            "annal bench: {} events of {payload_bytes} bytes over {}, {} per append, \
              fsync {}, in {}",
             thousands(args.events),
-            thousands(args.streams),
+            // Round robin, one stream per append: fewer appends than streams use fewer.
+            plural_thousands(
+                args.streams.min(args.events.div_ceil(args.batch.max(1))),
+                "stream"
+            ),
             args.batch,
             fsync_name(args.fsync),
             tmp.path().display()
@@ -345,4 +349,9 @@ fn rate_per_second(events: f64, seconds: f64) -> u64 {
     } else {
         0
     }
+}
+
+/// "1 stream", "10,000 streams".
+fn plural_thousands(n: u64, what: &str) -> String {
+    format!("{} {what}{}", thousands(n), if n == 1 { "" } else { "s" })
 }

@@ -37,11 +37,12 @@ impl Range {
 pub fn read_stream(dir: &Path, json: bool, stream: &str, range: Range) -> CliResult {
     // Read-only: works beside a process that is writing the store, and changes nothing.
     let store = open_existing(dir, Options::default().read_only(true))?;
+    // As the library: a stream with no events reads as empty; said on stderr only.
     if store.stream_version(stream)?.is_none() {
-        return Err(Fail::msg(format!(
-            "stream {stream:?} not found in {}",
+        crate::warn(&format!(
+            "stream {stream:?} has no events in {}",
             dir.display()
-        )));
+        ));
     }
     let mut printer = EventPrinter::new(json);
     for e in store.read_stream(stream, range.options())? {

@@ -239,7 +239,15 @@ fn unknown_stream_and_missing_store_are_one_line_errors() {
     fails(&run(&dir, &["stats"]), "does not exist");
     assert!(!dir.exists());
     ok(run(&dir, &["append", "s", "--type", "T"]));
-    fails(&run(&dir, &["read", "nope"]), "stream \"nope\" not found");
+    // A stream with no events reads as empty, as in the library: status 0, a note on stderr.
+    let o = run(&dir, &["read", "nope", "--json"]);
+    assert!(o.status.success());
+    assert!(stdout(&o).is_empty());
+    assert!(
+        stderr(&o).contains("stream \"nope\" has no events"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -798,11 +806,15 @@ fn bench_runs_small() {
     assert!(r["bytes_per_event"].as_f64().unwrap() > 64.0);
     let table = ok(run(tmp.path(), &["bench", "--events", "100"]));
     assert!(table.lines().any(|l| l.starts_with("append")), "{table}");
+    // One append of 100 events reaches one stream, whatever --streams says.
+    assert!(
+        table.contains("100 events of 200 bytes over 1 stream, 100 per append"),
+        "{table}"
+    );
     // The temporary directories it made inside --dir are gone.
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
 }
 
-/// Every file of a store directory with its bytes.
 /// Every file of a store and its bytes, but `LOCK`, which names whoever last held it.
 fn snapshot_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut v: Vec<_> = std::fs::read_dir(dir)
