@@ -295,12 +295,34 @@ fn run(cli: Cli) -> CliResult {
     }
 }
 
+/// `annal help --help` (and `-h`) shows the help, as `annal --help` does: clap's `help`
+/// subcommand would call `--help` an unknown command.
+fn help_for_help(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let asks_help = |a: &std::ffi::OsString| a == "--help" || a == "-h";
+    // The command is the first word that is neither an option nor `--dir`'s value.
+    let mut i = 1;
+    while let Some(a) = args.get(i) {
+        if a == "--dir" {
+            i += 2;
+        } else if a.to_string_lossy().starts_with('-') {
+            i += 1;
+        } else {
+            break;
+        }
+    }
+    if args.get(i).is_some_and(|a| a == "help") && args.iter().skip(i + 1).any(asks_help) {
+        args.truncate(i);
+        args.push("--help".into());
+    }
+    args
+}
+
 fn main() -> ExitCode {
     // A bug must still end in one line, not a backtrace.
     std::panic::set_hook(Box::new(|info| {
         warn(&format!("internal error: {info}").replace('\n', " "));
     }));
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(help_for_help(std::env::args_os().collect()));
     match run(cli) {
         Ok(()) | Err(Fail::BrokenPipe) => ExitCode::SUCCESS,
         Err(Fail::Exit(code, m)) => {

@@ -945,3 +945,12 @@ fn one_id_is_one_event_on_import_and_append() {
     ));
     assert_eq!(json_lines(&again)[0]["deduplicated"], true);
 }
+
+#[test]
+fn help_about_help_is_help() {
+    let (_tmp, dir) = store_dir();
+    for args in [&["help", "--help"][..], &["help", "-h"], &["--help"]] {
+        let out = ok(run(&dir, args));
+        assert!(out.contains("Usage: annal"), "{args:?}: {out}");
+    }
+}
