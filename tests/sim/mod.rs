@@ -358,7 +358,15 @@ pub fn run(mut rng: Rng) -> Result<(), String> {
                         return Err(ctx("an append succeeded on a poisoned store".into()));
                     }
                     if is_retry {
-                        let original = model.last_append.as_ref().map(|(_, _, _, r)| *r);
+                        // The original's positions and versions, and said to be a retry.
+                        let original =
+                            model
+                                .last_append
+                                .as_ref()
+                                .map(|(_, _, _, r)| annal::AppendResult {
+                                    deduplicated: true,
+                                    ..*r
+                                });
                         if Some(r) != original {
                             return Err(ctx(format!("retry gave {r:?}, original {original:?}")));
                         }
