@@ -147,7 +147,65 @@ pub fn open_store(dir: &Path, options: Options) -> CliResult<Store> {
     Ok(store)
 }
 
-/// Parses `always`, `never`, `interval:MS` or `every:N`.
+/// A size in bytes: a number, optionally with `K`, `M` or `G` (powers of 1024), such as
+/// `64M`.
+///
+/// # Errors
+///
+/// A message saying what is wrong.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (digits, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => t.split_at(i),
+        None => (t, ""),
+    };
+    let shift = match unit.to_ascii_uppercase().trim_end_matches(['B', 'I']) {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        _ => {
+            return Err(format!(
+                "{s:?}: a size is a number of bytes, optionally with K, M or G"
+            ));
+        }
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?}: a size is a number of bytes, optionally with K, M or G"))?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// The sizes a writing command may set for the store it opens.
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+pub struct Sizes {
+    /// Size of segment files created from now on (existing ones keep theirs), such as 64M.
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    pub segment_size: Option<u64>,
+    /// Largest event accepted (payload plus metadata), such as 64M [default: 16M].
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    pub max_event_size: Option<u64>,
+}
+
+impl Sizes {
+    /// `options` with these sizes.
+    pub fn apply(self, mut options: Options) -> Options {
+        if let Some(n) = self.segment_size {
+            options.segment_size = n;
+        }
+        if let Some(n) = self.max_event_size {
+            options.max_event_size = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        options
+    }
+}
+
+/// A durability policy: `always`, `never`, `interval:MS` or `every:N`.
+///
+/// # Errors
+///
+/// A message saying what is wrong.
 pub fn parse_fsync(s: &str) -> Result<FsyncPolicy, String> {
     let positive = |n: &str, what: &str| -> Result<u64, String> {
         match n.parse::<u64>() {

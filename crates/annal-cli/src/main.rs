@@ -68,6 +68,8 @@ enum Command {
         /// The stream's version the append requires: any, no-stream, exists or a number.
         #[arg(long, value_name = "VERSION", value_parser = parse_expected, default_value = "any")]
         expected_version: ExpectedVersion,
+        #[command(flatten)]
+        sizes: common::Sizes,
     },
     /// Append JSON lines from stdin, printing each event's position once acknowledged.
     ///
@@ -90,6 +92,8 @@ enum Command {
         /// reporting it and going on.
         #[arg(long)]
         stop_on_error: bool,
+        #[command(flatten)]
+        sizes: common::Sizes,
     },
     /// Print the events of one stream.
     Read {
@@ -205,6 +209,7 @@ fn run(cli: Cli) -> CliResult {
             metadata,
             id,
             expected_version,
+            sizes,
         } => write::append(
             &dir,
             write::AppendArgs {
@@ -215,18 +220,21 @@ fn run(cli: Cli) -> CliResult {
                 metadata,
                 id,
                 expected: expected_version,
+                sizes,
             },
         ),
         Command::Import {
             fsync,
             batch,
             stop_on_error,
+            sizes,
         } => write::import(
             &dir,
             write::ImportArgs {
                 fsync,
                 batch: usize::try_from(batch).unwrap_or(usize::MAX),
                 stop_on_error,
+                sizes,
             },
         ),
         Command::Read {

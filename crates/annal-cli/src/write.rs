@@ -45,6 +45,8 @@ pub struct AppendArgs {
     pub id: Option<u128>,
     /// The version the stream must be at.
     pub expected: ExpectedVersion,
+    /// Segment and event sizes for the store.
+    pub sizes: crate::common::Sizes,
 }
 
 /// `annal append`: appends one event and prints where it landed.
@@ -70,7 +72,7 @@ pub fn append(dir: &Path, args: AppendArgs) -> CliResult {
     if let Some(id) = args.id {
         event = event.with_id(id);
     }
-    let store = crate::common::open_store(dir, Options::default())?;
+    let store = crate::common::open_store(dir, args.sizes.apply(Options::default()))?;
     let r = store.append(&args.stream, args.expected, &[event])?;
     let mut out = Out::new();
     out.json(&Ack {
@@ -92,6 +94,8 @@ pub struct ImportArgs {
     pub batch: usize,
     /// Stop at the first line that fails.
     pub stop_on_error: bool,
+    /// Segment and event sizes for the store.
+    pub sizes: crate::common::Sizes,
 }
 
 /// One parsed input line.
@@ -262,10 +266,10 @@ fn describe(lines: &[Line]) -> String {
 
 /// `annal import`: appends JSON lines from stdin, printing an acknowledgement per event.
 pub fn import(dir: &Path, args: ImportArgs) -> CliResult {
-    let options = Options {
+    let options = args.sizes.apply(Options {
         fsync: args.fsync,
         ..Options::default()
-    };
+    });
     let store = crate::common::open_store(dir, options)?;
     let pb = match stdin_len() {
         Some(len) => progress_bar(len, "importing"),

@@ -954,3 +954,42 @@ fn help_about_help_is_help() {
         assert!(out.contains("Usage: annal"), "{args:?}: {out}");
     }
 }
+
+#[test]
+fn writing_commands_take_segment_and_event_sizes() {
+    let (_tmp, dir) = store_dir();
+    let big = "x".repeat(2000);
+    let input: String = (0..100)
+        .map(|i| {
+            format!(
+                "{{\"stream\":\"s\",\"type\":\"T\",\"data\":{{\"i\":{i},\"pad\":\"{big}\"}}}}\n"
+            )
+        })
+        .collect();
+    ok(run_with(
+        &dir,
+        &["import", "--fsync", "never", "--segment-size", "64K"],
+        input.as_bytes(),
+    ));
+    let stats = json_lines(&ok(run(&dir, &["stats", "--json"])));
+    assert!(stats[0]["segments"].as_u64().unwrap() >= 3, "{stats:?}");
+    // An event larger than --max-event-size fails; a larger limit takes it.
+    let line = format!("{{\"stream\":\"s\",\"type\":\"T\",\"data\":\"{big}\"}}\n");
+    let o = run_with(&dir, &["import", "--max-event-size", "1K"], line.as_bytes());
+    assert_eq!(o.status.code(), Some(8), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("more than max_event_size 1024"),
+        "{}",
+        stderr(&o)
+    );
+    ok(run_with(
+        &dir,
+        &["import", "--max-event-size", "1M"],
+        line.as_bytes(),
+    ));
+    let o = run(
+        &dir,
+        &["append", "s", "--type", "T", "--max-event-size", "12Q"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
