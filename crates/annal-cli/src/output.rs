@@ -112,6 +112,30 @@ pub struct Table {
     show_header: bool,
 }
 
+/// Longest cell of a table column but the last, in characters; longer ones end in `…`.
+const MAX_CELL: usize = 64;
+/// Longest cell of the last column (payloads).
+const MAX_LAST_CELL: usize = 256;
+
+/// `text` for a table cell: control characters escaped as in Rust strings (`\n`, `\t`,
+/// `\u{1b}`), and cut to `max` characters with `…` when longer. `--json` shows every byte.
+pub fn cell(text: &str, max: usize) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            escaped.extend(c.escape_debug());
+        } else {
+            escaped.push(c);
+        }
+    }
+    if escaped.chars().count() <= max {
+        return escaped;
+    }
+    let mut cut: String = escaped.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
 /// Rows buffered before a table starts printing.
 const TABLE_CHUNK: usize = 256;
 
@@ -134,8 +158,16 @@ impl Table {
         t
     }
 
-    /// Adds a row, printing the buffered ones once there are enough.
+    /// Adds a row, printing the buffered ones once there are enough. Control characters
+    /// are escaped (a row stays one line) and long cells are cut (one long stream name must
+    /// not pad every row): see [`cell`].
     pub fn row(&mut self, out: &mut Out, row: Vec<String>) -> CliResult {
+        let last = row.len().saturating_sub(1);
+        let row = row
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| cell(&c, if i == last { MAX_LAST_CELL } else { MAX_CELL }))
+            .collect();
         self.rows.push(row);
         if self.rows.len() >= TABLE_CHUNK {
             self.print(out)?;
@@ -296,6 +328,16 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn cells_stay_on_one_line_and_within_their_width() {
+        assert_eq!(cell("a\nb\tc\u{1b}", 64), "a\\nb\\tc\\u{1b}");
+        assert_eq!(cell("abcdef", 6), "abcdef");
+        assert_eq!(cell("abcdefg", 6), "abcde…");
+        assert_eq!(cell(&"é".repeat(100), 10).chars().count(), 10);
+        assert_eq!(cell("", 3), "");
+    }
+
     use super::*;
 
     #[test]

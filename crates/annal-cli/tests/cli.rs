@@ -993,3 +993,25 @@ fn writing_commands_take_segment_and_event_sizes() {
     );
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
+
+#[test]
+fn tables_keep_one_line_per_row_and_a_bounded_width() {
+    let (_tmp, dir) = store_dir();
+    let long = "L".repeat(1024);
+    let input = format!(
+        "{{\"stream\":\"two\\nlines\",\"type\":\"T\"}}\n{{\"stream\":\"{long}\",\"type\":\"T\"}}\n{{\"stream\":\"short\",\"type\":\"T\"}}\n"
+    );
+    ok(run_with(&dir, &["import"], input.as_bytes()));
+    let table = ok(run(&dir, &["streams"]));
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 4, "a header and three rows: {table}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("two\\nlines")),
+        "{table}"
+    );
+    assert!(lines.iter().all(|l| l.chars().count() < 100), "{table}");
+    // JSON keeps every byte.
+    let streams = json_lines(&ok(run(&dir, &["streams", "--json"])));
+    assert!(streams.iter().any(|s| s["stream"] == long));
+    assert!(streams.iter().any(|s| s["stream"] == "two\nlines"));
+}
