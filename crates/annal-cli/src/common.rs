@@ -128,11 +128,40 @@ pub fn check_store_dir(dir: &Path) -> CliResult {
 /// Opens the store that must already exist in `dir`.
 pub fn open_existing(dir: &Path, options: Options) -> CliResult<Store> {
     check_store_dir(dir)?;
-    open_store(dir, options)
+    open_store(dir, options, false)
 }
 
-/// Opens (or creates) the store in `dir`, warning on stderr when others can read its files.
-pub fn open_store(dir: &Path, options: Options) -> CliResult<Store> {
+/// Opens the store in `dir`, or creates one in a new or empty directory (or, with
+/// `create`, in one that holds other files), warning on stderr when others can read its
+/// files.
+pub fn open_store(dir: &Path, options: Options, create: bool) -> CliResult<Store> {
+    match std::fs::metadata(dir) {
+        Ok(meta) if !meta.is_dir() => {
+            return Err(Fail::msg(format!(
+                "{} is a file, not a store directory",
+                dir.display()
+            )));
+        }
+        Ok(_) if !create => {
+            let entries: Vec<String> = std::fs::read_dir(dir)
+                .map_err(|e| Fail::io(format!("cannot read {}", dir.display()), e))?
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            let is_store = entries
+                .iter()
+                .any(|n| n == "LOCK" || n == "STATE" || n.ends_with(".seg"));
+            if !entries.is_empty() && !is_store {
+                return Err(Fail::msg(format!(
+                    "{} is not an annal store and not empty ({}): give a new or empty \
+                     directory, or --create to make a store there anyway",
+                    dir.display(),
+                    plural(entries.len(), "file")
+                )));
+            }
+        }
+        _ => {}
+    }
     let store = Store::open(dir, options)?;
     let exposed = &store.recovery_report().readable_by_others;
     if let Some(first) = exposed.first() {
@@ -177,9 +206,13 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is too large"))
 }
 
-/// The sizes a writing command may set for the store it opens.
+/// What a writing command may say about the store it opens or creates.
 #[derive(Debug, Clone, Copy, Default, clap::Args)]
-pub struct Sizes {
+pub struct StoreArgs {
+    /// Create the store even in a directory that holds other files (without it, a writing
+    /// command creates a store only in a new or empty directory).
+    #[arg(long)]
+    pub create: bool,
     /// Size of segment files created from now on (existing ones keep theirs), such as 64M.
     #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
     pub segment_size: Option<u64>,
@@ -188,7 +221,7 @@ pub struct Sizes {
     pub max_event_size: Option<u64>,
 }
 
-impl Sizes {
+impl StoreArgs {
     /// `options` with these sizes.
     pub fn apply(self, mut options: Options) -> Options {
         if let Some(n) = self.segment_size {

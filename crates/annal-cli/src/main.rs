@@ -69,7 +69,7 @@ enum Command {
         #[arg(long, value_name = "VERSION", value_parser = parse_expected, default_value = "any")]
         expected_version: ExpectedVersion,
         #[command(flatten)]
-        sizes: common::Sizes,
+        store_args: common::StoreArgs,
     },
     /// Append JSON lines from stdin, printing each event's position once acknowledged.
     ///
@@ -93,7 +93,7 @@ enum Command {
         #[arg(long)]
         stop_on_error: bool,
         #[command(flatten)]
-        sizes: common::Sizes,
+        store_args: common::StoreArgs,
     },
     /// Print the events of one stream.
     Read {
@@ -209,7 +209,7 @@ fn run(cli: Cli) -> CliResult {
             metadata,
             id,
             expected_version,
-            sizes,
+            store_args,
         } => write::append(
             &dir,
             write::AppendArgs {
@@ -220,21 +220,21 @@ fn run(cli: Cli) -> CliResult {
                 metadata,
                 id,
                 expected: expected_version,
-                sizes,
+                store_args,
             },
         ),
         Command::Import {
             fsync,
             batch,
             stop_on_error,
-            sizes,
+            store_args,
         } => write::import(
             &dir,
             write::ImportArgs {
                 fsync,
                 batch: usize::try_from(batch).unwrap_or(usize::MAX),
                 stop_on_error,
-                sizes,
+                store_args,
             },
         ),
         Command::Read {

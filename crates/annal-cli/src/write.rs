@@ -45,8 +45,8 @@ pub struct AppendArgs {
     pub id: Option<u128>,
     /// The version the stream must be at.
     pub expected: ExpectedVersion,
-    /// Segment and event sizes for the store.
-    pub sizes: crate::common::Sizes,
+    /// Segment and event store_args for the store.
+    pub store_args: crate::common::StoreArgs,
 }
 
 /// `annal append`: appends one event and prints where it landed.
@@ -72,7 +72,11 @@ pub fn append(dir: &Path, args: AppendArgs) -> CliResult {
     if let Some(id) = args.id {
         event = event.with_id(id);
     }
-    let store = crate::common::open_store(dir, args.sizes.apply(Options::default()))?;
+    let store = crate::common::open_store(
+        dir,
+        args.store_args.apply(Options::default()),
+        args.store_args.create,
+    )?;
     let r = store.append(&args.stream, args.expected, &[event])?;
     let mut out = Out::new();
     out.json(&Ack {
@@ -94,8 +98,8 @@ pub struct ImportArgs {
     pub batch: usize,
     /// Stop at the first line that fails.
     pub stop_on_error: bool,
-    /// Segment and event sizes for the store.
-    pub sizes: crate::common::Sizes,
+    /// Segment and event store_args for the store.
+    pub store_args: crate::common::StoreArgs,
 }
 
 /// One parsed input line.
@@ -266,11 +270,11 @@ fn describe(lines: &[Line]) -> String {
 
 /// `annal import`: appends JSON lines from stdin, printing an acknowledgement per event.
 pub fn import(dir: &Path, args: ImportArgs) -> CliResult {
-    let options = args.sizes.apply(Options {
+    let options = args.store_args.apply(Options {
         fsync: args.fsync,
         ..Options::default()
     });
-    let store = crate::common::open_store(dir, options)?;
+    let store = crate::common::open_store(dir, options, args.store_args.create)?;
     let pb = match stdin_len() {
         Some(len) => progress_bar(len, "importing"),
         None => spinner("importing"),

@@ -1015,3 +1015,24 @@ fn tables_keep_one_line_per_row_and_a_bounded_width() {
     assert!(streams.iter().any(|s| s["stream"] == long));
     assert!(streams.iter().any(|s| s["stream"] == "two\nlines"));
 }
+
+#[test]
+fn writing_commands_create_stores_only_where_nothing_else_lives() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("notes");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("todo.txt"), "milk").unwrap();
+    let o = run(&dir, &["append", "s", "--type", "T"]);
+    fails(&o, "is not an annal store and not empty (1 file)");
+    assert!(!dir.join("STATE").exists(), "nothing was created");
+    ok(run(&dir, &["append", "s", "--type", "T", "--create"]));
+    // Now it is a store: no --create needed.
+    ok(run(&dir, &["append", "s", "--type", "T"]));
+    // --dir at a regular file.
+    let file = tmp.path().join("plain");
+    std::fs::write(&file, "x").unwrap();
+    fails(
+        &run(&file, &["append", "s", "--type", "T"]),
+        "is a file, not a store directory",
+    );
+}
