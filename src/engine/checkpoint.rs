@@ -139,12 +139,27 @@ impl SegmentIndex {
     /// Adds this segment's events to `index` and its samples to `seg`, checking that every
     /// stream continues from the version the index has.
     pub(crate) fn apply(&self, seg: &Segment, index: &mut StreamIndex) -> Result<()> {
+        self.push_runs(seg, index, 0)?;
+        seg.set_samples(self.samples.clone());
+        seg.set_end(self.end);
+        Ok(())
+    }
+
+    /// Adds this index's runs to `index`, each record offset shifted by `base` (where in the
+    /// segment the scanned bytes began), checking that every stream continues from the
+    /// version the index has.
+    pub(crate) fn push_runs(
+        &self,
+        seg: &Segment,
+        index: &mut StreamIndex,
+        base: u64,
+    ) -> Result<()> {
         for run in &self.runs {
             let have = index.version(&run.stream).unwrap_or(0);
             if run.first_version != have + 1 {
                 return Err(Error::corruption(
                     &seg.path,
-                    run.offsets.first().copied().unwrap_or(0),
+                    base + run.offsets.first().copied().unwrap_or(0),
                     format!(
                         "stream {:?} continues at version {} but was at {have}",
                         run.stream, run.first_version
@@ -153,11 +168,9 @@ impl SegmentIndex {
             }
             index.push(
                 &run.stream,
-                run.offsets.iter().map(|&o| pack(self.ordinal, o)),
+                run.offsets.iter().map(|&o| pack(self.ordinal, base + o)),
             );
         }
-        seg.set_samples(self.samples.clone());
-        seg.set_end(self.end);
         Ok(())
     }
 

@@ -12,11 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::format::segment_header::SEGMENT_HEADER_LEN;
-use super::index::{pack, unpack};
+use super::index::unpack;
 use super::log::Active;
 use super::published::Board;
 use super::segment::Segment;
-use super::{Engine, Watermark, checkpoint};
+use super::{Engine, Watermark, Writer, checkpoint, recovery};
 use crate::error::{Error, Result};
 
 /// How long the follower sleeps between looks at the board while nothing changes, and right
@@ -42,11 +42,7 @@ impl Engine {
                 }
                 if seg.capacity == 0 {
                     // A placeholder for a first segment that did not exist at open.
-                    let (real, file) =
-                        Segment::open(self.storage(), &self.dir, seg.ordinal, false)?;
-                    let real = Arc::new(real);
-                    self.log.adopt(Arc::clone(&real))?;
-                    w.active = Active::new(real, file, SEGMENT_HEADER_LEN, false);
+                    self.take_segment(&mut w, seg.ordinal)?;
                     continue;
                 }
                 let upto = if seg.ordinal == ordinal {
@@ -63,22 +59,8 @@ impl Engine {
                 }
                 // The writer rolled: `seg` is sealed, the next one holds what follows.
                 seg.seal();
-                let (next, file) =
-                    Segment::open(self.storage(), &self.dir, seg.ordinal + 1, false)?;
-                if next.base_position != w.next_position {
-                    return Err(Error::corruption(
-                        &next.path,
-                        0,
-                        format!(
-                            "segment starts at position {}, but the log before it ends at {}",
-                            next.base_position,
-                            w.next_position - 1
-                        ),
-                    ));
-                }
-                let next = Arc::new(next);
-                self.log.adopt(Arc::clone(&next))?;
-                w.active = Active::new(next, file, SEGMENT_HEADER_LEN, false);
+                let next = self.take_segment(&mut w, seg.ordinal + 1)?;
+                recovery::check_base(&next, w.next_position)?;
             }
             if w.next_position <= target.position {
                 return Err(Error::corruption(
@@ -97,6 +79,15 @@ impl Engine {
         Ok(())
     }
 
+    /// Opens segment `ordinal`, which the writer created, and makes it the one followed.
+    fn take_segment(&self, w: &mut Writer, ordinal: u32) -> Result<Arc<Segment>> {
+        let (seg, file) = Segment::open(self.storage(), &self.dir, ordinal, false)?;
+        let seg = Arc::new(seg);
+        self.log.adopt(Arc::clone(&seg))?;
+        w.active = Active::new(Arc::clone(&seg), file, SEGMENT_HEADER_LEN, false);
+        Ok(seg)
+    }
+
     /// Indexes the frames of `seg` in `[from, to)`, the first holding `position`; returns how
     /// many events they hold.
     fn take_in(&self, seg: &Segment, from: u64, to: u64, position: u64) -> Result<u64> {
@@ -110,26 +101,7 @@ impl Engine {
                 stop.reason,
             ));
         }
-        {
-            let mut index = self.index.write();
-            for run in &ix.runs {
-                let have = index.version(&run.stream).unwrap_or(0);
-                if run.first_version != have + 1 {
-                    return Err(Error::corruption(
-                        &seg.path,
-                        from + run.offsets.first().copied().unwrap_or(0),
-                        format!(
-                            "stream {:?} continues at version {} but was at {have}",
-                            run.stream, run.first_version
-                        ),
-                    ));
-                }
-                index.push(
-                    &run.stream,
-                    run.offsets.iter().map(|&o| pack(seg.ordinal, from + o)),
-                );
-            }
-        }
+        ix.push_runs(seg, &mut self.index.write(), from)?;
         for s in &ix.samples {
             seg.note_frame(s.position, from + s.offset);
         }

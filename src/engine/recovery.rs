@@ -544,7 +544,8 @@ pub(crate) fn last_nonzero(bytes: &[u8]) -> usize {
     }
 }
 
-fn check_base(seg: &Segment, next_position: u64) -> Result<()> {
+/// Fails unless `seg` starts right after the log before it, which ends at `next_position - 1`.
+pub(crate) fn check_base(seg: &Segment, next_position: u64) -> Result<()> {
     if seg.base_position == next_position {
         return Ok(());
     }
