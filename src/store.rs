@@ -229,7 +229,8 @@ impl Store {
     ///
     /// # Errors
     ///
-    /// None today: every counter is in memory.
+    /// [`Error::Io`](crate::Error::Io) when a follower cannot list its durable subscriptions'
+    /// folder; every other counter is in memory.
     pub fn stats(&self) -> Result<Stats> {
         let log = self.engine.counters();
         let (snapshots, snapshot_bytes) = self.es.snapshots.stats();
@@ -243,7 +244,7 @@ impl Store {
             index_memory_bytes: log.index_memory_bytes,
             snapshots,
             snapshot_bytes,
-            durable_subscriptions: self.es.durables.lock().list(log.last_position),
+            durable_subscriptions: durable::list(&self.engine, &self.es.durables)?,
             segment_syncs: log.segment_syncs,
         })
     }
@@ -297,19 +298,27 @@ impl Store {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for an invalid name or one already open; [`Error::ReadOnly`](crate::Error::ReadOnly)
-    /// on a read-only store; [`Error::Io`](crate::Error::Io) when its ack file cannot be created or read.
+    /// On a [follower](Store::open_follower) the subscription is the follower's own, kept in
+    /// the store directory's `followers/` folder apart from the writer's: any follower
+    /// process can open it, one at a time (each handle holds `followers/NAME.lock`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for an invalid name or one already open (in this process or, on a follower,
+    /// another); [`Error::ReadOnly`](crate::Error::ReadOnly) on a read-only store that is not a follower;
+    /// [`Error::Io`](crate::Error::Io) when its ack file cannot be created or read.
     pub fn durable_subscription(&self, name: &str) -> Result<DurableSubscription> {
         durable::open(&self.engine, &self.es.durables, name)
     }
 
-    /// Every durable subscription with its acknowledged position and lag, by name.
+    /// Every durable subscription with its acknowledged position and lag, by name: on a
+    /// follower, the followers' ones.
     ///
     /// # Errors
     ///
-    /// None today: the registry is in memory.
+    /// [`Error::Io`](crate::Error::Io) when a follower cannot list its `followers/` folder.
     pub fn durable_subscriptions(&self) -> Result<Vec<DurableInfo>> {
-        Ok(self.es.durables.lock().list(self.last_position()))
+        durable::list(&self.engine, &self.es.durables)
     }
 
     /// Deletes a durable subscription (which must not be open); false if it did not exist.
@@ -317,7 +326,7 @@ impl Store {
     /// # Errors
     ///
     /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for an invalid name or one that is open; [`Error::ReadOnly`](crate::Error::ReadOnly)
-    /// on a read-only store; [`Error::Io`](crate::Error::Io) when its file cannot be removed.
+    /// on a read-only store that is not a follower; [`Error::Io`](crate::Error::Io) when its file cannot be removed.
     pub fn delete_durable_subscription(&self, name: &str) -> Result<bool> {
         durable::delete(&self.engine, &self.es.durables, name)
     }
@@ -349,8 +358,12 @@ impl Store {
     }
 
     /// Syncs and closes the store, reporting a failed final sync. Dropping the store does the
-    /// same but cannot report. The directory lock is released once every iterator over the
-    /// store has been dropped too.
+    /// same but cannot report. The directory lock is released here, so the store can be
+    /// opened again at once. Subscriptions, iterators and projections still alive go on
+    /// delivering what was acknowledged before the close, then end with
+    /// [`Error::Closed`](crate::Error::Closed); none of them writes to the directory any
+    /// more (a durable subscription's `ack` and a projection's `checkpoint` fail with
+    /// `Closed`, so checkpoint or drop projections first).
     ///
     /// # Errors
     ///

@@ -204,6 +204,71 @@ fn a_follower_in_another_process_sees_appends_rolls_and_a_writer_restart() {
 }
 
 #[test]
+fn a_followers_durable_subscription_resumes_after_a_restart_of_both_and_is_its_own() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let (mut writer, _) = Writer::start(&dir);
+    writer.append(20);
+
+    let follower = Store::open_follower(&dir, Options::default()).unwrap();
+    let mut sub = follower.durable_subscription("projector").unwrap();
+    let mut handled = Vec::new();
+    while handled.len() < 12 {
+        let e = sub.next_timeout(Duration::from_secs(20)).unwrap().unwrap();
+        handled.push(e.position);
+    }
+    sub.ack(12).unwrap();
+    // One process at a time has it: a second follower (as another process would) cannot.
+    let other = Store::open_follower(&dir, Options::default()).unwrap();
+    let refused = other.durable_subscription("projector").unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains(&std::process::id().to_string()),
+        "names the process that has it: {refused}"
+    );
+    drop(sub);
+    follower.close().unwrap();
+
+    // The writer restarts and appends more; a new follower resumes after the ack, live.
+    writer.close();
+    let (mut writer, _) = Writer::start(&dir);
+    let last = writer.append(10);
+    let follower = Store::open_follower(&dir, Options::default()).unwrap();
+    assert_eq!(
+        follower.durable_subscriptions().unwrap()[0].acked_position,
+        12
+    );
+    let mut sub = follower.durable_subscription("projector").unwrap();
+    let mut got = Vec::new();
+    while got.last().is_none_or(|&p| p < last) {
+        got.push(
+            sub.next_timeout(Duration::from_secs(20))
+                .unwrap()
+                .unwrap()
+                .position,
+        );
+    }
+    assert_eq!(got, (13..=last).collect::<Vec<_>>());
+    drop(sub);
+    writer.close();
+    other.close().unwrap();
+    follower.close().unwrap();
+
+    // The writer's own durable subscriptions are apart from the followers'.
+    let store = Store::open(&dir, options()).unwrap();
+    assert!(store.durable_subscriptions().unwrap().is_empty());
+    assert_eq!(
+        store
+            .durable_subscription("projector")
+            .unwrap()
+            .acked_position(),
+        0
+    );
+    store.close().unwrap();
+}
+
+#[test]
 fn a_follower_never_shows_what_the_writer_has_not_acknowledged() {
     let tmp = tempfile::tempdir().unwrap();
     for policy in [FsyncPolicy::Always, FsyncPolicy::Never] {

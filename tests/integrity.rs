@@ -165,6 +165,53 @@ fn a_flipped_bit_in_a_sealed_segment_is_found_with_everything_after_it() {
 }
 
 #[test]
+fn a_followers_ack_is_verified_and_repair_pulls_it_back_in_its_own_folder() {
+    let tmp = closed_store(20, 1 << 20);
+    let dir = tmp.path();
+    {
+        let follower = Store::open_follower(dir, Options::default()).unwrap();
+        let mut sub = follower.durable_subscription("proj").unwrap();
+        for _ in 0..20 {
+            sub.next_timeout(std::time::Duration::from_secs(5))
+                .unwrap()
+                .unwrap();
+        }
+        sub.ack(20).unwrap();
+        drop(sub);
+        follower.close().unwrap();
+    }
+    assert_eq!(checked(dir).durable_subscriptions, 2);
+    // The last (synced) event is lost: the follower's ack is past the end.
+    let seg = segment_files(dir).pop().unwrap();
+    let last = *frame_starts(&seg).last().unwrap();
+    let mut b = std::fs::read(&seg).unwrap();
+    b[last..].fill(0);
+    std::fs::write(&seg, b).unwrap();
+    let r = checked(dir);
+    assert!(
+        r.findings
+            .iter()
+            .any(|f| f.file == dir.join("followers/proj.sub")
+                && f.severity == Severity::Rebuildable
+                && f.reason.contains("past the end")),
+        "{:?}",
+        r.findings
+    );
+    repair_accepting_loss(dir, 20);
+    assert!(
+        !dir.join("proj.sub").exists(),
+        "written in the writer's place"
+    );
+    let follower = Store::open_follower(dir, Options::default()).unwrap();
+    let subs = follower.durable_subscriptions().unwrap();
+    assert_eq!(
+        (subs[0].name.as_str(), subs[0].acked_position),
+        ("proj", 19)
+    );
+    follower.close().unwrap();
+}
+
+#[test]
 fn a_torn_tail_is_reported_as_what_an_open_cuts() {
     let tmp = tempfile::tempdir().unwrap();
     let store = Store::open(tmp.path(), tiny(1 << 20)).unwrap();

@@ -441,3 +441,43 @@ fn following_without_a_time_limit_ends_when_the_store_closes() {
     assert_eq!(p.state().0, 7, "every acknowledged event was applied first");
     assert_eq!(p.position(), 7);
 }
+
+#[test]
+fn close_releases_the_directory_while_old_handles_drain_and_write_nothing_more() {
+    #[derive(Default, Serialize, Deserialize)]
+    struct Seen(u64);
+    impl Projection for Seen {
+        const NAME: &'static str = "seen";
+        fn apply(&mut self, _: &RecordedEvent) {
+            self.0 += 1;
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), tiny(8192)).unwrap();
+    append_n(&store, "s", 3);
+    let mut live = store.subscribe_all(1).unwrap();
+    let mut durable = store.durable_subscription("mailer").unwrap();
+    let mut projection = store.projection::<Seen>().unwrap();
+    projection.catch_up().unwrap();
+    durable.next_timeout(WAIT).unwrap().unwrap();
+    store.close().unwrap();
+
+    // The directory is free at once: a new writer opens it beside the old handles.
+    let reopened = Store::open(tmp.path(), tiny(8192)).unwrap();
+    append_n(&reopened, "s", 2);
+    // The old subscription delivers what was acknowledged before the close, then ends.
+    let got: Vec<u64> = live.by_ref().map(|e| e.unwrap().position).collect();
+    assert_eq!(got, [1, 2, 3]);
+    assert!(matches!(live.next_timeout(WAIT), Err(Error::Closed)));
+    // Nothing of the closed store writes into the directory that is now another's.
+    assert!(matches!(durable.ack(1), Err(Error::Closed)));
+    assert!(matches!(projection.checkpoint(), Err(Error::Closed)));
+    drop((durable, projection));
+    let subs = reopened.durable_subscriptions().unwrap();
+    assert_eq!(
+        (subs[0].name.as_str(), subs[0].acked_position),
+        ("mailer", 0)
+    );
+    assert!(!reopened.projection::<Seen>().unwrap().resumed());
+    reopened.close().unwrap();
+}

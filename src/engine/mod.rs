@@ -140,7 +140,9 @@ pub(crate) struct Engine {
     /// Why a follower stopped following, if it did.
     pub(crate) follow_failure: Mutex<Option<String>>,
     recovery: RecoveryReport,
-    _lock: Box<dyn Any + Send + Sync>,
+    /// The directory lock (a read-only engine's is a placeholder), released by `close` so
+    /// that the store can be opened again while old subscriptions drain; `None` once closed.
+    lock: Mutex<Option<Box<dyn Any + Send + Sync>>>,
 }
 
 impl Engine {
@@ -262,7 +264,7 @@ impl Engine {
             background: Mutex::new(Background::default()),
             board: None,
             follow_failure: Mutex::new(None),
-            _lock: lock,
+            lock: Mutex::new(Some(lock)),
         };
         let upper = upper(&engine)?;
         // After the layer above, which may have removed files.
@@ -503,6 +505,28 @@ impl Engine {
         if self.shut.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
+        let closed = self.close_log();
+        // Whatever the outcome: the next open recovers what this one could not record.
+        *self.lock.lock() = None;
+        closed
+    }
+
+    /// Runs `write`, a change to a file of the store beside the log (an ack, a checkpoint),
+    /// while the store is open: never after `close` released the directory to another
+    /// writer.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] once the store is closed, or what `write` returns.
+    pub(crate) fn while_open<T>(&self, write: impl FnOnce() -> Result<T>) -> Result<T> {
+        let held = self.lock.lock();
+        if held.is_none() {
+            return Err(Error::Closed);
+        }
+        write()
+    }
+
+    fn close_log(&self) -> Result<()> {
         self.commit.shutdown();
         if self.options.read_only {
             self.close_subscriptions();

@@ -220,10 +220,11 @@ impl Repairer<'_> {
                 name.strip_suffix(crate::engine::format::ack_file::SUFFIX),
                 f.positions,
             ) {
-                // An ack past the end of the log: pulled back to it, as an open would.
+                // An ack past the end of the log: pulled back to it, as an open would. It
+                // may be a follower's, in its folder.
                 crate::storage::replace_file(
                     self.storage,
-                    self.dir,
+                    f.file.parent().unwrap_or(self.dir),
                     &name,
                     &crate::engine::format::ack_file::encode_file(first - 1),
                 )?;

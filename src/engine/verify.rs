@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use crate::engine::checkpoint::{self, SegmentIndex};
+use crate::engine::format::ack_file::FOLLOWERS_DIR;
 use crate::engine::format::frame::{self, FrameRead};
 use crate::engine::format::{ack_file, projection_file, snapshot_file};
 use crate::engine::recovery;
@@ -151,7 +152,18 @@ pub fn verify(storage: &dyn Storage, dir: impl AsRef<Path>) -> Result<VerifyRepo
         streams: HashMap::new(),
         scans: BTreeMap::new(),
     };
-    let files = Files::classify(&names);
+    let mut files = Files::classify(&names);
+    // Followers keep their durable subscriptions in a folder of their own.
+    let followers = dir.join(FOLLOWERS_DIR);
+    if let Ok(names) = storage.list(&followers) {
+        let mut subs: Vec<String> = names
+            .into_iter()
+            .filter(|n| n.ends_with(ack_file::SUFFIX))
+            .map(|n| format!("{FOLLOWERS_DIR}/{n}"))
+            .collect();
+        subs.sort();
+        files.subs.extend(subs);
+    }
     v.report.segments = files.segments.len();
     v.report.checkpoints = files.checkpoints.len();
     v.report.snapshot_files = files.snapshots.len();

@@ -20,7 +20,9 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use crate::engine::Engine;
-use crate::engine::format::ack_file::{SLOT_LEN, SUFFIX, decode_slots, encode_file, encode_slot};
+use crate::engine::format::ack_file::{
+    FOLLOWERS_DIR, SLOT_LEN, SUFFIX, decode_slots, encode_file, encode_slot,
+};
 use crate::error::{Error, Result};
 use crate::es::subscription::Subscription;
 use crate::event::RecordedEvent;
@@ -56,10 +58,15 @@ pub(crate) fn validate_name(what: &str, name: &str) -> Result<()> {
 }
 
 /// The registry of durable subscriptions of an open store.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Registry {
     /// Name to (acknowledged position, whether a handle is open).
     subs: BTreeMap<String, (u64, bool)>,
+    /// Where the ack files are: the store directory, or a follower's `followers/` in it.
+    dir: PathBuf,
+    /// Shared with other processes (a follower's): each open handle holds `NAME.lock`, and
+    /// the files on disk, not this registry, say what exists.
+    shared: bool,
 }
 
 fn path_of(dir: &Path, name: &str) -> PathBuf {
@@ -115,27 +122,90 @@ impl Registry {
         last_position: u64,
         write: bool,
     ) -> Result<Self> {
-        let mut subs = BTreeMap::new();
-        for name in storage.list(dir).map_err(|e| Error::io("list", dir, e))? {
-            let Some(sub) = name.strip_suffix(SUFFIX) else {
-                continue;
-            };
-            if validate_name("subscription", sub).is_err() {
-                continue;
-            }
-            let path = path_of(dir, sub);
-            let (file, seq, mut position) = read_ack(storage, &path, write)?;
-            if position > last_position {
-                position = last_position;
-                if write {
-                    write_slot(file.as_ref(), &path, seq + 1, position, true)?;
-                }
-            }
-            subs.insert(sub.to_string(), (position, false));
-        }
-        Ok(Registry { subs })
+        Ok(Registry {
+            subs: load(storage, dir, last_position, write)?,
+            dir: dir.to_path_buf(),
+            shared: false,
+        })
     }
 
+    /// A follower's registry, in `store_dir/followers`: loaded without changing any file
+    /// (another follower may have a subscription open); what is past the end of the log is
+    /// pulled back when a handle opens it.
+    pub(crate) fn open_shared(
+        storage: &dyn Storage,
+        store_dir: &Path,
+        last_position: u64,
+    ) -> Result<Self> {
+        let dir = store_dir.join(FOLLOWERS_DIR);
+        let subs = match storage.list(&dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            _ => load(storage, &dir, last_position, false)?,
+        };
+        Ok(Registry {
+            subs,
+            dir,
+            shared: true,
+        })
+    }
+
+    /// Reads again what other processes may have changed (a follower's registry).
+    fn refresh(&mut self, storage: &dyn Storage, last_position: u64) -> Result<()> {
+        if !self.shared {
+            return Ok(());
+        }
+        let on_disk = match storage.list(&self.dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            _ => load(storage, &self.dir, last_position, false)?,
+        };
+        let open: Vec<String> = self
+            .subs
+            .iter()
+            .filter(|(_, (_, open))| *open)
+            .map(|(name, _)| name.clone())
+            .collect();
+        let mut subs = on_disk;
+        for name in open {
+            // This process's own handles know their acks best.
+            if let Some(&(acked, _)) = self.subs.get(&name) {
+                subs.insert(name, (acked, true));
+            }
+        }
+        self.subs = subs;
+        Ok(())
+    }
+}
+
+/// The ack files in `dir`, by name, with positions past `last_position` pulled back (and,
+/// with `write`, rewritten).
+fn load(
+    storage: &dyn Storage,
+    dir: &Path,
+    last_position: u64,
+    write: bool,
+) -> Result<BTreeMap<String, (u64, bool)>> {
+    let mut subs = BTreeMap::new();
+    for name in storage.list(dir).map_err(|e| Error::io("list", dir, e))? {
+        let Some(sub) = name.strip_suffix(SUFFIX) else {
+            continue;
+        };
+        if validate_name("subscription", sub).is_err() {
+            continue;
+        }
+        let path = path_of(dir, sub);
+        let (file, seq, mut position) = read_ack(storage, &path, write)?;
+        if position > last_position {
+            position = last_position;
+            if write {
+                write_slot(file.as_ref(), &path, seq + 1, position, true)?;
+            }
+        }
+        subs.insert(sub.to_string(), (position, false));
+    }
+    Ok(subs)
+}
+
+impl Registry {
     pub(crate) fn list(&self, last_position: u64) -> Vec<DurableInfo> {
         self.subs
             .iter()
@@ -155,38 +225,48 @@ pub(crate) fn open(
     name: &str,
 ) -> Result<DurableSubscription> {
     validate_name("subscription", name)?;
-    inner.check_writable()?;
-    let storage = inner.storage();
-    let path = path_of(&inner.dir, name);
-    let mut reg = registry.lock();
-    match reg.subs.get_mut(name) {
-        Some((_, true)) => {
-            return Err(Error::InvalidArgument(format!(
-                "durable subscription {name:?} is already open"
-            )));
-        }
-        Some((_, open)) => *open = true,
-        None => {
-            crate::storage::replace_file(
-                storage,
-                &inner.dir,
-                &format!("{name}{SUFFIX}"),
-                &encode_file(0),
-            )?;
-            reg.subs.insert(name.to_string(), (0, true));
-        }
+    let (dir, shared) = {
+        let reg = registry.lock();
+        (reg.dir.clone(), reg.shared)
+    };
+    if !shared {
+        inner.check_writable()?;
     }
-    drop(reg);
-    let opened = read_ack(storage, &path, true);
-    let (file, seq, acked) = match opened {
+    let path = path_of(&dir, name);
+    let known = {
+        let mut reg = registry.lock();
+        match reg.subs.get_mut(name) {
+            Some((_, true)) => {
+                return Err(Error::InvalidArgument(format!(
+                    "durable subscription {name:?} is already open"
+                )));
+            }
+            Some((_, open)) => {
+                *open = true;
+                true
+            }
+            None => {
+                reg.subs.insert(name.to_string(), (0, true));
+                false
+            }
+        }
+    };
+    let opened = open_file(inner, &dir, shared, name, &path);
+    let (file, seq, acked, lock) = match opened {
         Ok(x) => x,
         Err(e) => {
-            if let Some((_, open)) = registry.lock().subs.get_mut(name) {
+            let mut reg = registry.lock();
+            if !known {
+                reg.subs.remove(name);
+            } else if let Some((_, open)) = reg.subs.get_mut(name) {
                 *open = false;
             }
             return Err(e);
         }
     };
+    if let Some(entry) = registry.lock().subs.get_mut(name) {
+        entry.0 = acked;
+    }
     Ok(DurableSubscription {
         name: name.to_string(),
         sub: Subscription::all(Arc::clone(inner), acked + 1),
@@ -197,14 +277,98 @@ pub(crate) fn open(
         seq,
         acked,
         synced: true,
+        _lock: lock,
     })
 }
+
+type Opened = (
+    Arc<dyn StorageFile>,
+    u64,
+    u64,
+    Option<Box<dyn std::any::Any + Send + Sync>>,
+);
+
+/// Opens `name`'s ack file, creating it at position 0 if it does not exist. In a shared
+/// registry, first takes `NAME.lock`, so one process at a time has the subscription open,
+/// and pulls back an ack past the end of the log.
+fn open_file(inner: &Engine, dir: &Path, shared: bool, name: &str, path: &Path) -> Result<Opened> {
+    let storage = inner.storage();
+    let lock = if shared {
+        create_dir(storage, dir)?;
+        Some(lock_name(storage, dir, name)?)
+    } else {
+        None
+    };
+    if storage.open(path, false).is_err() {
+        crate::storage::replace_file(storage, dir, &format!("{name}{SUFFIX}"), &encode_file(0))?;
+    }
+    let (file, mut seq, mut acked) = read_ack(storage, path, true)?;
+    let last = inner.last_position();
+    if shared && acked > last {
+        seq += 1;
+        acked = last;
+        write_slot(file.as_ref(), path, seq, acked, true)?;
+    }
+    Ok((file, seq, acked, lock))
+}
+
+/// Creates a follower's `followers/` folder, durably, if it is not there.
+fn create_dir(storage: &dyn Storage, dir: &Path) -> Result<()> {
+    if storage.list(dir).is_ok() {
+        return Ok(());
+    }
+    storage
+        .create_dir_all(dir)
+        .map_err(|e| Error::io("create directory", dir, e))?;
+    if let Some(parent) = dir.parent() {
+        storage
+            .sync_dir(parent)
+            .map_err(|e| Error::io("fsync directory", parent, e))?;
+    }
+    Ok(())
+}
+
+/// Takes `NAME.lock` in a shared registry's folder.
+fn lock_name(
+    storage: &dyn Storage,
+    dir: &Path,
+    name: &str,
+) -> Result<Box<dyn std::any::Any + Send + Sync>> {
+    let path = dir.join(format!("{name}{LOCK_SUFFIX}"));
+    storage.lock(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::WouldBlock => {
+            let holder = crate::storage::read_data(storage, &path)
+                .ok()
+                .flatten()
+                .and_then(|(bytes, _)| {
+                    std::str::from_utf8(&bytes).ok()?.trim().parse::<u32>().ok()
+                });
+            Error::InvalidArgument(match holder {
+                Some(pid) => format!(
+                    "durable subscription {name:?} is already open, in process {pid} ({})",
+                    path.display()
+                ),
+                None => format!(
+                    "durable subscription {name:?} is already open, in another process ({})",
+                    path.display()
+                ),
+            })
+        }
+        _ => Error::io("lock", &path, e),
+    })
+}
+
+/// The suffix of a follower's per-subscription lock file.
+const LOCK_SUFFIX: &str = ".lock";
 
 /// Deletes the durable subscription `name`; false if there was none.
 pub(crate) fn delete(inner: &Engine, registry: &Mutex<Registry>, name: &str) -> Result<bool> {
     validate_name("subscription", name)?;
-    inner.check_writable()?;
     let mut reg = registry.lock();
+    if !reg.shared {
+        inner.check_writable()?;
+    }
+    reg.refresh(inner.storage(), inner.last_position())?;
     match reg.subs.get(name) {
         None => return Ok(false),
         Some((_, true)) => {
@@ -214,16 +378,37 @@ pub(crate) fn delete(inner: &Engine, registry: &Mutex<Registry>, name: &str) -> 
         }
         Some(_) => {}
     }
-    let path = path_of(&inner.dir, name);
+    let dir = reg.dir.clone();
     let storage = inner.storage();
+    let lock = if reg.shared {
+        Some(lock_name(storage, &dir, name)?)
+    } else {
+        None
+    };
+    let path = path_of(&dir, name);
     storage
         .remove(&path)
         .map_err(|e| Error::io("remove", &path, e))?;
+    if lock.is_some() {
+        // While still held: whoever opens the name next makes a new lock file and a new
+        // subscription.
+        crate::storage::remove_if_exists(storage, &dir.join(format!("{name}{LOCK_SUFFIX}")))?;
+    }
     storage
-        .sync_dir(&inner.dir)
-        .map_err(|e| Error::io("fsync directory", &inner.dir, e))?;
+        .sync_dir(&dir)
+        .map_err(|e| Error::io("fsync directory", &dir, e))?;
     reg.subs.remove(name);
+    drop(lock);
     Ok(true)
+}
+
+/// Every durable subscription with its acknowledged position and lag; a follower's read
+/// again from its folder, where other followers may have added some.
+pub(crate) fn list(inner: &Engine, registry: &Mutex<Registry>) -> Result<Vec<DurableInfo>> {
+    let last = inner.last_position();
+    let mut reg = registry.lock();
+    reg.refresh(inner.storage(), last)?;
+    Ok(reg.list(last))
 }
 
 /// A named subscription to the whole log that resumes after its last acknowledged position;
@@ -241,6 +426,8 @@ pub struct DurableSubscription {
     seq: u64,
     acked: u64,
     synced: bool,
+    /// A follower's hold on `NAME.lock`, released on drop.
+    _lock: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl DurableSubscription {
@@ -289,7 +476,8 @@ impl DurableSubscription {
     /// # Errors
     ///
     /// [`Error::InvalidArgument`] for a position past the last one delivered; [`Error::Io`]
-    /// when the ack file cannot be written (or synced, under [`FsyncPolicy::Always`]).
+    /// when the ack file cannot be written (or synced, under [`FsyncPolicy::Always`]);
+    /// [`Error::Closed`] once the store is closed.
     pub fn ack(&mut self, position: u64) -> Result<()> {
         if position <= self.acked {
             return Ok(());
@@ -302,7 +490,9 @@ impl DurableSubscription {
             )));
         }
         let sync = self.inner.options.fsync == FsyncPolicy::Always;
-        write_slot(self.file.as_ref(), &self.path, self.seq + 1, position, sync)?;
+        self.inner.while_open(|| {
+            write_slot(self.file.as_ref(), &self.path, self.seq + 1, position, sync)
+        })?;
         self.seq += 1;
         self.acked = position;
         self.synced = sync;
@@ -384,6 +574,73 @@ mod tests {
         assert!(delete(&engine, &es.durables, "x").unwrap());
         assert!(!delete(&engine, &es.durables, "x").unwrap());
         assert!(es.durables.lock().list(0).is_empty());
+    }
+
+    /// A follower's registry, as two follower processes would each have one.
+    fn shared(disk: &crate::storage::SimDisk, engine: &Engine) -> Arc<Mutex<Registry>> {
+        Arc::new(Mutex::new(
+            Registry::open_shared(disk, Path::new(DIR), engine.last_position()).unwrap(),
+        ))
+    }
+
+    #[test]
+    fn a_followers_subscription_is_its_own_one_process_at_a_time_and_resumes() {
+        let (disk, engine) = testing::fresh();
+        testing::append(&engine, "a", 4);
+        let writers = EsState::open(&engine).unwrap().durables;
+        let (one, two) = (shared(&disk, &engine), shared(&disk, &engine));
+        let mut sub = open(&engine, &one, "proj").unwrap();
+        assert!(
+            disk.contents(&Path::new(DIR).join("followers/proj.sub"))
+                .is_some()
+        );
+        // The other follower sees it, and cannot open it while this one has it.
+        assert_eq!(list(&engine, &two).unwrap()[0].name, "proj");
+        let refused = open(&engine, &two, "proj").unwrap_err();
+        assert!(refused.to_string().contains("already open"), "{refused}");
+        assert!(matches!(
+            delete(&engine, &two, "proj"),
+            Err(Error::InvalidArgument(_))
+        ));
+        let e = sub.next_timeout(Duration::ZERO).unwrap().unwrap();
+        sub.next_timeout(Duration::ZERO).unwrap().unwrap();
+        sub.ack(e.position + 1).unwrap();
+        drop(sub);
+        // Released: the other follower resumes after the ack.
+        let mut sub = open(&engine, &two, "proj").unwrap();
+        assert_eq!(sub.acked_position(), 2);
+        assert_eq!(
+            sub.next_timeout(Duration::ZERO).unwrap().unwrap().position,
+            3
+        );
+        drop(sub);
+        // The writer's subscriptions are apart.
+        assert!(list(&engine, &writers).unwrap().is_empty());
+        assert!(open(&engine, &writers, "proj").unwrap().acked_position() == 0);
+        assert!(delete(&engine, &one, "proj").unwrap());
+        assert!(list(&engine, &two).unwrap().is_empty());
+        assert!(
+            disk.contents(&Path::new(DIR).join("followers/proj.lock"))
+                .is_none()
+        );
+        assert_eq!(open(&engine, &two, "proj").unwrap().acked_position(), 0);
+    }
+
+    #[test]
+    fn a_followers_ack_past_the_writers_log_is_pulled_back_when_opened() {
+        let (disk, engine) = testing::fresh();
+        testing::append(&engine, "a", 2);
+        let dir = Path::new(DIR).join(FOLLOWERS_DIR);
+        disk.create_dir_all(&dir).unwrap();
+        crate::storage::replace_file(&disk, &dir, "late.sub", &encode_file(9)).unwrap();
+        let reg = shared(&disk, &engine);
+        // Listed as pulled back, left alone on disk until a handle opens it.
+        assert_eq!(list(&engine, &reg).unwrap()[0].acked_position, 2);
+        let on_disk = || decode_slots(&disk.contents(&dir.join("late.sub")).unwrap());
+        assert_eq!(on_disk().map(|(_, p)| p), Some(9));
+        let sub = open(&engine, &reg, "late").unwrap();
+        assert_eq!(sub.acked_position(), 2);
+        assert_eq!(on_disk().map(|(_, p)| p), Some(2));
     }
 
     #[test]

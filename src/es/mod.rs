@@ -47,7 +47,12 @@ impl EsState {
             options.snapshots_kept.max(1),
             write,
         )?;
-        let durables = Registry::open(storage.as_ref(), engine.dir(), last, write)?;
+        // A follower keeps its own durable subscriptions apart from the writer's.
+        let durables = if options.follow {
+            Registry::open_shared(storage.as_ref(), engine.dir(), last)?
+        } else {
+            Registry::open(storage.as_ref(), engine.dir(), last, write)?
+        };
         if write {
             projection::discard_beyond(storage.as_ref(), engine.dir(), last)?;
         }

@@ -208,7 +208,8 @@ impl<P: Projection> RunningProjection<P> {
     /// # Errors
     ///
     /// [`Error::Codec`] when the state cannot be encoded; [`Error::Io`] when the checkpoint
-    /// file cannot be written durably.
+    /// file cannot be written durably; [`Error::Closed`] once the store is closed (what
+    /// was not saved is replayed at the next open).
     pub fn checkpoint(&mut self) -> Result<()> {
         if self.inner.options.read_only || (self.position == self.checkpointed && self.resumed) {
             return Ok(());
@@ -218,12 +219,14 @@ impl<P: Projection> RunningProjection<P> {
             version: None,
             reason,
         })?;
-        crate::storage::replace_file(
-            self.inner.storage(),
-            &self.inner.dir,
-            &format!("{}{SUFFIX}", P::NAME),
-            &encode(P::VERSION, self.position, &state),
-        )?;
+        self.inner.while_open(|| {
+            crate::storage::replace_file(
+                self.inner.storage(),
+                &self.inner.dir,
+                &format!("{}{SUFFIX}", P::NAME),
+                &encode(P::VERSION, self.position, &state),
+            )
+        })?;
         self.checkpointed = self.position;
         self.resumed = true;
         Ok(())

@@ -13,6 +13,9 @@ use super::small_file::Kind;
 
 /// File name suffix of an ack file.
 pub(crate) const SUFFIX: &str = ".sub";
+/// The folder of a store directory where followers keep the ack files of their own durable
+/// subscriptions (with a `NAME.lock` beside each, held while a follower has it open).
+pub(crate) const FOLLOWERS_DIR: &str = "followers";
 /// The envelope of each of an ack file's two slots (a torn slot is only passed over).
 const SLOT: Kind = Kind {
     magic: *b"ANNALSUB",
