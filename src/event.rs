@@ -18,6 +18,11 @@ pub struct EventData {
     /// An optional 128-bit id (a UUID, say). Ids make retried appends idempotent; see
     /// [`Store::append`](crate::Store::append).
     pub id: Option<u128>,
+    /// When it happened, in microseconds since the Unix epoch (UTC); `None` (the default)
+    /// stamps it with the time of the append. Give it to keep an event's original time, as
+    /// restoring a backup does. The store does not need timestamps in order, and never
+    /// looks at them.
+    pub timestamp: Option<u64>,
 }
 
 /// Bytes for a payload or metadata: anything [`EventData::new`] and
@@ -86,6 +91,7 @@ impl EventData {
             payload: payload.into().0,
             metadata: Bytes::new(),
             id: None,
+            timestamp: None,
         }
     }
 
@@ -98,6 +104,13 @@ impl EventData {
     /// Sets the event id.
     pub fn with_id(mut self, id: u128) -> Self {
         self.id = Some(id);
+        self
+    }
+
+    /// Sets the timestamp (microseconds since the Unix epoch) instead of the time of the
+    /// append: see [`EventData::timestamp`].
+    pub fn with_timestamp(mut self, micros: u64) -> Self {
+        self.timestamp = Some(micros);
         self
     }
 }
@@ -119,7 +132,8 @@ pub struct RecordedEvent {
     pub metadata: Bytes,
     /// The id given at append time, if any.
     pub id: Option<u128>,
-    /// When the store appended it: microseconds since the Unix epoch (UTC).
+    /// When the store appended it, or the time given with
+    /// [`EventData::with_timestamp`]: microseconds since the Unix epoch (UTC).
     pub timestamp: u64,
 }
 

@@ -989,3 +989,48 @@ fn an_id_names_one_event() {
     );
     assert_eq!(store.last_position(), 1);
 }
+
+#[test]
+fn a_given_timestamp_is_kept_and_part_of_what_a_retry_compares() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), tiny(1 << 16)).unwrap();
+    let old = EventData::new("T", "x").with_id(1).with_timestamp(42);
+    let now = EventData::new("T", "y");
+    store
+        .append("s", ExpectedVersion::NoStream, &[old.clone(), now])
+        .unwrap();
+    let got: Vec<u64> = store
+        .read_stream("s", ReadOptions::forward())
+        .unwrap()
+        .map(|e| e.unwrap().timestamp)
+        .collect();
+    assert_eq!(got[0], 42, "given: kept, though older than the next");
+    assert!(
+        got[1] > 1_700_000_000_000_000,
+        "not given: the time of the append"
+    );
+    let retry = store
+        .append("s", ExpectedVersion::NoStream, &[old.clone()])
+        .unwrap_err();
+    // Not the same append (it had two events), so not a retry; the same id with another
+    // time is another event.
+    assert!(
+        matches!(retry, Error::WrongExpectedVersion { .. }),
+        "{retry:?}"
+    );
+    store
+        .append("t", ExpectedVersion::NoStream, &[old.clone()])
+        .unwrap();
+    let same = store
+        .append("t", ExpectedVersion::NoStream, &[old.clone()])
+        .unwrap();
+    assert!(same.deduplicated);
+    let other_time = store
+        .append("t", ExpectedVersion::NoStream, &[old.with_timestamp(43)])
+        .unwrap_err();
+    assert!(
+        matches!(other_time, Error::IdReused { .. }),
+        "{other_time:?}"
+    );
+    store.close().unwrap();
+}

@@ -250,6 +250,7 @@ impl Engine {
             if e.event_type != asked.event_type
                 || e.payload != asked.payload
                 || e.metadata != asked.metadata
+                || asked.timestamp.is_some_and(|t| t != e.timestamp)
             {
                 return Err(Error::IdReused {
                     stream: stream.to_string(),

@@ -73,9 +73,11 @@ enum Command {
     },
     /// Append JSON lines from stdin, printing each event's position once acknowledged.
     ///
-    /// Each line: {"stream","type","data"}, optionally "metadata", "id" (a UUID) and
-    /// "expected_version" (of the append the line starts); "data_b64"/"metadata_b64" carry
-    /// bytes that aren't JSON. Other keys are ignored, so `read-all --json` output imports.
+    /// Each line: {"stream","type","data"}, optionally "metadata", "id" (a UUID),
+    /// "timestamp" (microseconds since the Unix epoch, kept instead of the time of the import)
+    /// and "expected_version" (of the append the line starts); "data_b64"/"metadata_b64"
+    /// carry bytes that aren't JSON. Other keys are ignored, so `read-all --json` output
+    /// imports back as it was: a backup.
     /// Prints {"stream","version","position"} per event, flushed as soon as its append was
     /// acknowledged. A line that fails is reported on stderr with its number, and the import
     /// goes on; it then ends with a summary and exit status 8.

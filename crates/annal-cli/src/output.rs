@@ -55,7 +55,15 @@ pub fn as_json(bytes: &[u8]) -> Option<Box<RawValue>> {
     }
 }
 
-/// An event as one JSON line: data and metadata as JSON when they are JSON, else base64.
+/// `bytes` as JSON when they are exactly one JSON value on one line, nothing around it: what
+/// `--json` prints as JSON, so that `import` stores every byte back as it was.
+fn exact_json(bytes: &[u8]) -> Option<Box<RawValue>> {
+    let raw: &RawValue = serde_json::from_slice(bytes).ok()?;
+    (raw.get().as_bytes() == bytes && !raw.get().contains(['\n', '\r'])).then(|| raw.to_owned())
+}
+
+/// An event as one JSON line: data and metadata as JSON when they are exactly a one-line
+/// JSON value, else base64, so that `import` restores every byte.
 #[derive(Serialize)]
 struct EventJson<'a> {
     stream: &'a str,
@@ -81,12 +89,13 @@ fn event_json(e: &RecordedEvent) -> EventJson<'_> {
     let (metadata, metadata_b64) = if e.metadata.is_empty() {
         (Some(None), None)
     } else {
-        match as_json(&e.metadata) {
+        // Metadata `null` reads back as none: the bytes `null` go as base64.
+        match exact_json(&e.metadata).filter(|raw| raw.get() != "null") {
             Some(raw) => (Some(Some(raw)), None),
             None => (None, Some(BASE64.encode(&e.metadata))),
         }
     };
-    let data = as_json(&e.payload);
+    let data = exact_json(&e.payload);
     let data_b64 = data.is_none().then(|| BASE64.encode(&e.payload));
     EventJson {
         stream: &e.stream,
@@ -363,5 +372,14 @@ mod tests {
         assert!(as_json(b"hello").is_none());
         assert!(as_json(b"").is_none());
         assert!(as_json(&[0xff, 0x00]).is_none());
+    }
+
+    #[test]
+    fn only_exact_one_line_json_is_printed_as_json() {
+        assert!(exact_json(br#"{"a": 1}"#).is_some());
+        assert!(exact_json(b"null").is_some());
+        for inexact in [&br#" {"a": 1}"#[..], b"{\n\"a\": 1}", b"1\n", b"", b"x"] {
+            assert!(exact_json(inexact).is_none(), "{inexact:?}");
+        }
     }
 }

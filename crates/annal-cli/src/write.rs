@@ -111,7 +111,8 @@ struct Line {
 }
 
 /// Parses one input line: `{"stream","type","data"|"data_b64","metadata"|"metadata_b64",
-/// "id","expected_version"}`. Other keys are ignored, so `read --json` output imports back.
+/// "id","timestamp","expected_version"}`. Other keys are ignored, so `read --json` output
+/// imports back with its ids, timestamps and metadata.
 fn parse_line(text: &str) -> Result<(String, Option<ExpectedVersion>, EventData), String> {
     let fields: HashMap<String, Box<RawValue>> =
         serde_json::from_str(text).map_err(|e| format!("not a JSON object: {e}"))?;
@@ -153,6 +154,12 @@ fn parse_line(text: &str) -> Result<(String, Option<ExpectedVersion>, EventData)
     let mut event = EventData::new(event_type, data).with_metadata(metadata);
     if let Some(id) = string("id")? {
         event = event.with_id(parse_uuid(&id)?);
+    }
+    if let Some(raw) = get("timestamp") {
+        let micros = serde_json::from_str::<u64>(raw.get()).map_err(
+            |_| "\"timestamp\" must be a whole number of microseconds since the Unix epoch",
+        )?;
+        event = event.with_timestamp(micros);
     }
     let expected = match get("expected_version") {
         None => None,

@@ -60,6 +60,7 @@ pub(crate) struct FrameStart<'a> {
     /// uses it to tell a multi-frame torn tail (nothing after the damage was ever durable) from
     /// damage to data that had been synced.
     pub durable: u64,
+    /// The time of the append, for events that bring no timestamp of their own.
     pub timestamp: u64,
 }
 
@@ -85,7 +86,7 @@ pub(crate) fn encode_frame(
         buf.extend_from_slice(&[0; RECORD_HEADER_LEN]);
         buf.extend_from_slice(&(start.first_position + i as u64).to_le_bytes());
         buf.extend_from_slice(&(start.first_version + i as u64).to_le_bytes());
-        buf.extend_from_slice(&start.timestamp.to_le_bytes());
+        buf.extend_from_slice(&e.timestamp.unwrap_or(start.timestamp).to_le_bytes());
         let mut flags = 0;
         if i == 0 {
             flags |= FLAG_FIRST;
