@@ -9,7 +9,9 @@ use annal::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::common::{CliResult, Fail, fsync_name, human_duration, plural, progress_bar, thousands};
+use crate::common::{
+    CliResult, Counting, Fail, fsync_name, human_duration, plural, progress_bar, thousands,
+};
 use crate::output::{Out, Table};
 
 /// The arguments of `annal bench`.
@@ -187,7 +189,7 @@ pub fn bench(dir: Option<&Path>, json: bool, args: BenchArgs) -> CliResult {
     }
 
     // 1. Appends, one stream per call, round robin over the streams.
-    let pb = progress_bar(args.events, "appending");
+    let pb = progress_bar(args.events, "appending", Counting::Events);
     let started = Instant::now();
     let (mut appended, mut calls) = (0u64, 0u64);
     while appended < args.events {
@@ -207,7 +209,7 @@ pub fn bench(dir: Option<&Path>, json: bool, args: BenchArgs) -> CliResult {
     let stats = store.stats()?;
 
     // 2. Replay of the whole log.
-    let pb = progress_bar(args.events, "replaying");
+    let pb = progress_bar(args.events, "replaying", Counting::Events);
     let started = Instant::now();
     let mut replayed = 0u64;
     for e in store.read_all(ReadOptions::forward())? {

@@ -329,34 +329,116 @@ pub fn parse_json(s: &str) -> Result<String, String> {
         .map_err(|e| format!("not valid JSON: {e}"))
 }
 
+/// What a progress bar counts, for its labels and its rate.
+#[derive(Debug, Clone, Copy)]
+pub enum Counting {
+    /// Events: "1,234/10,000 events (5,678 events/s)".
+    Events,
+    /// Lines of input, for a spinner with no end.
+    Lines,
+    /// Bytes of input: "1.2 MiB/10 MiB (3.4 MiB/s)".
+    Bytes,
+}
+
 /// A progress bar on stderr when it is a terminal, hidden otherwise (pipes, CI, tests).
-pub fn progress_bar(len: u64, what: &str) -> ProgressBar {
+pub fn progress_bar(len: u64, what: &str, counting: Counting) -> ProgressBar {
     if !io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
-    let style = ProgressStyle::with_template(
-        "{msg:>14} [{bar:36}] {human_pos}/{human_len} ({per_sec}, {eta} left)",
-    )
-    .map(|s| s.progress_chars("=> "))
-    .unwrap_or_else(|_| ProgressStyle::default_bar());
     let pb = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
-    pb.set_style(style);
+    pb.set_style(style(
+        bar_template(counting),
+        counting,
+        ProgressStyle::default_bar(),
+    ));
     pb.set_message(what.to_string());
     pb
 }
 
 /// A spinner with a count on stderr when it is a terminal, for work of unknown length.
-pub fn spinner(what: &str) -> ProgressBar {
+pub fn spinner(what: &str, counting: Counting) -> ProgressBar {
     if !io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
-    let style = ProgressStyle::with_template("{spinner} {msg} {human_pos} ({per_sec})")
-        .unwrap_or_else(|_| ProgressStyle::default_spinner());
     let pb = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-    pb.set_style(style);
+    pb.set_style(style(
+        SPINNER_TEMPLATE,
+        counting,
+        ProgressStyle::default_spinner(),
+    ));
     pb.set_message(what.to_string());
     pb.enable_steady_tick(Duration::from_millis(120));
     pb
+}
+
+const SPINNER_TEMPLATE: &str = "{spinner} {msg} {human_pos} {unit} ({rate})";
+
+fn bar_template(counting: Counting) -> &'static str {
+    match counting {
+        Counting::Bytes => {
+            "{msg} [{bar:30}] {binary_bytes}/{binary_total_bytes} ({binary_bytes_per_sec}, {eta} left)"
+        }
+        Counting::Events | Counting::Lines => {
+            "{msg:>14} [{bar:30}] {human_pos}/{human_len} {unit} ({rate}, {eta} left)"
+        }
+    }
+}
+
+/// `template` with `{unit}` and `{rate}` ("5,678 events/s": indicatif's own `{per_sec}`
+/// has no unit and four decimals).
+fn style(template: &str, counting: Counting, fallback: ProgressStyle) -> ProgressStyle {
+    let unit = match counting {
+        Counting::Events => "events",
+        Counting::Lines => "lines",
+        Counting::Bytes => "bytes",
+    };
+    match ProgressStyle::with_template(template) {
+        Ok(s) => s
+            .progress_chars("=> ")
+            .with_key(
+                "unit",
+                move |_: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = w.write_str(unit);
+                },
+            )
+            .with_key(
+                "rate",
+                move |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let per_sec = state.per_sec();
+                    let whole = if per_sec.is_finite() && per_sec > 0.0 {
+                        // Rounded to a whole count; the cast saturates.
+                        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                        let n = per_sec.round() as u64;
+                        n
+                    } else {
+                        0
+                    };
+                    let _ = write!(w, "{} {unit}/s", thousands(whole));
+                },
+            ),
+        Err(_) => fallback,
+    }
+}
+
+/// One line for the end of a run: "12,345 events in 1.2 s (10,288 events/s)", of `count`
+/// things called `what` (singular).
+pub fn rate_summary(count: u64, what: &str, elapsed: Duration) -> String {
+    let secs = elapsed.as_secs_f64();
+    if secs <= 0.0 {
+        return counted(count, what);
+    }
+    // Display only: the rate is rounded and the cast saturates.
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
+    let rate = (count as f64 / secs).round() as u64;
+    format!(
+        "{} in {secs:.1} s ({} {what}s/s)",
+        counted(count, what),
+        thousands(rate)
+    )
 }
 
 /// `1234567` as `1,234,567`.
@@ -398,6 +480,22 @@ pub fn human_duration(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn progress_templates_parse_and_summaries_have_units() {
+        for t in [
+            SPINNER_TEMPLATE,
+            bar_template(Counting::Bytes),
+            bar_template(Counting::Events),
+        ] {
+            assert!(ProgressStyle::with_template(t).is_ok(), "{t}");
+        }
+        assert_eq!(
+            rate_summary(12_345, "event", Duration::from_millis(2000)),
+            "12,345 events in 2.0 s (6,173 events/s)"
+        );
+        assert_eq!(rate_summary(1, "event", Duration::ZERO), "1 event");
+    }
 
     #[test]
     fn uuids_round_trip() {

@@ -196,6 +196,7 @@ enum Command {
 
 /// Prints a message on stderr as one line; a failure to write to stderr has nowhere to go.
 pub fn warn(message: &str) {
+    // Also a command's closing summary: anything on stderr is prefixed alike.
     let _ = writeln!(std::io::stderr(), "annal: {message}");
 }
 

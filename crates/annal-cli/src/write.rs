@@ -13,7 +13,8 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::common::{
-    CliResult, Fail, exit, exit_status, parse_expected, parse_uuid, plural, progress_bar, spinner,
+    CliResult, Counting, Fail, counted, exit, exit_status, parse_expected, parse_uuid, plural,
+    progress_bar, rate_summary, spinner,
 };
 use crate::output::Out;
 
@@ -120,8 +121,17 @@ fn parse_line(text: &str) -> Result<(String, Option<ExpectedVersion>, EventData)
     let string = |key: &str| -> Result<Option<String>, String> {
         get(key)
             .map(|raw| {
-                serde_json::from_str::<String>(raw.get())
-                    .map_err(|_| format!("\"{key}\" must be a string"))
+                serde_json::from_str::<String>(raw.get()).map_err(|e| {
+                    if raw.get().starts_with('"') {
+                        // A string, but not one of Unicode text: a lone surrogate, say.
+                        format!(
+                            "\"{key}\" is not valid Unicode text (a \\uD800-\\uDFFF escape \
+                             must be half of a surrogate pair): {e}"
+                        )
+                    } else {
+                        format!("\"{key}\" must be a string")
+                    }
+                })
             })
             .transpose()
     };
@@ -282,9 +292,10 @@ pub fn import(dir: &Path, args: ImportArgs) -> CliResult {
         ..Options::default()
     });
     let store = crate::common::open_store(dir, options, args.store_args.create)?;
+    let started = std::time::Instant::now();
     let pb = match stdin_len() {
-        Some(len) => progress_bar(len, "importing"),
-        None => spinner("importing"),
+        Some(len) => progress_bar(len, "importing", Counting::Bytes),
+        None => spinner("importing", Counting::Lines),
     };
     let mut imp = Importer {
         store,
@@ -315,6 +326,9 @@ pub fn import(dir: &Path, args: ImportArgs) -> CliResult {
         bytes_read += n as u64;
         if pb.length().is_some() {
             pb.set_position(bytes_read);
+            if number.is_multiple_of(1024) {
+                pb.set_message(counted(imp.events, "event"));
+            }
         } else {
             pb.set_position(number);
         }
@@ -370,6 +384,11 @@ pub fn import(dir: &Path, args: ImportArgs) -> CliResult {
             ),
         ));
     }
+    // The acknowledgements are on stdout: the summary goes with the progress, on stderr.
+    crate::warn(&format!(
+        "imported {}",
+        rate_summary(imp.events, "event", started.elapsed())
+    ));
     Ok(())
 }
 
@@ -399,11 +418,16 @@ mod tests {
             "{",
             r#"{"type":"T"}"#,
             r#"{"stream":1,"type":"T"}"#,
+            r#"{"stream":"\ud800","type":"T"}"#,
             r#"{"stream":"s","type":"T","data":1,"data_b64":"AA=="}"#,
             r#"{"stream":"s","type":"T","id":"nope"}"#,
             r#"{"stream":"s","type":"T","expected_version":"soon"}"#,
         ] {
             assert!(parse_line(bad).is_err(), "{bad}");
         }
+        let Err(why) = parse_line(r#"{"stream":"a\ud800b","type":"T"}"#) else {
+            panic!("a lone surrogate is no stream name");
+        };
+        assert!(why.contains("\"stream\" is not valid Unicode text"), "{why}");
     }
 }

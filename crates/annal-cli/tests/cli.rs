@@ -601,7 +601,14 @@ fn a_line_refused_by_the_store_fails_alone_in_its_batch() {
 #[test]
 fn exit_statuses_tell_a_conflict_a_lock_and_damage_apart() {
     let (_tmp, dir) = small_store();
-    ok(run_with(&dir, &["import"], br#"{"stream":"a","type":"T"}"#));
+    let o = run_with(&dir, &["import"], br#"{"stream":"a","type":"T"}"#);
+    assert!(
+        stderr(&o).starts_with("annal: imported 1 event in ")
+            && stderr(&o).trim_end().ends_with(" events/s)"),
+        "one summary line: {}",
+        stderr(&o)
+    );
+    ok(o);
     let conflict = run(
         &dir,
         &[
