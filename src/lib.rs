@@ -76,11 +76,20 @@
 //! simulations on it.
 //!
 //! ## Design and format
-//! `docs/design.md` in the repository describes the layers, the invariants, the lock order
-//! and the recovery rules; `FORMAT.md` describes every byte annal writes.
+//! [`docs::format`] (the repository's `FORMAT.md`) describes every byte annal writes, and
+//! [`docs::design`] (`docs/design.md`) the layers, the invariants, the lock order and the
+//! recovery rules.
+//!
+//! ## Features
+//! - `json` (on by default): the [`Json`] codec, and with it the `serde_json` dependency.
+//!   `annal = { version = "0.1", default-features = false }` leaves both out; the store, the
+//!   [`Bincode`] codec and everything else stay.
+//! - `sim` (off): `storage::SimDisk`, the simulated disk of the crash tests, for testing
+//!   your own code's crash safety over annal.
 //!
 //! ## Layout
-//! Everything is re-exported at the crate root; the one public module is [`storage`].
+//! Everything is re-exported at the crate root; the public modules are [`storage`] and
+//! [`docs`] (the format and the design, to read).
 //! - The store: [`Store`], [`Options`] and [`FsyncPolicy`], [`Stats`], [`StreamInfo`].
 //! - Events: [`EventData`] (what you append, its bytes any [`Payload`]), [`RecordedEvent`]
 //!   (what you read, its bytes [`Bytes`], re-exported from the `bytes` crate),
@@ -89,7 +98,7 @@
 //!   [`MAX_STREAM_NAME_LEN`], [`MAX_EVENT_TYPE_LEN`], [`MIN_SEGMENT_SIZE`] and
 //!   [`MAX_SEGMENT_SIZE`].
 //! - Event sourcing: [`Aggregate`] and [`Repository`] (with [`Loaded`], [`Executed`],
-//!   [`ExecuteError`]), [`Codec`] and [`Bincode`], [`Subscription`], [`DurableSubscription`]
+//!   [`ExecuteError`]), [`Codec`] with [`Bincode`] and [`Json`], [`Subscription`], [`DurableSubscription`]
 //!   and [`DurableInfo`], [`Projection`] and [`RunningProjection`].
 //! - Integrity: [`RecoveryReport`]; [`verify`] and its [`VerifyReport`] of [`Finding`]s,
 //!   each of a [`Severity`], with an overall [`Health`]; [`repair`] with [`RepairOptions`], and
@@ -102,6 +111,7 @@
 //! `docs/design.md` draws it.
 
 mod cast;
+pub mod docs;
 mod engine;
 mod error;
 mod es;
@@ -118,6 +128,8 @@ pub use engine::repair::{Cut, RepairOptions, RepairReport, repair};
 pub use engine::verify::{Finding, Health, Severity, VerifyReport, verify};
 pub use error::{Error, Result};
 pub use es::aggregate::{Aggregate, ExecuteError, Executed, Loaded, Repository};
+#[cfg(feature = "json")]
+pub use es::codec::Json;
 pub use es::codec::{Bincode, Codec};
 pub use es::durable::{DurableInfo, DurableSubscription};
 pub use es::projection::{Projection, RunningProjection};

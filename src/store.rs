@@ -378,7 +378,9 @@ impl Store {
             return Ok(());
         }
         self.closed = true;
-        self.engine.close()
+        let closed = self.engine.close();
+        durable::release_held(&self.es.durables);
+        closed
     }
 }
 

@@ -255,6 +255,25 @@ fn a_followers_durable_subscription_resumes_after_a_restart_of_both_and_is_its_o
     other.close().unwrap();
     follower.close().unwrap();
 
+    // A follower that closes lets go of its names, even while a handle lives on.
+    let first = Store::open_follower(&dir, Options::default()).unwrap();
+    let mut kept = first.durable_subscription("projector").unwrap();
+    first.close().unwrap();
+    let second = Store::open_follower(&dir, Options::default()).unwrap();
+    assert_eq!(
+        second
+            .durable_subscription("projector")
+            .unwrap()
+            .acked_position(),
+        12
+    );
+    // It still delivers what was acknowledged before the close, but acks no more.
+    let e = kept.next_timeout(Duration::from_secs(20)).unwrap().unwrap();
+    assert_eq!(e.position, 13);
+    assert!(matches!(kept.ack(13), Err(Error::Closed)));
+    drop(kept);
+    second.close().unwrap();
+
     // The writer's own durable subscriptions are apart from the followers'.
     let store = Store::open(&dir, options()).unwrap();
     assert!(store.durable_subscriptions().unwrap().is_empty());
@@ -266,6 +285,22 @@ fn a_followers_durable_subscription_resumes_after_a_restart_of_both_and_is_its_o
         0
     );
     store.close().unwrap();
+}
+
+#[test]
+fn nothing_in_the_followers_folder_fails_a_followers_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    Store::open(&dir, options()).unwrap().close().unwrap();
+    // Not even a file where the folder should be: only durable subscriptions fail.
+    std::fs::write(dir.join("followers"), b"").unwrap();
+    let follower = Store::open_follower(&dir, Options::default()).unwrap();
+    assert_eq!(follower.last_position(), 0);
+    assert!(matches!(
+        follower.durable_subscription("p"),
+        Err(Error::Io { .. })
+    ));
+    follower.close().unwrap();
 }
 
 #[test]

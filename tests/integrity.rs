@@ -197,7 +197,27 @@ fn a_followers_ack_is_verified_and_repair_pulls_it_back_in_its_own_folder() {
         "{:?}",
         r.findings
     );
-    repair_accepting_loss(dir, 20);
+    // While a follower has the subscription open (its lock held), repair leaves the ack.
+    let lock = std::fs::File::open(dir.join("followers/proj.lock")).unwrap();
+    lock.try_lock().unwrap();
+    let r = repair(&fs(), dir, RepairOptions { accept_loss: true }).unwrap();
+    assert!(
+        r.actions
+            .iter()
+            .any(|a| a.starts_with("left ") && a.contains("proj.sub")),
+        "{:?}",
+        r.actions
+    );
+    assert_eq!(
+        r.after.health(),
+        Health::Repairable,
+        "{:?}",
+        r.after.findings
+    );
+    drop(lock);
+    let r = repair(&fs(), dir, RepairOptions::default()).unwrap();
+    assert_eq!(r.after.health(), Health::Healthy, "{:?}", r.after.findings);
+    assert_eq!(checked(dir).health(), Health::Healthy);
     assert!(
         !dir.join("proj.sub").exists(),
         "written in the writer's place"

@@ -1010,7 +1010,7 @@ fn a_given_timestamp_is_kept_and_part_of_what_a_retry_compares() {
         "not given: the time of the append"
     );
     let retry = store
-        .append("s", ExpectedVersion::NoStream, &[old.clone()])
+        .append("s", ExpectedVersion::NoStream, std::slice::from_ref(&old))
         .unwrap_err();
     // Not the same append (it had two events), so not a retry; the same id with another
     // time is another event.
@@ -1019,10 +1019,10 @@ fn a_given_timestamp_is_kept_and_part_of_what_a_retry_compares() {
         "{retry:?}"
     );
     store
-        .append("t", ExpectedVersion::NoStream, &[old.clone()])
+        .append("t", ExpectedVersion::NoStream, std::slice::from_ref(&old))
         .unwrap();
     let same = store
-        .append("t", ExpectedVersion::NoStream, &[old.clone()])
+        .append("t", ExpectedVersion::NoStream, std::slice::from_ref(&old))
         .unwrap();
     assert!(same.deduplicated);
     let other_time = store

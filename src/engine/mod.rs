@@ -142,7 +142,9 @@ pub(crate) struct Engine {
     recovery: RecoveryReport,
     /// The directory lock (a read-only engine's is a placeholder), released by `close` so
     /// that the store can be opened again while old subscriptions drain; `None` once closed.
-    lock: Mutex<Option<Box<dyn Any + Send + Sync>>>,
+    /// Held for reading by every write beside the log (`while_open`), which so run in
+    /// parallel, and for writing by `close`.
+    lock: RwLock<Option<Box<dyn Any + Send + Sync>>>,
 }
 
 impl Engine {
@@ -264,7 +266,7 @@ impl Engine {
             background: Mutex::new(Background::default()),
             board: None,
             follow_failure: Mutex::new(None),
-            lock: Mutex::new(Some(lock)),
+            lock: RwLock::new(Some(lock)),
         };
         let upper = upper(&engine)?;
         // After the layer above, which may have removed files.
@@ -507,7 +509,7 @@ impl Engine {
         }
         let closed = self.close_log();
         // Whatever the outcome: the next open recovers what this one could not record.
-        *self.lock.lock() = None;
+        *self.lock.write() = None;
         closed
     }
 
@@ -519,7 +521,7 @@ impl Engine {
     ///
     /// [`Error::Closed`] once the store is closed, or what `write` returns.
     pub(crate) fn while_open<T>(&self, write: impl FnOnce() -> Result<T>) -> Result<T> {
-        let held = self.lock.lock();
+        let held = self.lock.read();
         if held.is_none() {
             return Err(Error::Closed);
         }

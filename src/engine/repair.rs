@@ -221,10 +221,32 @@ impl Repairer<'_> {
                 f.positions,
             ) {
                 // An ack past the end of the log: pulled back to it, as an open would. It
-                // may be a follower's, in its folder.
+                // may be a follower's, in its folder, under the lock a follower holds while
+                // it has the subscription open.
+                let folder = f.file.parent().unwrap_or(self.dir);
+                let _held = if folder == self.dir {
+                    None
+                } else {
+                    let lock = folder.join(format!(
+                        "{sub}{}",
+                        crate::engine::format::ack_file::LOCK_SUFFIX
+                    ));
+                    match self.storage.lock(&lock) {
+                        Ok(held) => Some(held),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            self.actions.push(format!(
+                                "left {}: a follower has it open (it pulls the ack back \
+                                 itself when it next opens it)",
+                                f.file.display()
+                            ));
+                            continue;
+                        }
+                        Err(e) => return Err(Error::io("lock", &lock, e)),
+                    }
+                };
                 crate::storage::replace_file(
                     self.storage,
-                    f.file.parent().unwrap_or(self.dir),
+                    folder,
                     &name,
                     &crate::engine::format::ack_file::encode_file(first - 1),
                 )?;

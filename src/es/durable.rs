@@ -21,7 +21,7 @@ use parking_lot::Mutex;
 
 use crate::engine::Engine;
 use crate::engine::format::ack_file::{
-    FOLLOWERS_DIR, SLOT_LEN, SUFFIX, decode_slots, encode_file, encode_slot,
+    FOLLOWERS_DIR, LOCK_SUFFIX, SLOT_LEN, SUFFIX, decode_slots, encode_file, encode_slot,
 };
 use crate::error::{Error, Result};
 use crate::es::subscription::Subscription;
@@ -67,7 +67,13 @@ pub(crate) struct Registry {
     /// Shared with other processes (a follower's): each open handle holds `NAME.lock`, and
     /// the files on disk, not this registry, say what exists.
     shared: bool,
+    /// The `NAME.lock`s this process holds (a follower's), released when the store closes
+    /// even if their handles live on.
+    held: BTreeMap<String, HeldLock>,
 }
+
+/// A follower's hold on `NAME.lock`, shared by its handle and the registry.
+type HeldLock = Arc<Mutex<Option<Box<dyn std::any::Any + Send + Sync>>>>;
 
 fn path_of(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}{SUFFIX}"))
@@ -126,27 +132,19 @@ impl Registry {
             subs: load(storage, dir, last_position, write)?,
             dir: dir.to_path_buf(),
             shared: false,
+            held: BTreeMap::new(),
         })
     }
 
-    /// A follower's registry, in `store_dir/followers`: loaded without changing any file
-    /// (another follower may have a subscription open); what is past the end of the log is
-    /// pulled back when a handle opens it.
-    pub(crate) fn open_shared(
-        storage: &dyn Storage,
-        store_dir: &Path,
-        last_position: u64,
-    ) -> Result<Self> {
-        let dir = store_dir.join(FOLLOWERS_DIR);
-        let subs = match storage.list(&dir) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            _ => load(storage, &dir, last_position, false)?,
-        };
-        Ok(Registry {
-            subs,
-            dir,
+    /// A follower's registry, in `store_dir/followers`: read when listed, not at open, so
+    /// that nothing in that folder (which other followers change) can fail a follower's open.
+    pub(crate) fn open_shared(store_dir: &Path) -> Self {
+        Registry {
+            subs: BTreeMap::new(),
+            dir: store_dir.join(FOLLOWERS_DIR),
             shared: true,
-        })
+            held: BTreeMap::new(),
+        }
     }
 
     /// Reads again what other processes may have changed (a follower's registry).
@@ -193,7 +191,14 @@ fn load(
             continue;
         }
         let path = path_of(dir, sub);
-        let (file, seq, mut position) = read_ack(storage, &path, write)?;
+        let (file, seq, mut position) = match read_ack(storage, &path, write) {
+            Ok(read) => read,
+            // Deleted since the listing (by another follower): not there.
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         if position > last_position {
             position = last_position;
             if write {
@@ -255,8 +260,9 @@ pub(crate) fn open(
     let (file, seq, acked, lock) = match opened {
         Ok(x) => x,
         Err(e) => {
+            let exists = known || inner.storage().open(&path, false).is_ok();
             let mut reg = registry.lock();
-            if !known {
+            if !exists {
                 reg.subs.remove(name);
             } else if let Some((_, open)) = reg.subs.get_mut(name) {
                 *open = false;
@@ -264,8 +270,15 @@ pub(crate) fn open(
             return Err(e);
         }
     };
-    if let Some(entry) = registry.lock().subs.get_mut(name) {
-        entry.0 = acked;
+    let lock = lock.map(|l| Arc::new(Mutex::new(Some(l))));
+    {
+        let mut reg = registry.lock();
+        if let Some(entry) = reg.subs.get_mut(name) {
+            entry.0 = acked;
+        }
+        if let Some(l) = &lock {
+            reg.held.insert(name.to_string(), Arc::clone(l));
+        }
     }
     Ok(DurableSubscription {
         name: name.to_string(),
@@ -299,8 +312,18 @@ fn open_file(inner: &Engine, dir: &Path, shared: bool, name: &str, path: &Path) 
     } else {
         None
     };
-    if storage.open(path, false).is_err() {
-        crate::storage::replace_file(storage, dir, &format!("{name}{SUFFIX}"), &encode_file(0))?;
+    match storage.open(path, false) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            crate::storage::replace_file(
+                storage,
+                dir,
+                &format!("{name}{SUFFIX}"),
+                &encode_file(0),
+            )?;
+        }
+        // An ack file that is there but cannot be read is never replaced by a new one.
+        Err(e) => return Err(Error::io("open", path, e)),
     }
     let (file, mut seq, mut acked) = read_ack(storage, path, true)?;
     let last = inner.last_position();
@@ -358,9 +381,6 @@ fn lock_name(
     })
 }
 
-/// The suffix of a follower's per-subscription lock file.
-const LOCK_SUFFIX: &str = ".lock";
-
 /// Deletes the durable subscription `name`; false if there was none.
 pub(crate) fn delete(inner: &Engine, registry: &Mutex<Registry>, name: &str) -> Result<bool> {
     validate_name("subscription", name)?;
@@ -389,11 +409,8 @@ pub(crate) fn delete(inner: &Engine, registry: &Mutex<Registry>, name: &str) -> 
     storage
         .remove(&path)
         .map_err(|e| Error::io("remove", &path, e))?;
-    if lock.is_some() {
-        // While still held: whoever opens the name next makes a new lock file and a new
-        // subscription.
-        crate::storage::remove_if_exists(storage, &dir.join(format!("{name}{LOCK_SUFFIX}")))?;
-    }
+    // `NAME.lock` stays: unlinking a lock file that another process may have opened but not
+    // yet locked would let that one and a newcomer both hold the name.
     storage
         .sync_dir(&dir)
         .map_err(|e| Error::io("fsync directory", &dir, e))?;
@@ -426,8 +443,8 @@ pub struct DurableSubscription {
     seq: u64,
     acked: u64,
     synced: bool,
-    /// A follower's hold on `NAME.lock`, released on drop.
-    _lock: Option<Box<dyn std::any::Any + Send + Sync>>,
+    /// A follower's hold on `NAME.lock`, released on drop or when the store closes.
+    _lock: Option<HeldLock>,
 }
 
 impl DurableSubscription {
@@ -517,9 +534,19 @@ impl Drop for DurableSubscription {
         if !self.synced {
             let _ = self.file.sync_data();
         }
-        if let Some(entry) = self.registry.lock().subs.get_mut(&self.name) {
+        let mut reg = self.registry.lock();
+        if let Some(entry) = reg.subs.get_mut(&self.name) {
             entry.1 = false;
         }
+        reg.held.remove(&self.name);
+    }
+}
+
+/// Lets go of every `NAME.lock` this process holds, when its store closes: its handles
+/// cannot ack any more, and another process may take the names over.
+pub(crate) fn release_held(registry: &Mutex<Registry>) {
+    for (_, lock) in std::mem::take(&mut registry.lock().held) {
+        lock.lock().take();
     }
 }
 
@@ -577,10 +604,8 @@ mod tests {
     }
 
     /// A follower's registry, as two follower processes would each have one.
-    fn shared(disk: &crate::storage::SimDisk, engine: &Engine) -> Arc<Mutex<Registry>> {
-        Arc::new(Mutex::new(
-            Registry::open_shared(disk, Path::new(DIR), engine.last_position()).unwrap(),
-        ))
+    fn shared() -> Arc<Mutex<Registry>> {
+        Arc::new(Mutex::new(Registry::open_shared(Path::new(DIR))))
     }
 
     #[test]
@@ -588,7 +613,7 @@ mod tests {
         let (disk, engine) = testing::fresh();
         testing::append(&engine, "a", 4);
         let writers = EsState::open(&engine).unwrap().durables;
-        let (one, two) = (shared(&disk, &engine), shared(&disk, &engine));
+        let (one, two) = (shared(), shared());
         let mut sub = open(&engine, &one, "proj").unwrap();
         assert!(
             disk.contents(&Path::new(DIR).join("followers/proj.sub"))
@@ -633,7 +658,7 @@ mod tests {
         let dir = Path::new(DIR).join(FOLLOWERS_DIR);
         disk.create_dir_all(&dir).unwrap();
         crate::storage::replace_file(&disk, &dir, "late.sub", &encode_file(9)).unwrap();
-        let reg = shared(&disk, &engine);
+        let reg = shared();
         // Listed as pulled back, left alone on disk until a handle opens it.
         assert_eq!(list(&engine, &reg).unwrap()[0].acked_position, 2);
         let on_disk = || decode_slots(&disk.contents(&dir.join("late.sub")).unwrap());

@@ -49,7 +49,7 @@ impl EsState {
         )?;
         // A follower keeps its own durable subscriptions apart from the writer's.
         let durables = if options.follow {
-            Registry::open_shared(storage.as_ref(), engine.dir(), last)?
+            Registry::open_shared(engine.dir())
         } else {
             Registry::open(storage.as_ref(), engine.dir(), last, write)?
         };

@@ -428,6 +428,9 @@ mod tests {
         let Err(why) = parse_line(r#"{"stream":"a\ud800b","type":"T"}"#) else {
             panic!("a lone surrogate is no stream name");
         };
-        assert!(why.contains("\"stream\" is not valid Unicode text"), "{why}");
+        assert!(
+            why.contains("\"stream\" is not valid Unicode text"),
+            "{why}"
+        );
     }
 }

@@ -16,6 +16,8 @@ pub(crate) const SUFFIX: &str = ".sub";
 /// The folder of a store directory where followers keep the ack files of their own durable
 /// subscriptions (with a `NAME.lock` beside each, held while a follower has it open).
 pub(crate) const FOLLOWERS_DIR: &str = "followers";
+/// The suffix of a follower's per-subscription lock file, `followers/NAME.lock`.
+pub(crate) const LOCK_SUFFIX: &str = ".lock";
 /// The envelope of each of an ack file's two slots (a torn slot is only passed over).
 const SLOT: Kind = Kind {
     magic: *b"ANNALSUB",
