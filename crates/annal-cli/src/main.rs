@@ -43,7 +43,8 @@ struct Cli {
 /// The commands.
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Append one event to a stream; prints {"stream","version","position"}.
+    /// Append one event to a stream; prints where it landed (with --json,
+    /// {"stream","version","position"}).
     Append {
         /// The stream.
         stream: String,
@@ -78,8 +79,8 @@ enum Command {
     /// and "expected_version" (of the append the line starts); "data_b64"/"metadata_b64"
     /// carry bytes that aren't JSON. Other keys are ignored, so `read-all --json` output
     /// imports back as it was: a backup.
-    /// Prints {"stream","version","position"} per event, flushed as soon as its append was
-    /// acknowledged. A line that fails is reported on stderr with its number, and the import
+    /// Prints a row per event (with --json, {"stream","version","position"}), flushed as soon
+    /// as its append was acknowledged. A line that fails is reported on stderr with its number, and the import
     /// goes on; it then ends with a summary and exit status 8.
     Import {
         /// When appends are synced: always, never, interval:MS or every:N.
@@ -224,6 +225,7 @@ fn run(cli: Cli) -> CliResult {
                 id,
                 expected: expected_version,
                 store_args,
+                json,
             },
         ),
         Command::Import {
@@ -238,6 +240,7 @@ fn run(cli: Cli) -> CliResult {
                 batch: usize::try_from(batch).unwrap_or(usize::MAX),
                 stop_on_error,
                 store_args,
+                json,
             },
         ),
         Command::Read {

@@ -16,7 +16,7 @@ use crate::common::{
     CliResult, Counting, Fail, counted, exit, exit_status, parse_expected, parse_uuid, plural,
     progress_bar, rate_summary, spinner,
 };
-use crate::output::Out;
+use crate::output::{Out, Table};
 
 /// What `append` and `import` print for each event once its append was acknowledged.
 #[derive(Serialize)]
@@ -48,6 +48,50 @@ pub struct AppendArgs {
     pub expected: ExpectedVersion,
     /// Segment and event store_args for the store.
     pub store_args: crate::common::StoreArgs,
+    /// JSON instead of a table.
+    pub json: bool,
+}
+
+/// Prints acknowledgements as JSON lines or as a table, each row as soon as it is known.
+struct Acks {
+    out: Out,
+    table: Option<Table>,
+}
+
+impl Acks {
+    fn new(json: bool) -> Acks {
+        Acks {
+            out: Out::new(),
+            table: (!json).then(|| Table::new(vec!["STREAM", "VERSION", "POSITION", "NOTE"])),
+        }
+    }
+
+    fn ack(&mut self, ack: &Ack<'_>) -> CliResult {
+        match &mut self.table {
+            None => self.out.json(ack),
+            Some(t) => t.row(
+                &mut self.out,
+                vec![
+                    ack.stream.to_string(),
+                    ack.version.to_string(),
+                    ack.position.to_string(),
+                    if ack.deduplicated {
+                        "deduplicated: a retry of an append already stored".into()
+                    } else {
+                        String::new()
+                    },
+                ],
+            ),
+        }
+    }
+
+    /// Hands every acknowledgement so far to the reader.
+    fn flush(&mut self) -> CliResult {
+        if let Some(t) = &mut self.table {
+            t.print(&mut self.out)?;
+        }
+        self.out.flush()
+    }
 }
 
 /// `annal append`: appends one event and prints where it landed.
@@ -79,14 +123,14 @@ pub fn append(dir: &Path, args: AppendArgs) -> CliResult {
         args.store_args.create,
     )?;
     let r = store.append(&args.stream, args.expected, &[event])?;
-    let mut out = Out::new();
-    out.json(&Ack {
+    let mut acks = Acks::new(args.json);
+    acks.ack(&Ack {
         stream: &args.stream,
         version: r.last_version,
         position: r.last_position,
         deduplicated: r.deduplicated,
     })?;
-    out.flush()?;
+    acks.flush()?;
     Ok(store.close()?)
 }
 
@@ -101,6 +145,8 @@ pub struct ImportArgs {
     pub stop_on_error: bool,
     /// Segment and event store_args for the store.
     pub store_args: crate::common::StoreArgs,
+    /// JSON instead of a table.
+    pub json: bool,
 }
 
 /// One parsed input line.
@@ -194,7 +240,7 @@ fn stdin_len() -> Option<u64> {
 /// Appends batches and reports what happened to each line.
 struct Importer {
     store: Store,
-    out: Out,
+    acks: Acks,
     /// Progress on stderr: hidden while a failed line is reported.
     pb: ProgressBar,
     stop_on_error: bool,
@@ -252,14 +298,14 @@ impl Importer {
         match self.store.append(&stream, expected, &events) {
             Ok(r) => {
                 for i in 0..count {
-                    self.out.json(&Ack {
+                    self.acks.ack(&Ack {
                         stream: &stream,
                         version: r.first_version + i,
                         position: r.first_position + i,
                         deduplicated: r.deduplicated,
                     })?;
                 }
-                self.out.flush()?;
+                self.acks.flush()?;
                 self.events += count;
                 Ok(None)
             }
@@ -299,7 +345,7 @@ pub fn import(dir: &Path, args: ImportArgs) -> CliResult {
     };
     let mut imp = Importer {
         store,
-        out: Out::new(),
+        acks: Acks::new(args.json),
         pb: pb.clone(),
         stop_on_error: args.stop_on_error,
         events: 0,
@@ -371,7 +417,7 @@ pub fn import(dir: &Path, args: ImportArgs) -> CliResult {
     }
     imp.flush(&mut pending)?;
     pb.finish_and_clear();
-    imp.out.flush()?;
+    imp.acks.flush()?;
     imp.store.close()?;
     if imp.failed_lines > 0 {
         // The good lines are stored; the status says that not every line was.

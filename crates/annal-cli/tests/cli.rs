@@ -113,6 +113,7 @@ fn append_then_read_a_stream() {
             r#"{"customer":"ada"}"#,
             "--id",
             id,
+            "--json",
         ],
     ));
     assert_eq!(
@@ -447,7 +448,7 @@ fn import_round_trips_through_read_all() {
     ];
     let acks = json_lines(&ok(run_with(
         &dir,
-        &["import", "--batch", "10"],
+        &["import", "--batch", "10", "--json"],
         lines.join("\n").as_bytes(),
     )));
     let acked: Vec<(String, u64, u64)> = acks
@@ -531,7 +532,11 @@ fn import_reports_bad_lines_and_goes_on() {
         r#"{"stream":"a","type":"T","data":6}"#,
     ]
     .join("\n");
-    let o = run_with(&dir, &["import", "--batch", "3"], input.as_bytes());
+    let o = run_with(
+        &dir,
+        &["import", "--batch", "3", "--json"],
+        input.as_bytes(),
+    );
     // The good lines are stored, and the status says some were not.
     assert_eq!(o.status.code(), Some(8), "{}", stderr(&o));
     let err = stderr(&o);
@@ -623,7 +628,7 @@ fn exit_statuses_tell_a_conflict_a_lock_and_damage_apart() {
     fails_with(&conflict, 5, "wrong expected version");
     // A writer holding the store: another writer is told who has it.
     let mut holder = std::process::Command::new(env!("CARGO_BIN_EXE_annal"))
-        .args(["--dir", dir.to_str().unwrap(), "import"])
+        .args(["--dir", dir.to_str().unwrap(), "import", "--json"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -657,7 +662,7 @@ fn import_stops_on_error_when_asked() {
     let input = "{\"stream\":\"a\",\"type\":\"T\"}\n{\"stream\":\"a\",\"type\":\"T\"}\nnot json\n{\"stream\":\"a\",\"type\":\"T\"}\n";
     let o = run_with(
         &dir,
-        &["import", "--batch", "10", "--stop-on-error"],
+        &["import", "--batch", "10", "--stop-on-error", "--json"],
         input.as_bytes(),
     );
     fails(&o, "line 3: not a JSON object");
@@ -723,7 +728,7 @@ fn tail_beside_a_running_writer_starts_at_the_end_and_waits() {
     ));
     // A writer that stays open: `import` reading a pipe.
     let mut writer = Command::new(env!("CARGO_BIN_EXE_annal"))
-        .args(["--dir", dir.to_str().unwrap(), "import"])
+        .args(["--dir", dir.to_str().unwrap(), "import", "--json"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -921,7 +926,11 @@ fn one_id_is_one_event_on_import_and_append() {
         format!(r#"{{"stream":"a","type":"T","data":2,"id":"{id}"}}"#),
     ]
     .join("\n");
-    let o = run_with(&dir, &["import", "--batch", "10"], input.as_bytes());
+    let o = run_with(
+        &dir,
+        &["import", "--batch", "10", "--json"],
+        input.as_bytes(),
+    );
     assert_eq!(o.status.code(), Some(8), "{}", stderr(&o));
     let acks = json_lines(&stdout(&o));
     assert_eq!(acks.len(), 2);
@@ -945,12 +954,28 @@ fn one_id_is_one_event_on_import_and_append() {
         json_lines(&ok(run(&dir, &["read", "a", "--json"]))).len(),
         1
     );
-    // `append` says so too.
+    // `append` says so too, in JSON and in its table.
     let again = ok(run(
+        &dir,
+        &[
+            "append", "a", "--type", "T", "--data", "1", "--id", id, "--json",
+        ],
+    ));
+    assert_eq!(json_lines(&again)[0]["deduplicated"], true);
+    let table = ok(run(
         &dir,
         &["append", "a", "--type", "T", "--data", "1", "--id", id],
     ));
-    assert_eq!(json_lines(&again)[0]["deduplicated"], true);
+    let rows: Vec<&str> = table.lines().collect();
+    assert_eq!(rows.len(), 2, "{table}");
+    assert!(
+        rows[0].starts_with("STREAM") && rows[0].contains("POSITION"),
+        "{table}"
+    );
+    assert!(
+        rows[1].starts_with("a ") && rows[1].contains(" 1 ") && rows[1].contains("deduplicated"),
+        "{table}"
+    );
 }
 
 #[test]

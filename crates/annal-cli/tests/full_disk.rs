@@ -187,7 +187,11 @@ fn full_disk(fs: &Mounted) {
     let dir = fs.path.join("store");
     let filler = fill_but(fs, 3);
     // 20,000 events of ~450 bytes: far more than 3 MiB.
-    let o = annal(&dir, &["import", "--fsync", "always"], &lines(0, 20_000));
+    let o = annal(
+        &dir,
+        &["import", "--fsync", "always", "--json"],
+        &lines(0, 20_000),
+    );
     let code = no_signal(&o, "import on a filling disk");
     assert_ne!(code, 0, "the disk never filled up");
     let err = String::from_utf8_lossy(&o.stderr);

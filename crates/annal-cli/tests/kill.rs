@@ -22,7 +22,7 @@ fn round(mode: &str, seed: u64) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_annal"))
         .args(["import", "--dir"])
         .arg(&dir)
-        .args(["--fsync", mode])
+        .args(["--fsync", mode, "--json"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
