@@ -16,7 +16,7 @@ use annal::{ExecuteError, Options, ReadOptions, Store};
 #[allow(dead_code)]
 #[path = "../crates/annal-cli/src/cart.rs"]
 mod cart;
-use cart::{Cart, CartCommand};
+use cart::CartCommand;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let tmp = tempfile::tempdir()?;
@@ -24,7 +24,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .nth(1)
         .map_or(tmp.path().to_path_buf(), Into::into);
     let store = Store::open(&dir, Options::default().snapshot_every(100))?;
-    let carts = store.aggregate::<Cart>();
+    let carts = cart::carts(&store);
     use CartCommand::*;
 
     carts.execute(
@@ -97,7 +97,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // After a restart, the load starts from the latest snapshot.
     let store = Store::open(&dir, Options::default().snapshot_every(100))?;
-    let busy = store.aggregate::<Cart>().load("cart-7")?;
+    let busy = cart::carts(&store).load("cart-7")?;
     println!(
         "cart-7 at version {}: from snapshot {:?}, replayed {} events, {} skus",
         busy.version,

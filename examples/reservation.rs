@@ -10,7 +10,7 @@
     clippy::cast_possible_truncation,
     reason = "an example stops at its first failure, and its sizes are small"
 )]
-use annal::{Aggregate, ExecuteError, Options, Store};
+use annal::{Aggregate, ExecuteError, Json, Options, Store};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
@@ -117,7 +117,8 @@ impl Aggregate for Schedule {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let tmp = tempfile::tempdir()?;
     let store = Store::open(tmp.path(), Options::default())?;
-    let schedules = store.aggregate::<Schedule>();
+    // JSON events, so `annal read` shows them as written (`store.aggregate` would use bincode).
+    let schedules = store.aggregate_with_codec::<Schedule, Json>();
     use ScheduleCommand::*;
     let stream = "schedule-2024-05-01-room-3";
 

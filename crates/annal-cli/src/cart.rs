@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use annal::{Aggregate, Bincode, Codec, Projection, RecordedEvent};
+use annal::{Aggregate, Codec, Json, Projection, RecordedEvent, Repository, Store};
 use serde::{Deserialize, Serialize};
 
 /// A cart: created or not, its items with quantities, and where it ships to once it has.
@@ -16,8 +16,10 @@ pub struct Cart {
     shipping: Option<String>,
 }
 
-/// What happened to a cart.
+/// What happened to a cart. Stored as JSON (the `Json` codec), tagged with its type:
+/// `{"type":"ItemAdded","sku":"tea","qty":2}`, so `annal read` shows it as written.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type")]
 pub enum CartEvent {
     /// The cart was opened for a customer.
     CartCreated {
@@ -163,28 +165,41 @@ impl Aggregate for Cart {
     }
 }
 
+/// The carts of `store`: events and snapshots in JSON.
+pub fn carts(store: &Store) -> Repository<'_, Cart, Json> {
+    store.aggregate_with_codec::<Cart, Json>()
+}
+
 /// A read model over every cart: how many were created and shipped, how many items went in,
 /// and which products were taken out again (a question a table of current carts can't answer).
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct CartActivity {
     /// Carts created.
     pub carts: u64,
     /// Carts shipped.
     pub shipped: u64,
-    /// Items added, counting quantities.
+    /// `ItemAdded` events.
     pub items_added: u64,
-    /// Products removed from a cart, with how often.
+    /// The quantities they added up to.
+    pub pieces_added: u64,
+    /// Products removed from a cart (each `ItemRemoved` takes a product out whatever its
+    /// quantity), with how many times.
     pub removed: BTreeMap<String, u32>,
 }
 
 impl Projection for CartActivity {
     const NAME: &'static str = "cart-activity";
+    // 2: JSON events, and added events counted apart from their quantities.
+    const VERSION: u32 = 2;
 
     fn apply(&mut self, e: &RecordedEvent) {
         // Events of other aggregates (or other encodings) are not this model's business.
-        match Bincode::decode::<CartEvent>(&e.payload) {
+        match Json::decode::<CartEvent>(&e.payload) {
             Ok(CartEvent::CartCreated { .. }) => self.carts += 1,
-            Ok(CartEvent::ItemAdded { qty, .. }) => self.items_added += u64::from(qty),
+            Ok(CartEvent::ItemAdded { qty, .. }) => {
+                self.items_added += 1;
+                self.pieces_added += u64::from(qty);
+            }
             Ok(CartEvent::ItemRemoved { sku }) => *self.removed.entry(sku).or_default() += 1,
             Ok(CartEvent::ShippingDetailsAdded { .. }) => self.shipped += 1,
             Err(_) => {}

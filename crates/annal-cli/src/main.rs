@@ -192,6 +192,9 @@ enum Command {
         /// When appends are synced: always, never, interval:MS or every:N.
         #[arg(long, value_name = "POLICY", value_parser = parse_fsync, default_value = "always")]
         fsync: FsyncPolicy,
+        /// Keep the temporary store at the end and say where it is (a --dir is always kept).
+        #[arg(long)]
+        keep: bool,
     },
 }
 
@@ -305,7 +308,7 @@ fn run(cli: Cli) -> CliResult {
                 fsync,
             },
         ),
-        Command::Demo { fsync } => demo::demo(cli.dir.as_deref(), fsync),
+        Command::Demo { fsync, keep } => demo::demo(cli.dir.as_deref(), fsync, keep, json),
     }
 }
 

@@ -287,7 +287,7 @@ impl EventPrinter {
 }
 
 /// A short, one-line view of a payload for the table.
-fn preview(bytes: &[u8]) -> String {
+pub fn preview(bytes: &[u8]) -> String {
     const MAX: usize = 60;
     if bytes.is_empty() {
         return String::new();

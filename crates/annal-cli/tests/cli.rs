@@ -793,6 +793,50 @@ fn demo_shows_a_load_resuming_from_a_snapshot_and_verifies_clean() {
     let verified = ok(run(&dir, &["verify"]));
     assert!(verified.contains("1 snapshot file: ok"), "{verified}");
     fails(&run(&dir, &["demo"]), "fresh directory");
+    // What the carts stored reads as the JSON they wrote.
+    let history = json_lines(&ok(run(&dir, &["read", "cart-42", "--json"])));
+    assert_eq!(history[1]["data"]["type"], "ItemAdded");
+    assert_eq!(history[1]["data"]["sku"], "tea");
+    assert_eq!(history[1]["data"]["qty"], 2);
+    // Timings form a column: every timed line has its time first, right-aligned.
+    for line in out
+        .lines()
+        .filter(|l| l.contains(" µs  ") || l.contains(" ms  "))
+    {
+        let c: Vec<char> = line.chars().collect();
+        assert_eq!((c[8], c[9], c[10]), ('s', ' ', ' '), "{line:?}");
+    }
+}
+
+#[test]
+fn demo_speaks_json_and_keeps_its_temporary_store_only_when_asked() {
+    // Without --dir the demo works in a temporary directory of its own.
+    let demo = |extra: &[&str]| -> Vec<Value> {
+        let o = Command::new(env!("CARGO_BIN_EXE_annal"))
+            .args(["demo", "--fsync", "never", "--json"])
+            .args(extra)
+            .output()
+            .unwrap();
+        json_lines(&ok(o))
+    };
+    let dir_of = |facts: &[Value]| PathBuf::from(facts[0]["dir"].as_str().unwrap());
+    let gone = demo(&[]);
+    assert!(gone.iter().all(|f| f["step"].is_string()), "{gone:?}");
+    assert!(gone.iter().any(|f| f["step"] == "command"
+        && f["outcome"] == "refused"
+        && f["reason"] == "cake is not in the cart"));
+    let load = gone.iter().find(|f| f["step"] == "load").unwrap();
+    assert_eq!(
+        (load["snapshot_version"].as_u64(), load["replayed"].as_u64()),
+        (Some(2000), Some(50))
+    );
+    assert_eq!(gone.last().unwrap()["kept"], false);
+    assert!(!dir_of(&gone).exists(), "removed at the end");
+    let kept = demo(&["--keep"]);
+    let dir = dir_of(&kept);
+    assert!(dir.join("0000000001.seg").exists(), "kept");
+    ok(run(&dir, &["verify"]));
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
