@@ -15,8 +15,11 @@ pub struct EventData {
     pub payload: Bytes,
     /// Free-form metadata (correlation ids, causation, user, ...).
     pub metadata: Bytes,
-    /// An optional 128-bit id (a UUID, say). Ids make retried appends idempotent; see
-    /// [`Store::append`](crate::Store::append).
+    /// An optional 128-bit id. Ids make retried appends idempotent; see
+    /// [`Store::append`](crate::Store::append). A UUID is its `u128`
+    /// (`uuid::Uuid::as_u128`, which `Uuid::from_u128` turns back): with feature `uuid`,
+    /// [`EventData::with_uuid`] and [`RecordedEvent::uuid`] do that, and the CLI prints and
+    /// reads ids in the same form, as `0190a5e4-7c3b-7d2e-8f41-2b6c9d0e1f23`.
     pub id: Option<u128>,
     /// When it happened, in microseconds since the Unix epoch (UTC); `None` (the default)
     /// stamps it with the time of the append. Give it to keep an event's original time, as
@@ -107,6 +110,12 @@ impl EventData {
         self
     }
 
+    /// Sets the event id to a UUID (feature `uuid`): its `as_u128`.
+    #[cfg(feature = "uuid")]
+    pub fn with_uuid(self, id: uuid::Uuid) -> Self {
+        self.with_id(id.as_u128())
+    }
+
     /// Sets the timestamp (microseconds since the Unix epoch) instead of the time of the
     /// append: see [`EventData::timestamp`].
     pub fn with_timestamp(mut self, micros: u64) -> Self {
@@ -135,6 +144,14 @@ pub struct RecordedEvent {
     /// When the store appended it, or the time given with
     /// [`EventData::with_timestamp`]: microseconds since the Unix epoch (UTC).
     pub timestamp: u64,
+}
+
+impl RecordedEvent {
+    /// The id as a UUID (feature `uuid`), if it has one.
+    #[cfg(feature = "uuid")]
+    pub fn uuid(&self) -> Option<uuid::Uuid> {
+        self.id.map(uuid::Uuid::from_u128)
+    }
 }
 
 /// What the caller believes about a stream's version before an append.

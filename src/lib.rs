@@ -84,6 +84,8 @@
 //! - `json` (on by default): the [`Json`] codec, and with it the `serde_json` dependency.
 //!   `annal = { version = "0.1", default-features = false }` leaves both out; the store, the
 //!   [`Bincode`] codec and everything else stay.
+//! - `uuid` (off): [`EventData::with_uuid`] and [`RecordedEvent::uuid`], for ids that are
+//!   `uuid::Uuid`s (an id is a `u128` either way).
 //! - `sim` (off): `storage::SimDisk`, the simulated disk of the crash tests, for testing
 //!   your own code's crash safety over annal.
 //!

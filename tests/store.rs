@@ -1034,3 +1034,28 @@ fn a_given_timestamp_is_kept_and_part_of_what_a_retry_compares() {
     );
     store.close().unwrap();
 }
+
+#[test]
+fn a_uuid_id_is_its_u128_and_comes_back_as_the_same_uuid() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), tiny(1 << 16)).unwrap();
+    let id = uuid::Uuid::new_v4();
+    let e = EventData::new("T", "x").with_uuid(id);
+    assert_eq!(e.id, Some(id.as_u128()));
+    store
+        .append("s", ExpectedVersion::NoStream, std::slice::from_ref(&e))
+        .unwrap();
+    // A retry with the same UUID is recognised.
+    let again = store
+        .append("s", ExpectedVersion::NoStream, std::slice::from_ref(&e))
+        .unwrap();
+    assert!(again.deduplicated);
+    let read = store
+        .read_stream("s", ReadOptions::forward())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.uuid(), Some(id));
+    store.close().unwrap();
+}

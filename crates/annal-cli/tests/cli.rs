@@ -149,6 +149,19 @@ fn append_then_read_a_stream() {
     assert_eq!(events.len(), 2);
     assert_eq!(events[0]["type"], "CartCreated");
     assert_eq!(events[0]["id"], id);
+    // The id in the uuid crate's form, for the library's `u128`.
+    let store = Store::open(&dir, small_segments().read_only(true)).unwrap();
+    let stored = store
+        .read_stream("cart-1", annal::ReadOptions::forward())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stored.id,
+        Some(uuid::Uuid::parse_str(id).unwrap().as_u128())
+    );
+    store.close().unwrap();
     assert_eq!(events[0]["data"]["customer"], "ada");
     assert_eq!(events[0]["metadata"], Value::Null);
     assert_eq!(events[1]["version"], 2);
