@@ -1,4 +1,4 @@
-//! The shopping cart of the seeds: CartCreated, ItemAdded, ItemRemoved, ShippingDetailsAdded.
+//! A shopping cart: CartCreated, ItemAdded, ItemRemoved, ShippingDetailsAdded.
 //! Commands are checked against the rehydrated cart; some are refused by the domain.
 //!
 //! `cargo run --example cart [DIR]` (default: a temporary directory).

@@ -1,4 +1,4 @@
-//! The outbox of seed 001: the store is the record of what was published. A relay loop around
+//! A transactional outbox: the store is the record of what was published. A relay loop around
 //! a durable subscription hands each event to a "broker" (here a channel and a file) and
 //! acknowledges it afterwards, so after a crash it resumes where it left off: at least once,
 //! in order. The consumer deduplicates by position.

@@ -1,7 +1,7 @@
-//! Two read models from the seeds, folded from the whole log:
-//! - seed 000: "products that were added to a cart and removed again", a question plain CRUD
+//! Two read models, folded from the whole log:
+//! - "products that were added to a cart and removed again", a question plain CRUD
 //!   can't answer because the removal erased the addition;
-//! - seed 004: a dashboard count of orders awaiting shipping, followed live on a thread.
+//! - a dashboard count of orders awaiting shipping, followed live on a thread.
 //!
 //! `cargo run --example projections`
 

@@ -1,4 +1,4 @@
-//! The schedule/reservation domain of seed 001: a schedule can be reserved once; a second
+//! A meeting room's schedule, booked through commands: a schedule can be reserved once; a second
 //! Reserve is refused until the reservation is cancelled.
 //!
 //! `cargo run --example reservation`

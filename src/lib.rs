@@ -15,14 +15,14 @@
 //!
 //! // A new stream: expect that it does not exist yet.
 //! let r = store.append("cart-42", ExpectedVersion::NoStream, &[
-//!     EventData::new("CartCreated", &b"{}"[..]),
+//!     EventData::new("CartCreated", "{}"),
 //!     EventData::new("ItemAdded", &br#"{"sku":"A-1"}"#[..]),
 //! ])?;
 //! assert_eq!((r.first_version, r.last_version), (1, 2));
 //!
 //! // A second writer that loaded version 1 loses: nothing is written.
 //! let stale = store.append("cart-42", ExpectedVersion::Exact(1), &[
-//!     EventData::new("ItemRemoved", &b"{}"[..]),
+//!     EventData::new("ItemRemoved", "{}"),
 //! ]);
 //! assert!(matches!(stale, Err(annal::Error::WrongExpectedVersion { actual: Some(2), .. })));
 //!

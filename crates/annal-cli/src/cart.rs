@@ -1,4 +1,4 @@
-//! The shopping cart of the seeds, for `annal demo` and `examples/cart.rs`: an aggregate whose commands are
+//! A shopping cart, for `annal demo` and `examples/cart.rs`: an aggregate whose commands are
 //! checked against the rehydrated cart (some are refused), and a projection over all carts.
 
 use std::collections::BTreeMap;
