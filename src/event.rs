@@ -26,6 +26,11 @@ pub struct EventData {
     /// restoring a backup does. The store does not need timestamps in order, and never
     /// looks at them.
     pub timestamp: Option<u64>,
+    /// Tags: what the event is about beyond its stream (`"course:c1"`, `"student:s7"`), for
+    /// reads and append conditions that select events by tag. Each 1 to
+    /// [`MAX_TAG_LEN`](crate::MAX_TAG_LEN) bytes, at most
+    /// [`MAX_TAGS`](crate::MAX_TAGS) per event, no tag twice.
+    pub tags: Vec<String>,
 }
 
 /// Bytes for a payload or metadata: anything [`EventData::new`] and
@@ -95,6 +100,7 @@ impl EventData {
             metadata: Bytes::new(),
             id: None,
             timestamp: None,
+            tags: Vec::new(),
         }
     }
 
@@ -107,6 +113,28 @@ impl EventData {
     /// Sets the event id.
     pub fn with_id(mut self, id: u128) -> Self {
         self.id = Some(id);
+        self
+    }
+
+    /// Sets the tags (a tag given twice is kept once), replacing any set before.
+    ///
+    /// ```
+    /// use annal::EventData;
+    /// let e = EventData::new("StudentSubscribed", "{}").with_tags(["course:c1", "student:s7"]);
+    /// assert_eq!(e.tags, ["course:c1", "student:s7"]);
+    /// ```
+    pub fn with_tags<I, S>(mut self, tags: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.tags.clear();
+        for tag in tags {
+            let tag = tag.into();
+            if !self.tags.contains(&tag) {
+                self.tags.push(tag);
+            }
+        }
         self
     }
 
@@ -141,6 +169,8 @@ pub struct RecordedEvent {
     pub metadata: Bytes,
     /// The id given at append time, if any.
     pub id: Option<u128>,
+    /// Its tags, in the order given at append time (none for events appended without).
+    pub tags: Vec<String>,
     /// When the store appended it, or the time given with
     /// [`EventData::with_timestamp`]: microseconds since the Unix epoch (UTC).
     pub timestamp: u64,

@@ -97,7 +97,8 @@
 //!   (what you read, its bytes [`Bytes`], re-exported from the `bytes` crate),
 //!   [`ExpectedVersion`], [`AppendResult`]; reads take [`ReadOptions`] (with a
 //!   [`Direction`]) and return [`StreamEvents`] or [`AllEvents`]; the limits
-//!   [`MAX_STREAM_NAME_LEN`], [`MAX_EVENT_TYPE_LEN`], [`MIN_SEGMENT_SIZE`] and
+//!   [`MAX_STREAM_NAME_LEN`], [`MAX_EVENT_TYPE_LEN`], [`MAX_TAG_LEN`], [`MAX_TAGS`],
+//!   [`MIN_SEGMENT_SIZE`] and
 //!   [`MAX_SEGMENT_SIZE`].
 //! - Event sourcing: [`Aggregate`] and [`Repository`] (with [`Loaded`], [`Executed`],
 //!   [`ExecuteError`]), [`Codec`] with [`Bincode`] and [`Json`], [`Subscription`], [`DurableSubscription`]
@@ -123,7 +124,7 @@ pub mod storage;
 mod store;
 
 pub use bytes::Bytes;
-pub use engine::append::{MAX_EVENT_TYPE_LEN, MAX_STREAM_NAME_LEN};
+pub use engine::append::{MAX_EVENT_TYPE_LEN, MAX_STREAM_NAME_LEN, MAX_TAG_LEN, MAX_TAGS};
 pub use engine::read::{AllEvents, Direction, ReadOptions, StreamEvents};
 pub use engine::recovery::RecoveryReport;
 pub use engine::repair::{Cut, RepairOptions, RepairReport, repair};

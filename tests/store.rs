@@ -1059,3 +1059,102 @@ fn a_uuid_id_is_its_u128_and_comes_back_as_the_same_uuid() {
     assert_eq!(read.uuid(), Some(id));
     store.close().unwrap();
 }
+
+#[test]
+fn tags_are_stored_read_back_after_a_reopen_and_checked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tagged = |n: u64| {
+        EventData::new("StudentSubscribed", format!("{n}"))
+            .with_id(u128::from(n))
+            .with_tags([format!("course:c{}", n % 3), format!("student:s{n}")])
+    };
+    {
+        let store = Store::open(tmp.path(), tiny(2048)).unwrap();
+        for n in 1..=60 {
+            store
+                .append(
+                    "s",
+                    ExpectedVersion::Any,
+                    &[tagged(n), EventData::new("Plain", "x")],
+                )
+                .unwrap();
+        }
+        // A retry must bring the same tags.
+        store
+            .append("t", ExpectedVersion::NoStream, &[tagged(61)])
+            .unwrap();
+        assert!(
+            store
+                .append("t", ExpectedVersion::NoStream, &[tagged(61)])
+                .unwrap()
+                .deduplicated
+        );
+        let err = store
+            .append(
+                "t",
+                ExpectedVersion::NoStream,
+                &[tagged(61).with_tags(["course:other"])],
+            )
+            .unwrap_err();
+        assert!(matches!(err, Error::IdReused { .. }), "{err:?}");
+        for (bad, why) in [
+            (
+                EventData::new("T", "x").with_tags([""]),
+                "tag 1 must be 1 to",
+            ),
+            (
+                EventData::new("T", "x").with_tags(["y".repeat(annal::MAX_TAG_LEN + 1)]),
+                "tag 1 must be 1 to",
+            ),
+            (
+                EventData::new("T", "x").with_tags((0..=annal::MAX_TAGS).map(|i| i.to_string())),
+                "tags, more than",
+            ),
+            (
+                EventData {
+                    tags: vec!["a".into(), "a".into()],
+                    ..EventData::new("T", "x")
+                },
+                "twice",
+            ),
+        ] {
+            let err = store.append("s", ExpectedVersion::Any, &[bad]).unwrap_err();
+            assert!(err.to_string().contains(why), "{err}");
+        }
+        store.close().unwrap();
+    }
+    // Sealed segments come back through their index checkpoints, the active one by a scan.
+    let store = Store::open(tmp.path(), tiny(2048)).unwrap();
+    assert!(store.stats().unwrap().segments > 3);
+    let events: Vec<_> = store
+        .read_stream("s", ReadOptions::forward())
+        .unwrap()
+        .map(|e| e.unwrap())
+        .collect();
+    assert_eq!(events.len(), 120);
+    for (i, e) in events.iter().enumerate() {
+        let n = i as u64 / 2 + 1;
+        if i % 2 == 0 {
+            assert_eq!(
+                e.tags,
+                [format!("course:c{}", n % 3), format!("student:s{n}")]
+            );
+        } else {
+            assert!(e.tags.is_empty());
+        }
+    }
+    let all: Vec<_> = store
+        .read_all(ReadOptions::backward())
+        .unwrap()
+        .map(|e| e.unwrap().tags)
+        .collect();
+    assert_eq!(all[0], ["course:c1", "student:s61"]);
+    assert_eq!(all[2], ["course:c0", "student:s60"]);
+    store.close().unwrap();
+    assert_eq!(
+        annal::verify(&annal::storage::FsStorage::default(), tmp.path())
+            .unwrap()
+            .health(),
+        annal::Health::Healthy
+    );
+}

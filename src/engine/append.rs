@@ -17,6 +17,10 @@ use crate::options::FsyncPolicy;
 pub const MAX_STREAM_NAME_LEN: usize = 1024;
 /// Longest accepted event type, in bytes.
 pub const MAX_EVENT_TYPE_LEN: usize = 1024;
+/// Longest tag, in bytes.
+pub const MAX_TAG_LEN: usize = 1024;
+/// Most tags on one event.
+pub const MAX_TAGS: usize = 64;
 
 impl Engine {
     fn validate(&self, stream: &str, events: &[EventData]) -> Result<()> {
@@ -45,6 +49,32 @@ impl Engine {
                     i + 1,
                     events.len()
                 ));
+            }
+            if e.tags.len() > MAX_TAGS {
+                return invalid(format!(
+                    "event {} of {} for stream {stream:?} has {} tags, more than {MAX_TAGS}",
+                    i + 1,
+                    events.len(),
+                    e.tags.len()
+                ));
+            }
+            for (j, tag) in e.tags.iter().enumerate() {
+                if tag.is_empty() || tag.len() > MAX_TAG_LEN {
+                    return invalid(format!(
+                        "event {} of {} for stream {stream:?}: tag {} must be 1 to \
+                         {MAX_TAG_LEN} bytes",
+                        i + 1,
+                        events.len(),
+                        j + 1
+                    ));
+                }
+                if e.tags.get(..j).is_some_and(|before| before.contains(tag)) {
+                    return invalid(format!(
+                        "event {} of {} for stream {stream:?} has the tag {tag:?} twice",
+                        i + 1,
+                        events.len()
+                    ));
+                }
             }
             let size = e.payload.len() + e.metadata.len();
             if size > self.options.max_event_size {
@@ -250,6 +280,7 @@ impl Engine {
             if e.event_type != asked.event_type
                 || e.payload != asked.payload
                 || e.metadata != asked.metadata
+                || e.tags != asked.tags
                 || asked.timestamp.is_some_and(|t| t != e.timestamp)
             {
                 return Err(Error::IdReused {

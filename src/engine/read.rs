@@ -309,6 +309,7 @@ fn recorded(stream: Arc<str>, r: &frame::Record<'_>, bytes: &bytes::Bytes) -> Re
         payload: bytes.slice(r.payload.clone()),
         metadata: bytes.slice(r.metadata.clone()),
         id: r.id,
+        tags: r.tags.iter().map(str::to_owned).collect(),
         timestamp: r.timestamp,
     }
 }

@@ -94,6 +94,7 @@ struct Ev {
     event_type: String,
     payload: Vec<u8>,
     id: Option<u128>,
+    tags: Vec<String>,
 }
 
 impl Ev {
@@ -104,6 +105,7 @@ impl Ev {
             event_type: e.event_type.clone(),
             payload: e.payload.to_vec(),
             id: e.id,
+            tags: e.tags.clone(),
         }
     }
 }
@@ -334,7 +336,12 @@ pub fn run(mut rng: Rng) -> Result<(), String> {
                             next_id += 1;
                             let mut payload = vec![0u8; rng.below(200) as usize];
                             payload.iter_mut().for_each(|b| *b = rng.below(256) as u8);
-                            let e = EventData::new(format!("T{}", rng.below(3)), payload);
+                            // Record format 2 (tags) and 1 (none) side by side.
+                            let tags: Vec<String> = (0..rng.below(4))
+                                .map(|_| format!("tag-{}", rng.below(5)))
+                                .collect();
+                            let e = EventData::new(format!("T{}", rng.below(3)), payload)
+                                .with_tags(tags);
                             if with_ids { e.with_id(next_id) } else { e }
                         })
                         .collect();
@@ -387,6 +394,7 @@ pub fn run(mut rng: Rng) -> Result<(), String> {
                             event_type: e.event_type.clone(),
                             payload: e.payload.to_vec(),
                             id: e.id,
+                            tags: e.tags.clone(),
                         });
                     }
                     model.boundaries.push(model.events.len() as u64);
@@ -410,6 +418,7 @@ pub fn run(mut rng: Rng) -> Result<(), String> {
                                     event_type: e.event_type.clone(),
                                     payload: e.payload.to_vec(),
                                     id: e.id,
+                                    tags: e.tags.clone(),
                                 })
                                 .collect(),
                         );

@@ -74,7 +74,8 @@ enum Command {
     },
     /// Append JSON lines from stdin, printing each event's position once acknowledged.
     ///
-    /// Each line: {"stream","type","data"}, optionally "metadata", "id" (a UUID),
+    /// Each line: {"stream","type","data"}, optionally "metadata", "id" (a UUID), "tags" (an
+    /// array of strings),
     /// "timestamp" (microseconds since the Unix epoch, kept instead of the time of the import)
     /// and "expected_version" (of the append the line starts); "data_b64"/"metadata_b64"
     /// carry bytes that aren't JSON. Other keys are ignored, so `read-all --json` output

@@ -74,6 +74,9 @@ struct EventJson<'a> {
     /// Microseconds since the Unix epoch (UTC).
     timestamp: u64,
     id: Option<String>,
+    /// Absent when the event has none.
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    tags: &'a [String],
     /// Absent when the metadata is in `metadata_b64`; `null` when there is none.
     #[serde(skip_serializing_if = "Option::is_none")]
     metadata: Option<Option<Box<RawValue>>>,
@@ -104,6 +107,7 @@ fn event_json(e: &RecordedEvent) -> EventJson<'_> {
         event_type: &e.event_type,
         timestamp: e.timestamp,
         id: e.id.map(format_uuid),
+        tags: &e.tags,
         metadata,
         metadata_b64,
         data,

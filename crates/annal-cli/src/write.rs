@@ -158,7 +158,7 @@ struct Line {
 }
 
 /// Parses one input line: `{"stream","type","data"|"data_b64","metadata"|"metadata_b64",
-/// "id","timestamp","expected_version"}`. Other keys are ignored, so `read --json` output
+/// "id","tags","timestamp","expected_version"}`. Other keys are ignored, so `read --json` output
 /// imports back with its ids, timestamps and metadata.
 fn parse_line(text: &str) -> Result<(String, Option<ExpectedVersion>, EventData), String> {
     let fields: HashMap<String, Box<RawValue>> =
@@ -210,6 +210,11 @@ fn parse_line(text: &str) -> Result<(String, Option<ExpectedVersion>, EventData)
     let mut event = EventData::new(event_type, data).with_metadata(metadata);
     if let Some(id) = string("id")? {
         event = event.with_id(parse_uuid(&id)?);
+    }
+    if let Some(raw) = get("tags") {
+        let tags = serde_json::from_str::<Vec<String>>(raw.get())
+            .map_err(|_| "\"tags\" must be an array of strings")?;
+        event = event.with_tags(tags);
     }
     if let Some(raw) = get("timestamp") {
         let micros = serde_json::from_str::<u64>(raw.get()).map_err(

@@ -1153,6 +1153,10 @@ fn read_all_json_imported_into_an_empty_store_is_the_same_store_byte_for_byte() 
             EventData::new("T", vec![0xff, 0, 1]).with_metadata(vec![0xfe]),
         ),
         ("cart-3", EventData::new("T", "").with_id(u128::MAX)),
+        (
+            "cart-3",
+            EventData::new("T", "{}").with_tags(["course:c1", "student:ü"]),
+        ),
     ];
     {
         let store = Store::open(&dir, small_segments()).unwrap();

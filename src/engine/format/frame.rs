@@ -8,7 +8,9 @@
 //!           record*count
 //! record := content_len:u32 content_crc:u32 content    content_crc = CRC-32(content)
 //! content:= position:u64 version:u64 timestamp_us:u64 flags:u8 [id:u128]
-//!           (flags: 1 = id present, 2 = first record of its frame, 4 = last record)
+//!           [tag_count:u16 (tag_len:u16 tag)*tag_count]
+//!           (flags: 1 = id present, 2 = first record of its frame, 4 = last record,
+//!            8 = tags present: record format 2; a record without tags is as in format 1)
 //!           type_len:u16 type metadata_len:u32 metadata payload_len:u32 payload
 //! ```
 //! All integers are little-endian. A frame whose eight header bytes are all zero is empty
@@ -30,20 +32,32 @@ const CONTENT_FIXED_LEN: usize = 8 + 8 + 8 + 1 + 2 + 4 + 4;
 /// The smallest possible encoded record (one-byte type, nothing else).
 pub(crate) const MIN_RECORD_LEN: usize = RECORD_HEADER_LEN + CONTENT_FIXED_LEN + 1;
 const FLAG_HAS_ID: u8 = 1;
+/// The record carries tags (record format 2).
+const FLAG_HAS_TAGS: u8 = 8;
 /// The record is the first of its frame.
 pub(crate) const FLAG_FIRST: u8 = 2;
 /// The record is the last of its frame.
 pub(crate) const FLAG_LAST: u8 = 4;
-const KNOWN_FLAGS: u8 = FLAG_HAS_ID | FLAG_FIRST | FLAG_LAST;
+const KNOWN_FLAGS: u8 = FLAG_HAS_ID | FLAG_FIRST | FLAG_LAST | FLAG_HAS_TAGS;
 
 /// Encoded size of one event's record.
 pub(crate) fn record_len(e: &EventData) -> usize {
     RECORD_HEADER_LEN
         + CONTENT_FIXED_LEN
         + if e.id.is_some() { 16 } else { 0 }
+        + tags_len(&e.tags)
         + e.event_type.len()
         + e.metadata.len()
         + e.payload.len()
+}
+
+/// Encoded size of an event's tags section (none without tags).
+fn tags_len(tags: &[String]) -> usize {
+    if tags.is_empty() {
+        0
+    } else {
+        2 + tags.iter().map(|t| 2 + t.len()).sum::<usize>()
+    }
 }
 
 /// Encoded size of a frame holding `events` of `stream`.
@@ -94,12 +108,22 @@ pub(crate) fn encode_frame(
         if i + 1 == events.len() {
             flags |= FLAG_LAST;
         }
-        match e.id {
-            Some(id) => {
-                buf.push(flags | FLAG_HAS_ID);
-                buf.extend_from_slice(&id.to_le_bytes());
+        if e.id.is_some() {
+            flags |= FLAG_HAS_ID;
+        }
+        if !e.tags.is_empty() {
+            flags |= FLAG_HAS_TAGS;
+        }
+        buf.push(flags);
+        if let Some(id) = e.id {
+            buf.extend_from_slice(&id.to_le_bytes());
+        }
+        if !e.tags.is_empty() {
+            buf.extend_from_slice(&crate::cast::u16_len(e.tags.len()).to_le_bytes());
+            for tag in &e.tags {
+                buf.extend_from_slice(&crate::cast::u16_len(tag.len()).to_le_bytes());
+                buf.extend_from_slice(tag.as_bytes());
             }
-            None => buf.push(flags),
         }
         buf.extend_from_slice(&crate::cast::u16_len(e.event_type.len()).to_le_bytes());
         buf.extend_from_slice(e.event_type.as_bytes());
@@ -282,6 +306,8 @@ pub(crate) struct Record<'a> {
     pub version: u64,
     pub timestamp: u64,
     pub id: Option<u128>,
+    /// The tags, in the order given (none for a format-1 record).
+    pub tags: Tags<'a>,
     /// [`FLAG_FIRST`] and [`FLAG_LAST`]: where the record sits in its frame.
     pub edges: u8,
     pub event_type: &'a str,
@@ -289,6 +315,25 @@ pub(crate) struct Record<'a> {
     pub payload: Range<usize>,
     /// Offset just past the record.
     pub end: usize,
+}
+
+/// A record's tags: the encoded section, checked when the record was decoded (each tag
+/// non-empty UTF-8).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Tags<'a> {
+    bytes: &'a [u8],
+    count: u16,
+}
+
+impl<'a> Tags<'a> {
+    /// Each tag, in order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &'a str> + 'a {
+        let mut c = Cursor::new(self.bytes, 0);
+        (0..self.count).map_while(move |_| {
+            let len = c.u16()? as usize;
+            std::str::from_utf8(c.bytes(len)?).ok()
+        })
+    }
 }
 
 /// Decodes the record at `offset` of `buf`, checking its own checksum when `verify` is set
@@ -320,6 +365,26 @@ pub(crate) fn read_record(
         0 => None,
         _ => Some(c.u128().ok_or(bad)?),
     };
+    let tags = match flags & FLAG_HAS_TAGS {
+        0 => Tags::default(),
+        _ => {
+            let count = c.u16().ok_or(bad)?;
+            let start = c.pos();
+            for _ in 0..count {
+                let len = c.u16().ok_or(bad)? as usize;
+                let tag = c.bytes(len).ok_or(bad)?;
+                if tag.is_empty() {
+                    return Err("record has an empty tag");
+                }
+                std::str::from_utf8(tag).map_err(|_| "tag is not UTF-8")?;
+            }
+            let bytes = buf.get(start..c.pos()).ok_or(bad)?;
+            if count == 0 {
+                return Err("record says it has tags and has none");
+            }
+            Tags { bytes, count }
+        }
+    };
     let type_len = c.u16().ok_or(bad)? as usize;
     let event_type = std::str::from_utf8(c.bytes(type_len).ok_or(bad)?)
         .map_err(|_| "event type is not UTF-8")?;
@@ -337,6 +402,7 @@ pub(crate) fn read_record(
         version,
         timestamp,
         id,
+        tags,
         edges: flags & (FLAG_FIRST | FLAG_LAST),
         event_type,
         metadata: meta_start..meta_start + meta_len,
@@ -352,7 +418,9 @@ mod tests {
 
     fn sample() -> (Vec<u8>, Vec<u32>) {
         let events = vec![
-            EventData::new("Created", &b"abc"[..]).with_id(7),
+            EventData::new("Created", &b"abc"[..])
+                .with_id(7)
+                .with_tags(["course:c1", "student:ü"]),
             EventData::new("Added", &b""[..]).with_metadata(&b"m"[..]),
         ];
         let mut buf = vec![];
@@ -386,6 +454,10 @@ mod tests {
             (5, 2, 9, Some(7), "Created")
         );
         assert_eq!(&buf[r0.payload.clone()], b"abc");
+        assert_eq!(
+            r0.tags.iter().collect::<Vec<_>>(),
+            ["course:c1", "student:ü"]
+        );
         assert_eq!(r0.edges, FLAG_FIRST);
         let r1 = read_record(&buf, r0.end, true).unwrap();
         assert_eq!(r1.edges, FLAG_LAST);
@@ -395,7 +467,73 @@ mod tests {
             (6, 3, None, "Added")
         );
         assert_eq!(&buf[r1.metadata.clone()], b"m");
+        assert_eq!(r1.tags.iter().count(), 0);
         assert_eq!(r1.end, buf.len());
+    }
+
+    #[test]
+    fn a_record_without_tags_is_byte_for_byte_a_format_1_record() {
+        // Format 1's layout, written out by hand: nothing between the flags and the type.
+        let e = EventData::new("T", &b"p"[..]).with_id(3);
+        let mut buf = vec![];
+        let start = FrameStart {
+            stream: "s",
+            first_position: 1,
+            first_version: 1,
+            durable: 0,
+            timestamp: 2,
+        };
+        encode_frame(&mut buf, &start, std::slice::from_ref(&e), &mut vec![]);
+        let record = &buf[FRAME_HEADER_LEN + BODY_FIXED_LEN + 1 + RECORD_HEADER_LEN..];
+        let mut v1 = vec![];
+        v1.extend_from_slice(&1u64.to_le_bytes());
+        v1.extend_from_slice(&1u64.to_le_bytes());
+        v1.extend_from_slice(&2u64.to_le_bytes());
+        v1.push(FLAG_HAS_ID | FLAG_FIRST | FLAG_LAST);
+        v1.extend_from_slice(&3u128.to_le_bytes());
+        v1.extend_from_slice(&1u16.to_le_bytes());
+        v1.extend_from_slice(b"T");
+        v1.extend_from_slice(&0u32.to_le_bytes());
+        v1.extend_from_slice(&1u32.to_le_bytes());
+        v1.extend_from_slice(b"p");
+        assert_eq!(record, &v1[..]);
+    }
+
+    #[test]
+    fn malformed_tags_are_refused() {
+        let tagged = |tags: &[&[u8]], count: u16| {
+            let mut content = vec![];
+            content.extend_from_slice(&1u64.to_le_bytes());
+            content.extend_from_slice(&1u64.to_le_bytes());
+            content.extend_from_slice(&0u64.to_le_bytes());
+            content.push(FLAG_HAS_TAGS | FLAG_FIRST | FLAG_LAST);
+            content.extend_from_slice(&count.to_le_bytes());
+            for t in tags {
+                content.extend_from_slice(&crate::cast::u16_len(t.len()).to_le_bytes());
+                content.extend_from_slice(t);
+            }
+            content.extend_from_slice(&1u16.to_le_bytes());
+            content.extend_from_slice(b"T");
+            content.extend_from_slice(&0u32.to_le_bytes());
+            content.extend_from_slice(&0u32.to_le_bytes());
+            let mut rec = vec![];
+            rec.extend_from_slice(&crate::cast::u32_len(content.len()).to_le_bytes());
+            rec.extend_from_slice(&crc32fast::hash(&content).to_le_bytes());
+            rec.extend_from_slice(&content);
+            rec
+        };
+        let good = tagged(&[b"a", b"b"], 2);
+        let r = read_record(&good, 0, true).unwrap();
+        assert_eq!(r.tags.iter().collect::<Vec<_>>(), ["a", "b"]);
+        for (bad, why) in [
+            (tagged(&[], 0), "says it has tags"),
+            (tagged(&[b""], 1), "empty tag"),
+            (tagged(&[&[0xff]], 1), "not UTF-8"),
+            (tagged(&[b"a"], 2), "does not parse"),
+        ] {
+            let err = read_record(&bad, 0, true).unwrap_err();
+            assert!(err.contains(why), "{err}");
+        }
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! follow it (see [`frame`](super::frame)).
 //!
 //! ```text
-//! header := "ANNALSEG" format:u16(1) flags:u16(0) ordinal:u32 base_position:u64
+//! header := "ANNALSEG" format:u16 flags:u16(0) ordinal:u32 base_position:u64
 //!           reserved:u32(0) crc:u32
+//! format := 1 (records of format 1 only) | 2 (records may carry tags)
 //! ```
 #![deny(clippy::indexing_slicing)]
 
@@ -21,7 +22,10 @@ const HEADER: Kind = Kind {
     checksum: "segment header checksum mismatch",
     wrong_magic: "segment header has the wrong magic",
 };
-const FORMAT_VERSION: u16 = 1;
+/// The format of segments written now: their records may carry tags.
+const FORMAT_VERSION: u16 = 2;
+/// Segments of format 1 hold format-1 records (never tags), which read the same.
+const OLDEST_FORMAT_VERSION: u16 = 1;
 const SUFFIX: &str = ".seg";
 /// File name of segment `ordinal`.
 pub(crate) fn file_name(ordinal: u32) -> String {
@@ -60,8 +64,8 @@ pub(crate) fn decode_header(buf: &[u8]) -> std::result::Result<(u32, u64), &'sta
     let ordinal = c.u32().ok_or(short)?;
     let base = c.u64().ok_or(short)?;
     let _reserved = c.u32().ok_or(short)?;
-    if version != FORMAT_VERSION {
-        return Err("unsupported segment format version");
+    if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
+        return Err("unsupported segment format version (written by a newer annal?)");
     }
     if base == 0 {
         return Err("segment base position is zero");
