@@ -120,11 +120,13 @@ mod error;
 mod es;
 mod event;
 mod options;
+mod query;
 pub mod storage;
 mod store;
 
 pub use bytes::Bytes;
 pub use engine::append::{MAX_EVENT_TYPE_LEN, MAX_STREAM_NAME_LEN, MAX_TAG_LEN, MAX_TAGS};
+pub use engine::query_read::QueryEvents;
 pub use engine::read::{AllEvents, Direction, ReadOptions, StreamEvents};
 pub use engine::recovery::RecoveryReport;
 pub use engine::repair::{Cut, RepairOptions, RepairReport, repair};
@@ -139,6 +141,7 @@ pub use es::projection::{Projection, RunningProjection};
 pub use es::subscription::Subscription;
 pub use event::{AppendResult, EventData, ExpectedVersion, Payload, RecordedEvent};
 pub use options::{FsyncPolicy, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, Options};
+pub use query::{Query, QueryItem};
 pub use store::{Stats, Store, StreamInfo};
 
 /// The README's code blocks, compiled and run as doctests.

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::engine::Engine;
+use crate::engine::query_read::{QueryEvents, Selection};
 use crate::engine::read::{AllEvents, ReadOptions, StreamEvents};
 use crate::engine::recovery::RecoveryReport;
 use crate::error::Result;
@@ -16,6 +17,7 @@ use crate::es::projection::{Projection, RunningProjection};
 use crate::es::subscription::Subscription;
 use crate::event::{AppendResult, EventData, ExpectedVersion};
 use crate::options::Options;
+use crate::query::Query;
 use crate::storage::{FsStorage, Storage};
 
 /// An embedded event store over one directory.
@@ -55,8 +57,16 @@ pub struct Stats {
     pub last_position: u64,
     /// Position up to which every event is known to be durable (synced).
     pub durable_position: u64,
-    /// Approximate heap bytes held by the stream index and the sparse position index.
+    /// Approximate heap bytes held by the stream index, the sparse position index and the
+    /// query index (tags, types, categories, and the stream of each position: about 4 bytes
+    /// per event plus 8 per entry of each list).
     pub index_memory_bytes: u64,
+    /// (event, tag) pairs in the query index.
+    pub tag_postings: u64,
+    /// Heap bytes of the tag lists (part of `index_memory_bytes`): divided by
+    /// `tag_postings`, the cost of one tag on one event, 8 bytes plus the lists' spare
+    /// capacity and keys.
+    pub tag_index_bytes: u64,
     /// Snapshots retained.
     pub snapshots: u64,
     /// Durable subscriptions, with their acknowledged positions and lag.
@@ -186,6 +196,71 @@ impl Store {
         Ok(self.engine.read_all(opts))
     }
 
+    /// Reads the events `query` selects, by position (`opts.from` is a position), forward
+    /// or backward, up to `opts.limit`: served by the in-memory index of tags and types,
+    /// never by a scan of the log ([`Query::all`] reads the whole log, as
+    /// [`read_all`](Store::read_all)).
+    ///
+    /// ```
+    /// use annal::{EventData, ExpectedVersion, Options, Query, QueryItem, ReadOptions, Store};
+    /// # fn main() -> annal::Result<()> {
+    /// # let tmp = tempfile::tempdir().unwrap();
+    /// let store = Store::open(tmp.path(), Options::default())?;
+    /// let subscribed = |s: &str| {
+    ///     EventData::new("StudentSubscribed", "{}").with_tags(["course:c1", s])
+    /// };
+    /// store.append("enrolment-1", ExpectedVersion::Any, &[subscribed("student:s1")])?;
+    /// store.append("enrolment-2", ExpectedVersion::Any, &[subscribed("student:s2")])?;
+    /// let q = Query::items([QueryItem::new().tags(["course:c1"])]);
+    /// let students: Vec<Vec<String>> = store
+    ///     .read_query(&q, ReadOptions::forward())?
+    ///     .map(|e| e.map(|e| e.tags))
+    ///     .collect::<annal::Result<_>>()?;
+    /// assert_eq!(students.len(), 2);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// None today; the iterator yields [`Error::Corruption`](crate::Error::Corruption) or
+    /// [`Error::Io`](crate::Error::Io) for a record that cannot be read.
+    pub fn read_query(&self, query: &Query, opts: ReadOptions) -> Result<QueryEvents> {
+        Ok(QueryEvents::new(
+            Arc::clone(&self.engine),
+            Selection::Query(query.clone()),
+            opts,
+        ))
+    }
+
+    /// Reads the events of every stream of `category`, the streams named `CATEGORY-...`
+    /// (`cart` for `cart-42`; KurrentDB's `$ce-cart`), by position as
+    /// [`read_query`](Store::read_query) does, through the index.
+    ///
+    /// # Errors
+    ///
+    /// As [`read_query`](Store::read_query).
+    pub fn read_category(&self, category: &str, opts: ReadOptions) -> Result<QueryEvents> {
+        Ok(QueryEvents::new(
+            Arc::clone(&self.engine),
+            Selection::Category(category.to_string()),
+            opts,
+        ))
+    }
+
+    /// Reads the events of type `event_type` (KurrentDB's `$et-`), by position as
+    /// [`read_query`](Store::read_query) does, through the index.
+    ///
+    /// # Errors
+    ///
+    /// As [`read_query`](Store::read_query).
+    pub fn read_event_type(&self, event_type: &str, opts: ReadOptions) -> Result<QueryEvents> {
+        Ok(QueryEvents::new(
+            Arc::clone(&self.engine),
+            Selection::EventType(event_type.to_string()),
+            opts,
+        ))
+    }
+
     /// The stream's last version, `None` when it has no events.
     ///
     /// # Errors
@@ -242,6 +317,8 @@ impl Store {
             last_position: log.last_position,
             durable_position: log.durable_position,
             index_memory_bytes: log.index_memory_bytes,
+            tag_postings: log.tag_postings,
+            tag_index_bytes: log.tag_index_bytes,
             snapshots,
             snapshot_bytes,
             durable_subscriptions: durable::list(&self.engine, &self.es.durables)?,

@@ -366,6 +366,29 @@ fn a_follower_takes_no_lock_and_needs_a_store() {
     let mut sub = follower_first.subscribe_all(1).unwrap();
     let e = sub.next_timeout(Duration::from_secs(20)).unwrap().unwrap();
     assert_eq!(e.position, 1);
+    // What the follower took in is in its query index too.
+    writer
+        .append(
+            "b-1",
+            ExpectedVersion::Any,
+            &[EventData::new("T", "y").with_tags(["k"])],
+        )
+        .unwrap();
+    sub.next_timeout(Duration::from_secs(20)).unwrap().unwrap();
+    let q = annal::Query::items([annal::QueryItem::new().tags(["k"])]);
+    let tagged: Vec<u64> = follower_first
+        .read_query(&q, ReadOptions::forward())
+        .unwrap()
+        .map(|e| e.unwrap().position)
+        .collect();
+    assert_eq!(tagged, [2]);
+    assert_eq!(
+        follower_first
+            .read_category("b", ReadOptions::forward())
+            .unwrap()
+            .count(),
+        1
+    );
     assert!(matches!(
         follower_first.append("a", ExpectedVersion::Any, &[EventData::new("T", "x")]),
         Err(Error::ReadOnly { .. })

@@ -212,12 +212,20 @@ impl Engine {
             }
         }
         let (ordinal, frame_offset) = (written.ordinal, written.offset);
-        self.index.write().push(
-            stream,
-            w.offsets
-                .iter()
-                .map(|&o| pack(ordinal, frame_offset + u64::from(o))),
-        );
+        {
+            let location = |o: &u32| pack(ordinal, frame_offset + u64::from(*o));
+            let mut ix = self.index.write();
+            let id = ix.push(stream, w.offsets.iter().map(location));
+            for (i, (e, o)) in events.iter().zip(&w.offsets).enumerate() {
+                ix.post(
+                    result.first_position + i as u64,
+                    id,
+                    location(o),
+                    &e.event_type,
+                    e.tags.iter().map(String::as_str),
+                );
+            }
+        }
         debug_assert_eq!(
             self.index.read().version(stream),
             Some(result.last_version),

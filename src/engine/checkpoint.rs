@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use crate::engine::format::frame::{self, FRAME_HEADER_LEN, FrameRead};
 pub(crate) use crate::engine::format::index_checkpoint::{
-    SegmentIndex, StreamRun, file_name, parse_file_name,
+    Records, SegmentIndex, StreamRun, file_name, parse_file_name,
 };
 use crate::engine::index::{StreamIndex, pack};
 use crate::engine::segment::{SEGMENT_HEADER_LEN, Sample, Segment, sample_due};
@@ -53,8 +53,12 @@ pub(crate) fn scan_from(
         last_frame: None,
         samples: Vec::new(),
         runs: Vec::new(),
+        records: None,
     };
+    let mut records = Records::default();
     let mut runs: HashMap<&str, usize> = HashMap::new();
+    let mut types: HashMap<&str, u32> = HashMap::new();
+    let mut tags: HashMap<&str, u32> = HashMap::new();
     let mut offset = usize::try_from(offset)
         .map_err(|_| Error::corruption(&seg.path, offset, "offset beyond the address space"))?;
     let stop = loop {
@@ -79,8 +83,8 @@ pub(crate) fn scan_from(
                 f.first_position
             )));
         }
-        let run = match runs.get(f.stream) {
-            Some(&i) => ix.runs.get_mut(i),
+        let run_index = match runs.get(f.stream) {
+            Some(&i) => i,
             None => {
                 runs.insert(f.stream, ix.runs.len());
                 ix.runs.push(StreamRun {
@@ -88,10 +92,13 @@ pub(crate) fn scan_from(
                     first_version: f.first_version,
                     offsets: Vec::new(),
                 });
-                ix.runs.last_mut()
+                ix.runs.len() - 1
             }
-        }
-        .ok_or_else(|| bad("internal: lost a stream run".into()))?;
+        };
+        let run = ix
+            .runs
+            .get_mut(run_index)
+            .ok_or_else(|| bad("internal: lost a stream run".into()))?;
         if f.first_version != run.first_version + run.offsets.len() as u64 {
             return Err(bad(format!(
                 "frame of stream {:?} starts at version {}, but the stream is at {}",
@@ -112,6 +119,17 @@ pub(crate) fn scan_from(
                 ));
             }
             run.offsets.push(at as u64);
+            records.run.push(crate::cast::u32_len(run_index));
+            records
+                .event_type
+                .push(intern(&mut types, &mut records.types, r.event_type));
+            for tag in r.tags.iter() {
+                let id = intern(&mut tags, &mut records.tags, tag);
+                records.tag_ids.push(id);
+            }
+            records
+                .tags_end
+                .push(crate::cast::u32_len(records.tag_ids.len()));
             at = r.end;
         }
         if at != f.end() {
@@ -132,43 +150,95 @@ pub(crate) fn scan_from(
         offset = f.end();
         ix.end = offset as u64;
     };
+    ix.records = Some(records);
     Ok((ix, stop))
+}
+
+/// The index of `name` in `table`, adding it the first time.
+fn intern<'a>(ids: &mut HashMap<&'a str, u32>, table: &mut Vec<Box<str>>, name: &'a str) -> u32 {
+    *ids.entry(name).or_insert_with(|| {
+        table.push(name.into());
+        crate::cast::u32_len(table.len() - 1)
+    })
 }
 
 impl SegmentIndex {
     /// Adds this segment's events to `index` and its samples to `seg`, checking that every
     /// stream continues from the version the index has.
     pub(crate) fn apply(&self, seg: &Segment, index: &mut StreamIndex) -> Result<()> {
-        self.push_runs(seg, index, 0)?;
+        self.push_into(seg, index, 0)?;
         seg.set_samples(self.samples.clone());
         seg.set_end(self.end);
         Ok(())
     }
 
-    /// Adds this index's runs to `index`, each record offset shifted by `base` (where in the
+    /// Adds this index's events to `index` (each stream's run, then every record to the
+    /// query index, in log order), each record offset shifted by `base` (where in the
     /// segment the scanned bytes began), checking that every stream continues from the
     /// version the index has.
-    pub(crate) fn push_runs(
+    pub(crate) fn push_into(
         &self,
         seg: &Segment,
         index: &mut StreamIndex,
         base: u64,
     ) -> Result<()> {
+        let bad = |at: u64, why: String| Error::corruption(&seg.path, base + at, why);
+        let records = self
+            .records
+            .as_ref()
+            .ok_or_else(|| bad(0, "internal: an index without its records".into()))?;
+        let mut ids = Vec::with_capacity(self.runs.len());
         for run in &self.runs {
             let have = index.version(&run.stream).unwrap_or(0);
             if run.first_version != have + 1 {
-                return Err(Error::corruption(
-                    &seg.path,
-                    base + run.offsets.first().copied().unwrap_or(0),
+                return Err(bad(
+                    run.offsets.first().copied().unwrap_or(0),
                     format!(
                         "stream {:?} continues at version {} but was at {have}",
                         run.stream, run.first_version
                     ),
                 ));
             }
-            index.push(
+            ids.push(index.push(
                 &run.stream,
                 run.offsets.iter().map(|&o| pack(self.ordinal, base + o)),
+            ));
+        }
+        // The records in log order: the next offset of each one's run.
+        let mut next = vec![0usize; self.runs.len()];
+        for (i, &run) in records.run.iter().enumerate() {
+            let r = run as usize;
+            let (Some(id), Some(taken), Some(offsets)) = (
+                ids.get(r),
+                next.get_mut(r),
+                self.runs.get(r).map(|run| &run.offsets),
+            ) else {
+                return Err(bad(
+                    0,
+                    format!("record {i} names run {r}, of {}", ids.len()),
+                ));
+            };
+            let offset = offsets
+                .get(*taken)
+                .copied()
+                .ok_or_else(|| bad(0, format!("record {i}: run {r} has no more records")))?;
+            *taken += 1;
+            let event_type = records
+                .event_type
+                .get(i)
+                .and_then(|&t| records.types.get(t as usize))
+                .map_or("", |t| t.as_ref());
+            let tags = records
+                .tags_of(i)
+                .iter()
+                .filter_map(|&t| records.tags.get(t as usize))
+                .map(|t| t.as_ref());
+            index.post(
+                self.base_position + i as u64,
+                *id,
+                pack(self.ordinal, base + offset),
+                event_type,
+                tags,
             );
         }
         Ok(())
@@ -207,7 +277,9 @@ pub(crate) fn load(storage: &dyn Storage, dir: &Path, seg: &Segment) -> Option<S
     let len = usize::try_from(file.len().ok()?).ok()?;
     let mut buf = vec![0u8; len];
     file.read_exact_at(&mut buf, 0).ok()?;
-    SegmentIndex::decode(&buf).filter(|ix| ix.matches(seg))
+    // A format-1 checkpoint lacks what the query index needs: the segment is scanned, and
+    // checkpointed again.
+    SegmentIndex::decode(&buf).filter(|ix| ix.records.is_some() && ix.matches(seg))
 }
 
 /// Writes the checkpoint of a sealed segment durably (temporary file, sync, rename, directory

@@ -101,7 +101,7 @@ impl Engine {
                 stop.reason,
             ));
         }
-        ix.push_runs(seg, &mut self.index.write(), from)?;
+        ix.push_into(seg, &mut self.index.write(), from)?;
         for s in &ix.samples {
             seg.note_frame(s.position, from + s.offset);
         }

@@ -1,10 +1,13 @@
-//! The in-memory stream index: stream name to the locations of its events, in version order.
+//! The in-memory index: stream name to the locations of its events, in version order, and
+//! the query index ([`Postings`]) beside it.
 //!
 //! A location packs a segment ordinal and a byte offset into one `u64`, so an event costs
 //! eight bytes of index (plus the vector's spare capacity), and locations compare in log order.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+
+use crate::engine::postings::Postings;
 
 /// Bits of a location that hold the byte offset within the segment.
 const OFFSET_BITS: u32 = 40;
@@ -24,10 +27,21 @@ pub(crate) fn unpack(location: u64) -> (u32, u64) {
     )
 }
 
-/// Stream name to the locations of its events; entry `i` is version `i + 1`.
+/// One stream: its id (its place in `StreamIndex::names`) and its events' locations.
+#[derive(Debug, Default)]
+struct Stream {
+    id: u32,
+    locs: Vec<u64>,
+}
+
+/// Stream name to the locations of its events (entry `i` is version `i + 1`), and the
+/// query index.
 #[derive(Debug, Default)]
 pub(crate) struct StreamIndex {
-    streams: HashMap<Arc<str>, Vec<u64>>,
+    streams: HashMap<Arc<str>, Stream>,
+    /// Stream id to name.
+    names: Vec<Arc<str>>,
+    pub(crate) postings: Postings,
 }
 
 impl StreamIndex {
@@ -35,24 +49,35 @@ impl StreamIndex {
     pub(crate) fn version(&self, stream: &str) -> Option<u64> {
         self.streams
             .get(stream)
-            .map(|l| l.len() as u64)
+            .map(|s| s.locs.len() as u64)
             .filter(|&v| v > 0)
     }
 
     /// The stream's last version among events before `watermark` (a location).
     pub(crate) fn visible_version(&self, stream: &str, watermark: u64) -> Option<u64> {
-        let locs = self.streams.get(stream)?;
+        let locs = &self.streams.get(stream)?.locs;
         // Unpublished events are at most a few appends at the end.
         let visible = locs.len() - locs.iter().rev().take_while(|&&l| l >= watermark).count();
         (visible > 0).then_some(visible as u64)
     }
 
-    /// Adds the next events of `stream` (in version order).
-    pub(crate) fn push(&mut self, stream: &str, locations: impl IntoIterator<Item = u64>) {
-        let locs = match self.streams.get_mut(stream) {
-            Some(l) => l,
-            None => self.streams.entry(Arc::from(stream)).or_default(),
+    /// Adds the next events of `stream` (in version order); returns the stream's id, for
+    /// [`StreamIndex::post`].
+    pub(crate) fn push(&mut self, stream: &str, locations: impl IntoIterator<Item = u64>) -> u32 {
+        let entry = match self.streams.get_mut(stream) {
+            Some(s) => s,
+            None => {
+                let name: Arc<str> = Arc::from(stream);
+                let id = crate::cast::u32_len(self.names.len());
+                self.names.push(Arc::clone(&name));
+                self.streams.entry(name).or_insert(Stream {
+                    id,
+                    locs: Vec::new(),
+                })
+            }
         };
+        let id = entry.id;
+        let locs = &mut entry.locs;
         let before = locs.len();
         let last = locs.last().copied();
         locs.extend(locations);
@@ -65,6 +90,27 @@ impl StreamIndex {
                     .is_none_or(|new| new.windows(2).all(|w| w[0] < w[1])),
             "stream {stream:?}: locations out of log order"
         );
+        id
+    }
+
+    /// Adds an event to the query index: the event at `position` (the next one), of the
+    /// stream with id `stream`, at `location`.
+    pub(crate) fn post<'t>(
+        &mut self,
+        position: u64,
+        stream: u32,
+        location: u64,
+        event_type: &str,
+        tags: impl IntoIterator<Item = &'t str>,
+    ) {
+        let name = self.names.get(stream as usize).map_or("", |n| n.as_ref());
+        self.postings
+            .push(position, (stream, name), location, event_type, tags);
+    }
+
+    /// The name of the stream with id `id`.
+    pub(crate) fn name_of(&self, id: u32) -> Option<&Arc<str>> {
+        self.names.get(id as usize)
     }
 
     /// The shared name of a stream and up to `max` locations starting at version `from`
@@ -76,7 +122,8 @@ impl StreamIndex {
         max: usize,
         watermark: u64,
     ) -> Option<(Arc<str>, Vec<u64>)> {
-        let (name, locs) = self.streams.get_key_value(stream)?;
+        let (name, entry) = self.streams.get_key_value(stream)?;
+        let locs = &entry.locs;
         let start = usize::try_from(from.saturating_sub(1)).unwrap_or(usize::MAX);
         let taken = locs
             .get(start..)
@@ -109,17 +156,18 @@ impl StreamIndex {
         self.streams.len()
     }
 
-    /// Approximate heap bytes held: location vectors, names, and the hash table.
+    /// Approximate heap bytes held: location vectors, names, the hash table, and the query
+    /// index.
     pub(crate) fn memory_bytes(&self) -> usize {
-        let per_entry = std::mem::size_of::<(Arc<str>, Vec<u64>)>() + 1;
-        let table = self.streams.capacity() * per_entry;
+        let per_entry = std::mem::size_of::<(Arc<str>, Stream)>() + 1;
+        let table = self.streams.capacity() * per_entry + self.names.capacity() * 16;
         let names_and_locs: usize = self
             .streams
             .iter()
             // An Arc<str> allocation holds two counters before the bytes.
-            .map(|(k, v)| 16 + k.len() + v.capacity() * 8)
+            .map(|(k, v)| 16 + k.len() + v.locs.capacity() * 8)
             .sum();
-        table + names_and_locs
+        table + names_and_locs + self.postings.memory_bytes()
     }
 }
 

@@ -21,7 +21,9 @@ pub(crate) mod follow;
 pub(crate) mod format;
 pub(crate) mod index;
 pub(crate) mod log;
+pub(crate) mod postings;
 pub(crate) mod published;
+pub(crate) mod query_read;
 pub(crate) mod read;
 pub(crate) mod recovery;
 pub(crate) mod repair;
@@ -102,6 +104,8 @@ pub(crate) struct LogCounters {
     pub last_position: u64,
     pub durable_position: u64,
     pub index_memory_bytes: u64,
+    pub tag_postings: u64,
+    pub tag_index_bytes: u64,
     pub segment_syncs: u64,
 }
 
@@ -430,9 +434,14 @@ impl Engine {
     pub(crate) fn counters(&self) -> LogCounters {
         let wm = self.watermark();
         let segments = self.log.segments();
-        let (streams, index_bytes) = {
+        let (streams, index_bytes, tag_postings, tag_bytes) = {
             let ix = self.index.read();
-            (ix.stream_count() as u64, ix.memory_bytes())
+            (
+                ix.stream_count() as u64,
+                ix.memory_bytes(),
+                ix.postings.tag_postings() as u64,
+                ix.postings.tag_memory_bytes() as u64,
+            )
         };
         let sample_bytes: usize = segments.iter().map(|s| s.sample_bytes()).sum();
         LogCounters {
@@ -442,6 +451,8 @@ impl Engine {
             last_position: wm.position,
             durable_position: self.commit.durable().min(wm.position),
             index_memory_bytes: (index_bytes + sample_bytes) as u64,
+            tag_postings,
+            tag_index_bytes: tag_bytes,
             segment_syncs: self.log.syncs(),
         }
     }

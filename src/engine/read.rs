@@ -254,8 +254,13 @@ pub(crate) struct SegmentCache {
 }
 
 impl SegmentCache {
+    /// The view of the active segment's written bytes, for [`Segment::record_source`].
+    pub(crate) fn view_mut(&mut self) -> &mut bytes::Bytes {
+        &mut self.view
+    }
+
     /// Segment `ordinal`, switching to it (and dropping the view) if it is another one.
-    fn segment(&mut self, inner: &Engine, ordinal: u32) -> Option<&Arc<Segment>> {
+    pub(crate) fn segment(&mut self, inner: &Engine, ordinal: u32) -> Option<&Arc<Segment>> {
         if self.seg.as_ref().is_none_or(|s| s.ordinal != ordinal) {
             self.seg = inner.log.segment(ordinal);
             self.view = bytes::Bytes::new();
@@ -300,7 +305,11 @@ pub(crate) fn read_event(
 }
 
 /// The event a decoded record describes; payload and metadata are views of `bytes`.
-fn recorded(stream: Arc<str>, r: &frame::Record<'_>, bytes: &bytes::Bytes) -> RecordedEvent {
+pub(crate) fn recorded(
+    stream: Arc<str>,
+    r: &frame::Record<'_>,
+    bytes: &bytes::Bytes,
+) -> RecordedEvent {
     RecordedEvent {
         stream,
         version: r.version,

@@ -1,14 +1,19 @@
-//! An index checkpoint, `NNNNNNNNNN.idx`: what one sealed segment contributes to the stream
-//! index (its sparse position samples and each stream's run of record offsets), in one
-//! `small_file` envelope.
+//! An index checkpoint, `NNNNNNNNNN.idx`: what one sealed segment contributes to the index
+//! (its sparse position samples, each stream's run of record offsets, and each record's
+//! stream, type and tags for the query index), in one `small_file` envelope.
 //!
 //! ```text
-//! file   := "ANNALIDX" format:u16(1) flags:u16(0) ordinal:u32 base_position:u64 events:u64
+//! file   := "ANNALIDX" format:u16(2) flags:u16(0) ordinal:u32 base_position:u64 events:u64
 //!           end:u64 last_frame_offset:u64 last_frame_header:[u8; 8]
-//!           sample_count:u32 run_count:u32 sample* run* crc:u32
+//!           sample_count:u32 run_count:u32 sample* run*
+//!           type_count:u32 name* tag_count:u32 name* record*events crc:u32
 //! sample := position:u64 offset:u64
 //! run    := stream_len:u16 stream first_version:u64 count:u32 offset:u64 * count
+//! name   := len:u16 bytes (UTF-8)
+//! record := run:u32 type:u32 tag_count:u16 tag:u32 * tag_count   (indexes into the tables)
 //! ```
+//! Format 1 ended after the runs. It is still read (without the records), so that a store
+//! of format 1 opens; such a segment is scanned once for its records and checkpointed again.
 #![deny(clippy::indexing_slicing)]
 
 use super::frame::{Cursor, FRAME_HEADER_LEN};
@@ -21,7 +26,9 @@ const KIND: Kind = Kind {
     checksum: "index checkpoint checksum mismatch",
     wrong_magic: "not an index checkpoint",
 };
-const FORMAT_VERSION: u16 = 1;
+const FORMAT_VERSION: u16 = 2;
+/// Checkpoints without the records section.
+const FORMAT_1: u16 = 1;
 
 /// File name of the checkpoint of segment `ordinal`.
 pub(crate) fn file_name(ordinal: u32) -> String {
@@ -57,6 +64,38 @@ pub(crate) struct SegmentIndex {
     pub last_frame: Option<(u64, [u8; FRAME_HEADER_LEN])>,
     pub samples: Vec<Sample>,
     pub runs: Vec<StreamRun>,
+    /// Each record's run, type and tags, in log order; `None` from a format-1 checkpoint.
+    pub records: Option<Records>,
+}
+
+/// The segment's records in log order, by index into its tables: what the query index
+/// needs of each (its stream, as a run of [`SegmentIndex::runs`], its type and its tags).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct Records {
+    /// The distinct event types, in order of first appearance.
+    pub types: Vec<Box<str>>,
+    /// The distinct tags, in order of first appearance.
+    pub tags: Vec<Box<str>>,
+    /// Per record: its run (index into `runs`).
+    pub run: Vec<u32>,
+    /// Per record: its type (index into `types`).
+    pub event_type: Vec<u32>,
+    /// Per record: where its tags end in `tag_ids` (they start where the previous one's end).
+    pub tags_end: Vec<u32>,
+    /// The records' tags, back to back (indexes into `tags`).
+    pub tag_ids: Vec<u32>,
+}
+
+impl Records {
+    /// The tags of record `i`, as indexes into `tags`.
+    pub(crate) fn tags_of(&self, i: usize) -> &[u32] {
+        let start = i
+            .checked_sub(1)
+            .and_then(|p| self.tags_end.get(p))
+            .map_or(0, |&e| e as usize);
+        let end = self.tags_end.get(i).map_or(start, |&e| e as usize);
+        self.tag_ids.get(start..end).unwrap_or_default()
+    }
 }
 
 /// A point in the sparse position index of a segment: the frame at `offset` starts with the
@@ -96,12 +135,43 @@ impl SegmentIndex {
                 b.extend_from_slice(&o.to_le_bytes());
             }
         }
+        let none = Records::default();
+        let records = self.records.as_ref().unwrap_or(&none);
+        for table in [&records.types, &records.tags] {
+            b.extend_from_slice(&crate::cast::u32_len(table.len()).to_le_bytes());
+            for name in table {
+                b.extend_from_slice(&crate::cast::u16_len(name.len()).to_le_bytes());
+                b.extend_from_slice(name.as_bytes());
+            }
+        }
+        for i in 0..records.run.len() {
+            let tags = records.tags_of(i);
+            b.extend_from_slice(&records.run.get(i).copied().unwrap_or(0).to_le_bytes());
+            b.extend_from_slice(
+                &records
+                    .event_type
+                    .get(i)
+                    .copied()
+                    .unwrap_or(0)
+                    .to_le_bytes(),
+            );
+            b.extend_from_slice(&crate::cast::u16_len(tags.len()).to_le_bytes());
+            for t in tags {
+                b.extend_from_slice(&t.to_le_bytes());
+            }
+        }
         KIND.seal(&b)
     }
 
     /// Decodes a checkpoint file; `None` for anything that is not one, intact.
     pub(crate) fn decode(buf: &[u8]) -> Option<SegmentIndex> {
-        let (mut c, body_len) = KIND.open_versioned(buf, FORMAT_VERSION)?;
+        let (mut c, body_len, version) = match KIND.open_versioned(buf, FORMAT_VERSION) {
+            Some((c, len)) => (c, len, FORMAT_VERSION),
+            None => {
+                let (c, len) = KIND.open_versioned(buf, FORMAT_1)?;
+                (c, len, FORMAT_1)
+            }
+        };
         let ordinal = c.u32()?;
         let base_position = c.u64()?;
         let events = c.u64()?;
@@ -143,7 +213,15 @@ impl SegmentIndex {
                 offsets,
             });
         }
-        if c.pos() != body_len || total != events {
+        if total != events {
+            return None;
+        }
+        let records = if version == FORMAT_1 {
+            None
+        } else {
+            Some(decode_records(&mut c, body_len, &runs, events)?)
+        };
+        if c.pos() != body_len {
             return None;
         }
         Some(SegmentIndex {
@@ -154,8 +232,63 @@ impl SegmentIndex {
             last_frame: (lf_offset != 0).then_some((lf_offset, lf_header)),
             samples,
             runs,
+            records,
         })
     }
+}
+
+/// The tables and per-record entries of a format-2 checkpoint, every index checked to point
+/// into its table and every run to receive exactly its records.
+fn decode_records(
+    c: &mut Cursor<'_>,
+    body_len: usize,
+    runs: &[StreamRun],
+    events: u64,
+) -> Option<Records> {
+    let left = |c: &Cursor<'_>| body_len - c.pos();
+    let mut r = Records::default();
+    for table in [&mut r.types, &mut r.tags] {
+        let n = c.u32()? as usize;
+        if n.checked_mul(2)? > left(c) {
+            return None;
+        }
+        for _ in 0..n {
+            let len = c.u16()? as usize;
+            table.push(std::str::from_utf8(c.bytes(len)?).ok()?.into());
+        }
+    }
+    let events = usize::try_from(events).ok()?;
+    if events.checked_mul(10)? > left(c) {
+        return None;
+    }
+    let mut per_run = vec![0usize; runs.len()];
+    for _ in 0..events {
+        let run = c.u32()?;
+        let event_type = c.u32()?;
+        let n = c.u16()?;
+        *per_run.get_mut(run as usize)? += 1;
+        if event_type as usize >= r.types.len() {
+            return None;
+        }
+        r.run.push(run);
+        r.event_type.push(event_type);
+        for _ in 0..n {
+            let tag = c.u32()?;
+            if tag as usize >= r.tags.len() {
+                return None;
+            }
+            r.tag_ids.push(tag);
+        }
+        r.tags_end.push(u32::try_from(r.tag_ids.len()).ok()?);
+    }
+    if per_run
+        .iter()
+        .zip(runs)
+        .any(|(&n, run)| n != run.offsets.len())
+    {
+        return None;
+    }
+    Some(r)
 }
 
 #[cfg(test)]
@@ -186,7 +319,50 @@ mod tests {
                     offsets: vec![700],
                 },
             ],
+            records: Some(Records {
+                types: vec!["T".into(), "U".into()],
+                tags: vec!["course:c1".into()],
+                run: vec![0, 0, 1],
+                event_type: vec![0, 1, 0],
+                tags_end: vec![1, 1, 2],
+                tag_ids: vec![0, 0],
+            }),
         }
+    }
+
+    #[test]
+    fn a_format_1_checkpoint_reads_without_records() {
+        let mut ix = sample();
+        ix.records = None;
+        let mut v1 = ix.encode();
+        // Format 1: the version word 1, and nothing after the runs (empty tables, no
+        // records here: the two counts of 0 and the CRC).
+        v1.truncate(v1.len() - 12);
+        v1[8] = 1;
+        let body_end = v1.len();
+        let crc = crc32fast::hash(&v1[..body_end]);
+        v1.extend_from_slice(&crc.to_le_bytes());
+        assert_eq!(SegmentIndex::decode(&v1), Some(ix));
+    }
+
+    #[test]
+    fn records_must_point_into_their_tables_and_fill_their_runs() {
+        let mut ix = sample();
+        let good = ix.encode();
+        assert!(SegmentIndex::decode(&good).is_some());
+        if let Some(r) = &mut ix.records {
+            r.run = vec![0, 1, 1];
+        }
+        assert_eq!(
+            SegmentIndex::decode(&ix.encode()),
+            None,
+            "run a gets 1 of its 2"
+        );
+        let mut ix = sample();
+        if let Some(r) = &mut ix.records {
+            r.tag_ids = vec![0, 5];
+        }
+        assert_eq!(SegmentIndex::decode(&ix.encode()), None, "tag 5 of 1");
     }
 
     #[test]

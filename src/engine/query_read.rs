@@ -1,0 +1,361 @@
+//! Reading the events a query selects, through the query index ([`postings`]): by tags and
+//! types ([`Query`]), by category, or by event type. The index gives the locations; only the
+//! events that match are read, each checked against its own checksum.
+//!
+//! [`postings`]: crate::engine::postings
+
+use std::sync::Arc;
+
+use crate::engine::Engine;
+use crate::engine::format::frame;
+use crate::engine::index::{StreamIndex, pack, unpack};
+use crate::engine::read::{AllEvents, Direction, ReadOptions, SegmentCache, recorded};
+use crate::engine::segment::Segment;
+use crate::error::{Error, Result};
+use crate::event::RecordedEvent;
+use crate::query::Query;
+
+/// How many locations a read takes from the index at a time.
+const BATCH: usize = 256;
+
+/// What a read selects.
+#[derive(Debug, Clone)]
+pub(crate) enum Selection {
+    /// By a query's types and tags.
+    Query(Query),
+    /// By category: streams named `CATEGORY-...`.
+    Category(String),
+    /// By event type.
+    EventType(String),
+}
+
+/// One item in the index's terms: events in every `required` list whose type is one of
+/// `types` (any, when empty).
+#[derive(Debug, Clone)]
+struct Item {
+    required: Vec<Key>,
+    types: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+enum Key {
+    Tag(String),
+    Category(String),
+}
+
+fn list<'a>(ix: &'a StreamIndex, key: &Key) -> &'a [u64] {
+    match key {
+        Key::Tag(t) => ix.postings.tags.get(t),
+        Key::Category(c) => ix.postings.categories.get(c),
+    }
+}
+
+/// The part of a sorted list in `[lo, hi)`.
+fn window(list: &[u64], lo: u64, hi: u64) -> &[u64] {
+    let a = list.partition_point(|&l| l < lo);
+    let b = list.partition_point(|&l| l < hi);
+    list.get(a..b.max(a)).unwrap_or_default()
+}
+
+impl Item {
+    /// Up to `max` matching locations in `[lo, hi)`, the first ones going forward or the
+    /// last ones going backward, added to `out` in no particular order.
+    fn candidates(
+        &self,
+        ix: &StreamIndex,
+        lo: u64,
+        hi: u64,
+        forward: bool,
+        max: usize,
+        out: &mut Vec<u64>,
+    ) {
+        let type_lists: Vec<&[u64]> = self
+            .types
+            .iter()
+            .map(|t| ix.postings.types.get(t))
+            .collect();
+        let has_type = |loc: u64| {
+            type_lists.is_empty() || type_lists.iter().any(|l| l.binary_search(&loc).is_ok())
+        };
+        let lists: Vec<&[u64]> = self.required.iter().map(|k| list(ix, k)).collect();
+        let Some((driver, others)) = shortest(&lists) else {
+            // Types only: each type's list, merged by the caller.
+            for l in &type_lists {
+                take(window(l, lo, hi), forward, max, |_| true, out);
+            }
+            return;
+        };
+        let matches =
+            |loc: u64| others.iter().all(|l| l.binary_search(&loc).is_ok()) && has_type(loc);
+        take(window(driver, lo, hi), forward, max, matches, out);
+    }
+}
+
+/// The shortest list and the others.
+fn shortest<'a>(lists: &[&'a [u64]]) -> Option<(&'a [u64], Vec<&'a [u64]>)> {
+    let (i, &driver) = lists.iter().enumerate().min_by_key(|(_, l)| l.len())?;
+    let others = lists
+        .iter()
+        .enumerate()
+        .filter(|&(j, _)| j != i)
+        .map(|(_, &l)| l)
+        .collect();
+    Some((driver, others))
+}
+
+/// Up to `max` locations of `list` that pass `keep`, from its start (forward) or its end.
+fn take(list: &[u64], forward: bool, max: usize, keep: impl Fn(u64) -> bool, out: &mut Vec<u64>) {
+    let mut n = 0;
+    let mut push = |loc: u64| {
+        if n < max && keep(loc) {
+            out.push(loc);
+            n += 1;
+        }
+        n < max
+    };
+    if forward {
+        for &loc in list {
+            if !push(loc) {
+                break;
+            }
+        }
+    } else {
+        for &loc in list.iter().rev() {
+            if !push(loc) {
+                break;
+            }
+        }
+    }
+}
+
+/// The events a query, category or type selects, from
+/// [`Store::read_query`](crate::Store::read_query) and its kin: in position order (or its
+/// reverse), from a position, up to a limit, as of the moment the read began.
+#[derive(Debug)]
+pub struct QueryEvents {
+    read: Read,
+}
+
+#[derive(Debug)]
+enum Read {
+    /// [`Query::all`]: the whole log.
+    All(Box<AllEvents>),
+    Index(Box<IndexRead>),
+    Nothing,
+}
+
+#[derive(Debug)]
+struct IndexRead {
+    inner: Arc<Engine>,
+    items: Vec<Item>,
+    forward: bool,
+    /// Locations still to look at: `[lo, hi)`.
+    lo: u64,
+    hi: u64,
+    /// Positions wanted: `first..=last`.
+    first: u64,
+    last: u64,
+    left: u64,
+    batch: std::collections::VecDeque<u64>,
+    cache: SegmentCache,
+    done: bool,
+}
+
+impl QueryEvents {
+    pub(crate) fn new(inner: Arc<Engine>, selection: Selection, opts: ReadOptions) -> Self {
+        let items = match selection {
+            Selection::Query(q) => match q.parts() {
+                None => {
+                    return QueryEvents {
+                        read: Read::All(Box::new(AllEvents::new(&inner, opts))),
+                    };
+                }
+                Some(items) => items
+                    .iter()
+                    .map(|i| Item {
+                        required: i.tags.iter().cloned().map(Key::Tag).collect(),
+                        types: i.types.clone(),
+                    })
+                    .collect(),
+            },
+            Selection::Category(c) => vec![Item {
+                required: vec![Key::Category(c)],
+                types: Vec::new(),
+            }],
+            Selection::EventType(t) => vec![Item {
+                required: Vec::new(),
+                types: vec![t],
+            }],
+        };
+        let wm = inner.watermark();
+        let forward = opts.direction == Direction::Forward;
+        let (first, last) = if forward {
+            (opts.from.max(1), wm.position)
+        } else {
+            (1, opts.from.min(wm.position))
+        };
+        if items.is_empty() || opts.limit == 0 || first > last {
+            return QueryEvents {
+                read: Read::Nothing,
+            };
+        }
+        let segments = inner.log.segments();
+        // Location bounds from positions: a sample's frame at or before the first, and the
+        // next sample (or segment) after the last; events just outside are skipped by
+        // position once read.
+        let lo = lower_bound(&segments, first);
+        let hi = upper_bound(&segments, last).min(wm.location);
+        QueryEvents {
+            read: Read::Index(Box::new(IndexRead {
+                inner,
+                items,
+                forward,
+                lo,
+                hi,
+                first,
+                last,
+                left: opts.limit,
+                batch: std::collections::VecDeque::new(),
+                cache: SegmentCache::default(),
+                done: false,
+            })),
+        }
+    }
+}
+
+/// A location at or before the first event at `position`.
+fn lower_bound(segments: &[Arc<Segment>], position: u64) -> u64 {
+    let i = segments
+        .partition_point(|s| s.base_position <= position)
+        .checked_sub(1);
+    match i.and_then(|i| segments.get(i)) {
+        Some(seg) => pack(seg.ordinal, seg.offset_of(position).unwrap_or(0)),
+        None => 0,
+    }
+}
+
+/// A location past the event at `position`, before any event after the next sample.
+fn upper_bound(segments: &[Arc<Segment>], position: u64) -> u64 {
+    let i = segments
+        .partition_point(|s| s.base_position <= position)
+        .checked_sub(1);
+    let Some(seg) = i.and_then(|i| segments.get(i)) else {
+        return 0;
+    };
+    let next_sample = seg
+        .chunk_of(position)
+        .and_then(|c| seg.chunk_range(c, u64::MAX))
+        .map(|(_, end)| end)
+        .filter(|&end| end != u64::MAX);
+    match next_sample {
+        Some(end) => pack(seg.ordinal, end),
+        // The rest of the segment: the next one starts after it.
+        None => pack(seg.ordinal.saturating_add(1), 0),
+    }
+}
+
+impl IndexRead {
+    fn fill(&mut self) {
+        let mut found = Vec::new();
+        {
+            let ix = self.inner.index.read();
+            for item in &self.items {
+                item.candidates(&ix, self.lo, self.hi, self.forward, BATCH, &mut found);
+            }
+        }
+        found.sort_unstable();
+        found.dedup();
+        if self.forward {
+            found.truncate(BATCH);
+            match found.last() {
+                Some(&l) => self.lo = l + 1,
+                None => self.done = true,
+            }
+            self.batch.extend(found);
+        } else {
+            let keep = found.len().saturating_sub(BATCH);
+            let found = found.split_off(keep);
+            match found.first() {
+                Some(&l) => self.hi = l,
+                None => self.done = true,
+            }
+            self.batch.extend(found.into_iter().rev());
+        }
+    }
+
+    fn next_event(&mut self) -> Result<Option<RecordedEvent>> {
+        while self.left > 0 {
+            if self.batch.is_empty() {
+                if self.done {
+                    return Ok(None);
+                }
+                self.fill();
+                continue;
+            }
+            let Some(loc) = self.batch.pop_front() else {
+                continue;
+            };
+            let e = read_at(&self.inner, &mut self.cache, loc)?;
+            if e.position < self.first || e.position > self.last {
+                // Past the end going this way: nothing further can be wanted.
+                if (self.forward && e.position > self.last)
+                    || (!self.forward && e.position < self.first)
+                {
+                    return Ok(None);
+                }
+                continue;
+            }
+            self.left -= 1;
+            return Ok(Some(e));
+        }
+        Ok(None)
+    }
+}
+
+/// Reads and checks the record at `loc`, whose stream the index knows by its position.
+fn read_at(inner: &Engine, cache: &mut SegmentCache, loc: u64) -> Result<RecordedEvent> {
+    let (ordinal, offset) = unpack(loc);
+    let seg = cache.segment(inner, ordinal).cloned().ok_or_else(|| {
+        Error::corruption(
+            &inner.dir,
+            offset,
+            format!("the query index points at missing segment {ordinal}"),
+        )
+    })?;
+    let (bytes, at) = seg.record_source(offset, cache.view_mut())?;
+    let r = frame::read_record(&bytes, at, true)
+        .map_err(|reason| Error::corruption(&seg.path, offset, reason))?;
+    let stream = {
+        let ix = inner.index.read();
+        ix.postings
+            .stream_of(r.position)
+            .and_then(|id| ix.name_of(id))
+            .cloned()
+    }
+    .ok_or_else(|| {
+        Error::corruption(
+            &seg.path,
+            offset,
+            format!("position {} has no stream in the index", r.position),
+        )
+    })?;
+    Ok(recorded(stream, &r, &bytes))
+}
+
+impl Iterator for QueryEvents {
+    type Item = Result<RecordedEvent>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match &mut self.read {
+            Read::All(all) => all.next(),
+            Read::Nothing => None,
+            Read::Index(read) => match read.next_event() {
+                Ok(e) => e.map(Ok),
+                Err(e) => {
+                    read.left = 0;
+                    Some(Err(e))
+                }
+            },
+        }
+    }
+}

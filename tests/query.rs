@@ -1,0 +1,176 @@
+//! Reads by query, category and event type, against a naive scan of the whole log: random
+//! tags, types, streams and positions, with reopens in between (so the index is rebuilt from
+//! checkpoints and scans), forward and backward, from any position, with limits.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::cast_possible_truncation,
+    reason = "a test's failure is a panic, and its sizes are small"
+)]
+mod common;
+
+use annal::{EventData, ExpectedVersion, Query, QueryItem, ReadOptions, RecordedEvent, Store};
+use proptest::prelude::*;
+
+const TYPES: [&str; 3] = ["A", "B", "C"];
+const TAGS: [&str; 5] = ["t0", "t1", "t2", "t3", "t4"];
+const STREAMS: [&str; 4] = ["cart-1", "cart-2", "order-1", "misc"];
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append {
+        stream: usize,
+        events: Vec<(usize, Vec<usize>)>,
+    },
+    Reopen,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        9 => (
+            0..STREAMS.len(),
+            prop::collection::vec((0..TYPES.len(), prop::collection::vec(0..TAGS.len(), 0..3)), 1..4)
+        )
+            .prop_map(|(stream, events)| Op::Append { stream, events }),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+fn item() -> impl Strategy<Value = QueryItem> {
+    (
+        prop::collection::vec(0..TYPES.len(), 0..3),
+        prop::collection::vec(0..TAGS.len(), 0..3),
+    )
+        .prop_map(|(types, tags)| {
+            QueryItem::new()
+                .types(types.into_iter().map(|t| TYPES[t]))
+                .tags(tags.into_iter().map(|t| TAGS[t]))
+        })
+}
+
+fn read_opts() -> impl Strategy<Value = ReadOptions> {
+    (
+        any::<bool>(),
+        0u64..80,
+        prop_oneof![Just(u64::MAX), 0u64..10],
+    )
+        .prop_map(|(forward, from, limit)| {
+            let o = if forward {
+                ReadOptions::forward_from(from)
+            } else if from == 0 {
+                ReadOptions::backward()
+            } else {
+                ReadOptions::backward_from(from)
+            };
+            o.limit(limit)
+        })
+}
+
+/// What a naive scan of the whole log says the read returns.
+fn naive(all: &[RecordedEvent], keep: impl Fn(&RecordedEvent) -> bool, o: ReadOptions) -> Vec<u64> {
+    let mut v: Vec<u64> = all.iter().filter(|e| keep(e)).map(|e| e.position).collect();
+    match o.direction {
+        annal::Direction::Forward => v.retain(|&p| p >= o.from),
+        annal::Direction::Backward => {
+            v.retain(|&p| p <= o.from);
+            v.reverse();
+        }
+    }
+    v.truncate(usize::try_from(o.limit).unwrap_or(usize::MAX));
+    v
+}
+
+fn positions(events: annal::QueryEvents) -> Vec<u64> {
+    events.map(|e| e.unwrap().position).collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn reads_by_query_category_and_type_agree_with_a_scan(
+        ops in prop::collection::vec(op(), 1..40),
+        queries in prop::collection::vec((prop::collection::vec(item(), 0..3), read_opts()), 1..6),
+        segment_size in 400u64..3000,
+    ) {
+        let tmp = tempfile::tempdir().unwrap();
+        let opts = common::tiny(segment_size);
+        let mut store = Store::open(tmp.path(), opts.clone()).unwrap();
+        let check = |store: &Store| {
+            let all: Vec<RecordedEvent> = store
+                .read_all(ReadOptions::forward())
+                .unwrap()
+                .map(|e| e.unwrap())
+                .collect();
+            for (items, o) in &queries {
+                let q = Query::items(items.clone());
+                let got = positions(store.read_query(&q, *o).unwrap());
+                let want = naive(&all, |e| q.matches(&e.event_type, &e.tags), *o);
+                prop_assert_eq!(got, want, "{:?} {:?}", q, o);
+            }
+            let o = queries[0].1;
+            for c in ["cart", "order", "misc"] {
+                let got = positions(store.read_category(c, o).unwrap());
+                let want = naive(&all, |e| e.stream.split_once('-').is_some_and(|(k, _)| k == c), o);
+                prop_assert_eq!(got, want, "category {}", c);
+            }
+            for t in TYPES {
+                let got = positions(store.read_event_type(t, o).unwrap());
+                prop_assert_eq!(got, naive(&all, |e| e.event_type == t, o), "type {}", t);
+            }
+            // Whole events, not just positions: what a query returns is what read_all has.
+            let q = Query::items([QueryItem::new().tags(["t0"])]);
+            for e in store.read_query(&q, ReadOptions::forward()).unwrap() {
+                let e = e.unwrap();
+                prop_assert_eq!(&e, &all[e.position as usize - 1]);
+            }
+            Ok(())
+        };
+        for op in ops {
+            match op {
+                Op::Append { stream, events } => {
+                    let events: Vec<EventData> = events
+                        .into_iter()
+                        .map(|(t, tags)| {
+                            EventData::new(TYPES[t], "x").with_tags(tags.into_iter().map(|i| TAGS[i]))
+                        })
+                        .collect();
+                    store.append(STREAMS[stream], ExpectedVersion::Any, &events).unwrap();
+                }
+                Op::Reopen => {
+                    check(&store)?;
+                    store.close().unwrap();
+                    store = Store::open(tmp.path(), opts.clone()).unwrap();
+                }
+            }
+        }
+        check(&store)?;
+        store.close().unwrap();
+        // Once more from checkpoints written in the background, and read-only.
+        let store = Store::open(tmp.path(), opts.clone().read_only(true)).unwrap();
+        check(&store)?;
+    }
+}
+
+#[test]
+fn the_query_index_costs_eight_bytes_per_tag_and_is_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), common::tiny(1 << 20)).unwrap();
+    for i in 0..5000u64 {
+        let e = EventData::new("T", "x").with_tags([format!("course:c{}", i % 10), "all".into()]);
+        store
+            .append(&format!("s-{}", i % 7), ExpectedVersion::Any, &[e])
+            .unwrap();
+    }
+    let stats = store.stats().unwrap();
+    assert_eq!(stats.tag_postings, 10_000);
+    let per_pair = stats.tag_index_bytes as f64 / stats.tag_postings as f64;
+    // 8 bytes a location, plus the vectors' spare capacity (at most doubling) and 11 keys.
+    assert!(
+        (8.0..=16.5).contains(&per_pair),
+        "{per_pair} bytes per (event, tag)"
+    );
+    assert!(stats.index_memory_bytes > stats.tag_index_bytes);
+}
