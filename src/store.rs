@@ -369,6 +369,22 @@ impl Store {
         ))
     }
 
+    /// Subscribes to the events `query` selects from `from_position` on: the history, then
+    /// live events as they are acknowledged, in position order, with the guarantees of
+    /// [`subscribe_all`](Store::subscribe_all). The query index finds them: events that do
+    /// not match are never read.
+    ///
+    /// # Errors
+    ///
+    /// None today; the subscription yields [`Error::Closed`](crate::Error::Closed) once the store closes.
+    pub fn subscribe_query(&self, query: Query, from_position: u64) -> Result<Subscription> {
+        Ok(Subscription::query(
+            Arc::clone(&self.engine),
+            query,
+            from_position,
+        ))
+    }
+
     /// Opens the durable subscription `name`, creating it at position 0 if it is new: a
     /// subscription to the whole log that resumes after its last
     /// [`ack`](DurableSubscription::ack)ed position, delivering at least once, in order.

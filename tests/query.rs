@@ -174,3 +174,91 @@ fn the_query_index_costs_eight_bytes_per_tag_and_is_reported() {
     );
     assert!(stats.index_memory_bytes > stats.tag_index_bytes);
 }
+
+#[test]
+fn a_query_subscription_catches_up_then_follows_live_with_nothing_missed_or_repeated() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), common::tiny(4096)).unwrap();
+    let event = |i: u64| {
+        EventData::new(if i % 3 == 0 { "Wanted" } else { "Other" }, format!("{i}"))
+            .with_tags([format!("k{}", i % 2)])
+    };
+    for i in 1..=300 {
+        store
+            .append(&format!("s-{}", i % 5), ExpectedVersion::Any, &[event(i)])
+            .unwrap();
+    }
+    let q = Query::items([QueryItem::new().types(["Wanted"]).tags(["k1"])]);
+    let wanted = |i: u64| i % 3 == 0 && i % 2 == 1;
+    let mut sub = store.subscribe_query(q.clone(), 1).unwrap();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for i in 301..=900 {
+                store
+                    .append(&format!("s-{}", i % 5), ExpectedVersion::Any, &[event(i)])
+                    .unwrap();
+            }
+        });
+        let want: Vec<u64> = (1..=900).filter(|&i| wanted(i)).collect();
+        let mut got = Vec::new();
+        while got.len() < want.len() {
+            let e = sub
+                .next_timeout(std::time::Duration::from_secs(20))
+                .unwrap()
+                .expect("an event within the time");
+            assert!(q.matches(&e.event_type, &e.tags));
+            got.push(e.position);
+        }
+        assert_eq!(got, want);
+    });
+    assert!(sub.try_next().unwrap().is_none());
+
+    // A durable subscription narrowed by the query resumes after its ack.
+    let mut d = store
+        .durable_subscription("wanted")
+        .unwrap()
+        .query(q.clone());
+    let first = d.next_timeout(std::time::Duration::ZERO).unwrap().unwrap();
+    assert_eq!(first.position, 3);
+    d.ack(first.position).unwrap();
+    drop(d);
+    let mut d = store.durable_subscription("wanted").unwrap().query(q);
+    assert_eq!(
+        d.next_timeout(std::time::Duration::ZERO)
+            .unwrap()
+            .unwrap()
+            .position,
+        9
+    );
+}
+
+#[test]
+fn a_projection_with_a_query_folds_only_what_it_selects() {
+    #[derive(Default, serde::Serialize, serde::Deserialize)]
+    struct Seen(Vec<u64>);
+    impl annal::Projection for Seen {
+        const NAME: &'static str = "seen";
+        fn apply(&mut self, e: &RecordedEvent) {
+            self.0.push(e.position);
+        }
+        fn query() -> Query {
+            Query::items([QueryItem::new().tags(["course:c1"])])
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), common::tiny(4096)).unwrap();
+    for i in 1..=20u64 {
+        let tag = if i % 4 == 0 { "course:c1" } else { "course:c2" };
+        store
+            .append(
+                "s-1",
+                ExpectedVersion::Any,
+                &[EventData::new("T", "x").with_tags([tag])],
+            )
+            .unwrap();
+    }
+    let mut p = store.projection::<Seen>().unwrap();
+    assert_eq!(p.catch_up().unwrap(), 5);
+    assert_eq!(p.state().0, [4, 8, 12, 16, 20]);
+    assert_eq!(p.position(), 20);
+}

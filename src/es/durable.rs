@@ -458,6 +458,14 @@ impl DurableSubscription {
         self.acked
     }
 
+    /// Only the events `query` selects, found through the query index (others are never
+    /// read). Like the other filters it is not stored: give it each time the subscription is
+    /// opened. An ack still means "everything up to here is handled".
+    pub fn query(mut self, query: crate::query::Query) -> Self {
+        self.sub.set_query(query);
+        self
+    }
+
     /// Only events of streams whose name starts with `prefix`. Filters are not stored: give
     /// them each time the subscription is opened.
     pub fn stream_prefix(mut self, prefix: impl Into<String>) -> Self {

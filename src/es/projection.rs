@@ -23,6 +23,7 @@ use crate::es::codec::{Bincode, Codec};
 use crate::es::durable::validate_name;
 use crate::es::subscription::Subscription;
 use crate::event::RecordedEvent;
+use crate::query::Query;
 use crate::storage::Storage;
 
 /// A read model: the fold of the events of the whole log, in position order.
@@ -31,7 +32,7 @@ use crate::storage::Storage;
 /// use annal::{Projection, RecordedEvent};
 /// use serde::{Deserialize, Serialize};
 ///
-/// /// Seed 004's dashboard: orders placed but not shipped yet.
+/// /// A dashboard: orders placed but not shipped yet.
 /// #[derive(Default, Serialize, Deserialize)]
 /// struct AwaitingShipping { count: i64 }
 ///
@@ -54,6 +55,11 @@ pub trait Projection: Default + Serialize + DeserializeOwned + Send + 'static {
     const VERSION: u32 = 1;
     /// Folds one event into the read model.
     fn apply(&mut self, event: &RecordedEvent);
+    /// The events it folds (default: all). A narrower query is served by the query index:
+    /// the events it does not select are never read, let alone decoded.
+    fn query() -> Query {
+        Query::all()
+    }
 }
 
 fn path_of(dir: &Path, name: &str) -> PathBuf {
@@ -127,7 +133,7 @@ impl<P: Projection> RunningProjection<P> {
         let (position, state) = saved.unwrap_or_default();
         Ok(RunningProjection {
             inner: Arc::clone(inner),
-            sub: Subscription::all(Arc::clone(inner), position + 1),
+            sub: Subscription::query(Arc::clone(inner), P::query(), position + 1),
             state,
             position,
             checkpointed: position,

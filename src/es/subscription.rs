@@ -11,9 +11,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::engine::Engine;
+use crate::engine::query_read::{QueryEvents, Selection};
 use crate::engine::read::{AllEvents, ReadOptions, StreamEvents};
 use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
+use crate::query::Query;
 
 /// How many events a subscription reads from the log at a time.
 const BATCH: u64 = 512;
@@ -22,10 +24,13 @@ const BATCH: u64 = 512;
 enum Source {
     All,
     Stream(String),
+    /// The events a query selects, found through the query index: others are never read.
+    Query(Query),
 }
 
-/// A live feed of events; from [`Store::subscribe_all`](crate::Store::subscribe_all) or
-/// [`Store::subscribe_stream`](crate::Store::subscribe_stream).
+/// A live feed of events; from [`Store::subscribe_all`](crate::Store::subscribe_all),
+/// [`Store::subscribe_stream`](crate::Store::subscribe_stream) or
+/// [`Store::subscribe_query`](crate::Store::subscribe_query).
 ///
 /// Iterating blocks until the next event arrives and ends when the store is closed (after the
 /// events that were acknowledged before the close). [`next_timeout`](Self::next_timeout)
@@ -52,6 +57,23 @@ impl Subscription {
 
     pub(crate) fn stream(inner: Arc<Engine>, stream: &str, from_version: u64) -> Self {
         Self::new(inner, Source::Stream(stream.to_string()), from_version)
+    }
+
+    pub(crate) fn query(inner: Arc<Engine>, query: Query, from_position: u64) -> Self {
+        let source = if query.is_all() {
+            Source::All
+        } else {
+            Source::Query(query)
+        };
+        Self::new(inner, source, from_position)
+    }
+
+    /// Narrows a subscription to the whole log to the events `query` selects, from the
+    /// same position on.
+    pub(crate) fn set_query(&mut self, query: Query) {
+        if matches!(self.source, Source::All) && !query.is_all() {
+            self.source = Source::Query(query);
+        }
     }
 
     fn new(inner: Arc<Engine>, source: Source, from: u64) -> Self {
@@ -184,6 +206,20 @@ impl Subscription {
                     let e = e?;
                     self.next = e.version + 1;
                     self.keep(e);
+                }
+            }
+            Source::Query(q) => {
+                let selection = Selection::Query(q.clone());
+                let mut read = 0;
+                for e in QueryEvents::new(Arc::clone(&self.inner), selection, opts) {
+                    let e = e?;
+                    read += 1;
+                    self.next = e.position + 1;
+                    self.keep(e);
+                }
+                // Fewer than a batch: nothing else matched up to what was published.
+                if read < BATCH {
+                    self.next = self.next.max(self.seen + 1);
                 }
             }
         }
