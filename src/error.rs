@@ -56,6 +56,16 @@ pub enum Error {
         actual: Option<u64>,
     },
 
+    /// A transaction's [`AppendCondition`](crate::AppendCondition) failed: an event its
+    /// query selects was appended after the position the decision read. Nothing was written.
+    #[error("append condition failed: the event at position {position} matches its query{}", match after { Some(a) => format!(" and is after position {a}"), None => String::new() })]
+    AppendConditionFailed {
+        /// The first such event.
+        position: u64,
+        /// The condition's position (`None`: any matching event fails it).
+        after: Option<u64>,
+    },
+
     /// Another process (or another `Store` in this one) has the directory open.
     #[error("store directory {path} is locked {}", locked_by(*holder))]
     Locked {

@@ -123,6 +123,7 @@ mod options;
 mod query;
 pub mod storage;
 mod store;
+mod transaction;
 
 pub use bytes::Bytes;
 pub use engine::append::{MAX_EVENT_TYPE_LEN, MAX_STREAM_NAME_LEN, MAX_TAG_LEN, MAX_TAGS};
@@ -143,6 +144,7 @@ pub use event::{AppendResult, EventData, ExpectedVersion, Payload, RecordedEvent
 pub use options::{FsyncPolicy, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, Options};
 pub use query::{Query, QueryItem};
 pub use store::{Stats, Store, StreamInfo};
+pub use transaction::{AppendCondition, CommitResult, Transaction};
 
 /// The README's code blocks, compiled and run as doctests.
 #[cfg(doctest)]

@@ -19,6 +19,7 @@ use crate::event::{AppendResult, EventData, ExpectedVersion};
 use crate::options::Options;
 use crate::query::Query;
 use crate::storage::{FsStorage, Storage};
+use crate::transaction::{CommitResult, Transaction};
 
 /// An embedded event store over one directory.
 ///
@@ -184,6 +185,50 @@ impl Store {
     /// or [`Error::Io`](crate::Error::Io) for a record that cannot be read.
     pub fn read_stream(&self, stream: &str, opts: ReadOptions) -> Result<StreamEvents> {
         Ok(self.engine.read_stream(stream, opts))
+    }
+
+    /// Commits a [`Transaction`], all or nothing, as one frame (one contiguous range of
+    /// positions, one sync): every append's stream must be at its expected version, every
+    /// `expect`ed stream at its version, and no event the condition's query selects may
+    /// have been appended after the condition's position. Retried with every event carrying
+    /// an id, a transaction already in the log is recognised as for [`append`](Store::append):
+    /// `deduplicated: true`, nothing written.
+    ///
+    /// ```
+    /// use annal::{AppendCondition, EventData, ExpectedVersion, Options, Query, QueryItem, Store, Transaction};
+    /// # fn main() -> annal::Result<()> {
+    /// # let tmp = tempfile::tempdir().unwrap();
+    /// let store = Store::open(tmp.path(), Options::default())?;
+    /// let r = store.commit(
+    ///     Transaction::new()
+    ///         .append("account-a", ExpectedVersion::NoStream, [EventData::new("Debited", "10")])
+    ///         .append("account-b", ExpectedVersion::NoStream, [EventData::new("Credited", "10")]),
+    /// )?;
+    /// assert_eq!((r.first_position, r.last_position), (1, 2));
+    /// // A decision that read up to position 2 about account a: stale once a newer event is there.
+    /// let about_a = Query::items([QueryItem::new().types(["Debited"])]);
+    /// store.append("account-a", ExpectedVersion::Any, &[EventData::new("Debited", "5")])?;
+    /// let stale = store.commit(
+    ///     Transaction::new()
+    ///         .append("account-a", ExpectedVersion::Any, [EventData::new("Debited", "1")])
+    ///         .condition(AppendCondition::new(about_a).after(2)),
+    /// );
+    /// assert!(matches!(stale, Err(annal::Error::AppendConditionFailed { position: 3, .. })));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WrongExpectedVersion`](crate::Error::WrongExpectedVersion) naming the first
+    /// stream not at its expected version; [`Error::AppendConditionFailed`](crate::Error::AppendConditionFailed)
+    /// with the position of the first event that fails the condition;
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for an invalid event, no
+    /// append, a stream appended twice (or both appended and expected) or an id twice;
+    /// [`Error::IdReused`](crate::Error::IdReused), [`Error::ReadOnly`](crate::Error::ReadOnly),
+    /// [`Error::Poisoned`](crate::Error::Poisoned) and [`Error::Io`](crate::Error::Io) as for
+    /// [`append`](Store::append).
+    pub fn commit(&self, tx: Transaction) -> Result<CommitResult> {
+        self.engine.commit_transaction(&tx)
     }
 
     /// Reads the whole log ("$all", positions) per `opts`.

@@ -180,8 +180,15 @@ fn a_query_subscription_catches_up_then_follows_live_with_nothing_missed_or_repe
     let tmp = tempfile::tempdir().unwrap();
     let store = Store::open(tmp.path(), common::tiny(4096)).unwrap();
     let event = |i: u64| {
-        EventData::new(if i.is_multiple_of(3) { "Wanted" } else { "Other" }, format!("{i}"))
-            .with_tags([format!("k{}", i % 2)])
+        EventData::new(
+            if i.is_multiple_of(3) {
+                "Wanted"
+            } else {
+                "Other"
+            },
+            format!("{i}"),
+        )
+        .with_tags([format!("k{}", i % 2)])
     };
     for i in 1..=300 {
         store
@@ -248,7 +255,11 @@ fn a_projection_with_a_query_folds_only_what_it_selects() {
     let tmp = tempfile::tempdir().unwrap();
     let store = Store::open(tmp.path(), common::tiny(4096)).unwrap();
     for i in 1..=20u64 {
-        let tag = if i.is_multiple_of(4) { "course:c1" } else { "course:c2" };
+        let tag = if i.is_multiple_of(4) {
+            "course:c1"
+        } else {
+            "course:c2"
+        };
         store
             .append(
                 "s-1",

@@ -6,7 +6,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::Engine;
 use super::Watermark;
-use super::format::frame::{self, FrameStart};
+use super::Writer;
+use super::format::frame::{self, FrameStart, TxPart};
 use super::index::pack;
 use super::read::{SegmentCache, read_event};
 use crate::error::{Error, Result};
@@ -23,7 +24,7 @@ pub const MAX_TAG_LEN: usize = 1024;
 pub const MAX_TAGS: usize = 64;
 
 impl Engine {
-    fn validate(&self, stream: &str, events: &[EventData]) -> Result<()> {
+    pub(crate) fn validate(&self, stream: &str, events: &[EventData]) -> Result<()> {
         let invalid = |why: String| Err(Error::InvalidArgument(why));
         if stream.is_empty() {
             return invalid("stream name is empty".into());
@@ -118,31 +119,35 @@ impl Engine {
     ) -> Result<AppendResult> {
         self.validate(stream, events)?;
         let (result, is_retry) = self.write(stream, expected, events)?;
+        self.settle(result.last_position, is_retry)?;
+        Ok(result)
+    }
+
+    /// After a write under the writer lock: waits for what the fsync policy promises of the
+    /// events up to `last_position` (a recognised retry: until the original is acknowledged).
+    pub(crate) fn settle(&self, last_position: u64, is_retry: bool) -> Result<()> {
         if is_retry {
-            self.wait_acknowledged(result.last_position)?;
-            return Ok(result);
+            return self.wait_acknowledged(last_position);
         }
         match self.options.fsync {
             FsyncPolicy::Always => {
                 self.commit
-                    .sync_to(result.last_position, &mut || self.sync_written())?;
+                    .sync_to(last_position, &mut || self.sync_written())?;
             }
             FsyncPolicy::Never | FsyncPolicy::Interval(_) => {}
             FsyncPolicy::EveryEvents(max_unsynced) => {
                 let durable = self.commit.durable();
-                let unsynced = result.last_position.saturating_sub(durable);
+                let unsynced = last_position.saturating_sub(durable);
                 if unsynced >= (max_unsynced / 2).max(1) {
                     self.commit.request_flush();
                 }
                 if unsynced > max_unsynced {
                     self.commit
-                        .sync_to(result.last_position - max_unsynced, &mut || {
-                            self.sync_written()
-                        })?;
+                        .sync_to(last_position - max_unsynced, &mut || self.sync_written())?;
                 }
             }
         }
-        Ok(result)
+        Ok(())
     }
 
     /// Under the writer lock: checks the expected version, encodes and writes the frame, and
@@ -175,24 +180,57 @@ impl Engine {
             "positions not dense"
         );
         let n = events.len() as u64;
-        let result = AppendResult {
-            first_version: current.unwrap_or(0) + 1,
-            last_version: current.unwrap_or(0) + n,
-            first_position: w.next_position,
-            last_position: w.next_position + n - 1,
-            deduplicated: false,
-        };
+        let first_version = current.unwrap_or(0) + 1;
+        let parts = [TxPart {
+            stream,
+            first_version,
+            events,
+        }];
+        let (first_position, last_position) = self.put(w, &parts)?;
+        Ok((
+            AppendResult {
+                first_version,
+                last_version: first_version + n - 1,
+                first_position,
+                last_position,
+                deduplicated: false,
+            },
+            false,
+        ))
+    }
+
+    /// Under the writer lock, once every check passed: encodes `parts` as one frame (a
+    /// transaction's frame when there are several), writes it, indexes it and, unless every
+    /// append waits for its sync, publishes it. Returns its first and last positions.
+    pub(crate) fn put(&self, w: &mut Writer, parts: &[TxPart<'_>]) -> Result<(u64, u64)> {
+        let n: u64 = parts.iter().map(|p| p.events.len() as u64).sum();
+        let first_position = w.next_position;
+        let last_position = first_position + n - 1;
         w.buf.clear();
         w.offsets.clear();
-        let start = FrameStart {
-            stream,
-            first_position: result.first_position,
-            first_version: result.first_version,
-            durable: self.commit.durable(),
-            timestamp: now_micros(),
-        };
-        frame::encode_frame(&mut w.buf, &start, events, &mut w.offsets);
-        let written = match self.log.write(&mut w.active, &w.buf, result.first_position) {
+        let durable = self.commit.durable();
+        let timestamp = now_micros();
+        match parts {
+            [one] => {
+                let start = FrameStart {
+                    stream: one.stream,
+                    first_position,
+                    first_version: one.first_version,
+                    durable,
+                    timestamp,
+                };
+                frame::encode_frame(&mut w.buf, &start, one.events, &mut w.offsets);
+            }
+            _ => frame::encode_tx_frame(
+                &mut w.buf,
+                first_position,
+                durable,
+                timestamp,
+                parts,
+                &mut w.offsets,
+            ),
+        }
+        let written = match self.log.write(&mut w.active, &w.buf, first_position) {
             Ok(at) => at,
             Err(e) => {
                 self.commit.poison(e.to_string());
@@ -202,7 +240,7 @@ impl Engine {
         if let Some(sealed) = written.sealed {
             // Sealing synced everything before this frame: it is durable, and can be visible.
             let wm = Watermark {
-                position: result.first_position - 1,
+                position: first_position - 1,
                 location: pack(sealed.ordinal, sealed.end()),
             };
             self.publish(wm);
@@ -215,33 +253,41 @@ impl Engine {
         {
             let location = |o: &u32| pack(ordinal, frame_offset + u64::from(*o));
             let mut ix = self.index.write();
-            let id = ix.push(stream, w.offsets.iter().map(location));
-            for (i, (e, o)) in events.iter().zip(&w.offsets).enumerate() {
-                ix.post(
-                    result.first_position + i as u64,
-                    id,
-                    location(o),
-                    &e.event_type,
-                    e.tags.iter().map(String::as_str),
+            let mut rest: &[u32] = &w.offsets;
+            let mut position = first_position;
+            for part in parts {
+                let (mine, after) = rest.split_at(part.events.len().min(rest.len()));
+                rest = after;
+                let id = ix.push(part.stream, mine.iter().map(location));
+                for (e, o) in part.events.iter().zip(mine) {
+                    ix.post(
+                        position,
+                        id,
+                        location(o),
+                        &e.event_type,
+                        e.tags.iter().map(String::as_str),
+                    );
+                    position += 1;
+                }
+                debug_assert_eq!(
+                    ix.version(part.stream),
+                    Some(part.first_version + part.events.len() as u64 - 1),
+                    "stream {:?}: the index lost track of its version",
+                    part.stream
                 );
             }
         }
-        debug_assert_eq!(
-            self.index.read().version(stream),
-            Some(result.last_version),
-            "stream {stream:?}: the index lost track of its version"
-        );
         w.next_position += n;
         self.written_appends.fetch_add(1, Ordering::AcqRel);
         w.written = Watermark {
-            position: result.last_position,
+            position: last_position,
             location: pack(ordinal, w.active.offset),
         };
         if self.options.fsync != FsyncPolicy::Always {
             // Handed to the OS: acknowledged under every other policy.
             self.publish(w.written);
         }
-        Ok((result, false))
+        Ok((first_position, last_position))
     }
 
     /// The original result, if this append is a retry of one already written.
@@ -252,6 +298,24 @@ impl Engine {
         current: Option<u64>,
         events: &[EventData],
     ) -> Result<Option<AppendResult>> {
+        let Some((result, edges)) = self.match_retry(stream, expected, current, events)? else {
+            return Ok(None);
+        };
+        // The matched events must be exactly one earlier append: one whole frame.
+        Ok(whole_frame(&edges).then_some(result))
+    }
+
+    /// Where an earlier append of these events (every one with an id) would be, if they are
+    /// there at the versions `expected` implies, in consecutive positions: the result it had
+    /// and each record's place in its frame ([`frame::FLAG_FIRST`], [`frame::FLAG_LAST`]).
+    /// The same id on another event there is [`Error::IdReused`].
+    pub(crate) fn match_retry(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        current: Option<u64>,
+        events: &[EventData],
+    ) -> Result<Option<(AppendResult, Vec<u8>)>> {
         let ids: Option<Vec<u128>> = events.iter().map(|e| e.id).collect();
         let (Some(ids), Some(current)) = (ids, current) else {
             return Ok(None);
@@ -276,7 +340,6 @@ impl Engine {
         else {
             return Ok(None);
         };
-        // The matched events must be exactly one earlier append: one whole frame.
         let mut cached = SegmentCache::default();
         let mut positions = Vec::with_capacity(ids.len());
         let mut edges = Vec::with_capacity(ids.len());
@@ -300,27 +363,34 @@ impl Engine {
             positions.push(e.position);
             edges.push(edge);
         }
-        let last = edges.len().saturating_sub(1);
-        let whole_frame = edges.len() == ids.len()
-            && edges.iter().enumerate().all(|(i, e)| {
-                (e & frame::FLAG_FIRST != 0) == (i == 0)
-                    && (e & frame::FLAG_LAST != 0) == (i == last)
-            });
         match (positions.first(), positions.last()) {
             (Some(&first_position), Some(&last_position))
-                if whole_frame && last_position - first_position + 1 == n =>
+                if edges.len() == ids.len() && last_position - first_position + 1 == n =>
             {
-                Ok(Some(AppendResult {
-                    first_version: after + 1,
-                    last_version: after + n,
-                    first_position,
-                    last_position,
-                    deduplicated: true,
-                }))
+                Ok(Some((
+                    AppendResult {
+                        first_version: after + 1,
+                        last_version: after + n,
+                        first_position,
+                        last_position,
+                        deduplicated: true,
+                    },
+                    edges,
+                )))
             }
             _ => Ok(None),
         }
     }
+}
+
+/// Whether records with these edge flags, in order, are exactly one frame: the first flagged
+/// first, the last flagged last, and none other either.
+pub(crate) fn whole_frame(edges: &[u8]) -> bool {
+    let last = edges.len().saturating_sub(1);
+    !edges.is_empty()
+        && edges.iter().enumerate().all(|(i, e)| {
+            (e & frame::FLAG_FIRST != 0) == (i == 0) && (e & frame::FLAG_LAST != 0) == (i == last)
+        })
 }
 
 fn now_micros() -> u64 {

@@ -83,54 +83,59 @@ pub(crate) fn scan_from(
                 f.first_position
             )));
         }
-        let run_index = match runs.get(f.stream) {
-            Some(&i) => i,
-            None => {
-                runs.insert(f.stream, ix.runs.len());
-                ix.runs.push(StreamRun {
-                    stream: f.stream.into(),
-                    first_version: f.first_version,
-                    offsets: Vec::new(),
-                });
-                ix.runs.len() - 1
-            }
-        };
-        let run = ix
-            .runs
-            .get_mut(run_index)
-            .ok_or_else(|| bad("internal: lost a stream run".into()))?;
-        if f.first_version != run.first_version + run.offsets.len() as u64 {
-            return Err(bad(format!(
-                "frame of stream {:?} starts at version {}, but the stream is at {}",
-                f.stream,
-                f.first_version,
-                run.first_version + run.offsets.len() as u64 - 1
-            )));
-        }
+        let mut i = 0u64;
         let mut at = f.records_offset;
-        for i in 0..u64::from(f.count) {
-            let r = frame::read_record(bytes, at, false)
-                .map_err(|reason| Error::corruption(&seg.path, at as u64, reason))?;
-            if r.position != f.first_position + i || r.version != f.first_version + i {
-                return Err(Error::corruption(
-                    &seg.path,
-                    at as u64,
-                    "record's position or version disagrees with its frame",
-                ));
+        for part in f.parts() {
+            let run_index = match runs.get(part.stream) {
+                Some(&i) => i,
+                None => {
+                    runs.insert(part.stream, ix.runs.len());
+                    ix.runs.push(StreamRun {
+                        stream: part.stream.into(),
+                        first_version: part.first_version,
+                        offsets: Vec::new(),
+                    });
+                    ix.runs.len() - 1
+                }
+            };
+            let run = ix
+                .runs
+                .get_mut(run_index)
+                .ok_or_else(|| bad("internal: lost a stream run".into()))?;
+            if part.first_version != run.first_version + run.offsets.len() as u64 {
+                return Err(bad(format!(
+                    "frame of stream {:?} starts at version {}, but the stream is at {}",
+                    part.stream,
+                    part.first_version,
+                    run.first_version + run.offsets.len() as u64 - 1
+                )));
             }
-            run.offsets.push(at as u64);
-            records.run.push(crate::cast::u32_len(run_index));
-            records
-                .event_type
-                .push(intern(&mut types, &mut records.types, r.event_type));
-            for tag in r.tags.iter() {
-                let id = intern(&mut tags, &mut records.tags, tag);
-                records.tag_ids.push(id);
+            at = part.records_offset;
+            for j in 0..u64::from(part.count) {
+                let r = frame::read_record(bytes, at, false)
+                    .map_err(|reason| Error::corruption(&seg.path, at as u64, reason))?;
+                if r.position != f.first_position + i || r.version != part.first_version + j {
+                    return Err(Error::corruption(
+                        &seg.path,
+                        at as u64,
+                        "record's position or version disagrees with its frame",
+                    ));
+                }
+                run.offsets.push(at as u64);
+                records.run.push(crate::cast::u32_len(run_index));
+                records
+                    .event_type
+                    .push(intern(&mut types, &mut records.types, r.event_type));
+                for tag in r.tags.iter() {
+                    let id = intern(&mut tags, &mut records.tags, tag);
+                    records.tag_ids.push(id);
+                }
+                records
+                    .tags_end
+                    .push(crate::cast::u32_len(records.tag_ids.len()));
+                at = r.end;
+                i += 1;
             }
-            records
-                .tags_end
-                .push(crate::cast::u32_len(records.tag_ids.len()));
-            at = r.end;
         }
         if at != f.end() {
             return Err(bad("frame has bytes after its last record".into()));

@@ -32,6 +32,7 @@ pub(crate) mod state;
 pub(crate) mod sync;
 #[cfg(test)]
 pub(crate) mod testing;
+pub(crate) mod transaction;
 pub(crate) mod verify;
 
 use std::any::Any;

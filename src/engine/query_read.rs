@@ -163,6 +163,19 @@ struct IndexRead {
 
 impl QueryEvents {
     pub(crate) fn new(inner: Arc<Engine>, selection: Selection, opts: ReadOptions) -> Self {
+        let wm = inner.watermark();
+        Self::upto(inner, selection, opts, wm)
+    }
+
+    /// As [`QueryEvents::new`], over the events up to `wm` (a writer checking a condition
+    /// sees what it wrote before it was published); a query of everything reads only up
+    /// to what was published.
+    pub(crate) fn upto(
+        inner: Arc<Engine>,
+        selection: Selection,
+        opts: ReadOptions,
+        wm: crate::engine::Watermark,
+    ) -> Self {
         let items = match selection {
             Selection::Query(q) => match q.parts() {
                 None => {
@@ -187,7 +200,6 @@ impl QueryEvents {
                 types: vec![t],
             }],
         };
-        let wm = inner.watermark();
         let forward = opts.direction == Direction::Forward;
         let (first, last) = if forward {
             (opts.from.max(1), wm.position)

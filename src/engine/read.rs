@@ -506,6 +506,9 @@ struct FrameCursor {
     /// Position and version the next record must have.
     position: u64,
     version: u64,
+    /// The parts of a transaction's frame still to read: stream, first version, count and
+    /// offset of the first record.
+    pending: std::collections::VecDeque<(Arc<str>, u64, u32, usize)>,
     /// Events returned so far.
     yielded: u64,
 }
@@ -524,6 +527,7 @@ impl FrameCursor {
             left: 0,
             position: 0,
             version: 0,
+            pending: std::collections::VecDeque::new(),
             yielded: 0,
         })
     }
@@ -536,6 +540,16 @@ impl FrameCursor {
     /// past `hi`.
     fn next(&mut self, lo: u64, hi: u64) -> Result<Option<RecordedEvent>> {
         loop {
+            if self.left == 0
+                && let Some((stream, version, count, record)) = self.pending.pop_front()
+            {
+                // The next part of a transaction's frame.
+                self.stream = Some(stream);
+                self.version = version;
+                self.left = count;
+                self.record = record;
+                continue;
+            }
             if self.left == 0 {
                 if self.offset >= self.bytes.len() {
                     return Ok(None);
@@ -566,9 +580,25 @@ impl FrameCursor {
                     self.stream = Some(Arc::from(f.stream));
                 }
                 self.record = f.records_offset;
-                self.left = f.count;
                 self.position = f.first_position;
                 self.version = f.first_version;
+                match f.parts.split_first() {
+                    None => self.left = f.count,
+                    Some((first, rest)) => {
+                        self.left = first.count;
+                        self.pending = rest
+                            .iter()
+                            .map(|p| {
+                                (
+                                    Arc::from(p.stream),
+                                    p.first_version,
+                                    p.count,
+                                    p.records_offset,
+                                )
+                            })
+                            .collect();
+                    }
+                }
                 continue;
             }
             let at = self.record;

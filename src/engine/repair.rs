@@ -625,11 +625,13 @@ fn readable_frames(bytes: &[u8], from: usize, streams: &mut BTreeMap<String, (u6
     loop {
         match frame::read_frame(bytes, at) {
             FrameRead::Frame(f) => {
-                let lo = f.first_version;
-                let hi = f.first_version + u64::from(f.count) - 1;
-                let e = streams.entry(f.stream.to_string()).or_insert((lo, hi));
-                e.0 = e.0.min(lo);
-                e.1 = e.1.max(hi);
+                for part in f.parts() {
+                    let lo = part.first_version;
+                    let hi = part.first_version + u64::from(part.count) - 1;
+                    let e = streams.entry(part.stream.to_string()).or_insert((lo, hi));
+                    e.0 = e.0.min(lo);
+                    e.1 = e.1.max(hi);
+                }
                 last = last.max(f.last_position());
                 at = f.end();
             }

@@ -449,6 +449,63 @@ pub fn run(mut rng: Rng) -> Result<(), String> {
                 Err(Error::Io { .. } | Error::Poisoned { .. }) => poisoned = true,
                 Err(e) => return Err(ctx(format!("sync: {e}"))),
             }
+        } else if roll < 66 && !poisoned {
+            // A transaction over two streams: one frame, all or nothing.
+            let a = STREAMS[rng.below(3) as usize].to_string();
+            let b = format!("tx-{}", rng.below(2));
+            let parts: Vec<(String, Vec<EventData>)> = [a, b]
+                .into_iter()
+                .map(|stream| {
+                    let events = (0..1 + rng.below(2))
+                        .map(|_| {
+                            let payload: Vec<u8> =
+                                (0..rng.below(60)).map(|_| rng.below(256) as u8).collect();
+                            EventData::new("Tx", payload)
+                                .with_tags([format!("tag-{}", rng.below(5))])
+                        })
+                        .collect();
+                    (stream, events)
+                })
+                .collect();
+            let tx = parts
+                .iter()
+                .fold(annal::Transaction::new(), |tx, (stream, events)| {
+                    tx.append(stream.clone(), ExpectedVersion::Any, events.clone())
+                });
+            let evs: Vec<Ev> = parts
+                .iter()
+                .flat_map(|(stream, events)| {
+                    let first = model.version(stream) + 1;
+                    events.iter().enumerate().map(move |(i, e)| Ev {
+                        stream: stream.clone(),
+                        version: first + i as u64,
+                        event_type: e.event_type.clone(),
+                        payload: e.payload.to_vec(),
+                        id: e.id,
+                        tags: e.tags.clone(),
+                    })
+                })
+                .collect();
+            match s.commit(tx) {
+                Ok(r) => {
+                    if r.first_position != model.events.len() as u64 + 1
+                        || r.last_position != model.events.len() as u64 + evs.len() as u64
+                    {
+                        return Err(ctx(format!("transaction landed at {r:?}")));
+                    }
+                    model.events.extend(evs);
+                    model.boundaries.push(model.events.len() as u64);
+                    if opts.fsync == FsyncPolicy::Always {
+                        model.synced = model.events.len() as u64;
+                    }
+                    model.last_append = None;
+                }
+                Err(Error::Io { .. }) => {
+                    poisoned = true;
+                    model.maybe = Some(evs);
+                }
+                Err(e) => return Err(ctx(format!("commit: unexpected {e}"))),
+            }
         } else if roll < 70 && !poisoned {
             // A command through the aggregate (snapshots every few events).
             let before = model.events.len() as u64;

@@ -79,7 +79,7 @@ pub fn exit_status(e: &annal::Error) -> u8 {
     use annal::Error as E;
     match e {
         E::Corruption { .. } => exit::DAMAGED,
-        E::WrongExpectedVersion { .. } => exit::CONFLICT,
+        E::WrongExpectedVersion { .. } | E::AppendConditionFailed { .. } => exit::CONFLICT,
         E::Locked { .. } => exit::LOCKED,
         E::Io { .. } | E::Poisoned { .. } => exit::IO,
         _ => exit::FAILURE,

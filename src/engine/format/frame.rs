@@ -6,6 +6,9 @@
 //! frame  := body_len:u32 crc:u32 body            crc = CRC-32(body_len bytes ++ body)
 //! body   := first_position:u64 first_version:u64 durable:u64 count:u32 stream_len:u16 stream
 //!           record*count
+//!         | first_position:u64 0:u64 durable:u64 count:u32 0:u16 part_count:u16 part*part_count
+//!           (a transaction over several streams, format 2: stream_len 0 marks it)
+//! part   := stream_len:u16 stream first_version:u64 count:u32 record*count
 //! record := content_len:u32 content_crc:u32 content    content_crc = CRC-32(content)
 //! content:= position:u64 version:u64 timestamp_us:u64 flags:u8 [id:u128]
 //!           [tag_count:u16 (tag_len:u16 tag)*tag_count]
@@ -94,51 +97,134 @@ pub(crate) fn encode_frame(
     buf.extend_from_slice(&crate::cast::u32_len(events.len()).to_le_bytes());
     buf.extend_from_slice(&crate::cast::u16_len(start.stream.len()).to_le_bytes());
     buf.extend_from_slice(start.stream.as_bytes());
+    let last = events.len().saturating_sub(1);
     for (i, e) in events.iter().enumerate() {
-        let record_start = buf.len();
-        record_offsets.push(crate::cast::u32_len(record_start - frame_start));
-        buf.extend_from_slice(&[0; RECORD_HEADER_LEN]);
-        buf.extend_from_slice(&(start.first_position + i as u64).to_le_bytes());
-        buf.extend_from_slice(&(start.first_version + i as u64).to_le_bytes());
-        buf.extend_from_slice(&e.timestamp.unwrap_or(start.timestamp).to_le_bytes());
-        let mut flags = 0;
-        if i == 0 {
-            flags |= FLAG_FIRST;
-        }
-        if i + 1 == events.len() {
-            flags |= FLAG_LAST;
-        }
-        if e.id.is_some() {
-            flags |= FLAG_HAS_ID;
-        }
-        if !e.tags.is_empty() {
-            flags |= FLAG_HAS_TAGS;
-        }
-        buf.push(flags);
-        if let Some(id) = e.id {
-            buf.extend_from_slice(&id.to_le_bytes());
-        }
-        if !e.tags.is_empty() {
-            buf.extend_from_slice(&crate::cast::u16_len(e.tags.len()).to_le_bytes());
-            for tag in &e.tags {
-                buf.extend_from_slice(&crate::cast::u16_len(tag.len()).to_le_bytes());
-                buf.extend_from_slice(tag.as_bytes());
-            }
-        }
-        buf.extend_from_slice(&crate::cast::u16_len(e.event_type.len()).to_le_bytes());
-        buf.extend_from_slice(e.event_type.as_bytes());
-        buf.extend_from_slice(&crate::cast::u32_len(e.metadata.len()).to_le_bytes());
-        buf.extend_from_slice(&e.metadata);
-        buf.extend_from_slice(&crate::cast::u32_len(e.payload.len()).to_le_bytes());
-        buf.extend_from_slice(&e.payload);
-        let content = buf
-            .get(record_start + RECORD_HEADER_LEN..)
-            .unwrap_or_default();
-        let crc = crc32fast::hash(content);
-        let content_len = crate::cast::u32_len(content.len());
-        put_u32(buf, record_start, content_len);
-        put_u32(buf, record_start + 4, crc);
+        record_offsets.push(crate::cast::u32_len(buf.len() - frame_start));
+        let edges = edges(i == 0, i == last);
+        let (position, version) = (
+            start.first_position + i as u64,
+            start.first_version + i as u64,
+        );
+        encode_record(buf, position, version, start.timestamp, edges, e);
     }
+    seal_frame(buf, frame_start);
+}
+
+/// One stream's events in a transaction's frame.
+pub(crate) struct TxPart<'a> {
+    pub stream: &'a str,
+    pub first_version: u64,
+    pub events: &'a [EventData],
+}
+
+/// Encoded size of a transaction's frame over `parts`.
+pub(crate) fn tx_frame_len(parts: &[TxPart<'_>]) -> usize {
+    FRAME_HEADER_LEN
+        + BODY_FIXED_LEN
+        + 2
+        + parts
+            .iter()
+            .map(|p| 2 + p.stream.len() + 8 + 4 + p.events.iter().map(record_len).sum::<usize>())
+            .sum::<usize>()
+}
+
+/// Appends the frame of a transaction over several streams to `buf` (one atomic frame, one
+/// contiguous range of positions from `first_position`, the parts in order) and the offset
+/// of each record, relative to the frame's start, to `record_offsets`.
+pub(crate) fn encode_tx_frame(
+    buf: &mut Vec<u8>,
+    first_position: u64,
+    durable: u64,
+    timestamp: u64,
+    parts: &[TxPart<'_>],
+    record_offsets: &mut Vec<u32>,
+) {
+    let frame_start = buf.len();
+    let count: usize = parts.iter().map(|p| p.events.len()).sum();
+    buf.extend_from_slice(&[0; FRAME_HEADER_LEN]);
+    buf.extend_from_slice(&first_position.to_le_bytes());
+    buf.extend_from_slice(&0u64.to_le_bytes());
+    buf.extend_from_slice(&durable.to_le_bytes());
+    buf.extend_from_slice(&crate::cast::u32_len(count).to_le_bytes());
+    buf.extend_from_slice(&0u16.to_le_bytes());
+    buf.extend_from_slice(&crate::cast::u16_len(parts.len()).to_le_bytes());
+    let mut i = 0usize;
+    for part in parts {
+        buf.extend_from_slice(&crate::cast::u16_len(part.stream.len()).to_le_bytes());
+        buf.extend_from_slice(part.stream.as_bytes());
+        buf.extend_from_slice(&part.first_version.to_le_bytes());
+        buf.extend_from_slice(&crate::cast::u32_len(part.events.len()).to_le_bytes());
+        for (j, e) in part.events.iter().enumerate() {
+            record_offsets.push(crate::cast::u32_len(buf.len() - frame_start));
+            let edges = edges(i == 0, i + 1 == count);
+            let position = first_position + i as u64;
+            encode_record(
+                buf,
+                position,
+                part.first_version + j as u64,
+                timestamp,
+                edges,
+                e,
+            );
+            i += 1;
+        }
+    }
+    seal_frame(buf, frame_start);
+}
+
+fn edges(first: bool, last: bool) -> u8 {
+    (if first { FLAG_FIRST } else { 0 }) | (if last { FLAG_LAST } else { 0 })
+}
+
+/// Appends one record.
+fn encode_record(
+    buf: &mut Vec<u8>,
+    position: u64,
+    version: u64,
+    timestamp: u64,
+    edges: u8,
+    e: &EventData,
+) {
+    let record_start = buf.len();
+    buf.extend_from_slice(&[0; RECORD_HEADER_LEN]);
+    buf.extend_from_slice(&position.to_le_bytes());
+    buf.extend_from_slice(&version.to_le_bytes());
+    buf.extend_from_slice(&e.timestamp.unwrap_or(timestamp).to_le_bytes());
+    let mut flags = edges;
+    if e.id.is_some() {
+        flags |= FLAG_HAS_ID;
+    }
+    if !e.tags.is_empty() {
+        flags |= FLAG_HAS_TAGS;
+    }
+    buf.push(flags);
+    if let Some(id) = e.id {
+        buf.extend_from_slice(&id.to_le_bytes());
+    }
+    if !e.tags.is_empty() {
+        buf.extend_from_slice(&crate::cast::u16_len(e.tags.len()).to_le_bytes());
+        for tag in &e.tags {
+            buf.extend_from_slice(&crate::cast::u16_len(tag.len()).to_le_bytes());
+            buf.extend_from_slice(tag.as_bytes());
+        }
+    }
+    buf.extend_from_slice(&crate::cast::u16_len(e.event_type.len()).to_le_bytes());
+    buf.extend_from_slice(e.event_type.as_bytes());
+    buf.extend_from_slice(&crate::cast::u32_len(e.metadata.len()).to_le_bytes());
+    buf.extend_from_slice(&e.metadata);
+    buf.extend_from_slice(&crate::cast::u32_len(e.payload.len()).to_le_bytes());
+    buf.extend_from_slice(&e.payload);
+    let content = buf
+        .get(record_start + RECORD_HEADER_LEN..)
+        .unwrap_or_default();
+    let crc = crc32fast::hash(content);
+    let content_len = crate::cast::u32_len(content.len());
+    put_u32(buf, record_start, content_len);
+    put_u32(buf, record_start + 4, crc);
+}
+
+/// Writes the frame header (length and CRC) of the frame that starts at `frame_start`.
+fn seal_frame(buf: &mut [u8], frame_start: usize) {
     let body_len = crate::cast::u32_len(buf.len() - frame_start - FRAME_HEADER_LEN);
     let mut h = crc32fast::Hasher::new();
     h.update(&body_len.to_le_bytes());
@@ -206,8 +292,21 @@ pub(crate) struct Frame<'a> {
     pub first_version: u64,
     pub durable: u64,
     pub count: u32,
+    /// The stream of the frame (of its first part, in a transaction's frame).
     pub stream: &'a str,
-    /// Offset (in the same buffer) of the first record.
+    /// Offset (in the same buffer) of the first record (of the first part).
+    pub records_offset: usize,
+    /// A transaction's frame: every part, the first included (empty for one stream).
+    pub parts: Vec<Part<'a>>,
+}
+
+/// The events of one stream in a frame: `count` consecutive versions from `first_version`,
+/// their records from `records_offset` on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Part<'a> {
+    pub stream: &'a str,
+    pub first_version: u64,
+    pub count: u32,
     pub records_offset: usize,
 }
 
@@ -259,23 +358,45 @@ pub(crate) fn read_frame(buf: &[u8], offset: usize) -> FrameRead<'_> {
 
 fn parse_body(buf: &[u8], offset: usize, body_len: usize) -> Option<Frame<'_>> {
     let end = offset + FRAME_HEADER_LEN + body_len;
-    let mut c = Cursor::new(buf.get(..end)?, offset + FRAME_HEADER_LEN);
+    let buf = buf.get(..end)?;
+    let mut c = Cursor::new(buf, offset + FRAME_HEADER_LEN);
     let first_position = c.u64()?;
     let first_version = c.u64()?;
     let durable = c.u64()?;
     let count = c.u32()?;
     let stream_len = c.u16()? as usize;
-    let stream = std::str::from_utf8(c.bytes(stream_len)?).ok()?;
-    if count == 0 || stream.is_empty() || first_position == 0 || first_version == 0 {
+    if count == 0 || first_position == 0 {
         return None;
     }
     // Numbers that would overflow are not numbers annal writes.
     first_position.checked_add(u64::from(count))?;
-    first_version.checked_add(u64::from(count))?;
     // Every record takes at least MIN_RECORD_LEN bytes, which bounds `count` by the body.
     if (count as usize).checked_mul(MIN_RECORD_LEN)? > end - c.pos() {
         return None;
     }
+    if stream_len == 0 {
+        if first_version != 0 {
+            return None;
+        }
+        let parts = parse_parts(buf, &mut c, count)?;
+        let first = *parts.first()?;
+        return Some(Frame {
+            offset,
+            len: FRAME_HEADER_LEN + body_len,
+            first_position,
+            first_version: first.first_version,
+            durable,
+            count,
+            stream: first.stream,
+            records_offset: first.records_offset,
+            parts,
+        });
+    }
+    let stream = std::str::from_utf8(c.bytes(stream_len)?).ok()?;
+    if first_version == 0 {
+        return None;
+    }
+    first_version.checked_add(u64::from(count))?;
     Some(Frame {
         offset,
         len: FRAME_HEADER_LEN + body_len,
@@ -285,10 +406,59 @@ fn parse_body(buf: &[u8], offset: usize, body_len: usize) -> Option<Frame<'_>> {
         count,
         stream,
         records_offset: c.pos(),
+        parts: Vec::new(),
     })
 }
 
-impl Frame<'_> {
+/// The parts of a transaction's frame, each header checked and its records skipped by their
+/// lengths (their contents are checked when read); they must hold `count` records in all.
+fn parse_parts<'a>(buf: &'a [u8], c: &mut Cursor<'a>, count: u32) -> Option<Vec<Part<'a>>> {
+    let part_count = c.u16()?;
+    if part_count < 2 {
+        return None;
+    }
+    let mut parts = Vec::with_capacity(usize::from(part_count));
+    let mut total = 0u64;
+    for _ in 0..part_count {
+        let len = c.u16()? as usize;
+        let stream = std::str::from_utf8(c.bytes(len)?).ok()?;
+        let first_version = c.u64()?;
+        let n = c.u32()?;
+        if stream.is_empty() || first_version == 0 || n == 0 {
+            return None;
+        }
+        first_version.checked_add(u64::from(n))?;
+        if parts.iter().any(|p: &Part<'_>| p.stream == stream) {
+            return None;
+        }
+        let records_offset = c.pos();
+        for _ in 0..n {
+            let content_len = Cursor::new(buf, c.pos()).u32()? as usize;
+            c.bytes(RECORD_HEADER_LEN.checked_add(content_len)?)?;
+        }
+        total += u64::from(n);
+        parts.push(Part {
+            stream,
+            first_version,
+            count: n,
+            records_offset,
+        });
+    }
+    (total == u64::from(count) && c.pos() == buf.len()).then_some(parts)
+}
+
+impl<'a> Frame<'a> {
+    /// Its parts: one per stream, in order (one part for an append to one stream).
+    pub(crate) fn parts(&self) -> impl Iterator<Item = Part<'a>> + '_ {
+        let single = self.parts.is_empty().then_some(Part {
+            stream: self.stream,
+            first_version: self.first_version,
+            count: self.count,
+            records_offset: self.records_offset,
+        });
+        single.into_iter().chain(self.parts.iter().copied())
+    }
+
     /// Offset just past the frame.
     pub(crate) fn end(&self) -> usize {
         self.offset + self.len

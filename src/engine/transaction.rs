@@ -1,0 +1,211 @@
+//! Committing a [`Transaction`]: appends to several streams, checks on streams it does not
+//! write, and a DCB condition, decided under the writer lock and written as one frame, so it
+//! is all or nothing, in one contiguous range of positions, with one sync.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use super::Engine;
+use super::append::whole_frame;
+use super::format::frame::{self, TxPart};
+use super::query_read::{QueryEvents, Selection};
+use super::read::ReadOptions;
+use crate::error::{Error, Result};
+use crate::event::{AppendResult, ExpectedVersion};
+use crate::transaction::{AppendCondition, CommitResult, Transaction};
+
+impl Engine {
+    /// Commits `tx`; see [`Store::commit`](crate::Store::commit).
+    pub(crate) fn commit_transaction(self: &Arc<Self>, tx: &Transaction) -> Result<CommitResult> {
+        self.validate_transaction(tx)?;
+        let (result, is_retry) = self.write_transaction(tx)?;
+        self.settle(result.last_position, is_retry)?;
+        Ok(result)
+    }
+
+    fn validate_transaction(&self, tx: &Transaction) -> Result<()> {
+        let invalid = |why: String| Err(Error::InvalidArgument(why));
+        if tx.appends.is_empty() {
+            return invalid("a transaction must append to at least one stream".into());
+        }
+        let mut streams = HashSet::new();
+        let mut ids = HashSet::new();
+        for (stream, _, events) in &tx.appends {
+            self.validate(stream, events)?;
+            if !streams.insert(stream.as_str()) {
+                return invalid(format!(
+                    "the transaction appends to stream {stream:?} twice: give its events in one append"
+                ));
+            }
+            for e in events {
+                if let Some(id) = e.id
+                    && !ids.insert(id)
+                {
+                    return invalid(format!(
+                        "the transaction has the id {id:032x} twice: an id names one event"
+                    ));
+                }
+            }
+        }
+        for (stream, _) in &tx.expects {
+            if streams.contains(stream.as_str()) {
+                return invalid(format!(
+                    "the transaction both appends to and expects stream {stream:?}: the append's \
+                     expected version is the check"
+                ));
+            }
+        }
+        if tx.appends.len() > usize::from(u16::MAX) {
+            return invalid("a transaction appends to at most 65,535 streams".into());
+        }
+        let parts: Vec<TxPart<'_>> = tx
+            .appends
+            .iter()
+            .map(|(stream, _, events)| TxPart {
+                stream,
+                first_version: 1,
+                events,
+            })
+            .collect();
+        let len = frame::tx_frame_len(&parts);
+        let count: usize = parts.iter().map(|p| p.events.len()).sum();
+        if u32::try_from(len).is_err() || u32::try_from(count).is_err() {
+            return invalid(format!(
+                "the transaction is {len} bytes, more than one frame holds (4 GiB)"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Under the writer lock: the checks, then the frame. Returns the result and whether it
+    /// was a recognised retry (nothing written).
+    fn write_transaction(self: &Arc<Self>, tx: &Transaction) -> Result<(CommitResult, bool)> {
+        self.check_writable()?;
+        let mut guard = self.writer.lock();
+        self.commit.check()?;
+        let currents: Vec<Option<u64>> = {
+            let ix = self.index.read();
+            tx.appends.iter().map(|(s, _, _)| ix.version(s)).collect()
+        };
+        if let Some(original) = self.find_transaction_retry(tx, &currents)? {
+            return Ok((original, true));
+        }
+        for ((stream, expected, _), &current) in tx.appends.iter().zip(&currents) {
+            check(stream, *expected, current)?;
+        }
+        for (stream, expected) in &tx.expects {
+            let current = self.index.read().version(stream);
+            check(stream, *expected, current)?;
+        }
+        let w = &mut *guard;
+        if let Some(condition) = &tx.condition
+            && let Some(position) = self.first_match(condition, w.written)?
+        {
+            return Err(Error::AppendConditionFailed {
+                position,
+                after: condition.after,
+            });
+        }
+        let parts: Vec<TxPart<'_>> = tx
+            .appends
+            .iter()
+            .zip(&currents)
+            .map(|((stream, _, events), current)| TxPart {
+                stream,
+                first_version: current.unwrap_or(0) + 1,
+                events,
+            })
+            .collect();
+        let (first_position, last_position) = self.put(w, &parts)?;
+        let mut position = first_position;
+        let appends = parts
+            .iter()
+            .map(|p| {
+                let n = p.events.len() as u64;
+                let r = AppendResult {
+                    first_version: p.first_version,
+                    last_version: p.first_version + n - 1,
+                    first_position: position,
+                    last_position: position + n - 1,
+                    deduplicated: false,
+                };
+                position += n;
+                r
+            })
+            .collect();
+        Ok((
+            CommitResult {
+                first_position,
+                last_position,
+                appends,
+                deduplicated: false,
+            },
+            false,
+        ))
+    }
+
+    /// The position of the first event the condition's query selects after its position,
+    /// among every event written (acknowledged or about to be).
+    fn first_match(
+        self: &Arc<Self>,
+        condition: &AppendCondition,
+        written: super::Watermark,
+    ) -> Result<Option<u64>> {
+        let after = condition.after.unwrap_or(0);
+        if condition.query.is_all() {
+            return Ok((written.position > after).then_some(after + 1));
+        }
+        let opts = ReadOptions::forward_from(after + 1).limit(1);
+        let selection = Selection::Query(condition.query.clone());
+        let mut found = QueryEvents::upto(Arc::clone(self), selection, opts, written);
+        found.next().transpose().map(|e| e.map(|e| e.position))
+    }
+
+    /// The original result, if `tx` (every event with an id) is a retry of a transaction
+    /// already written: each append's events at the versions it expected, together exactly
+    /// one frame.
+    fn find_transaction_retry(
+        &self,
+        tx: &Transaction,
+        currents: &[Option<u64>],
+    ) -> Result<Option<CommitResult>> {
+        let mut appends = Vec::with_capacity(tx.appends.len());
+        let mut edges = Vec::new();
+        for ((stream, expected, events), &current) in tx.appends.iter().zip(currents) {
+            let Some((r, e)) = self.match_retry(stream, *expected, current, events)? else {
+                return Ok(None);
+            };
+            if let Some(prev) = appends.last().map(|p: &AppendResult| p.last_position)
+                && r.first_position != prev + 1
+            {
+                return Ok(None);
+            }
+            appends.push(r);
+            edges.extend(e);
+        }
+        let (Some(first), Some(last)) = (appends.first(), appends.last()) else {
+            return Ok(None);
+        };
+        if !whole_frame(&edges) {
+            return Ok(None);
+        }
+        Ok(Some(CommitResult {
+            first_position: first.first_position,
+            last_position: last.last_position,
+            appends,
+            deduplicated: true,
+        }))
+    }
+}
+
+fn check(stream: &str, expected: ExpectedVersion, actual: Option<u64>) -> Result<()> {
+    if expected.matches(actual) {
+        Ok(())
+    } else {
+        Err(Error::WrongExpectedVersion {
+            stream: stream.to_string(),
+            expected,
+            actual,
+        })
+    }
+}
