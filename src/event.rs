@@ -169,8 +169,9 @@ pub struct RecordedEvent {
     pub metadata: Bytes,
     /// The id given at append time, if any.
     pub id: Option<u128>,
-    /// Its tags, in the order given at append time (none for events appended without).
-    pub tags: Vec<String>,
+    /// Its tags, in the order given at append time (none for events appended without): a
+    /// view of the record's bytes, like the payload.
+    pub tags: Tags,
     /// When the store appended it, or the time given with
     /// [`EventData::with_timestamp`]: microseconds since the Unix epoch (UTC).
     pub timestamp: u64,
@@ -181,6 +182,87 @@ impl RecordedEvent {
     #[cfg(feature = "uuid")]
     pub fn uuid(&self) -> Option<uuid::Uuid> {
         self.id.map(uuid::Uuid::from_u128)
+    }
+}
+
+/// The tags of a [`RecordedEvent`]: a view of the record's bytes (no copy, no allocation),
+/// decoded as they are iterated. Compares equal to a slice, array or `Vec` of strings.
+///
+/// ```
+/// # fn main() -> annal::Result<()> {
+/// # let tmp = tempfile::tempdir().unwrap();
+/// # let store = annal::Store::open(tmp.path(), annal::Options::default())?;
+/// use annal::{EventData, ExpectedVersion, ReadOptions};
+/// store.append("s", ExpectedVersion::Any, &[EventData::new("T", "{}").with_tags(["a", "b"])])?;
+/// let e = store.read_stream("s", ReadOptions::forward())?.next().unwrap()?;
+/// assert_eq!(e.tags, ["a", "b"]);
+/// assert!(e.tags.contains("b") && e.tags.len() == 2);
+/// assert_eq!(e.tags.iter().collect::<Vec<&str>>(), ["a", "b"]);
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Default)]
+pub struct Tags {
+    section: Bytes,
+    count: u16,
+}
+
+impl Tags {
+    pub(crate) fn from_section(section: Bytes, count: u16) -> Tags {
+        Tags { section, count }
+    }
+
+    /// Each tag, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        crate::engine::format::frame::tags_in(&self.section, self.count)
+    }
+
+    /// How many.
+    pub fn len(&self) -> usize {
+        usize::from(self.count)
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Whether `tag` is one of them.
+    pub fn contains(&self, tag: &str) -> bool {
+        self.iter().any(|t| t == tag)
+    }
+
+    /// Copies them out.
+    pub fn to_vec(&self) -> Vec<String> {
+        self.iter().map(str::to_owned).collect()
+    }
+}
+
+impl fmt::Debug for Tags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl PartialEq for Tags {
+    fn eq(&self, other: &Tags) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+impl Eq for Tags {}
+
+impl<S: AsRef<str>> PartialEq<[S]> for Tags {
+    fn eq(&self, other: &[S]) -> bool {
+        self.iter().eq(other.iter().map(AsRef::as_ref))
+    }
+}
+impl<S: AsRef<str>, const N: usize> PartialEq<[S; N]> for Tags {
+    fn eq(&self, other: &[S; N]) -> bool {
+        *self == other[..]
+    }
+}
+impl<S: AsRef<str>> PartialEq<Vec<S>> for Tags {
+    fn eq(&self, other: &Vec<S>) -> bool {
+        *self == other[..]
     }
 }
 

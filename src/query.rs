@@ -1,6 +1,8 @@
 //! Queries: which events a read, a subscription or an append condition is about, by event
 //! type and tag, with the semantics of Dynamic Consistency Boundaries (dcb.events).
 
+use crate::event::RecordedEvent;
+
 /// A selection of events: those that match any of its items. [`Query::all`] matches every
 /// event.
 ///
@@ -65,6 +67,12 @@ impl QueryItem {
                 .all(|want| tags.iter().any(|t| t.as_ref() == want))
     }
 
+    /// Whether a recorded event matches this item.
+    pub fn matches_event(&self, e: &RecordedEvent) -> bool {
+        (self.types.is_empty() || self.types.contains(&e.event_type))
+            && self.tags.iter().all(|want| e.tags.contains(want))
+    }
+
     /// Whether it matches every event.
     fn is_all(&self) -> bool {
         self.types.is_empty() && self.tags.is_empty()
@@ -101,6 +109,14 @@ impl Query {
         match &self.items {
             None => true,
             Some(items) => items.iter().any(|i| i.matches(event_type, tags)),
+        }
+    }
+
+    /// Whether a recorded event matches.
+    pub fn matches_event(&self, e: &RecordedEvent) -> bool {
+        match &self.items {
+            None => true,
+            Some(items) => items.iter().any(|i| i.matches_event(e)),
         }
     }
 }

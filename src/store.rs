@@ -259,7 +259,7 @@ impl Store {
     /// let q = Query::items([QueryItem::new().tags(["course:c1"])]);
     /// let students: Vec<Vec<String>> = store
     ///     .read_query(&q, ReadOptions::forward())?
-    ///     .map(|e| e.map(|e| e.tags))
+    ///     .map(|e| e.map(|e| e.tags.to_vec()))
     ///     .collect::<annal::Result<_>>()?;
     /// assert_eq!(students.len(), 2);
     /// # Ok(()) }

@@ -211,6 +211,7 @@ impl SegmentIndex {
         }
         // The records in log order: the next offset of each one's run.
         let mut next = vec![0usize; self.runs.len()];
+        let mut previous = 0u64;
         for (i, &run) in records.run.iter().enumerate() {
             let r = run as usize;
             let (Some(id), Some(taken), Some(offsets)) = (
@@ -238,10 +239,19 @@ impl SegmentIndex {
                 .iter()
                 .filter_map(|&t| records.tags.get(t as usize))
                 .map(|t| t.as_ref());
+            let location = pack(self.ordinal, base + offset);
+            // The query index's lists must come out in log order.
+            if location <= previous {
+                return Err(bad(
+                    offset,
+                    format!("record {i} of the index is out of log order"),
+                ));
+            }
+            previous = location;
             index.post(
                 self.base_position + i as u64,
                 *id,
-                pack(self.ordinal, base + offset),
+                location,
                 event_type,
                 tags,
             );

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use crate::engine::Engine;
 use crate::engine::format::frame;
-use crate::engine::index::{StreamIndex, pack, unpack};
-use crate::engine::read::{AllEvents, Direction, ReadOptions, SegmentCache, recorded};
+use crate::engine::index::{MAX_ORDINAL, StreamIndex, pack, unpack};
+use crate::engine::read::{AllEvents, Direction, ReadOptions, SegmentCache, recorded, warm};
 use crate::engine::segment::Segment;
 use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
@@ -57,9 +57,15 @@ fn window(list: &[u64], lo: u64, hi: u64) -> &[u64] {
     list.get(a..b.max(a)).unwrap_or_default()
 }
 
+/// How many locations one item examines per batch at most: the index lock is not held
+/// longer than that, and a read of rare matches goes on in the next batch.
+const SCAN_BUDGET: usize = 1 << 16;
+
 impl Item {
     /// Up to `max` matching locations in `[lo, hi)`, the first ones going forward or the
-    /// last ones going backward, added to `out` in no particular order.
+    /// last ones going backward, added to `out` in no particular order. When it stopped
+    /// after [`SCAN_BUDGET`] locations, returns where: every match up to there (forward) or
+    /// from there (backward) is in `out`.
     fn candidates(
         &self,
         ix: &StreamIndex,
@@ -68,26 +74,46 @@ impl Item {
         forward: bool,
         max: usize,
         out: &mut Vec<u64>,
-    ) {
+    ) -> Option<u64> {
         let type_lists: Vec<&[u64]> = self
             .types
             .iter()
-            .map(|t| ix.postings.types.get(t))
+            .map(|t| window(ix.postings.types.get(t), lo, hi))
             .collect();
-        let has_type = |loc: u64| {
-            type_lists.is_empty() || type_lists.iter().any(|l| l.binary_search(&loc).is_ok())
-        };
-        let lists: Vec<&[u64]> = self.required.iter().map(|k| list(ix, k)).collect();
-        let Some((driver, others)) = shortest(&lists) else {
-            // Types only: each type's list, merged by the caller.
-            for l in &type_lists {
-                take(window(l, lo, hi), forward, max, |_| true, out);
+        let lists: Vec<&[u64]> = self
+            .required
+            .iter()
+            .map(|k| window(list(ix, k), lo, hi))
+            .collect();
+        let by_types: usize = type_lists.iter().map(|l| l.len()).sum();
+        match shortest(&lists) {
+            // Walk the shortest tag (or category) list, check the rest by binary search.
+            Some((driver, others)) if type_lists.is_empty() || driver.len() <= by_types => {
+                let matches = |loc: u64| {
+                    others.iter().all(|l| l.binary_search(&loc).is_ok())
+                        && (type_lists.is_empty()
+                            || type_lists.iter().any(|l| l.binary_search(&loc).is_ok()))
+                };
+                take(driver, forward, max, matches, out)
             }
-            return;
-        };
-        let matches =
-            |loc: u64| others.iter().all(|l| l.binary_search(&loc).is_ok()) && has_type(loc);
-        take(window(driver, lo, hi), forward, max, matches, out);
+            // Walk the type lists (fewer), check the tags by binary search.
+            _ => {
+                let matches = |loc: u64| lists.iter().all(|l| l.binary_search(&loc).is_ok());
+                // Each type's list alone; the caller merges. Where one stopped early bounds
+                // what all of them found.
+                let mut reached: Option<u64> = None;
+                for l in &type_lists {
+                    if let Some(r) = take(l, forward, max, matches, out) {
+                        reached = Some(match reached {
+                            None => r,
+                            Some(p) if forward => p.min(r),
+                            Some(p) => p.max(r),
+                        });
+                    }
+                }
+                reached
+            }
+        }
     }
 }
 
@@ -104,28 +130,33 @@ fn shortest<'a>(lists: &[&'a [u64]]) -> Option<(&'a [u64], Vec<&'a [u64]>)> {
 }
 
 /// Up to `max` locations of `list` that pass `keep`, from its start (forward) or its end.
-fn take(list: &[u64], forward: bool, max: usize, keep: impl Fn(u64) -> bool, out: &mut Vec<u64>) {
-    let mut n = 0;
-    let mut push = |loc: u64| {
-        if n < max && keep(loc) {
-            out.push(loc);
-            n += 1;
-        }
-        n < max
-    };
-    if forward {
-        for &loc in list {
-            if !push(loc) {
-                break;
-            }
-        }
+/// Stops after [`SCAN_BUDGET`] locations, returning the last one it examined.
+fn take(
+    list: &[u64],
+    forward: bool,
+    max: usize,
+    keep: impl Fn(u64) -> bool,
+    out: &mut Vec<u64>,
+) -> Option<u64> {
+    let mut found = 0;
+    let ordered: Box<dyn Iterator<Item = &u64>> = if forward {
+        Box::new(list.iter())
     } else {
-        for &loc in list.iter().rev() {
-            if !push(loc) {
-                break;
-            }
+        Box::new(list.iter().rev())
+    };
+    for (examined, &loc) in ordered.enumerate() {
+        if found == max {
+            return None;
+        }
+        if examined == SCAN_BUDGET {
+            return Some(loc);
+        }
+        if keep(loc) {
+            out.push(loc);
+            found += 1;
         }
     }
+    None
 }
 
 /// The events a query, category or type selects, from
@@ -156,7 +187,11 @@ struct IndexRead {
     first: u64,
     last: u64,
     left: u64,
-    batch: std::collections::VecDeque<u64>,
+    /// Locations to read, in read order, from `next` on.
+    batch: Vec<u64>,
+    next: usize,
+    /// Records of `batch` below this index were touched ahead of reading (see `warm`).
+    warmed: usize,
     cache: SegmentCache,
     done: bool,
 }
@@ -227,7 +262,9 @@ impl QueryEvents {
                 first,
                 last,
                 left: opts.limit,
-                batch: std::collections::VecDeque::new(),
+                batch: Vec::new(),
+                next: 0,
+                warmed: 0,
                 cache: SegmentCache::default(),
                 done: false,
             })),
@@ -261,52 +298,82 @@ fn upper_bound(segments: &[Arc<Segment>], position: u64) -> u64 {
         .filter(|&end| end != u64::MAX);
     match next_sample {
         Some(end) => pack(seg.ordinal, end),
+        // The last segment a location can name: everything.
+        None if seg.ordinal >= MAX_ORDINAL => u64::MAX,
         // The rest of the segment: the next one starts after it.
-        None => pack(seg.ordinal.saturating_add(1), 0),
+        None => pack(seg.ordinal + 1, 0),
     }
 }
 
 impl IndexRead {
     fn fill(&mut self) {
         let mut found = Vec::new();
+        // Where an item stopped on its budget: nothing past it (this way) is known yet.
+        let mut bound: Option<u64> = None;
         {
             let ix = self.inner.index.read();
             for item in &self.items {
-                item.candidates(&ix, self.lo, self.hi, self.forward, BATCH, &mut found);
+                let reached =
+                    item.candidates(&ix, self.lo, self.hi, self.forward, BATCH, &mut found);
+                if let Some(r) = reached {
+                    bound = Some(match bound {
+                        None => r,
+                        Some(b) if self.forward => b.min(r),
+                        Some(b) => b.max(r),
+                    });
+                }
             }
+        }
+        if let Some(b) = bound {
+            // `b` itself was not examined by the item that stopped there.
+            found.retain(|&l| if self.forward { l < b } else { l > b });
         }
         found.sort_unstable();
         found.dedup();
         if self.forward {
             found.truncate(BATCH);
-            match found.last() {
-                Some(&l) => self.lo = l + 1,
-                None => self.done = true,
+            match (found.len() == BATCH, found.last(), bound) {
+                (true, Some(&l), _) => self.lo = l + 1,
+                (_, _, Some(b)) => self.lo = b,
+                (_, Some(&l), None) => self.lo = l + 1,
+                (_, None, None) => self.done = true,
             }
-            self.batch.extend(found);
         } else {
             let keep = found.len().saturating_sub(BATCH);
-            let found = found.split_off(keep);
-            match found.first() {
-                Some(&l) => self.hi = l,
-                None => self.done = true,
+            found = found.split_off(keep);
+            match (found.len() == BATCH, found.first(), bound) {
+                (true, Some(&l), _) => self.hi = l,
+                (_, _, Some(b)) => self.hi = b + 1,
+                (_, Some(&l), None) => self.hi = l,
+                (_, None, None) => self.done = true,
             }
-            self.batch.extend(found.into_iter().rev());
+            found.reverse();
         }
+        self.batch = found;
+        self.next = 0;
+        self.warmed = 0;
     }
 
     fn next_event(&mut self) -> Result<Option<RecordedEvent>> {
         while self.left > 0 {
-            if self.batch.is_empty() {
+            let Some(&loc) = self.batch.get(self.next) else {
                 if self.done {
                     return Ok(None);
                 }
                 self.fill();
                 continue;
-            }
-            let Some(loc) = self.batch.pop_front() else {
-                continue;
             };
+            // The matching events are scattered through the log: touch a group ahead so
+            // that their cache misses overlap.
+            warm(
+                &self.inner,
+                &self.batch,
+                &mut self.cache,
+                true,
+                &mut self.warmed,
+                self.next,
+            );
+            self.next += 1;
             let e = read_at(&self.inner, &mut self.cache, loc)?;
             if e.position < self.first || e.position > self.last {
                 // Past the end going this way: nothing further can be wanted.
@@ -322,6 +389,85 @@ impl IndexRead {
         }
         Ok(None)
     }
+}
+
+/// The position of the newest event before `wm` that `query` (not [`Query::all`]) selects:
+/// found in the lists without reading any other event, for an append condition.
+pub(crate) fn newest_match(
+    inner: &Engine,
+    query: &Query,
+    wm: crate::engine::Watermark,
+) -> Result<Option<u64>> {
+    let Some(items) = query.parts() else {
+        return Ok((wm.position > 0).then_some(wm.position));
+    };
+    let newest = {
+        let ix = inner.index.read();
+        items
+            .iter()
+            .filter_map(|item| newest_of(&ix, item, wm.location))
+            .max()
+    };
+    let Some(loc) = newest else {
+        return Ok(None);
+    };
+    let mut cache = SegmentCache::default();
+    position_at(inner, &mut cache, loc).map(Some)
+}
+
+/// The newest location before `hi` that matches `item`: walking its shortest list back
+/// from the end, each candidate checked in the others by binary search.
+fn newest_of(ix: &StreamIndex, item: &crate::query::QueryItem, hi: u64) -> Option<u64> {
+    let below = |l| below_location(l, hi);
+    let in_list = |l: &[u64], loc: u64| l.binary_search(&loc).is_ok();
+    let has_type = |loc: u64| {
+        item.types.is_empty()
+            || item
+                .types
+                .iter()
+                .any(|t| in_list(ix.postings.types.get(t), loc))
+    };
+    let driver = item
+        .tags
+        .iter()
+        .map(|t| below(ix.postings.tags.get(t)))
+        .min_by_key(|l| l.len());
+    match driver {
+        Some(driver) => driver.iter().rev().copied().find(|&loc| {
+            item.tags
+                .iter()
+                .all(|t| in_list(ix.postings.tags.get(t), loc))
+                && has_type(loc)
+        }),
+        // Types only: the newest of each type's list.
+        None => item
+            .types
+            .iter()
+            .filter_map(|t| below(ix.postings.types.get(t)).last().copied())
+            .max(),
+    }
+}
+
+/// The part of a sorted list before `hi`.
+fn below_location(list: &[u64], hi: u64) -> &[u64] {
+    let n = list.partition_point(|&x| x < hi);
+    list.get(..n).unwrap_or_default()
+}
+
+/// The position of the record at `loc`, checked against its checksum.
+fn position_at(inner: &Engine, cache: &mut SegmentCache, loc: u64) -> Result<u64> {
+    let (ordinal, offset) = unpack(loc);
+    let seg = cache.segment(inner, ordinal).cloned().ok_or_else(|| {
+        Error::corruption(
+            &inner.dir,
+            offset,
+            format!("the query index points at missing segment {ordinal}"),
+        )
+    })?;
+    let (bytes, at) = seg.record_source(offset, cache.view_mut())?;
+    let r = frame::read_record(&bytes, at, true)
+        .map_err(|reason| Error::corruption(&seg.path, offset, reason))?;
+    Ok(r.position)
 }
 
 /// Reads and checks the record at `loc`, whose stream the index knows by its position.

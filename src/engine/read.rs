@@ -194,7 +194,7 @@ impl StreamEvents {
 /// once a stream read reaches records not yet touched; `warmed` is where touching stopped. A
 /// stream's events are scattered through the log, so each is a cache miss; touching a group
 /// with independent loads lets the CPU wait for those misses together.
-fn warm(
+pub(crate) fn warm(
     inner: &Engine,
     locations: &[u64],
     cache: &mut SegmentCache,
@@ -318,7 +318,7 @@ pub(crate) fn recorded(
         payload: bytes.slice(r.payload.clone()),
         metadata: bytes.slice(r.metadata.clone()),
         id: r.id,
-        tags: r.tags.iter().map(str::to_owned).collect(),
+        tags: crate::event::Tags::from_section(bytes.slice(r.tags.range.clone()), r.tags.count),
         timestamp: r.timestamp,
     }
 }

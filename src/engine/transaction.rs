@@ -28,27 +28,29 @@ impl Engine {
         if tx.appends.is_empty() {
             return invalid("a transaction must append to at least one stream".into());
         }
-        let mut streams = HashSet::new();
         let mut ids = HashSet::new();
-        for (stream, _, events) in &tx.appends {
+        for (i, (stream, _, events)) in tx.appends.iter().enumerate() {
             self.validate(stream, events)?;
-            if !streams.insert(stream.as_str()) {
+            if tx.appends.iter().take(i).any(|(s, _, _)| s == stream) {
                 return invalid(format!(
                     "the transaction appends to stream {stream:?} twice: give its events in one append"
                 ));
             }
-            for e in events {
-                if let Some(id) = e.id
-                    && !ids.insert(id)
-                {
-                    return invalid(format!(
-                        "the transaction has the id {id:032x} twice: an id names one event"
-                    ));
+            // Within one append, `validate` found any id given twice.
+            if tx.appends.len() > 1 {
+                for e in events {
+                    if let Some(id) = e.id
+                        && !ids.insert(id)
+                    {
+                        return invalid(format!(
+                            "the transaction has the id {id:032x} twice: an id names one event"
+                        ));
+                    }
                 }
             }
         }
         for (stream, _) in &tx.expects {
-            if streams.contains(stream.as_str()) {
+            if tx.appends.iter().any(|(s, _, _)| s == stream) {
                 return invalid(format!(
                     "the transaction both appends to and expects stream {stream:?}: the append's \
                      expected version is the check"
@@ -155,9 +157,15 @@ impl Engine {
         if condition.query.is_all() {
             return Ok((written.position > after).then_some(after + 1));
         }
+        // The newest matching event, from the lists: one record read when the condition holds.
+        let newest = super::query_read::newest_match(self, &condition.query, written)?;
+        if newest.is_none_or(|p| p <= after) {
+            return Ok(None);
+        }
+        let selection = || Selection::Query(condition.query.clone());
+        // It failed: find the first one after `after`, for the error.
         let opts = ReadOptions::forward_from(after + 1).limit(1);
-        let selection = Selection::Query(condition.query.clone());
-        let mut found = QueryEvents::upto(Arc::clone(self), selection, opts, written);
+        let mut found = QueryEvents::upto(Arc::clone(self), selection(), opts, written);
         found.next().transpose().map(|e| e.map(|e| e.position))
     }
 

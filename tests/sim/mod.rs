@@ -105,7 +105,7 @@ impl Ev {
             event_type: e.event_type.clone(),
             payload: e.payload.to_vec(),
             id: e.id,
-            tags: e.tags.clone(),
+            tags: e.tags.to_vec(),
         }
     }
 }

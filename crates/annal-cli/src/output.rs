@@ -75,8 +75,8 @@ struct EventJson<'a> {
     timestamp: u64,
     id: Option<String>,
     /// Absent when the event has none.
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    tags: &'a [String],
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tags: Vec<&'a str>,
     /// Absent when the metadata is in `metadata_b64`; `null` when there is none.
     #[serde(skip_serializing_if = "Option::is_none")]
     metadata: Option<Option<Box<RawValue>>>,
@@ -107,7 +107,7 @@ fn event_json(e: &RecordedEvent) -> EventJson<'_> {
         event_type: &e.event_type,
         timestamp: e.timestamp,
         id: e.id.map(format_uuid),
-        tags: &e.tags,
+        tags: e.tags.iter().collect(),
         metadata,
         metadata_b64,
         data,

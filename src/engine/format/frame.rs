@@ -489,21 +489,28 @@ pub(crate) struct Record<'a> {
 
 /// A record's tags: the encoded section, checked when the record was decoded (each tag
 /// non-empty UTF-8).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Tags<'a> {
     bytes: &'a [u8],
-    count: u16,
+    /// Where `bytes` is in the buffer the record was decoded from.
+    pub range: Range<usize>,
+    pub count: u16,
 }
 
 impl<'a> Tags<'a> {
     /// Each tag, in order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = &'a str> + 'a {
-        let mut c = Cursor::new(self.bytes, 0);
-        (0..self.count).map_while(move |_| {
-            let len = c.u16()? as usize;
-            std::str::from_utf8(c.bytes(len)?).ok()
-        })
+        tags_in(self.bytes, self.count)
     }
+}
+
+/// The tags of a record's tags section (`count` of them, as `read_record` checked them).
+pub(crate) fn tags_in(section: &[u8], count: u16) -> impl Iterator<Item = &str> {
+    let mut c = Cursor::new(section, 0);
+    (0..count).map_while(move |_| {
+        let len = c.u16()? as usize;
+        std::str::from_utf8(c.bytes(len)?).ok()
+    })
 }
 
 /// Decodes the record at `offset` of `buf`, checking its own checksum when `verify` is set
@@ -552,7 +559,11 @@ pub(crate) fn read_record(
             if count == 0 {
                 return Err("record says it has tags and has none");
             }
-            Tags { bytes, count }
+            Tags {
+                bytes,
+                range: start..c.pos(),
+                count,
+            }
         }
     };
     let type_len = c.u16().ok_or(bad)? as usize;

@@ -24,7 +24,8 @@ const HEADER: Kind = Kind {
 };
 /// The format of segments written now: their records may carry tags.
 const FORMAT_VERSION: u16 = 2;
-/// Segments of format 1 hold format-1 records (never tags), which read the same.
+/// Segments created as format 1: their records are format 1, except those appended after an
+/// upgrade, which may carry tags (see FORMAT.md); both read the same.
 const OLDEST_FORMAT_VERSION: u16 = 1;
 const SUFFIX: &str = ".seg";
 /// File name of segment `ordinal`.
