@@ -139,6 +139,7 @@ pub use es::codec::Json;
 pub use es::codec::{Bincode, Codec};
 pub use es::durable::{DurableInfo, DurableSubscription};
 pub use es::projection::{Projection, RunningProjection};
+pub use es::snapshot::StoredSnapshot;
 pub use es::subscription::Subscription;
 pub use event::{AppendResult, EventData, ExpectedVersion, Payload, RecordedEvent, Tags};
 pub use options::{FsyncPolicy, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, Options};

@@ -14,8 +14,9 @@ use crate::es::aggregate::{Aggregate, Repository};
 use crate::es::codec::Codec;
 use crate::es::durable::{self, DurableInfo, DurableSubscription};
 use crate::es::projection::{Projection, RunningProjection};
+use crate::es::snapshot::{self, StoredSnapshot};
 use crate::es::subscription::Subscription;
-use crate::event::{AppendResult, EventData, ExpectedVersion};
+use crate::event::{AppendResult, EventData, ExpectedVersion, Payload};
 use crate::options::Options;
 use crate::query::Query;
 use crate::storage::{FsStorage, Storage};
@@ -228,7 +229,103 @@ impl Store {
     /// [`Error::Poisoned`](crate::Error::Poisoned) and [`Error::Io`](crate::Error::Io) as for
     /// [`append`](Store::append).
     pub fn commit(&self, tx: Transaction) -> Result<CommitResult> {
-        self.engine.commit_transaction(&tx)
+        let result = self.engine.commit_transaction(&tx)?;
+        for (stream, kind, state) in tx.snapshots {
+            let Some(i) = tx.appends.iter().position(|(s, _, _)| *s == stream) else {
+                continue;
+            };
+            let Some(r) = result.appends.get(i) else {
+                continue;
+            };
+            // A cache: the commit stands whether or not its snapshot could be saved.
+            let saved = snapshot::save(
+                &self.engine,
+                &self.es.snapshots,
+                &stream,
+                &snapshot::framework_kind(&kind),
+                r.last_version,
+                state,
+                None,
+            );
+            drop(saved);
+        }
+        Ok(result)
+    }
+
+    /// Saves `state`, the fold of `stream` up to `version`, as a snapshot of `kind`: for
+    /// frameworks that keep their aggregates' snapshots in annal (annal's own
+    /// [`Repository`] saves its snapshots the same way). `kind` names what the bytes are
+    /// (an aggregate type, with a schema version if it has one); a load asks for the same
+    /// kind. Snapshots are a cache: written without fsync, the newest
+    /// [`Options::snapshots_kept`] per stream and kind retained, and each one checked at
+    /// load time against the event it was folded up to, so a snapshot that outlived its
+    /// events (a power loss) is never returned. Returns `false` (nothing saved) when the
+    /// stream has no event at `version`.
+    ///
+    /// ```
+    /// use annal::{EventData, ExpectedVersion, Options, Store};
+    /// # fn main() -> annal::Result<()> {
+    /// # let tmp = tempfile::tempdir().unwrap();
+    /// let store = Store::open(tmp.path(), Options::default())?;
+    /// for n in 1..=5 {
+    ///     store.append("counter-1", ExpectedVersion::Any, &[EventData::new("Added", n.to_string())])?;
+    /// }
+    /// assert!(store.save_snapshot("counter-1", "Counter/v1", 4, "10")?);
+    /// let s = store.load_snapshot("counter-1", "Counter/v1", u64::MAX)?.expect("saved");
+    /// assert_eq!((s.version, s.state.as_slice()), (4, &b"10"[..]));
+    /// // Resume: fold the events after version 4 onto the state.
+    /// assert!(store.load_snapshot("counter-1", "Counter/v1", 3)?.is_none());
+    /// assert!(store.load_snapshot("counter-1", "Other", u64::MAX)?.is_none());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for a `kind` longer than a
+    /// snapshot record holds; [`Error::ReadOnly`](crate::Error::ReadOnly) on a read-only
+    /// store; [`Error::Io`](crate::Error::Io) when the snapshot file cannot be written or the
+    /// log read.
+    pub fn save_snapshot(
+        &self,
+        stream: &str,
+        kind: &str,
+        version: u64,
+        state: impl Into<Payload>,
+    ) -> Result<bool> {
+        self.engine.check_writable()?;
+        snapshot::save(
+            &self.engine,
+            &self.es.snapshots,
+            stream,
+            &snapshot::framework_kind(kind),
+            version,
+            state.into().0.to_vec(),
+            None,
+        )
+    }
+
+    /// The newest usable snapshot of `stream` of `kind` at or below `at_most_version` (use
+    /// `u64::MAX` for the newest), saved by [`save_snapshot`](Store::save_snapshot) or a
+    /// transaction's [`snapshot`](Transaction::snapshot); `None` when there is none.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corruption`](crate::Error::Corruption) or [`Error::Io`](crate::Error::Io)
+    /// reading the log to check it.
+    pub fn load_snapshot(
+        &self,
+        stream: &str,
+        kind: &str,
+        at_most_version: u64,
+    ) -> Result<Option<StoredSnapshot>> {
+        snapshot::load(
+            &self.engine,
+            &self.es.snapshots,
+            stream,
+            &snapshot::framework_kind(kind),
+            0,
+            at_most_version,
+        )
     }
 
     /// Reads the whole log ("$all", positions) per `opts`.

@@ -20,6 +20,8 @@ pub struct Transaction {
     pub(crate) appends: Vec<(String, ExpectedVersion, Vec<EventData>)>,
     pub(crate) expects: Vec<(String, ExpectedVersion)>,
     pub(crate) condition: Option<AppendCondition>,
+    /// (stream, kind, state): saved once the commit succeeded, at the stream's new version.
+    pub(crate) snapshots: Vec<(String, String, Vec<u8>)>,
 }
 
 impl Transaction {
@@ -44,6 +46,22 @@ impl Transaction {
     /// Checks that `stream`, which this transaction does not write, is at `expected`.
     pub fn expect(mut self, stream: impl Into<String>, expected: ExpectedVersion) -> Self {
         self.expects.push((stream.into(), expected));
+        self
+    }
+
+    /// Saves `state` as a snapshot of `kind` (see
+    /// [`Store::save_snapshot`](crate::Store::save_snapshot)) of `stream`, which this
+    /// transaction appends to, at the version the commit brings it to: the state with this
+    /// transaction's events folded in. Saved after the frame, with no sync of its own; if
+    /// it cannot be saved the commit still stands (a snapshot is a cache).
+    pub fn snapshot(
+        mut self,
+        stream: impl Into<String>,
+        kind: impl Into<String>,
+        state: impl Into<crate::event::Payload>,
+    ) -> Self {
+        self.snapshots
+            .push((stream.into(), kind.into(), state.into().0.to_vec()));
         self
     }
 

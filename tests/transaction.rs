@@ -358,3 +358,103 @@ fn racing_conditional_appends_let_exactly_the_non_conflicting_ones_win() {
         );
     }
 }
+
+#[test]
+fn snapshots_for_any_framework_are_saved_alone_or_with_a_transaction_and_checked_on_load() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), common::tiny(1 << 16)).unwrap();
+    for n in 1..=10 {
+        store
+            .append("order-1", ExpectedVersion::Any, &[ev("Added", n)])
+            .unwrap();
+    }
+    assert!(
+        store
+            .save_snapshot("order-1", "Order/v2", 4, "state@4")
+            .unwrap()
+    );
+    assert!(
+        store
+            .save_snapshot("order-1", "Order/v2", 8, "state@8")
+            .unwrap()
+    );
+    assert!(
+        !store.save_snapshot("order-1", "Order/v2", 11, "x").unwrap(),
+        "no version 11"
+    );
+    assert!(!store.save_snapshot("nothing", "Order/v2", 1, "x").unwrap());
+    let at = |v: u64| store.load_snapshot("order-1", "Order/v2", v).unwrap();
+    assert_eq!(
+        at(u64::MAX).map(|s| (s.version, s.state)),
+        Some((8, b"state@8".to_vec()))
+    );
+    assert_eq!(at(7).map(|s| s.version), Some(4));
+    assert_eq!(at(3), None);
+    assert_eq!(
+        store
+            .load_snapshot("order-1", "Order/v1", u64::MAX)
+            .unwrap(),
+        None
+    );
+
+    // With a transaction: the state after its events, at the version it brings the stream to.
+    let r = store
+        .commit(
+            Transaction::new()
+                .append("order-1", ExpectedVersion::Exact(10), [ev("Added", 11)])
+                .append("audit", ExpectedVersion::Any, [ev("Noted", 1)])
+                .snapshot("order-1", "Order/v2", "state@11"),
+        )
+        .unwrap();
+    assert_eq!(r.appends[0].last_version, 11);
+    assert_eq!(
+        at(u64::MAX).map(|s| (s.version, s.state)),
+        Some((11, b"state@11".to_vec()))
+    );
+    let stray = Transaction::new()
+        .append("a", ExpectedVersion::Any, [ev("T", 1)])
+        .snapshot("b", "K", "x");
+    assert!(matches!(
+        store.commit(stray),
+        Err(Error::InvalidArgument(_))
+    ));
+    store.close().unwrap();
+
+    // A snapshot that outlived its events is never returned: lose the transaction's frame
+    // (and repair, accepting the loss), append another version 11: not that snapshot.
+    let store = Store::open(tmp.path(), common::tiny(1 << 16)).unwrap();
+    assert_eq!(
+        store
+            .load_snapshot("order-1", "Order/v2", u64::MAX)
+            .unwrap()
+            .map(|s| s.version),
+        Some(11),
+        "kept across a reopen"
+    );
+    store.close().unwrap();
+    let seg = common::segment_files(tmp.path()).pop().unwrap();
+    let starts = common::frame_starts(&seg);
+    let tx_frame = starts[starts.len() - 1];
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[tx_frame..].fill(0);
+    std::fs::write(&seg, bytes).unwrap();
+    let fs = annal::storage::FsStorage::default();
+    annal::repair(&fs, tmp.path(), annal::RepairOptions { accept_loss: true }).unwrap();
+    let store = Store::open(tmp.path(), common::tiny(1 << 16)).unwrap();
+    assert_eq!(store.last_position(), 10, "the transaction's frame is gone");
+    store
+        .append(
+            "order-1",
+            ExpectedVersion::Exact(10),
+            [ev("Other", 11)].as_slice(),
+        )
+        .unwrap();
+    let left = store
+        .load_snapshot("order-1", "Order/v2", u64::MAX)
+        .unwrap();
+    assert!(
+        left.as_ref().is_none_or(|s| s.version <= 10),
+        "version 11 is another event now: {left:?}"
+    );
+    store.close().unwrap();
+}

@@ -49,6 +49,13 @@ impl Engine {
                 }
             }
         }
+        for (stream, kind, _) in &tx.snapshots {
+            if !tx.appends.iter().any(|(s, _, _)| s == stream) {
+                return invalid(format!(
+                    "the transaction snapshots stream {stream:?} (as {kind:?}) but does not append to it"
+                ));
+            }
+        }
         for (stream, _) in &tx.expects {
             if tx.appends.iter().any(|(s, _, _)| s == stream) {
                 return invalid(format!(

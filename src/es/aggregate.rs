@@ -12,12 +12,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::engine::Engine;
-use crate::engine::format::snapshot_file::Snapshot;
 use crate::engine::read::ReadOptions;
 use crate::error::{Error, Result};
 use crate::es::EsState;
 use crate::es::codec::{Bincode, Codec};
-use crate::es::snapshot::{Entry, Kind};
+use crate::es::snapshot::{self, Kind};
 use crate::event::{AppendResult, EventData, ExpectedVersion, RecordedEvent};
 
 /// A consistency boundary whose state is the fold of one stream's events.
@@ -323,45 +322,37 @@ impl<'s, A: Aggregate, C: Codec> Repository<'s, A, C> {
         Ok(loaded)
     }
 
-    /// The newest usable snapshot above `floor` and at or below `target`. Unusable ones are
-    /// discarded.
+    /// The newest usable snapshot above `floor` and at or below `target`, decoded. Unusable
+    /// ones are discarded.
     fn newest_snapshot(&self, stream: &str, floor: u64, target: u64) -> Result<Option<(u64, A)>> {
-        let snapshots = &self.es.snapshots;
-        let candidates = snapshots.candidates(stream, &self.kind, target);
-        for entry in candidates.into_iter().take_while(|e| e.version > floor) {
-            match self.verify(stream, &entry)? {
-                Some(state) => return Ok(Some((entry.version, state))),
-                None => snapshots.discard(stream, &entry),
+        let mut floor = floor;
+        // A snapshot that does not decode is as unusable as a damaged one: try older ones.
+        while let Some(s) = snapshot::load(
+            self.engine,
+            &self.es.snapshots,
+            stream,
+            &self.kind,
+            floor,
+            target,
+        )? {
+            match C::decode::<A>(&s.state) {
+                Ok(state) => return Ok(Some((s.version, state))),
+                Err(_) => {
+                    if let Some(entry) = self
+                        .es
+                        .snapshots
+                        .candidates(stream, &self.kind, s.version)
+                        .into_iter()
+                        .find(|e| e.version == s.version)
+                    {
+                        self.es.snapshots.discard(stream, &entry);
+                    } else {
+                        floor = s.version;
+                    }
+                }
             }
         }
         Ok(None)
-    }
-
-    /// Reads a snapshot and checks it against the log; `None` if it must not be used.
-    fn verify(&self, stream: &str, entry: &Entry) -> Result<Option<A>> {
-        let Some(s) = self.es.snapshots.read(entry)? else {
-            return Ok(None);
-        };
-        let matches = s.stream == stream
-            && s.version == entry.version
-            && *s.aggregate == *self.kind.aggregate
-            && s.schema == self.kind.schema
-            && *s.codec == *self.kind.codec;
-        if !matches {
-            return Ok(None);
-        }
-        // The event it was folded up to must be the one in the log now.
-        let event = self
-            .engine
-            .read_stream(stream, ReadOptions::forward_from(s.version).limit(1))
-            .next()
-            .transpose()?;
-        match event {
-            Some(e) if e.position == s.event_position && e.timestamp == s.event_timestamp => {
-                Ok(C::decode::<A>(&s.state).ok())
-            }
-            _ => Ok(None),
-        }
     }
 
     /// Saves a snapshot of `state` at `version` if the stream has moved `snapshot_every`
@@ -382,35 +373,23 @@ impl<'s, A: Aggregate, C: Codec> Repository<'s, A, C> {
         if version < last.saturating_add(every) {
             return Ok(());
         }
-        let event = match last_event {
-            Some(e) if e.version == version => e.clone(),
-            _ => match self
-                .engine
-                .read_stream(stream, ReadOptions::forward_from(version).limit(1))
-                .next()
-            {
-                Some(e) => e?,
-                None => return Ok(()),
-            },
-        };
         let state = C::encode(state).map_err(|reason| Error::Codec {
             stream: stream.to_string(),
             version: Some(version),
             reason,
         })?;
-        let written = snapshots.write(&Snapshot {
-            stream: stream.to_string(),
-            aggregate: self.kind.aggregate.to_string(),
-            schema: self.kind.schema,
-            codec: self.kind.codec.to_string(),
-            version,
-            event_position: event.position,
-            event_timestamp: event.timestamp,
-            state,
-        });
         // Snapshots are a cache: failing to save one must not fail the load or the command
         // (whose events may already be appended). The next load tries again.
-        drop(written);
+        let saved = snapshot::save(
+            self.engine,
+            snapshots,
+            stream,
+            &self.kind,
+            version,
+            state,
+            last_event,
+        );
+        drop(saved);
         Ok(())
     }
 }

@@ -15,8 +15,11 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use crate::engine::Engine;
 use crate::engine::format::snapshot_file::{Snapshot, decode, encode, file_name, parse_file_name};
+use crate::engine::read::ReadOptions;
 use crate::error::{Error, Result};
+use crate::event::RecordedEvent;
 use crate::storage::{Storage, StorageFile};
 
 /// A snapshot file stops taking new records past this size.
@@ -387,6 +390,134 @@ impl SnapshotStore {
         let count = st.by_stream.values().map(|v| v.len() as u64).sum();
         (count, st.total_bytes)
     }
+}
+
+/// A saved state, as [`Store::load_snapshot`](crate::Store::load_snapshot) returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSnapshot {
+    /// The stream version the state includes.
+    pub version: u64,
+    /// The state's bytes, as saved.
+    pub state: Vec<u8>,
+}
+
+/// The kind of snapshot an outside framework saves under `name`: no schema or codec of
+/// annal's (the framework's name says what the bytes are).
+pub(crate) fn framework_kind(name: &str) -> Kind {
+    Kind {
+        aggregate: name.into(),
+        schema: 0,
+        codec: "bytes".into(),
+    }
+}
+
+/// Saves `state`, the fold of `stream` up to `version`, as a snapshot of `kind`, with the
+/// fingerprint of the event at `version` (`event`, or read from the log). `false` when the
+/// stream has no event at `version` (nothing saved).
+///
+/// # Errors
+///
+/// [`Error::InvalidArgument`] for a name too long for a snapshot record; errors reading the
+/// log. A failed write of the snapshot file is an error too: the caller decides whether a
+/// snapshot matters (the aggregate repository ignores it).
+pub(crate) fn save(
+    engine: &Arc<Engine>,
+    snapshots: &SnapshotStore,
+    stream: &str,
+    kind: &Kind,
+    version: u64,
+    state: Vec<u8>,
+    event: Option<&RecordedEvent>,
+) -> Result<bool> {
+    let event = match event {
+        Some(e) if e.version == version && *e.stream == *stream => e.clone(),
+        _ => match engine
+            .read_stream(stream, ReadOptions::forward_from(version).limit(1))
+            .next()
+        {
+            Some(e) => e?,
+            None => return Ok(false),
+        },
+    };
+    if event.version != version {
+        return Ok(false);
+    }
+    snapshots.write(&Snapshot {
+        stream: stream.to_string(),
+        aggregate: kind.aggregate.to_string(),
+        schema: kind.schema,
+        codec: kind.codec.to_string(),
+        version,
+        event_position: event.position,
+        event_timestamp: event.timestamp,
+        state,
+    })?;
+    Ok(true)
+}
+
+/// The newest usable snapshot of `stream` of `kind` above version `floor` and at or below
+/// `target`: its version and state bytes. A snapshot whose event is not the one in the log
+/// now (it outlived its events) is discarded, as is a damaged one.
+///
+/// # Errors
+///
+/// Errors reading the log.
+pub(crate) fn load(
+    engine: &Arc<Engine>,
+    snapshots: &SnapshotStore,
+    stream: &str,
+    kind: &Kind,
+    floor: u64,
+    target: u64,
+) -> Result<Option<StoredSnapshot>> {
+    for entry in snapshots
+        .candidates(stream, kind, target)
+        .into_iter()
+        .take_while(|e| e.version > floor)
+    {
+        match usable(engine, snapshots, stream, kind, &entry)? {
+            Some(s) => {
+                return Ok(Some(StoredSnapshot {
+                    version: entry.version,
+                    state: s,
+                }));
+            }
+            None => snapshots.discard(stream, &entry),
+        }
+    }
+    Ok(None)
+}
+
+/// A snapshot's state, if it is what it says and the event it was folded up to is the one in
+/// the log now.
+fn usable(
+    engine: &Arc<Engine>,
+    snapshots: &SnapshotStore,
+    stream: &str,
+    kind: &Kind,
+    entry: &Entry,
+) -> Result<Option<Vec<u8>>> {
+    let Some(s) = snapshots.read(entry)? else {
+        return Ok(None);
+    };
+    let matches = s.stream == stream
+        && s.version == entry.version
+        && *s.aggregate == *kind.aggregate
+        && s.schema == kind.schema
+        && *s.codec == *kind.codec;
+    if !matches {
+        return Ok(None);
+    }
+    let event = engine
+        .read_stream(stream, ReadOptions::forward_from(s.version).limit(1))
+        .next()
+        .transpose()?;
+    Ok(match event {
+        Some(e) if e.position == s.event_position && e.timestamp == s.event_timestamp => {
+            Some(s.state)
+        }
+        _ => None,
+    })
 }
 
 #[cfg(test)]
