@@ -2,16 +2,147 @@
 //! up to its first `-`), the locations of the events that have it, in log order; and for
 //! each position, the stream of its event.
 //!
-//! A posting is one location (8 bytes), so a tag costs 8 bytes per event that carries it
-//! (plus the vector's spare capacity). Reads by query pick the shortest list an item needs
-//! and check the others by binary search: no event is decoded to be rejected.
+//! A posting is one location kept in 4 bytes (its low half; runs of postings that share
+//! the high half, which is the segment and the top of the offset, note it once), so a tag
+//! costs about 4 bytes per event that carries it, plus the vector's spare capacity. Reads
+//! by query pick the shortest list an item needs and check the others by binary search: no
+//! event is decoded to be rejected.
 
 use std::collections::HashMap;
+
+/// The locations of the events with one key, in log order, 4 bytes each.
+#[derive(Debug, Default)]
+pub(crate) struct PostingList {
+    /// (high 32 bits of a location, index of the first posting with them), in order.
+    runs: Vec<(u32, u32)>,
+    /// The low 32 bits of each location.
+    low: Vec<u32>,
+}
+
+static EMPTY: PostingList = PostingList {
+    runs: Vec::new(),
+    low: Vec::new(),
+};
+
+/// The halves of a location.
+fn halves(location: u64) -> (u32, u32) {
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "split in halves on purpose"
+    )]
+    ((location >> 32) as u32, location as u32)
+}
+
+impl PostingList {
+    fn push(&mut self, location: u64) {
+        let (high, low) = halves(location);
+        if self.runs.last().is_none_or(|r| r.0 != high) {
+            self.runs.push((high, crate::cast::u32_len(self.low.len())));
+        }
+        self.low.push(low);
+    }
+
+    /// How many postings.
+    pub(crate) fn len(&self) -> usize {
+        self.low.len()
+    }
+
+    /// Where run `r` starts and ends in `low`.
+    fn run_span(&self, r: usize) -> (usize, usize) {
+        let start = self.runs.get(r).map_or(self.low.len(), |x| x.1 as usize);
+        let end = self
+            .runs
+            .get(r + 1)
+            .map_or(self.low.len(), |x| x.1 as usize);
+        (start, end)
+    }
+
+    /// Posting `i`.
+    pub(crate) fn get(&self, i: usize) -> Option<u64> {
+        let low = *self.low.get(i)?;
+        let r = self
+            .runs
+            .partition_point(|x| x.1 as usize <= i)
+            .checked_sub(1)?;
+        let high = self.runs.get(r)?.0;
+        Some((u64::from(high) << 32) | u64::from(low))
+    }
+
+    /// The index of the first posting at or after `location`.
+    pub(crate) fn lower_bound(&self, location: u64) -> usize {
+        let (high, low) = halves(location);
+        let r = self.runs.partition_point(|x| x.0 < high);
+        match self.runs.get(r) {
+            None => self.low.len(),
+            Some(&(h, start)) if h > high => start as usize,
+            Some(_) => {
+                let (start, end) = self.run_span(r);
+                let within = self.low.get(start..end).unwrap_or_default();
+                start + within.partition_point(|&x| x < low)
+            }
+        }
+    }
+
+    /// Whether `location` is a posting.
+    pub(crate) fn contains(&self, location: u64) -> bool {
+        self.get(self.lower_bound(location)) == Some(location)
+    }
+
+    /// The postings in `[lo, hi)`.
+    pub(crate) fn window(&self, lo: u64, hi: u64) -> Window<'_> {
+        let start = self.lower_bound(lo);
+        let end = self.lower_bound(hi).max(start);
+        Window {
+            list: self,
+            start,
+            end,
+        }
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.runs.capacity() * 8 + self.low.capacity() * 4
+    }
+}
+
+/// A range of a posting list.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Window<'a> {
+    list: &'a PostingList,
+    start: usize,
+    end: usize,
+}
+
+impl<'a> Window<'a> {
+    /// How many postings.
+    pub(crate) fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Whether `location` is a posting of the window.
+    pub(crate) fn contains(&self, location: u64) -> bool {
+        let i = self.list.lower_bound(location);
+        i < self.end && i >= self.start && self.list.get(i) == Some(location)
+    }
+
+    /// The postings, in log order (reversible).
+    pub(crate) fn iter(&self) -> impl DoubleEndedIterator<Item = u64> + 'a {
+        let list = self.list;
+        (self.start..self.end).filter_map(move |i| list.get(i))
+    }
+
+    /// The newest posting.
+    pub(crate) fn last(&self) -> Option<u64> {
+        self.end
+            .checked_sub(1)
+            .filter(|&i| i >= self.start)
+            .and_then(|i| self.list.get(i))
+    }
+}
 
 /// One list per key, appended to in log order.
 #[derive(Debug, Default)]
 pub(crate) struct Lists {
-    by_key: HashMap<Box<str>, Vec<u64>>,
+    by_key: HashMap<Box<str>, PostingList>,
 }
 
 impl Lists {
@@ -19,27 +150,29 @@ impl Lists {
         match self.by_key.get_mut(key) {
             Some(list) => list.push(location),
             None => {
-                self.by_key.insert(key.into(), vec![location]);
+                let mut list = PostingList::default();
+                list.push(location);
+                self.by_key.insert(key.into(), list);
             }
         }
     }
 
-    /// The locations of the events with `key`, in log order (empty for an unknown key).
-    pub(crate) fn get(&self, key: &str) -> &[u64] {
-        self.by_key.get(key).map_or(&[], Vec::as_slice)
+    /// The postings of the events with `key` (empty for an unknown key).
+    pub(crate) fn get(&self, key: &str) -> &PostingList {
+        self.by_key.get(key).unwrap_or(&EMPTY)
     }
 
     fn postings(&self) -> usize {
-        self.by_key.values().map(Vec::len).sum()
+        self.by_key.values().map(PostingList::len).sum()
     }
 
     fn memory_bytes(&self) -> usize {
-        let per_entry = std::mem::size_of::<(Box<str>, Vec<u64>)>() + 1;
+        let per_entry = std::mem::size_of::<(Box<str>, PostingList)>() + 1;
         self.by_key.capacity() * per_entry
             + self
                 .by_key
                 .iter()
-                .map(|(k, v)| k.len() + v.capacity() * 8)
+                .map(|(k, v)| k.len() + v.memory_bytes())
                 .sum::<usize>()
     }
 }
@@ -122,17 +255,56 @@ mod tests {
         p.push(1, (0, "cart-1"), 10, "Added", ["a", "b"]);
         p.push(2, (1, "user"), 20, "Added", []);
         p.push(3, (0, "cart-1"), 30, "Removed", ["b"]);
-        assert_eq!(p.tags.get("b"), [10, 30]);
-        assert_eq!(p.tags.get("a"), [10]);
-        assert!(p.tags.get("zzz").is_empty());
-        assert_eq!(p.types.get("Added"), [10, 20]);
-        assert_eq!(p.categories.get("cart"), [10, 30]);
-        assert!(p.categories.get("user").is_empty(), "no '-', no category");
+        let all = |l: &PostingList| l.window(0, u64::MAX).iter().collect::<Vec<u64>>();
+        assert_eq!(all(p.tags.get("b")), [10, 30]);
+        assert_eq!(all(p.tags.get("a")), [10]);
+        assert_eq!(p.tags.get("zzz").len(), 0);
+        assert_eq!(all(p.types.get("Added")), [10, 20]);
+        assert_eq!(all(p.categories.get("cart")), [10, 30]);
+        assert_eq!(p.categories.get("user").len(), 0, "no '-', no category");
         assert_eq!(
             (p.stream_of(1), p.stream_of(2), p.stream_of(4)),
             (Some(0), Some(1), None)
         );
         assert_eq!(p.tag_postings(), 3);
         assert_eq!(category("order-eu-7"), Some("order"));
+    }
+
+    #[test]
+    fn a_posting_list_is_a_sorted_list_of_locations_in_half_the_bytes() {
+        use crate::engine::index::pack;
+        // Locations over several segments, and past 4 GiB within one.
+        let locs: Vec<u64> = [
+            (1, 32),
+            (1, 900),
+            (2, 40),
+            (2, 1 << 33),
+            (2, (1 << 33) + 5),
+            (7, 32),
+        ]
+        .iter()
+        .map(|&(o, off)| pack(o, off))
+        .collect();
+        let mut l = PostingList::default();
+        for &loc in &locs {
+            l.push(loc);
+        }
+        assert_eq!(l.len(), locs.len());
+        for (i, &loc) in locs.iter().enumerate() {
+            assert_eq!(l.get(i), Some(loc));
+            assert!(l.contains(loc));
+            assert!(!l.contains(loc + 1));
+            assert_eq!(l.lower_bound(loc), i);
+            assert_eq!(l.lower_bound(loc + 1), i + 1);
+        }
+        assert_eq!(l.lower_bound(0), 0);
+        assert_eq!(l.lower_bound(u64::MAX), locs.len());
+        let w = l.window(pack(2, 0), pack(7, 0));
+        assert_eq!(w.iter().collect::<Vec<_>>(), locs[2..5]);
+        assert_eq!(w.iter().next_back(), Some(locs[4]));
+        assert_eq!(w.last(), Some(locs[4]));
+        assert!(w.contains(locs[3]) && !w.contains(locs[0]) && !w.contains(locs[5]));
+        assert_eq!(l.window(pack(3, 0), pack(4, 0)).len(), 0);
+        assert_eq!(l.window(pack(3, 0), pack(4, 0)).last(), None);
     }
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use crate::engine::Engine;
 use crate::engine::format::frame;
 use crate::engine::index::{MAX_ORDINAL, StreamIndex, pack, unpack};
+use crate::engine::postings::{PostingList, Window};
 use crate::engine::read::{AllEvents, Direction, ReadOptions, SegmentCache, recorded, warm};
 use crate::engine::segment::Segment;
 use crate::error::{Error, Result};
@@ -43,18 +44,11 @@ enum Key {
     Category(String),
 }
 
-fn list<'a>(ix: &'a StreamIndex, key: &Key) -> &'a [u64] {
+fn list<'a>(ix: &'a StreamIndex, key: &Key) -> &'a PostingList {
     match key {
         Key::Tag(t) => ix.postings.tags.get(t),
         Key::Category(c) => ix.postings.categories.get(c),
     }
-}
-
-/// The part of a sorted list in `[lo, hi)`.
-fn window(list: &[u64], lo: u64, hi: u64) -> &[u64] {
-    let a = list.partition_point(|&l| l < lo);
-    let b = list.partition_point(|&l| l < hi);
-    list.get(a..b.max(a)).unwrap_or_default()
 }
 
 /// How many locations one item examines per batch at most: the index lock is not held
@@ -75,35 +69,34 @@ impl Item {
         max: usize,
         out: &mut Vec<u64>,
     ) -> Option<u64> {
-        let type_lists: Vec<&[u64]> = self
+        let type_lists: Vec<Window<'_>> = self
             .types
             .iter()
-            .map(|t| window(ix.postings.types.get(t), lo, hi))
+            .map(|t| ix.postings.types.get(t).window(lo, hi))
             .collect();
-        let lists: Vec<&[u64]> = self
+        let lists: Vec<Window<'_>> = self
             .required
             .iter()
-            .map(|k| window(list(ix, k), lo, hi))
+            .map(|k| list(ix, k).window(lo, hi))
             .collect();
         let by_types: usize = type_lists.iter().map(|l| l.len()).sum();
         match shortest(&lists) {
             // Walk the shortest tag (or category) list, check the rest by binary search.
             Some((driver, others)) if type_lists.is_empty() || driver.len() <= by_types => {
                 let matches = |loc: u64| {
-                    others.iter().all(|l| l.binary_search(&loc).is_ok())
-                        && (type_lists.is_empty()
-                            || type_lists.iter().any(|l| l.binary_search(&loc).is_ok()))
+                    others.iter().all(|l| l.contains(loc))
+                        && (type_lists.is_empty() || type_lists.iter().any(|l| l.contains(loc)))
                 };
                 take(driver, forward, max, matches, out)
             }
             // Walk the type lists (fewer), check the tags by binary search.
             _ => {
-                let matches = |loc: u64| lists.iter().all(|l| l.binary_search(&loc).is_ok());
+                let matches = |loc: u64| lists.iter().all(|l| l.contains(loc));
                 // Each type's list alone; the caller merges. Where one stopped early bounds
                 // what all of them found.
                 let mut reached: Option<u64> = None;
                 for l in &type_lists {
-                    if let Some(r) = take(l, forward, max, matches, out) {
+                    if let Some(r) = take(*l, forward, max, matches, out) {
                         reached = Some(match reached {
                             None => r,
                             Some(p) if forward => p.min(r),
@@ -118,7 +111,7 @@ impl Item {
 }
 
 /// The shortest list and the others.
-fn shortest<'a>(lists: &[&'a [u64]]) -> Option<(&'a [u64], Vec<&'a [u64]>)> {
+fn shortest<'a>(lists: &[Window<'a>]) -> Option<(Window<'a>, Vec<Window<'a>>)> {
     let (i, &driver) = lists.iter().enumerate().min_by_key(|(_, l)| l.len())?;
     let others = lists
         .iter()
@@ -132,19 +125,19 @@ fn shortest<'a>(lists: &[&'a [u64]]) -> Option<(&'a [u64], Vec<&'a [u64]>)> {
 /// Up to `max` locations of `list` that pass `keep`, from its start (forward) or its end.
 /// Stops after [`SCAN_BUDGET`] locations, returning the last one it examined.
 fn take(
-    list: &[u64],
+    list: Window<'_>,
     forward: bool,
     max: usize,
     keep: impl Fn(u64) -> bool,
     out: &mut Vec<u64>,
 ) -> Option<u64> {
     let mut found = 0;
-    let ordered: Box<dyn Iterator<Item = &u64>> = if forward {
+    let ordered: Box<dyn Iterator<Item = u64> + '_> = if forward {
         Box::new(list.iter())
     } else {
         Box::new(list.iter().rev())
     };
-    for (examined, &loc) in ordered.enumerate() {
+    for (examined, loc) in ordered.enumerate() {
         if found == max {
             return None;
         }
@@ -418,40 +411,32 @@ pub(crate) fn newest_match(
 /// The newest location before `hi` that matches `item`: walking its shortest list back
 /// from the end, each candidate checked in the others by binary search.
 fn newest_of(ix: &StreamIndex, item: &crate::query::QueryItem, hi: u64) -> Option<u64> {
-    let below = |l| below_location(l, hi);
-    let in_list = |l: &[u64], loc: u64| l.binary_search(&loc).is_ok();
     let has_type = |loc: u64| {
         item.types.is_empty()
             || item
                 .types
                 .iter()
-                .any(|t| in_list(ix.postings.types.get(t), loc))
+                .any(|t| ix.postings.types.get(t).contains(loc))
     };
     let driver = item
         .tags
         .iter()
-        .map(|t| below(ix.postings.tags.get(t)))
-        .min_by_key(|l| l.len());
+        .map(|t| ix.postings.tags.get(t).window(0, hi))
+        .min_by_key(Window::len);
     match driver {
-        Some(driver) => driver.iter().rev().copied().find(|&loc| {
+        Some(driver) => driver.iter().rev().find(|&loc| {
             item.tags
                 .iter()
-                .all(|t| in_list(ix.postings.tags.get(t), loc))
+                .all(|t| ix.postings.tags.get(t).contains(loc))
                 && has_type(loc)
         }),
         // Types only: the newest of each type's list.
         None => item
             .types
             .iter()
-            .filter_map(|t| below(ix.postings.types.get(t)).last().copied())
+            .filter_map(|t| ix.postings.types.get(t).window(0, hi).last())
             .max(),
     }
-}
-
-/// The part of a sorted list before `hi`.
-fn below_location(list: &[u64], hi: u64) -> &[u64] {
-    let n = list.partition_point(|&x| x < hi);
-    list.get(..n).unwrap_or_default()
 }
 
 /// The position of the record at `loc`, checked against its checksum.
