@@ -58,6 +58,13 @@ fn per(d: Duration, n: u64) -> f64 {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "quick");
+    // `-- only append|read|replay` runs one part.
+    let args: Vec<String> = std::env::args().collect();
+    let only = args
+        .iter()
+        .position(|a| a == "only")
+        .and_then(|i| args.get(i + 1).cloned());
+    let want = |part: &str| only.as_deref().is_none_or(|o| o == part);
     let scale = if quick { 1 } else { 5 };
     println!(
         "annal query benchmark ({} run)",
@@ -66,107 +73,114 @@ fn main() {
 
     // 1. Conditional append against plain append, each on a store of its own.
     let n = 20_000 * scale;
-    let (plain, conditional) = interleaved(
-        5,
-        || {
-            let tmp = tempfile::tempdir().unwrap();
-            let store = Store::open(tmp.path(), options()).unwrap();
-            let start = Instant::now();
-            for i in 0..n {
-                store
-                    .append(
-                        &format!("order-{}", i % 1000),
-                        ExpectedVersion::Any,
-                        &[tagged(i, 1000)],
-                    )
-                    .unwrap();
-            }
-            start.elapsed()
-        },
-        || {
-            let tmp = tempfile::tempdir().unwrap();
-            let store = Store::open(tmp.path(), options()).unwrap();
-            let start = Instant::now();
-            for i in 0..n {
-                let e = tagged(i, 1000);
-                // The decision's boundary: its first tag; it read up to the previous event.
-                let q = Query::items([QueryItem::new().tags([e.tags[0].clone()])]);
-                let tx = Transaction::new()
-                    .append(format!("order-{}", i % 1000), ExpectedVersion::Any, [e])
-                    .condition(AppendCondition::new(q).after(i));
-                store.commit(tx).unwrap();
-            }
-            start.elapsed()
-        },
-    );
-    println!(
-        "append, one event:        plain {:>8.0} ns   conditional (one-item query) {:>8.0} ns   ratio {:.2}x the plain rate",
-        per(plain, n),
-        per(conditional, n),
-        plain.as_secs_f64() / conditional.as_secs_f64()
-    );
+    if want("append") {
+        let (plain, conditional) = interleaved(
+            5,
+            || {
+                let tmp = tempfile::tempdir().unwrap();
+                let store = Store::open(tmp.path(), options()).unwrap();
+                let start = Instant::now();
+                for i in 0..n {
+                    store
+                        .append(
+                            &format!("order-{}", i % 1000),
+                            ExpectedVersion::Any,
+                            &[tagged(i, 1000)],
+                        )
+                        .unwrap();
+                }
+                start.elapsed()
+            },
+            || {
+                let tmp = tempfile::tempdir().unwrap();
+                let store = Store::open(tmp.path(), options()).unwrap();
+                let start = Instant::now();
+                for i in 0..n {
+                    let e = tagged(i, 1000);
+                    // The decision's boundary: its first tag; it read up to the previous event.
+                    let q = Query::items([QueryItem::new().tags([e.tags[0].clone()])]);
+                    let tx = Transaction::new()
+                        .append(format!("order-{}", i % 1000), ExpectedVersion::Any, [e])
+                        .condition(AppendCondition::new(q).after(i));
+                    store.commit(tx).unwrap();
+                }
+                start.elapsed()
+            },
+        );
+        println!(
+            "append, one event:        plain {:>8.0} ns   conditional (one-item query) {:>8.0} ns   ratio {:.2}x the plain rate",
+            per(plain, n),
+            per(conditional, n),
+            plain.as_secs_f64() / conditional.as_secs_f64()
+        );
+    }
 
     // 2. ~100 events of a tag against a ~100-event stream, in one store of 1,000 of each.
     let events = 100_000 * scale;
-    let groups = events / 100;
-    let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(tmp.path(), options()).unwrap();
-    for i in 0..events {
-        let e = event(i).with_tags([format!("tag-{}", mix(i ^ 0xA5A5) % groups)]);
-        store
-            .append(
-                &format!("order-{}", mix(i) % groups),
-                ExpectedVersion::Any,
-                &[e],
-            )
-            .unwrap();
+    if want("read") {
+        let groups = events / 100;
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path(), options()).unwrap();
+        for i in 0..events {
+            let e = event(i).with_tags([format!("tag-{}", mix(i ^ 0xA5A5) % groups)]);
+            store
+                .append(
+                    &format!("order-{}", mix(i) % groups),
+                    ExpectedVersion::Any,
+                    &[e],
+                )
+                .unwrap();
+        }
+        let reads = 2_000u64;
+        let (by_stream, by_tag) = interleaved(
+            7,
+            || {
+                let start = Instant::now();
+                let mut seen = 0;
+                for k in 0..reads {
+                    let s = format!("order-{}", mix(k * 7 + 1) % groups);
+                    for e in store.read_stream(&s, ReadOptions::forward()).unwrap() {
+                        seen += e.unwrap().payload.len();
+                    }
+                }
+                assert!(seen > 0);
+                start.elapsed()
+            },
+            || {
+                let start = Instant::now();
+                let mut seen = 0;
+                for k in 0..reads {
+                    let q = Query::items([
+                        QueryItem::new().tags([format!("tag-{}", mix(k * 7 + 1) % groups)])
+                    ]);
+                    for e in store.read_query(&q, ReadOptions::forward()).unwrap() {
+                        seen += e.unwrap().payload.len();
+                    }
+                }
+                assert!(seen > 0);
+                start.elapsed()
+            },
+        );
+        println!(
+            "read ~100 events:         a stream {:>8.1} µs   a tag {:>8.1} µs   ratio {:.2}x the stream's time",
+            by_stream.as_secs_f64() * 1e6 / reads as f64,
+            by_tag.as_secs_f64() * 1e6 / reads as f64,
+            by_tag.as_secs_f64() / by_stream.as_secs_f64()
+        );
+        let stats = store.stats().unwrap();
+        println!(
+            "index memory:             {} (event, tag) pairs, {:.1} bytes each (the tag lists' heap, spare capacity included); {:.1} bytes per event in all",
+            stats.tag_postings,
+            stats.tag_index_bytes as f64 / stats.tag_postings as f64,
+            stats.index_memory_bytes as f64 / stats.events as f64
+        );
+        drop(store);
     }
-    let reads = 2_000u64;
-    let (by_stream, by_tag) = interleaved(
-        7,
-        || {
-            let start = Instant::now();
-            let mut seen = 0;
-            for k in 0..reads {
-                let s = format!("order-{}", mix(k * 7 + 1) % groups);
-                for e in store.read_stream(&s, ReadOptions::forward()).unwrap() {
-                    seen += e.unwrap().payload.len();
-                }
-            }
-            assert!(seen > 0);
-            start.elapsed()
-        },
-        || {
-            let start = Instant::now();
-            let mut seen = 0;
-            for k in 0..reads {
-                let q = Query::items([
-                    QueryItem::new().tags([format!("tag-{}", mix(k * 7 + 1) % groups)])
-                ]);
-                for e in store.read_query(&q, ReadOptions::forward()).unwrap() {
-                    seen += e.unwrap().payload.len();
-                }
-            }
-            assert!(seen > 0);
-            start.elapsed()
-        },
-    );
-    println!(
-        "read ~100 events:         a stream {:>8.1} µs   a tag {:>8.1} µs   ratio {:.2}x the stream's time",
-        by_stream.as_secs_f64() * 1e6 / reads as f64,
-        by_tag.as_secs_f64() * 1e6 / reads as f64,
-        by_tag.as_secs_f64() / by_stream.as_secs_f64()
-    );
-    let stats = store.stats().unwrap();
-    println!(
-        "index memory:             {} (event, tag) pairs, {:.1} bytes each (the tag lists' heap, spare capacity included); {:.1} bytes per event in all",
-        stats.tag_postings,
-        stats.tag_index_bytes as f64 / stats.tag_postings as f64,
-        stats.index_memory_bytes as f64 / stats.events as f64
-    );
-    drop(store);
 
     // 3. Replay of format-2 records (two tags each) against format-1 records (none).
+    if !want("replay") {
+        return;
+    }
     let events = 100_000 * scale;
     let stores: Vec<(tempfile::TempDir, Store)> = [false, true]
         .into_iter()

@@ -18,6 +18,8 @@ use crate::query::Query;
 
 /// How many locations a read takes from the index at a time.
 const BATCH: usize = 256;
+/// How many events' streams a read looks up at once.
+const NAME_GROUP: usize = 32;
 
 /// What a read selects.
 #[derive(Debug, Clone)]
@@ -185,6 +187,11 @@ struct IndexRead {
     next: usize,
     /// Records of `batch` below this index were touched ahead of reading (see `warm`).
     warmed: usize,
+    /// The stream of each event of `batch` (by the position its record says), looked up
+    /// ahead a group at a time, under one lock, so that those lookups' misses overlap too.
+    names: Vec<Option<(u64, Arc<str>)>>,
+    /// Events of `batch` below this index have their stream looked up.
+    named: usize,
     cache: SegmentCache,
     done: bool,
 }
@@ -258,6 +265,8 @@ impl QueryEvents {
                 batch: Vec::new(),
                 next: 0,
                 warmed: 0,
+                names: Vec::new(),
+                named: 0,
                 cache: SegmentCache::default(),
                 done: false,
             })),
@@ -342,9 +351,40 @@ impl IndexRead {
             }
             found.reverse();
         }
+        self.names = vec![None; found.len()];
         self.batch = found;
         self.next = 0;
         self.warmed = 0;
+        self.named = 0;
+    }
+
+    /// Looks up the streams of the next group of events: their positions as their records
+    /// say (read unchecked here; the check comes when each is read), then the index, once.
+    fn name_ahead(&mut self) {
+        if self.next < self.named {
+            return;
+        }
+        let end = (self.next + NAME_GROUP).min(self.batch.len());
+        let positions: Vec<(usize, u64)> = (self.next..end)
+            .filter_map(|i| {
+                let loc = *self.batch.get(i)?;
+                Some((i, peek_position(&self.inner, &mut self.cache, loc)?))
+            })
+            .collect();
+        {
+            let ix = self.inner.index.read();
+            for (i, position) in positions {
+                let name = ix
+                    .postings
+                    .stream_of(position)
+                    .and_then(|id| ix.name_of(id))
+                    .map(|n| (position, Arc::clone(n)));
+                if let Some(slot) = self.names.get_mut(i) {
+                    *slot = name;
+                }
+            }
+        }
+        self.named = end;
     }
 
     fn next_event(&mut self) -> Result<Option<RecordedEvent>> {
@@ -366,8 +406,10 @@ impl IndexRead {
                 &mut self.warmed,
                 self.next,
             );
+            self.name_ahead();
+            let hint = self.names.get_mut(self.next).and_then(Option::take);
             self.next += 1;
-            let e = read_at(&self.inner, &mut self.cache, loc)?;
+            let e = read_at(&self.inner, &mut self.cache, loc, hint)?;
             if e.position < self.first || e.position > self.last {
                 // Past the end going this way: nothing further can be wanted.
                 if (self.forward && e.position > self.last)
@@ -439,6 +481,17 @@ fn newest_of(ix: &StreamIndex, item: &crate::query::QueryItem, hi: u64) -> Optio
     }
 }
 
+/// The position the record at `loc` says it has, unchecked (a hint: the record is checked
+/// when it is read).
+fn peek_position(inner: &Engine, cache: &mut SegmentCache, loc: u64) -> Option<u64> {
+    let (ordinal, offset) = unpack(loc);
+    let seg = cache.segment(inner, ordinal).cloned()?;
+    let (bytes, at) = seg.record_source(offset, cache.view_mut()).ok()?;
+    let start = at.checked_add(frame::RECORD_HEADER_LEN)?;
+    let b: [u8; 8] = bytes.get(start..start + 8)?.try_into().ok()?;
+    Some(u64::from_le_bytes(b))
+}
+
 /// The position of the record at `loc`, checked against its checksum.
 fn position_at(inner: &Engine, cache: &mut SegmentCache, loc: u64) -> Result<u64> {
     let (ordinal, offset) = unpack(loc);
@@ -456,7 +509,14 @@ fn position_at(inner: &Engine, cache: &mut SegmentCache, loc: u64) -> Result<u64
 }
 
 /// Reads and checks the record at `loc`, whose stream the index knows by its position.
-fn read_at(inner: &Engine, cache: &mut SegmentCache, loc: u64) -> Result<RecordedEvent> {
+/// `hint`, the stream looked up ahead for the position the record said then, is used when
+/// the checked record says the same.
+fn read_at(
+    inner: &Engine,
+    cache: &mut SegmentCache,
+    loc: u64,
+    hint: Option<(u64, Arc<str>)>,
+) -> Result<RecordedEvent> {
     let (ordinal, offset) = unpack(loc);
     let seg = cache.segment(inner, ordinal).cloned().ok_or_else(|| {
         Error::corruption(
@@ -468,12 +528,15 @@ fn read_at(inner: &Engine, cache: &mut SegmentCache, loc: u64) -> Result<Recorde
     let (bytes, at) = seg.record_source(offset, cache.view_mut())?;
     let r = frame::read_record(&bytes, at, true)
         .map_err(|reason| Error::corruption(&seg.path, offset, reason))?;
-    let stream = {
-        let ix = inner.index.read();
-        ix.postings
-            .stream_of(r.position)
-            .and_then(|id| ix.name_of(id))
-            .cloned()
+    let stream = match hint {
+        Some((position, name)) if position == r.position => Some(name),
+        _ => {
+            let ix = inner.index.read();
+            ix.postings
+                .stream_of(r.position)
+                .and_then(|id| ix.name_of(id))
+                .cloned()
+        }
     }
     .ok_or_else(|| {
         Error::corruption(
