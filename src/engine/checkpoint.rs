@@ -209,6 +209,27 @@ impl SegmentIndex {
                 run.offsets.iter().map(|&o| pack(self.ordinal, base + o)),
             ));
         }
+        // The segment's tables, numbered in the index once: then each event is added
+        // without hashing.
+        let postings = &mut index.postings;
+        let type_ids: Vec<u32> = records
+            .types
+            .iter()
+            .map(|t| postings.types.id_of(t))
+            .collect();
+        let tag_ids: Vec<u32> = records
+            .tags
+            .iter()
+            .map(|t| postings.tags.id_of(t))
+            .collect();
+        let categories: Vec<Option<u32>> = self
+            .runs
+            .iter()
+            .map(|run| {
+                crate::engine::postings::category(&run.stream).map(|c| postings.categories.id_of(c))
+            })
+            .collect();
+        let mut tags = Vec::new();
         // The records in log order: the next offset of each one's run.
         let mut next = vec![0usize; self.runs.len()];
         let mut previous = 0u64;
@@ -232,13 +253,16 @@ impl SegmentIndex {
             let event_type = records
                 .event_type
                 .get(i)
-                .and_then(|&t| records.types.get(t as usize))
-                .map_or("", |t| t.as_ref());
-            let tags = records
-                .tags_of(i)
-                .iter()
-                .filter_map(|&t| records.tags.get(t as usize))
-                .map(|t| t.as_ref());
+                .and_then(|&t| type_ids.get(t as usize))
+                .copied()
+                .ok_or_else(|| bad(offset, format!("record {i} has no type")))?;
+            tags.clear();
+            tags.extend(
+                records
+                    .tags_of(i)
+                    .iter()
+                    .filter_map(|&t| tag_ids.get(t as usize)),
+            );
             let location = pack(self.ordinal, base + offset);
             // The query index's lists must come out in log order.
             if location <= previous {
@@ -248,13 +272,14 @@ impl SegmentIndex {
                 ));
             }
             previous = location;
-            index.post(
-                self.base_position + i as u64,
-                *id,
+            index.postings.push_ids(&crate::engine::postings::Numbered {
+                position: self.base_position + i as u64,
+                stream: *id,
                 location,
                 event_type,
-                tags,
-            );
+                category: categories.get(r).copied().flatten(),
+                tags: &tags,
+            });
         }
         Ok(())
     }

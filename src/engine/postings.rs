@@ -139,40 +139,58 @@ impl<'a> Window<'a> {
     }
 }
 
-/// One list per key, appended to in log order.
+/// One list per key, appended to in log order; each key has a number, so that an open can
+/// resolve a segment's table of keys once and then add its events without hashing.
 #[derive(Debug, Default)]
 pub(crate) struct Lists {
-    by_key: HashMap<Box<str>, PostingList>,
+    ids: HashMap<Box<str>, u32>,
+    lists: Vec<PostingList>,
 }
 
 impl Lists {
+    /// The number of `key`, given one if it has none.
+    pub(crate) fn id_of(&mut self, key: &str) -> u32 {
+        if let Some(&id) = self.ids.get(key) {
+            return id;
+        }
+        let id = crate::cast::u32_len(self.lists.len());
+        self.ids.insert(key.into(), id);
+        self.lists.push(PostingList::default());
+        id
+    }
+
     fn push(&mut self, key: &str, location: u64) {
-        match self.by_key.get_mut(key) {
-            Some(list) => list.push(location),
-            None => {
-                let mut list = PostingList::default();
-                list.push(location);
-                self.by_key.insert(key.into(), list);
-            }
+        let id = self.id_of(key);
+        self.push_id(id, location);
+    }
+
+    fn push_id(&mut self, id: u32, location: u64) {
+        if let Some(list) = self.lists.get_mut(id as usize) {
+            list.push(location);
         }
     }
 
     /// The postings of the events with `key` (empty for an unknown key).
     pub(crate) fn get(&self, key: &str) -> &PostingList {
-        self.by_key.get(key).unwrap_or(&EMPTY)
+        self.ids
+            .get(key)
+            .and_then(|&id| self.lists.get(id as usize))
+            .unwrap_or(&EMPTY)
     }
 
     fn postings(&self) -> usize {
-        self.by_key.values().map(PostingList::len).sum()
+        self.lists.iter().map(PostingList::len).sum()
     }
 
     fn memory_bytes(&self) -> usize {
-        let per_entry = std::mem::size_of::<(Box<str>, PostingList)>() + 1;
-        self.by_key.capacity() * per_entry
+        let per_entry = std::mem::size_of::<(Box<str>, u32)>() + 1;
+        self.ids.capacity() * per_entry
+            + self.ids.keys().map(|k| k.len()).sum::<usize>()
+            + self.lists.capacity() * std::mem::size_of::<PostingList>()
             + self
-                .by_key
+                .lists
                 .iter()
-                .map(|(k, v)| k.len() + v.memory_bytes())
+                .map(PostingList::memory_bytes)
                 .sum::<usize>()
     }
 }
@@ -191,6 +209,16 @@ pub(crate) struct Postings {
     pub(crate) categories: Lists,
     /// The stream id (see `StreamIndex`) of the event at position `i + 1`.
     stream_of: Vec<u32>,
+}
+
+/// An event for [`Postings::push_ids`]: its keys already numbered.
+pub(crate) struct Numbered<'a> {
+    pub position: u64,
+    pub stream: u32,
+    pub location: u64,
+    pub event_type: u32,
+    pub category: Option<u32>,
+    pub tags: &'a [u32],
 }
 
 impl Postings {
@@ -217,6 +245,23 @@ impl Postings {
         }
         for tag in tags {
             self.tags.push(tag, location);
+        }
+    }
+
+    /// [`Postings::push`], with every key already numbered (an open, from a segment's tables).
+    pub(crate) fn push_ids(&mut self, e: &Numbered<'_>) {
+        debug_assert_eq!(
+            e.position,
+            self.stream_of.len() as u64 + 1,
+            "posting out of order"
+        );
+        self.stream_of.push(e.stream);
+        self.types.push_id(e.event_type, e.location);
+        if let Some(c) = e.category {
+            self.categories.push_id(c, e.location);
+        }
+        for &t in e.tags {
+            self.tags.push_id(t, e.location);
         }
     }
 
