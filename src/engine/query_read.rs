@@ -492,8 +492,14 @@ fn peek_position(inner: &Engine, cache: &mut SegmentCache, loc: u64) -> Option<u
     Some(u64::from_le_bytes(b))
 }
 
-/// The position of the record at `loc`, checked against its checksum.
-fn position_at(inner: &Engine, cache: &mut SegmentCache, loc: u64) -> Result<u64> {
+/// Decodes the record at `loc`, checked against its checksum, and hands it (with the bytes
+/// it is in) to `f`.
+fn with_record<T>(
+    inner: &Engine,
+    cache: &mut SegmentCache,
+    loc: u64,
+    f: impl FnOnce(&frame::Record<'_>, &bytes::Bytes, &Segment) -> Result<T>,
+) -> Result<T> {
     let (ordinal, offset) = unpack(loc);
     let seg = cache.segment(inner, ordinal).cloned().ok_or_else(|| {
         Error::corruption(
@@ -505,7 +511,12 @@ fn position_at(inner: &Engine, cache: &mut SegmentCache, loc: u64) -> Result<u64
     let (bytes, at) = seg.record_source(offset, cache.view_mut())?;
     let r = frame::read_record(&bytes, at, true)
         .map_err(|reason| Error::corruption(&seg.path, offset, reason))?;
-    Ok(r.position)
+    f(&r, &bytes, &seg)
+}
+
+/// The position of the record at `loc`, checked against its checksum.
+fn position_at(inner: &Engine, cache: &mut SegmentCache, loc: u64) -> Result<u64> {
+    with_record(inner, cache, loc, |r, _, _| Ok(r.position))
 }
 
 /// Reads and checks the record at `loc`, whose stream the index knows by its position.
@@ -517,35 +528,26 @@ fn read_at(
     loc: u64,
     hint: Option<(u64, Arc<str>)>,
 ) -> Result<RecordedEvent> {
-    let (ordinal, offset) = unpack(loc);
-    let seg = cache.segment(inner, ordinal).cloned().ok_or_else(|| {
-        Error::corruption(
-            &inner.dir,
-            offset,
-            format!("the query index points at missing segment {ordinal}"),
-        )
-    })?;
-    let (bytes, at) = seg.record_source(offset, cache.view_mut())?;
-    let r = frame::read_record(&bytes, at, true)
-        .map_err(|reason| Error::corruption(&seg.path, offset, reason))?;
-    let stream = match hint {
-        Some((position, name)) if position == r.position => Some(name),
-        _ => {
-            let ix = inner.index.read();
-            ix.postings
-                .stream_of(r.position)
-                .and_then(|id| ix.name_of(id))
-                .cloned()
+    with_record(inner, cache, loc, |r, bytes, seg| {
+        let stream = match hint {
+            Some((position, name)) if position == r.position => Some(name),
+            _ => {
+                let ix = inner.index.read();
+                ix.postings
+                    .stream_of(r.position)
+                    .and_then(|id| ix.name_of(id))
+                    .cloned()
+            }
         }
-    }
-    .ok_or_else(|| {
-        Error::corruption(
-            &seg.path,
-            offset,
-            format!("position {} has no stream in the index", r.position),
-        )
-    })?;
-    Ok(recorded(stream, &r, &bytes))
+        .ok_or_else(|| {
+            Error::corruption(
+                &seg.path,
+                unpack(loc).1,
+                format!("position {} has no stream in the index", r.position),
+            )
+        })?;
+        Ok(recorded(stream, r, bytes))
+    })
 }
 
 impl Iterator for QueryEvents {

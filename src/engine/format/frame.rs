@@ -717,6 +717,107 @@ mod tests {
         }
     }
 
+    fn tx_sample() -> (Vec<u8>, Vec<u32>) {
+        let a = [EventData::new("Debited", &b"10"[..]).with_id(1)];
+        let b = [
+            EventData::new("Credited", &b"10"[..]),
+            EventData::new("Noted", &b""[..]).with_tags(["t"]),
+        ];
+        let parts = [
+            TxPart {
+                stream: "account-a",
+                first_version: 4,
+                events: &a,
+            },
+            TxPart {
+                stream: "account-b",
+                first_version: 1,
+                events: &b,
+            },
+        ];
+        let (mut buf, mut offs) = (vec![], vec![]);
+        encode_tx_frame(&mut buf, 11, 10, 99, &parts, &mut offs);
+        assert_eq!(buf.len(), tx_frame_len(&parts));
+        (buf, offs)
+    }
+
+    #[test]
+    fn a_transactions_frame_reads_back_part_by_part() {
+        let (buf, offs) = tx_sample();
+        let FrameRead::Frame(f) = read_frame(&buf, 0) else {
+            panic!("not a frame")
+        };
+        assert_eq!((f.first_position, f.count, f.len), (11, 3, buf.len()));
+        let parts: Vec<_> = f
+            .parts()
+            .map(|p| (p.stream, p.first_version, p.count))
+            .collect();
+        assert_eq!(parts, [("account-a", 4, 1), ("account-b", 1, 2)]);
+        let mut at = 0;
+        for (i, (want_pos, want_ver, edges)) in
+            [(11, 4, FLAG_FIRST), (12, 1, 0), (13, 2, FLAG_LAST)]
+                .into_iter()
+                .enumerate()
+        {
+            let r = read_record(&buf, offs[i] as usize, true).unwrap();
+            assert_eq!(
+                (r.position, r.version, r.edges),
+                (want_pos, want_ver, edges)
+            );
+            at = r.end;
+        }
+        assert_eq!(at, buf.len());
+        // Every flipped bit fails the frame; every cut leaves no frame.
+        for i in 0..buf.len() * 8 {
+            let mut b = buf.clone();
+            b[i / 8] ^= 1 << (i % 8);
+            assert!(!matches!(read_frame(&b, 0), FrameRead::Frame(_)), "bit {i}");
+        }
+        for cut in 1..buf.len() {
+            assert!(
+                !matches!(read_frame(&buf[..cut], 0), FrameRead::Frame(_)),
+                "cut {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_malformed_transactions_frame_is_not_a_frame() {
+        // Rewrites a body field and the frame's CRC, as a writer with a bug would.
+        let reseal = |mut b: Vec<u8>| {
+            let body_len = u32::from_le_bytes(b[..4].try_into().unwrap()) as usize;
+            let mut h = crc32fast::Hasher::new();
+            h.update(&b[..4]);
+            h.update(&b[8..8 + body_len]);
+            b[4..8].copy_from_slice(&h.finalize().to_le_bytes());
+            b
+        };
+        let (buf, _) = tx_sample();
+        let parts_at = FRAME_HEADER_LEN + BODY_FIXED_LEN;
+        let mut one_part = buf.clone();
+        one_part[parts_at..parts_at + 2].copy_from_slice(&1u16.to_le_bytes());
+        let mut versioned = buf.clone();
+        versioned[FRAME_HEADER_LEN + 8..FRAME_HEADER_LEN + 16].copy_from_slice(&1u64.to_le_bytes());
+        let mut miscounted = buf.clone();
+        miscounted[FRAME_HEADER_LEN + 24..FRAME_HEADER_LEN + 28]
+            .copy_from_slice(&2u32.to_le_bytes());
+        // The second part renamed to the first's stream.
+        let mut twice = buf.clone();
+        let second = twice.windows(9).rposition(|w| w == b"account-b").unwrap();
+        twice[second + 8] = b'a';
+        for (bad, what) in [
+            (one_part, "one part"),
+            (versioned, "a first version in the header"),
+            (miscounted, "counts that disagree"),
+            (twice, "one stream twice"),
+        ] {
+            assert!(
+                matches!(read_frame(&reseal(bad), 0), FrameRead::Malformed(_)),
+                "{what}"
+            );
+        }
+    }
+
     #[test]
     fn every_flipped_bit_is_detected() {
         let (buf, offs) = sample();
