@@ -458,3 +458,84 @@ fn snapshots_for_any_framework_are_saved_alone_or_with_a_transaction_and_checked
     );
     store.close().unwrap();
 }
+
+#[test]
+fn a_retry_that_lists_its_streams_in_another_order_is_still_the_same_transaction() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), Options::default()).unwrap();
+    let a = || ("a", ExpectedVersion::Any, [ev("T", 1).with_id(1)]);
+    let b = || ("b", ExpectedVersion::Any, [ev("T", 2).with_id(2)]);
+    let (sa, ea, va) = a();
+    let (sb, eb, vb) = b();
+    let first = store
+        .commit(Transaction::new().append(sa, ea, va).append(sb, eb, vb))
+        .unwrap();
+    let (sa, ea, va) = a();
+    let (sb, eb, vb) = b();
+    let again = store
+        .commit(Transaction::new().append(sb, eb, vb).append(sa, ea, va))
+        .unwrap();
+    assert!(again.deduplicated);
+    assert_eq!(store.last_position(), 2, "nothing written twice");
+    assert_eq!(
+        (again.first_position, again.last_position),
+        (first.first_position, first.last_position)
+    );
+    // Its appends in its own order: b first.
+    assert_eq!(
+        again.appends[0],
+        annal::AppendResult {
+            deduplicated: true,
+            ..first.appends[1]
+        }
+    );
+}
+
+#[test]
+fn a_frameworks_snapshots_never_crowd_out_a_repositorys_of_the_same_name() {
+    #[derive(Default, Clone, serde::Serialize, serde::Deserialize)]
+    struct Counter(u64);
+    impl annal::Aggregate for Counter {
+        type Event = u64;
+        type Command = u64;
+        type Error = String;
+        fn aggregate_type() -> &'static str {
+            "Counter"
+        }
+        fn event_type(_: &u64) -> &'static str {
+            "Added"
+        }
+        fn apply(&mut self, e: &u64) {
+            self.0 += e;
+        }
+        fn handle(&self, c: u64) -> Result<Vec<u64>, String> {
+            Ok(vec![c])
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let options = Options::default().snapshot_every(5).aggregate_cache(0);
+    let store = Store::open(tmp.path(), options).unwrap();
+    let counters = store.aggregate::<Counter>();
+    for n in 1..=10 {
+        counters.execute("counter-1", n).unwrap();
+    }
+    counters.load("counter-1").unwrap();
+    // A framework saves many of its own under the same name.
+    for v in 1..=10 {
+        assert!(store.save_snapshot("counter-1", "Counter", v, "x").unwrap());
+    }
+    let loaded = counters.load_at("counter-1", 10).unwrap();
+    assert_eq!(
+        loaded.snapshot_version,
+        Some(10),
+        "the repository's snapshot is still there"
+    );
+    assert_eq!(loaded.state.0, 55);
+    assert_eq!(
+        store
+            .load_snapshot("counter-1", "Counter", 7)
+            .unwrap()
+            .map(|s| s.version),
+        Some(7)
+    );
+}

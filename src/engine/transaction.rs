@@ -29,9 +29,10 @@ impl Engine {
             return invalid("a transaction must append to at least one stream".into());
         }
         let mut ids = HashSet::new();
-        for (i, (stream, _, events)) in tx.appends.iter().enumerate() {
+        let mut streams = HashSet::with_capacity(tx.appends.len());
+        for (stream, _, events) in &tx.appends {
             self.validate(stream, events)?;
-            if tx.appends.iter().take(i).any(|(s, _, _)| s == stream) {
+            if !streams.insert(stream.as_str()) {
                 return invalid(format!(
                     "the transaction appends to stream {stream:?} twice: give its events in one append"
                 ));
@@ -50,14 +51,14 @@ impl Engine {
             }
         }
         for (stream, kind, _) in &tx.snapshots {
-            if !tx.appends.iter().any(|(s, _, _)| s == stream) {
+            if !streams.contains(stream.as_str()) {
                 return invalid(format!(
                     "the transaction snapshots stream {stream:?} (as {kind:?}) but does not append to it"
                 ));
             }
         }
         for (stream, _) in &tx.expects {
-            if tx.appends.iter().any(|(s, _, _)| s == stream) {
+            if streams.contains(stream.as_str()) {
                 return invalid(format!(
                     "the transaction both appends to and expects stream {stream:?}: the append's \
                      expected version is the check"
@@ -184,30 +185,31 @@ impl Engine {
         tx: &Transaction,
         currents: &[Option<u64>],
     ) -> Result<Option<CommitResult>> {
-        let mut appends = Vec::with_capacity(tx.appends.len());
-        let mut edges = Vec::new();
+        let mut matched = Vec::with_capacity(tx.appends.len());
         for ((stream, expected, events), &current) in tx.appends.iter().zip(currents) {
             let Some((r, e)) = self.match_retry(stream, *expected, current, events)? else {
                 return Ok(None);
             };
-            if let Some(prev) = appends.last().map(|p: &AppendResult| p.last_position)
-                && r.first_position != prev + 1
-            {
-                return Ok(None);
-            }
-            appends.push(r);
-            edges.extend(e);
+            matched.push((r, e));
         }
-        let (Some(first), Some(last)) = (appends.first(), appends.last()) else {
+        // In the log's order (a retry may list its streams in another): together they must
+        // be one range of positions, exactly one frame.
+        let mut in_log: Vec<&(AppendResult, Vec<u8>)> = matched.iter().collect();
+        in_log.sort_unstable_by_key(|(r, _)| r.first_position);
+        let contiguous = in_log
+            .windows(2)
+            .all(|w| w[1].0.first_position == w[0].0.last_position + 1);
+        let edges: Vec<u8> = in_log.iter().flat_map(|(_, e)| e.iter().copied()).collect();
+        let (Some(first), Some(last)) = (in_log.first(), in_log.last()) else {
             return Ok(None);
         };
-        if !whole_frame(&edges) {
+        if !contiguous || !whole_frame(&edges) {
             return Ok(None);
         }
         Ok(Some(CommitResult {
-            first_position: first.first_position,
-            last_position: last.last_position,
-            appends,
+            first_position: first.0.first_position,
+            last_position: last.0.last_position,
+            appends: matched.iter().map(|(r, _)| *r).collect(),
             deduplicated: true,
         }))
     }

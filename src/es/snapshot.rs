@@ -112,12 +112,17 @@ impl State {
             self.live_bytes = self.live_bytes.saturating_sub(old.len);
         }
         let at = entries.partition_point(|e| e.version <= entry.version);
-        let aggregate = Arc::clone(&entry.kind.aggregate);
+        // Retention counts per aggregate and codec: a schema bump retires the old schema's
+        // snapshots, and a framework's (codec "bytes") never crowd out a repository's.
+        let (aggregate, codec) = (
+            Arc::clone(&entry.kind.aggregate),
+            Arc::clone(&entry.kind.codec),
+        );
         entries.insert(at, entry);
         let same: Vec<usize> = entries
             .iter()
             .enumerate()
-            .filter(|(_, e)| e.kind.aggregate == aggregate)
+            .filter(|(_, e)| e.kind.aggregate == aggregate && e.kind.codec == codec)
             .map(|(i, _)| i)
             .collect();
         if same.len() > keep {

@@ -418,6 +418,7 @@ fn parse_parts<'a>(buf: &'a [u8], c: &mut Cursor<'a>, count: u32) -> Option<Vec<
         return None;
     }
     let mut parts = Vec::with_capacity(usize::from(part_count));
+    let mut streams = std::collections::HashSet::with_capacity(usize::from(part_count));
     let mut total = 0u64;
     for _ in 0..part_count {
         let len = c.u16()? as usize;
@@ -428,7 +429,7 @@ fn parse_parts<'a>(buf: &'a [u8], c: &mut Cursor<'a>, count: u32) -> Option<Vec<
             return None;
         }
         first_version.checked_add(u64::from(n))?;
-        if parts.iter().any(|p: &Part<'_>| p.stream == stream) {
+        if !streams.insert(stream) {
             return None;
         }
         let records_offset = c.pos();
