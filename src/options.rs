@@ -52,6 +52,12 @@ pub struct Options {
     /// Write an index checkpoint for each sealed segment and load them on open (default
     /// true). Without them, every open scans the whole log.
     pub index_checkpoints: bool,
+    /// Keep the query index (default true): the lists of events by tag, type and category
+    /// behind [`Store::read_query`](crate::Store::read_query), `read_category`,
+    /// `read_event_type`, `subscribe_query` and append conditions. About 13 bytes per event
+    /// plus 6 per tag, and the time to rebuild them at open. Off, those fail with
+    /// [`Error::InvalidArgument`]; tags are still stored and read back.
+    pub query_index: bool,
     /// An aggregate's state is saved as a snapshot once its stream has moved this many events
     /// past its last snapshot (checked on load and execute). Default 1000; 0 turns snapshots
     /// off.
@@ -104,6 +110,7 @@ impl Default for Options {
             segment_size: 64 * 1024 * 1024,
             max_event_size: 16 * 1024 * 1024,
             index_checkpoints: true,
+            query_index: true,
             snapshot_every: 1000,
             snapshots_kept: 4,
             aggregate_cache: 1024,
@@ -137,6 +144,12 @@ impl Options {
     /// Sets the maximum payload plus metadata size of one event.
     pub fn max_event_size(mut self, bytes: usize) -> Self {
         self.max_event_size = bytes;
+        self
+    }
+
+    /// Turns the query index on or off (see [`Options::query_index`]).
+    pub fn query_index(mut self, on: bool) -> Self {
+        self.query_index = on;
         self
     }
 

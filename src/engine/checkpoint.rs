@@ -209,6 +209,9 @@ impl SegmentIndex {
                 run.offsets.iter().map(|&o| pack(self.ordinal, base + o)),
             ));
         }
+        if index.postings.off {
+            return Ok(());
+        }
         // The segment's tables, numbered in the index once: then each event is added
         // without hashing.
         let postings = &mut index.postings;

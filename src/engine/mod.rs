@@ -205,6 +205,7 @@ impl Engine {
             lock_dir(storage.as_ref(), &dir)?
         };
         let mut index = StreamIndex::default();
+        index.postings.off = !options.query_index;
         // Read before the directory is listed: see `RecoverOptions::state`.
         let state = state::read(storage.as_ref(), &dir)?;
         let rec = recovery::recover(
@@ -379,6 +380,19 @@ impl Engine {
                 board.publish(wm);
             }
             self.published.notify_all();
+        }
+    }
+
+    /// Fails with [`Error::InvalidArgument`] when the query index is off.
+    pub(crate) fn check_query_index(&self) -> Result<()> {
+        if self.options.query_index {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument(
+                "the query index is off (Options::query_index): reads by query, category or \
+                 type, query subscriptions and append conditions need it"
+                    .into(),
+            ))
         }
     }
 

@@ -204,6 +204,8 @@ pub(crate) fn category(stream: &str) -> Option<&str> {
 /// Tags, types, categories, and the stream of each position.
 #[derive(Debug, Default)]
 pub(crate) struct Postings {
+    /// Off (`Options::query_index`): nothing is kept.
+    pub(crate) off: bool,
     pub(crate) tags: Lists,
     pub(crate) types: Lists,
     pub(crate) categories: Lists,
@@ -232,6 +234,9 @@ impl Postings {
         event_type: &str,
         tags: impl IntoIterator<Item = &'t str>,
     ) {
+        if self.off {
+            return;
+        }
         // Invariant: positions are dense and indexed in order.
         debug_assert_eq!(
             position,
@@ -250,6 +255,9 @@ impl Postings {
 
     /// [`Postings::push`], with every key already numbered (an open, from a segment's tables).
     pub(crate) fn push_ids(&mut self, e: &Numbered<'_>) {
+        if self.off {
+            return;
+        }
         debug_assert_eq!(
             e.position,
             self.stream_of.len() as u64 + 1,

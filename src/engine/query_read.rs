@@ -166,6 +166,8 @@ pub struct QueryEvents {
 enum Read {
     /// [`Query::all`]: the whole log.
     All(Box<AllEvents>),
+    /// Without the query index (`Options::query_index` off): the whole log, filtered.
+    Scan(Box<AllEvents>, Selection, u64),
     Index(Box<IndexRead>),
     Nothing,
 }
@@ -211,6 +213,18 @@ impl QueryEvents {
         opts: ReadOptions,
         wm: crate::engine::Watermark,
     ) -> Self {
+        if !inner.options.query_index {
+            let all = AllEvents::new(
+                &inner,
+                ReadOptions {
+                    limit: u64::MAX,
+                    ..opts
+                },
+            );
+            return QueryEvents {
+                read: Read::Scan(Box::new(all), selection, opts.limit),
+            };
+        }
         let items = match selection {
             Selection::Query(q) => match q.parts() {
                 None => {
@@ -271,6 +285,15 @@ impl QueryEvents {
                 done: false,
             })),
         }
+    }
+}
+
+/// Whether `selection` selects `e` (the scan without the query index).
+fn selected(selection: &Selection, e: &RecordedEvent) -> bool {
+    match selection {
+        Selection::Query(q) => q.matches_event(e),
+        Selection::Category(c) => crate::engine::postings::category(&e.stream) == Some(c.as_str()),
+        Selection::EventType(t) => e.event_type == *t,
     }
 }
 
@@ -556,6 +579,22 @@ impl Iterator for QueryEvents {
     fn next(&mut self) -> Option<Self::Item> {
         match &mut self.read {
             Read::All(all) => all.next(),
+            Read::Scan(all, selection, left) => {
+                while *left > 0 {
+                    match all.next()? {
+                        Ok(e) if selected(selection, &e) => {
+                            *left -= 1;
+                            return Some(Ok(e));
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            *left = 0;
+                            return Some(Err(e));
+                        }
+                    }
+                }
+                None
+            }
             Read::Nothing => None,
             Read::Index(read) => match read.next_event() {
                 Ok(e) => e.map(Ok),

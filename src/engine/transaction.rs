@@ -165,6 +165,8 @@ impl Engine {
         if condition.query.is_all() {
             return Ok((written.position > after).then_some(after + 1));
         }
+        // Written events not yet published are only in the index.
+        self.check_query_index()?;
         // The newest matching event, from the lists: one record read when the condition holds.
         let newest = super::query_read::newest_match(self, &condition.query, written)?;
         if newest.is_none_or(|p| p <= after) {
