@@ -87,10 +87,7 @@ pub(crate) fn lock_dir(storage: &dyn Storage, dir: &Path) -> Result<Box<dyn Any 
     storage.lock(&path).map_err(|e| match e.kind() {
         std::io::ErrorKind::WouldBlock => Error::Locked {
             path: dir.to_path_buf(),
-            holder: crate::storage::read_data(storage, &path)
-                .ok()
-                .flatten()
-                .and_then(|(bytes, _)| std::str::from_utf8(&bytes).ok()?.trim().parse().ok()),
+            holder: crate::storage::lock_holder(storage, &path),
         },
         _ => Error::io("lock", &path, e),
     })

@@ -360,13 +360,7 @@ fn lock_name(
     let path = dir.join(format!("{name}{LOCK_SUFFIX}"));
     storage.lock(&path).map_err(|e| match e.kind() {
         std::io::ErrorKind::WouldBlock => {
-            let holder = crate::storage::read_data(storage, &path)
-                .ok()
-                .flatten()
-                .and_then(|(bytes, _)| {
-                    std::str::from_utf8(&bytes).ok()?.trim().parse::<u32>().ok()
-                });
-            Error::InvalidArgument(match holder {
+            Error::InvalidArgument(match crate::storage::lock_holder(storage, &path) {
                 Some(pid) => format!(
                     "durable subscription {name:?} is already open, in process {pid} ({})",
                     path.display()

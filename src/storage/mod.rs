@@ -408,6 +408,13 @@ impl AsRef<[u8]> for Prefix {
     }
 }
 
+/// The process id a lock file names (what [`Storage::lock`] writes in it for whoever tries
+/// next), if it names one.
+pub(crate) fn lock_holder(storage: &dyn Storage, path: &Path) -> Option<u32> {
+    let (bytes, _) = read_data(storage, path).ok()??;
+    std::str::from_utf8(&bytes).ok()?.trim().parse().ok()
+}
+
 /// A file's bytes up to the end of its data ([`StorageFile::data_end`]) and its length;
 /// `None` when there is no such file.
 pub(crate) fn read_data(
