@@ -11,7 +11,7 @@ use crate::engine::format::frame;
 use crate::engine::index::{MAX_ORDINAL, StreamIndex, pack, unpack};
 use crate::engine::postings::{PostingList, Window};
 use crate::engine::read::{AllEvents, Direction, ReadOptions, SegmentCache, recorded, warm};
-use crate::engine::segment::Segment;
+use crate::engine::segment::{Segment, holding};
 use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
 use crate::query::Query;
@@ -299,10 +299,7 @@ fn selected(selection: &Selection, e: &RecordedEvent) -> bool {
 
 /// A location at or before the first event at `position`.
 fn lower_bound(segments: &[Arc<Segment>], position: u64) -> u64 {
-    let i = segments
-        .partition_point(|s| s.base_position <= position)
-        .checked_sub(1);
-    match i.and_then(|i| segments.get(i)) {
+    match holding(segments, position) {
         Some(seg) => pack(seg.ordinal, seg.offset_of(position).unwrap_or(0)),
         None => 0,
     }
@@ -310,10 +307,7 @@ fn lower_bound(segments: &[Arc<Segment>], position: u64) -> u64 {
 
 /// A location past the event at `position`, before any event after the next sample.
 fn upper_bound(segments: &[Arc<Segment>], position: u64) -> u64 {
-    let i = segments
-        .partition_point(|s| s.base_position <= position)
-        .checked_sub(1);
-    let Some(seg) = i.and_then(|i| segments.get(i)) else {
+    let Some(seg) = holding(segments, position) else {
         return 0;
     };
     let next_sample = seg

@@ -364,11 +364,7 @@ impl AllEvents {
 
     /// The segment holding `position` and the end of its visible frames.
     fn segment_of(&self, position: u64) -> Result<(Arc<Segment>, u64)> {
-        let i = self
-            .segments
-            .partition_point(|s| s.base_position <= position)
-            .checked_sub(1);
-        let seg = i.and_then(|i| self.segments.get(i)).ok_or_else(|| {
+        let seg = crate::engine::segment::holding(&self.segments, position).ok_or_else(|| {
             Error::corruption(
                 &self.dir,
                 0,

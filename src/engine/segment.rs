@@ -32,6 +32,15 @@ pub(crate) const SAMPLE_BYTES: u64 = 4096;
 /// check that it is really empty.
 const DATA_END_CHECK: u64 = 64 << 10;
 
+/// The segment of `segments` (in order) that holds `position`: the last one whose base is
+/// at or before it.
+pub(crate) fn holding(segments: &[Arc<Segment>], position: u64) -> Option<&Arc<Segment>> {
+    let i = segments
+        .partition_point(|s| s.base_position <= position)
+        .checked_sub(1)?;
+    segments.get(i)
+}
+
 /// Whether a frame at `offset` gets a sample, given the samples so far.
 pub(crate) fn sample_due(samples: &[Sample], offset: u64) -> bool {
     samples
