@@ -165,13 +165,7 @@ impl Engine {
         if let Some(original) = self.find_retry(stream, expected, current, events)? {
             return Ok((original, true));
         }
-        if !expected.matches(current) {
-            return Err(Error::WrongExpectedVersion {
-                stream: stream.to_string(),
-                expected,
-                actual: current,
-            });
-        }
+        check_expected(stream, expected, current)?;
         let w = &mut *guard;
         // Invariant: positions are dense; everything before the next one has been written.
         debug_assert_eq!(
@@ -380,6 +374,24 @@ impl Engine {
             }
             _ => Ok(None),
         }
+    }
+}
+
+/// Fails with [`Error::WrongExpectedVersion`] unless `stream`, at `actual`, is where
+/// `expected` says.
+pub(crate) fn check_expected(
+    stream: &str,
+    expected: ExpectedVersion,
+    actual: Option<u64>,
+) -> Result<()> {
+    if expected.matches(actual) {
+        Ok(())
+    } else {
+        Err(Error::WrongExpectedVersion {
+            stream: stream.to_string(),
+            expected,
+            actual,
+        })
     }
 }
 

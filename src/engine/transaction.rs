@@ -6,12 +6,12 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::Engine;
-use super::append::whole_frame;
+use super::append::{check_expected, whole_frame};
 use super::format::frame::{self, TxPart};
 use super::query_read::{QueryEvents, Selection};
 use super::read::ReadOptions;
 use crate::error::{Error, Result};
-use crate::event::{AppendResult, ExpectedVersion};
+use crate::event::AppendResult;
 use crate::transaction::{AppendCondition, CommitResult, Transaction};
 
 impl Engine {
@@ -101,11 +101,11 @@ impl Engine {
             return Ok((original, true));
         }
         for ((stream, expected, _), &current) in tx.appends.iter().zip(&currents) {
-            check(stream, *expected, current)?;
+            check_expected(stream, *expected, current)?;
         }
         for (stream, expected) in &tx.expects {
             let current = self.index.read().version(stream);
-            check(stream, *expected, current)?;
+            check_expected(stream, *expected, current)?;
         }
         let w = &mut *guard;
         if let Some(condition) = &tx.condition
@@ -214,17 +214,5 @@ impl Engine {
             appends: matched.iter().map(|(r, _)| *r).collect(),
             deduplicated: true,
         }))
-    }
-}
-
-fn check(stream: &str, expected: ExpectedVersion, actual: Option<u64>) -> Result<()> {
-    if expected.matches(actual) {
-        Ok(())
-    } else {
-        Err(Error::WrongExpectedVersion {
-            stream: stream.to_string(),
-            expected,
-            actual,
-        })
     }
 }
