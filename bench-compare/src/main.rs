@@ -1,8 +1,9 @@
 //! annal side by side with the raw-disk limit, SQLite, redb and fjall, measured in one run on
 //! the same workload: 200-byte payloads, 16-byte event types, streams named like `order-123`.
 //!
-//! `cargo run --release -- [--events N] [--fsync-events M] [--runs R] [--json FILE] [--only a,b]`
-//! from `bench-compare/`. Each system runs in a process of its own, in `R` rounds (default 3)
+//! `cargo run --release -- [--events N] [--fsync-events M] [--runs R] [--json FILE] [--only a,b]
+//! [--workload standard|small|all]` from `bench-compare/`. `small` is the small-append workload
+//! alone: 1 or 10 events per call to random streams, with the rate of each 200k-event lap. Each system runs in a process of its own, in `R` rounds (default 3)
 //! of all systems in turn; the table shows each figure's median over the rounds, with ratios,
 //! and the figures are written as JSON.
 
@@ -520,6 +521,363 @@ impl System for Fjall {
     }
 }
 
+// ---------------------------------------------------------------- small appends
+
+/// The calls of the small-append workload: `per_call` events each (the last call may hold
+/// fewer) to a random one of the [`STREAMS`] streams, as one command appends to one entity.
+fn small_calls(events: u64, per_call: u64) -> Vec<(String, u64, u64)> {
+    let mut v = Vec::new();
+    let (mut i, mut k) = (0u64, 0u64);
+    while i < events {
+        let n = per_call.min(events - i);
+        v.push((format!("order-{}", mix(k) % STREAMS), i, n));
+        i += n;
+        k += 1;
+    }
+    v
+}
+
+/// A fixed scrambling of call numbers into stream numbers (random streams, same every run).
+fn mix(mut x: u64) -> u64 {
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x
+}
+
+/// Runs `call` on every call in order and returns the throughput (events/s) of each lap of
+/// `lap` events, so that a rate falling as the log grows shows.
+fn lapped(
+    calls: &[(String, u64, u64)],
+    lap: u64,
+    mut call: impl FnMut(&str, u64, u64),
+) -> Vec<f64> {
+    let total: u64 = calls.iter().map(|c| c.2).sum();
+    let mut laps = Vec::new();
+    let (mut done, mut in_lap) = (0u64, 0u64);
+    let mut t = Instant::now();
+    for (stream, first, n) in calls {
+        call(stream, *first, *n);
+        done += n;
+        in_lap += n;
+        if in_lap >= lap || done == total {
+            laps.push(rate(in_lap, t.elapsed()));
+            in_lap = 0;
+            t = Instant::now();
+        }
+    }
+    laps
+}
+
+/// One contender of the small-append workload: each call appends `n` events to one stream,
+/// without fsync, and returns only once the system has what it promises for that call.
+trait SmallAppends {
+    fn name(&self) -> &'static str;
+    /// Appends `calls` into a new store in `dir`; the rate of each lap of `lap` events.
+    fn append_laps(&mut self, dir: &Path, calls: &[(String, u64, u64)], lap: u64) -> Vec<f64>;
+}
+
+/// The raw log with one `write(2)` per call: what survives kill -9 once the call returns,
+/// annal's promise under `Never`.
+struct RawWritePerCall;
+
+impl SmallAppends for RawWritePerCall {
+    fn name(&self) -> &'static str {
+        "raw, write/call"
+    }
+    fn append_laps(&mut self, dir: &Path, calls: &[(String, u64, u64)], lap: u64) -> Vec<f64> {
+        let mut file = File::create(dir.join("raw.log")).unwrap();
+        let mut index: HashMap<String, Vec<(u64, u32)>> = HashMap::new();
+        let (mut rec, mut buf, mut at) = (Vec::with_capacity(512), Vec::new(), 0u64);
+        lapped(calls, lap, |stream, first, n| {
+            buf.clear();
+            let positions = index.entry_ref(stream);
+            for i in first..first + n {
+                record_into(&mut rec, stream, i);
+                positions.push((at + buf.len() as u64, rec.len() as u32));
+                buf.extend_from_slice(&rec);
+            }
+            file.write_all(&buf).unwrap();
+            at += buf.len() as u64;
+        })
+    }
+}
+
+/// The raw log buffering in user space (`BufWriter`): the disk's limit, but a process crash
+/// loses what is in the buffer.
+struct RawBuffered;
+
+impl SmallAppends for RawBuffered {
+    fn name(&self) -> &'static str {
+        "raw, buffered"
+    }
+    fn append_laps(&mut self, dir: &Path, calls: &[(String, u64, u64)], lap: u64) -> Vec<f64> {
+        let file = File::create(dir.join("raw.log")).unwrap();
+        let mut w = BufWriter::with_capacity(1 << 16, file);
+        let mut index: HashMap<String, Vec<(u64, u32)>> = HashMap::new();
+        let (mut rec, mut at) = (Vec::with_capacity(512), 0u64);
+        let laps = lapped(calls, lap, |stream, first, n| {
+            let positions = index.entry_ref(stream);
+            for i in first..first + n {
+                record_into(&mut rec, stream, i);
+                w.write_all(&rec).unwrap();
+                positions.push((at, rec.len() as u32));
+                at += rec.len() as u64;
+            }
+        });
+        w.flush().unwrap();
+        laps
+    }
+}
+
+/// A stream's entry in a map keyed by owned names, allocating the name only when new.
+trait EntryRef<V> {
+    fn entry_ref(&mut self, key: &str) -> &mut V;
+}
+
+impl<V: Default> EntryRef<V> for HashMap<String, V> {
+    fn entry_ref(&mut self, key: &str) -> &mut V {
+        if !self.contains_key(key) {
+            self.insert(key.to_string(), V::default());
+        }
+        self.get_mut(key).unwrap()
+    }
+}
+
+impl SmallAppends for Annal {
+    fn name(&self) -> &'static str {
+        "annal"
+    }
+    fn append_laps(&mut self, dir: &Path, calls: &[(String, u64, u64)], lap: u64) -> Vec<f64> {
+        let options = annal::Options::default().fsync(annal::FsyncPolicy::Never);
+        let store = annal::Store::open(dir.join("annal"), options).unwrap();
+        let mut evs = Vec::new();
+        let laps = lapped(calls, lap, |stream, first, n| {
+            evs.clear();
+            evs.extend(
+                (first..first + n).map(|i| annal::EventData::new(event_type(i), payload(i))),
+            );
+            store
+                .append(stream, annal::ExpectedVersion::Any, &evs)
+                .unwrap();
+        });
+        drop(store);
+        laps
+    }
+}
+
+/// SQLite's best batched case: WAL, `synchronous=OFF`, 1000 events per transaction whatever
+/// the call size (a call is not durable, nor even visible, until its transaction commits).
+struct SqliteBatched;
+
+impl SmallAppends for SqliteBatched {
+    fn name(&self) -> &'static str {
+        "SQLite, 1000/tx"
+    }
+    fn append_laps(&mut self, dir: &Path, calls: &[(String, u64, u64)], lap: u64) -> Vec<f64> {
+        let db = rusqlite::Connection::open(dir.join("sqlite.db")).unwrap();
+        db.pragma_update(None, "journal_mode", "WAL").unwrap();
+        db.pragma_update(None, "synchronous", "OFF").unwrap();
+        db.execute_batch(
+            "CREATE TABLE events(position INTEGER PRIMARY KEY, stream TEXT NOT NULL, \
+             version INTEGER NOT NULL, type TEXT NOT NULL, payload BLOB NOT NULL, UNIQUE(stream, version));",
+        )
+        .unwrap();
+        let mut versions: HashMap<String, u64> = HashMap::new();
+        let mut in_tx = 0u64;
+        db.execute_batch("BEGIN").unwrap();
+        let laps = lapped(calls, lap, |stream, first, n| {
+            let mut st = db
+                .prepare_cached(
+                    "INSERT INTO events(stream, version, type, payload) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .unwrap();
+            for i in first..first + n {
+                let v = versions.entry_ref(stream);
+                *v += 1;
+                st.execute(rusqlite::params![
+                    stream,
+                    *v as i64,
+                    event_type(i),
+                    payload(i)
+                ])
+                .unwrap();
+                in_tx += 1;
+                if in_tx == 1000 {
+                    db.execute_batch("COMMIT; BEGIN").unwrap();
+                    in_tx = 0;
+                }
+            }
+        });
+        db.execute_batch("COMMIT").unwrap();
+        laps
+    }
+}
+
+/// fjall with a batch per call and no fsync (its journal is written on commit).
+struct FjallPerCall;
+
+impl SmallAppends for FjallPerCall {
+    fn name(&self) -> &'static str {
+        "fjall"
+    }
+    fn append_laps(&mut self, dir: &Path, calls: &[(String, u64, u64)], lap: u64) -> Vec<f64> {
+        let db = fjall::Database::builder(dir.join("fjall")).open().unwrap();
+        let ks = db
+            .keyspace("events", fjall::KeyspaceCreateOptions::default)
+            .unwrap();
+        let mut versions: HashMap<String, u64> = HashMap::new();
+        lapped(calls, lap, |stream, first, n| {
+            let mut b = db.batch().durability(None);
+            let v = versions.entry_ref(stream);
+            for i in first..first + n {
+                *v += 1;
+                b.insert(&ks, fjall_key(stream, *v), value(i));
+            }
+            b.commit().unwrap();
+        })
+    }
+}
+
+fn small_contenders() -> Vec<Box<dyn SmallAppends>> {
+    vec![
+        Box::new(RawWritePerCall),
+        Box::new(RawBuffered),
+        Box::new(Annal::default()),
+        Box::new(SqliteBatched),
+        Box::new(FjallPerCall),
+    ]
+}
+
+/// One contender's laps at 1 and at 10 events per call.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+struct SmallFigures {
+    per_call_1: Vec<f64>,
+    per_call_10: Vec<f64>,
+}
+
+impl SmallFigures {
+    fn overall(laps: &[f64]) -> f64 {
+        // Each lap holds the same number of events: the overall rate is the harmonic mean.
+        laps.len() as f64 / laps.iter().map(|r| 1.0 / r).sum::<f64>()
+    }
+}
+
+fn measure_small(sys: &mut dyn SmallAppends, events: u64, lap: u64) -> SmallFigures {
+    let mut f = SmallFigures::default();
+    for per_call in [1u64, 10] {
+        eprintln!("{}: small appends, {per_call} per call", sys.name());
+        let tmp = tempfile::tempdir().unwrap();
+        let laps = sys.append_laps(tmp.path(), &small_calls(events, per_call), lap);
+        if per_call == 1 {
+            f.per_call_1 = laps;
+        } else {
+            f.per_call_10 = laps;
+        }
+    }
+    f
+}
+
+/// The small-append table: every contender in a process of its own, `runs` interleaved
+/// rounds, each lap's median.
+fn small_table(exe: &Path, events: u64, runs: usize, only: &Option<String>) -> serde_json::Value {
+    const LAP: u64 = 200_000;
+    let names: Vec<&'static str> = small_contenders()
+        .iter()
+        .map(|s| s.name())
+        .filter(|n| selected(n, only))
+        .collect();
+    let mut all: Vec<Vec<SmallFigures>> = vec![Vec::new(); names.len()];
+    for round in 1..=runs.max(1) {
+        for (i, &name) in names.iter().enumerate() {
+            eprintln!("small appends, round {round} of {runs}: {name}");
+            let out = std::process::Command::new(exe)
+                .args(["--small-child", name, "--events", &events.to_string()])
+                .args(["--lap", &LAP.to_string()])
+                .stderr(std::process::Stdio::inherit())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{name} failed: {}", out.status);
+            all[i].push(serde_json::from_slice(&out.stdout).unwrap());
+        }
+    }
+    let median_laps = |runs: &[SmallFigures], pick: fn(&SmallFigures) -> &Vec<f64>| {
+        let laps = runs.first().map_or(0, |r| pick(r).len());
+        (0..laps)
+            .map(|k| {
+                let mut v: Vec<f64> = runs
+                    .iter()
+                    .filter_map(|r| pick(r).get(k).copied())
+                    .collect();
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            })
+            .collect::<Vec<f64>>()
+    };
+    println!(
+        "\nsmall appends: {events} events, 1 or 10 per call, each call to a random one of {STREAMS} \
+         streams, no fsync; M events/s per lap of {LAP} (median of {runs} rounds)\n"
+    );
+    let mut json = Vec::new();
+    let mut overall: Vec<(&str, f64, f64)> = Vec::new();
+    for (&name, runs) in names.iter().zip(&all) {
+        for (per_call, pick) in [
+            (
+                1,
+                (|f: &SmallFigures| &f.per_call_1) as fn(&SmallFigures) -> &Vec<f64>,
+            ),
+            (10, |f: &SmallFigures| &f.per_call_10),
+        ] {
+            let laps = median_laps(runs, pick);
+            let all_rate = SmallFigures::overall(&laps);
+            print!(
+                "{:<18}{:>3}/call {:>7.2}  laps:",
+                name,
+                per_call,
+                all_rate / 1e6
+            );
+            for l in &laps {
+                print!(" {:>5.2}", l / 1e6);
+            }
+            let decay = laps.last().unwrap_or(&f64::NAN) / laps.first().unwrap_or(&f64::NAN);
+            println!("   last/first {decay:.2}");
+            json.push(serde_json::json!({
+                "system": name, "per_call": per_call, "events_per_s": all_rate,
+                "laps_events_per_s": laps, "last_over_first_lap": decay,
+            }));
+        }
+        let f = |k: fn(&SmallFigures) -> &Vec<f64>| SmallFigures::overall(&median_laps(runs, k));
+        overall.push((name, f(|f| &f.per_call_1), f(|f| &f.per_call_10)));
+    }
+    let get = |n: &str| overall.iter().find(|o| o.0 == n).map(|o| (o.1, o.2));
+    if let Some((a1, a10)) = get("annal") {
+        println!();
+        println!("annal, 10/call over 1/call: {:.2}x", a10 / a1);
+        if let Some((w1, w10)) = get("raw, write/call") {
+            println!(
+                "annal over the write-per-call raw log: {:.2}x at 1/call, {:.2}x at 10/call",
+                a1 / w1,
+                a10 / w10
+            );
+        }
+        if let Some((s1, s10)) = get("SQLite, 1000/tx") {
+            println!(
+                "annal over SQLite (1000 per transaction): {:.2}x at 1/call, {:.2}x at 10/call",
+                a1 / s1,
+                a10 / s10
+            );
+        }
+    }
+    serde_json::Value::Array(json)
+}
+
+fn selected(name: &str, only: &Option<String>) -> bool {
+    only.as_ref().is_none_or(|o| {
+        o.split(',')
+            .any(|p| name.to_lowercase().starts_with(&p.to_lowercase()))
+    })
+}
+
 // ---------------------------------------------------------------- the run
 
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
@@ -714,6 +1072,16 @@ fn main() {
     // A child runs one system and prints its figures as JSON: each system gets a process of
     // its own, so peak memory is its own and no system runs on another's leftover heap.
     let runs: usize = arg("--runs").map_or(3, |v| v.parse().unwrap());
+    if let Some(name) = arg("--small-child") {
+        let mut sys = small_contenders()
+            .into_iter()
+            .find(|s| s.name() == name)
+            .expect("unknown system");
+        let lap: u64 = arg("--lap").map_or(200_000, |v| v.parse().unwrap());
+        let f = measure_small(sys.as_mut(), events, lap);
+        println!("{}", serde_json::to_string(&f).unwrap());
+        return;
+    }
     if let Some(name) = arg("--child") {
         let mut sys = systems()
             .into_iter()
@@ -723,17 +1091,25 @@ fn main() {
         println!("{}", serde_json::to_string(&f).unwrap());
         return;
     }
+    let exe = std::env::current_exe().unwrap();
+    let workload = arg("--workload").unwrap_or_else(|| "all".into());
+    let out = arg("--json").unwrap_or_else(|| "results.json".into());
+    let small = match workload.as_str() {
+        "all" | "small" => small_table(&exe, events, runs, &only),
+        "standard" => serde_json::Value::Null,
+        other => panic!("--workload {other}: expected standard, small or all"),
+    };
+    if workload == "small" {
+        let doc = serde_json::json!({"events": events, "small_appends": small});
+        std::fs::write(&out, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
+        eprintln!("figures written to {out}");
+        return;
+    }
     let names: Vec<&'static str> = systems()
         .iter()
         .map(|s| s.name())
-        .filter(|n| {
-            only.as_ref().is_none_or(|o| {
-                o.split(',')
-                    .any(|p| n.to_lowercase().starts_with(&p.to_lowercase()))
-            })
-        })
+        .filter(|n| selected(n, &only))
         .collect();
-    let exe = std::env::current_exe().unwrap();
     // Rounds of every system in turn, so that a slow spell of this noisy machine hits all of
     // them alike; each figure is the median over the rounds.
     let mut all: Vec<Vec<Figures>> = vec![Vec::new(); names.len()];
@@ -871,12 +1247,7 @@ fn main() {
             })
         })
         .collect();
-    let out = arg("--json").unwrap_or_else(|| "results.json".into());
-    std::fs::write(
-        &out,
-        serde_json::to_string_pretty(&serde_json::json!({"events": events, "results": json}))
-            .unwrap(),
-    )
-    .unwrap();
+    let doc = serde_json::json!({"events": events, "results": json, "small_appends": small});
+    std::fs::write(&out, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
     eprintln!("figures written to {out}");
 }

@@ -11,7 +11,7 @@
 //! log is always the source of truth.
 #![deny(clippy::indexing_slicing)]
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::path::{Path, PathBuf};
 
 use crate::engine::format::frame::{self, FRAME_HEADER_LEN, FrameRead};

@@ -4,7 +4,7 @@
 //! A location packs a segment ordinal and a byte offset into one `u64`, so an event costs
 //! eight bytes of index (plus the vector's spare capacity), and locations compare in log order.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Arc;
 
 use crate::engine::postings::Postings;

@@ -8,7 +8,7 @@
 //! by query pick the shortest list an item needs and check the others by binary search: no
 //! event is decoded to be rejected.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 /// The locations of the events with one key, in log order, 4 bytes each.
 #[derive(Debug, Default)]
@@ -211,7 +211,15 @@ pub(crate) struct Postings {
     pub(crate) categories: Lists,
     /// The stream id (see `StreamIndex`) of the event at position `i + 1`.
     stream_of: Vec<u32>,
+    /// Stream id to the number of its category in `categories` ([`NO_CATEGORY`] for none,
+    /// [`UNKNOWN`] not yet looked up): an append then hashes no category name.
+    category_of: Vec<u32>,
 }
+
+/// In `Postings::category_of`: the stream's name has no category.
+const NO_CATEGORY: u32 = u32::MAX;
+/// In `Postings::category_of`: not looked up yet.
+const UNKNOWN: u32 = u32::MAX - 1;
 
 /// An event for [`Postings::push_ids`]: its keys already numbered.
 pub(crate) struct Numbered<'a> {
@@ -245,8 +253,8 @@ impl Postings {
         );
         self.stream_of.push(stream.0);
         self.types.push(event_type, location);
-        if let Some(c) = category(stream.1) {
-            self.categories.push(c, location);
+        if let Some(c) = self.category_id(stream) {
+            self.categories.push_id(c, location);
         }
         for tag in tags {
             self.tags.push(tag, location);
@@ -265,11 +273,36 @@ impl Postings {
         );
         self.stream_of.push(e.stream);
         self.types.push_id(e.event_type, e.location);
+        self.note_category(e.stream, e.category);
         if let Some(c) = e.category {
             self.categories.push_id(c, e.location);
         }
         for &t in e.tags {
             self.tags.push_id(t, e.location);
+        }
+    }
+
+    /// The number of the category of `stream` (its id and name), looked up once per stream.
+    fn category_id(&mut self, stream: (u32, &str)) -> Option<u32> {
+        let known = self.category_of.get(stream.0 as usize).copied();
+        let id = match known {
+            Some(id) if id != UNKNOWN => id,
+            _ => {
+                let id = category(stream.1).map_or(NO_CATEGORY, |c| self.categories.id_of(c));
+                self.note_category(stream.0, (id != NO_CATEGORY).then_some(id));
+                id
+            }
+        };
+        (id != NO_CATEGORY).then_some(id)
+    }
+
+    fn note_category(&mut self, stream: u32, category: Option<u32>) {
+        let i = stream as usize;
+        if self.category_of.len() <= i {
+            self.category_of.resize(i + 1, UNKNOWN);
+        }
+        if let Some(slot) = self.category_of.get_mut(i) {
+            *slot = category.unwrap_or(NO_CATEGORY);
         }
     }
 
@@ -295,6 +328,7 @@ impl Postings {
             + self.types.memory_bytes()
             + self.categories.memory_bytes()
             + self.stream_of.capacity() * 4
+            + self.category_of.capacity() * 4
     }
 }
 

@@ -7,7 +7,9 @@
 //! the positions it affects, and how bad it is ([`Severity`]).
 #![deny(clippy::indexing_slicing)]
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use foldhash::{HashMap, HashMapExt};
 use std::path::{Path, PathBuf};
 
 use crate::engine::checkpoint::{self, SegmentIndex};
