@@ -591,3 +591,124 @@ fn synced_frames_that_vanish_after_a_crash_are_detected_once_state_records_them(
         }
     }
 }
+
+/// `STATE` as a crash could leave it (format version 2, see FORMAT.md): not clean, every
+/// position up to `durable` synced, segment `last` of `last_len` bytes the last.
+fn write_state(dir: &std::path::Path, durable: u64, last: u32, last_len: u64) {
+    let mut b = Vec::with_capacity(40);
+    b.extend_from_slice(b"ANNALSTA");
+    b.extend_from_slice(&2u16.to_le_bytes());
+    b.extend_from_slice(&0u16.to_le_bytes());
+    b.extend_from_slice(&durable.to_le_bytes());
+    b.extend_from_slice(&last.to_le_bytes());
+    b.extend_from_slice(&0u32.to_le_bytes());
+    b.extend_from_slice(&last_len.to_le_bytes());
+    let crc = crc32fast::hash(&b);
+    b.extend_from_slice(&crc.to_le_bytes());
+    std::fs::write(dir.join("STATE"), b).unwrap();
+}
+
+/// The crash image of a store under `Never` taken right after a roll, before the sealed
+/// segment's background sync is on record: the sealed segment (the one before the last)
+/// with its last frame lost, as a power loss may leave it, and the last segment holding the
+/// one frame whose append rolled. Returns the image, the position of the lost frame, and
+/// the synced position `STATE` is made to record.
+fn torn_unsynced_seal(floor: impl Fn(u64) -> u64) -> (tempfile::TempDir, u64) {
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = Options {
+        index_checkpoints: false,
+        ..tiny(1024)
+    };
+    let store = Store::open(tmp.path(), opts).unwrap();
+    let mut i = 0;
+    while segment_files(tmp.path()).len() < 3 {
+        i += 1;
+        store.append("s", ExpectedVersion::Any, &[ev(i)]).unwrap();
+    }
+    let image = crash_image(tmp.path());
+    drop(store);
+    let segs = segment_files(image.path());
+    let sealed = &segs[1];
+    let starts = frame_starts(sealed);
+    // Single-event frames: the sealed segment's last frame holds position i - 1.
+    let mut b = std::fs::read(sealed).unwrap();
+    let last = *starts.last().unwrap();
+    b[last + 8..last + 20].fill(0xEE);
+    std::fs::write(sealed, b).unwrap();
+    let last_len = std::fs::metadata(&segs[2]).unwrap().len();
+    write_state(image.path(), floor(i - 1), 3, last_len);
+    (image, i - 1)
+}
+
+#[test]
+fn a_torn_write_in_a_segment_sealed_without_a_sync_is_cut_with_what_follows() {
+    let (image, lost) = torn_unsynced_seal(|_| 0);
+    let report = annal::verify(&annal::storage::FsStorage::default(), image.path()).unwrap();
+    assert_eq!(report.health(), annal::Health::Repairable, "{report:?}");
+    assert_eq!(report.last_position, lost - 1);
+    assert!(
+        report
+            .findings
+            .iter()
+            .any(|f| f.severity == annal::Severity::TornTail && f.reason.contains("sealed")),
+        "{report:?}"
+    );
+    // A read-only open reads up to the tear and changes nothing.
+    let before = snapshot_dir(image.path());
+    {
+        let ro = Store::open(image.path(), Options::default().read_only(true)).unwrap();
+        assert_eq!(ro.last_position(), lost - 1);
+        assert_eq!(all(&ro).len() as u64, lost - 1);
+    }
+    assert_eq!(snapshot_dir(image.path()), before);
+    let store = Store::open(image.path(), tiny(1024)).unwrap();
+    assert_eq!(store.last_position(), lost - 1);
+    let report = store.recovery_report();
+    assert!(report.truncated_bytes > 0, "{report:?}");
+    let (cut_in, _) = report.truncated_at.clone().unwrap();
+    assert!(cut_in.ends_with("0000000002.seg"), "{cut_in:?}");
+    let events = all(&store);
+    assert_eq!(events.len() as u64, lost - 1);
+    assert!(
+        events
+            .iter()
+            .zip(1..)
+            .all(|(e, i)| e.payload == ev(i).payload)
+    );
+    // The log goes on from the tear, in the last segment.
+    let r = store.append("s", ExpectedVersion::Any, &[ev(500)]).unwrap();
+    assert_eq!((r.first_position, r.first_version), (lost, lost));
+    store.close().unwrap();
+    assert_eq!(
+        annal::verify(&annal::storage::FsStorage::default(), image.path())
+            .unwrap()
+            .health(),
+        annal::Health::Healthy
+    );
+    let store = Store::open(image.path(), tiny(1024)).unwrap();
+    assert_eq!(store.last_position(), lost);
+    assert_eq!(segment_files(image.path()).len(), 3);
+}
+
+#[test]
+fn a_torn_write_in_a_sealed_segment_that_state_records_synced_is_refused() {
+    let (image, _) = torn_unsynced_seal(|lost| lost);
+    let report = annal::verify(&annal::storage::FsStorage::default(), image.path()).unwrap();
+    assert_eq!(report.health(), annal::Health::Damaged, "{report:?}");
+    refused(image.path(), "0000000002.seg");
+}
+
+#[test]
+fn repair_cuts_a_torn_write_in_a_segment_sealed_without_a_sync_as_an_open_would() {
+    let (image, lost) = torn_unsynced_seal(|_| 0);
+    let fs = annal::storage::FsStorage::default();
+    let r = annal::repair(&fs, image.path(), annal::RepairOptions::default()).unwrap();
+    assert_eq!(r.after.health(), annal::Health::Healthy, "{r:?}");
+    assert_eq!(r.after.last_position, lost - 1);
+    assert!(r.cut.is_none() && !r.cut_made);
+    let store = Store::open(image.path(), tiny(1024)).unwrap();
+    assert_eq!(store.last_position(), lost - 1);
+    assert_eq!(store.recovery_report().truncated_bytes, 0);
+    let r = store.append("s", ExpectedVersion::Any, &[ev(500)]).unwrap();
+    assert_eq!(r.first_position, lost);
+}

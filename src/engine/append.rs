@@ -5,10 +5,12 @@ use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::Engine;
+use super::SealJob;
 use super::Watermark;
 use super::Writer;
 use super::format::frame::{self, FrameStart, TxPart};
 use super::index::pack;
+use super::log::Seal;
 use super::read::{SegmentCache, read_event};
 use crate::error::{Error, Result};
 use crate::event::{AppendResult, EventData, ExpectedVersion};
@@ -224,23 +226,39 @@ impl Engine {
                 &mut w.offsets,
             ),
         }
-        let written = match self.log.write(&mut w.active, &w.buf, first_position) {
+        // Under `Always` every append waits for a sync anyway, and the one a roll makes
+        // covers the appends waiting in the full segment; under the other policies the
+        // full segment is synced in the background.
+        let seal = if self.options.fsync == FsyncPolicy::Always {
+            Seal::Sync
+        } else {
+            Seal::Defer
+        };
+        let written = match self.log.write(&mut w.active, &w.buf, first_position, seal) {
             Ok(at) => at,
             Err(e) => {
                 self.commit.poison(e.to_string());
                 return Err(e);
             }
         };
+        if let Some(settled) = written.settled {
+            self.commit.advance(settled);
+        }
         if let Some(sealed) = written.sealed {
-            // Sealing synced everything before this frame: it is durable, and can be visible.
-            let wm = Watermark {
-                position: first_position - 1,
-                location: pack(sealed.ordinal, sealed.end()),
-            };
-            self.publish(wm);
-            self.commit.advance(wm.position);
-            if let Some(tx) = &w.to_index {
-                let _ = tx.send(sealed);
+            if seal == Seal::Sync {
+                // Sealing synced everything before this frame: it is durable, and visible.
+                let wm = Watermark {
+                    position: first_position - 1,
+                    location: pack(sealed.ordinal, sealed.end()),
+                };
+                self.publish(wm);
+                self.commit.advance(wm.position);
+            }
+            if seal == Seal::Defer {
+                w.seal_due = Some(w.active.seg.capacity / 2);
+            }
+            if let Some(tx) = &w.to_seal {
+                let _ = tx.send(SealJob::Sealed(sealed));
             }
         }
         let (ordinal, frame_offset) = (written.ordinal, written.offset);
@@ -277,6 +295,12 @@ impl Engine {
             position: last_position,
             location: pack(ordinal, w.active.offset),
         };
+        if w.seal_due.is_some_and(|due| w.active.offset >= due) {
+            w.seal_due = None;
+            if let Some(tx) = &w.to_seal {
+                let _ = tx.send(SealJob::SyncDue);
+            }
+        }
         if self.options.fsync != FsyncPolicy::Always {
             // Handed to the OS: acknowledged under every other policy.
             self.publish(w.written);

@@ -55,6 +55,31 @@ pub(crate) struct Written {
     pub offset: u64,
     /// The segment this write sealed by rolling past it, if it did.
     pub sealed: Option<Arc<Segment>>,
+    /// The last position of a sealed segment that an earlier roll left unsynced and this
+    /// write's roll synced (and put on record in `STATE`), if it did.
+    pub settled: Option<u64>,
+}
+
+/// How a roll treats the segment it seals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Seal {
+    /// Synced before the next segment is created (`Always`: the appends waiting for their
+    /// sync are covered by it).
+    Sync,
+    /// Left for [`Log::sync_unsynced`], off the appending thread. Until then recovery treats
+    /// its unsynced end like the active segment's (see `recovery`).
+    Defer,
+}
+
+/// A sealed segment whose writes may not all be synced yet: the roll that sealed it left its
+/// sync for later ([`Seal::Defer`]). At most one at a time: a roll syncs the previous one
+/// first if it is still waiting.
+#[derive(Debug, Clone)]
+pub(crate) struct Unsynced {
+    pub seg: Arc<Segment>,
+    pub file: Arc<dyn StorageFile>,
+    /// Its last position.
+    pub last_position: u64,
 }
 
 /// All segments, in order; segment ordinals start at 1 and are contiguous.
@@ -75,6 +100,8 @@ pub(crate) struct Log {
     recorded: Mutex<State>,
     /// `recorded`'s durable position, readable without the lock.
     recorded_floor: AtomicU64,
+    /// The sealed segment whose sync a roll left for later, if any.
+    unsynced: Mutex<Option<Unsynced>>,
 }
 
 impl Log {
@@ -93,6 +120,7 @@ impl Log {
             syncs: AtomicU64::new(0),
             recorded: Mutex::new(State::default()),
             recorded_floor: AtomicU64::new(0),
+            unsynced: Mutex::new(None),
         }
     }
 
@@ -132,7 +160,7 @@ impl Log {
     }
 
     /// Writes one frame whose first event is `first_position`, rolling to a new segment when
-    /// it does not fit.
+    /// it does not fit (sealing the full one as `seal` says).
     ///
     /// Any error leaves the active segment in an unknown state: the caller must poison.
     pub(crate) fn write(
@@ -140,12 +168,14 @@ impl Log {
         active: &mut Active,
         frame: &[u8],
         first_position: u64,
+        seal: Seal,
     ) -> Result<Written> {
         let len = frame.len() as u64;
         let mut sealed = None;
+        let mut settled = None;
         if active.offset + len > active.seg.capacity {
             sealed = Some(Arc::clone(&active.seg));
-            self.roll(active, len, first_position)?;
+            settled = self.roll(active, len, first_position, seal)?;
         }
         let offset = active.offset;
         // Invariant: frames go after the header, within the segment, after what is written.
@@ -163,7 +193,32 @@ impl Log {
             ordinal: active.seg.ordinal,
             offset,
             sealed,
+            settled,
         })
+    }
+
+    /// The sealed segment a roll left unsynced, if it still is.
+    pub(crate) fn unsynced(&self) -> Option<Unsynced> {
+        self.unsynced.lock().clone()
+    }
+
+    /// Syncs the sealed segment a roll left unsynced, if there is one, and puts its last
+    /// position on record in `STATE` (every segment before it was synced already). Returns
+    /// that position: the caller may count everything up to it durable.
+    pub(crate) fn sync_unsynced(&self) -> Result<Option<u64>> {
+        let Some(u) = self.unsynced() else {
+            return Ok(None);
+        };
+        self.sync(&u.file, &u.seg)?;
+        self.record(|s| s.durable_floor = s.durable_floor.max(u.last_position))?;
+        let mut slot = self.unsynced.lock();
+        if slot
+            .as_ref()
+            .is_some_and(|x| x.seg.ordinal == u.seg.ordinal)
+        {
+            *slot = None;
+        }
+        Ok(Some(u.last_position))
     }
 
     /// Records in `STATE` what `update` makes of the current record, durably. Records only
@@ -211,10 +266,22 @@ impl Log {
         })
     }
 
-    /// Seals the active segment (fdatasync: it is never written again) and starts the next,
-    /// big enough for a frame of `need` bytes starting at `base_position`.
-    fn roll(&self, active: &mut Active, need: u64, base_position: u64) -> Result<()> {
-        self.sync(&active.file, &active.seg)?;
+    /// Seals the active segment (it is never written again; synced now or left unsynced, as
+    /// `seal` says) and starts the next, big enough for a frame of `need` bytes starting at
+    /// `base_position`. Returns the last position of an earlier unsynced segment it synced.
+    fn roll(
+        &self,
+        active: &mut Active,
+        need: u64,
+        base_position: u64,
+        seal: Seal,
+    ) -> Result<Option<u64>> {
+        // At most one segment is left unsynced: recovery looks for a torn end only in the
+        // segment before the last.
+        let settled = self.sync_unsynced()?;
+        if seal == Seal::Sync {
+            self.sync(&active.file, &active.seg)?;
+        }
         active.seg.seal();
         let ordinal = active.seg.ordinal + 1;
         if ordinal > MAX_ORDINAL {
@@ -230,17 +297,26 @@ impl Log {
             base_position,
             capacity,
         )?;
-        // The new last segment goes on record, with everything before it synced: losing it,
-        // or the sealed data, is then detected on open even after a crash.
+        // The new last segment goes on record (with everything before it synced, when it
+        // is): losing it, or synced data, is then detected on open even after a crash.
         self.record(|s| {
             s.clean = false;
-            s.durable_floor = base_position - 1;
+            if seal == Seal::Sync {
+                s.durable_floor = base_position - 1;
+            }
             s.last_ordinal = ordinal;
             s.last_len = capacity;
         })?;
         let seg = Arc::new(seg);
         self.segments.write().push(Arc::clone(&seg));
-        *active = Active::new(seg, file, SEGMENT_HEADER_LEN, true);
-        Ok(())
+        let old = std::mem::replace(active, Active::new(seg, file, SEGMENT_HEADER_LEN, true));
+        if seal == Seal::Defer {
+            *self.unsynced.lock() = Some(Unsynced {
+                seg: old.seg,
+                file: old.file,
+                last_position: base_position - 1,
+            });
+        }
+        Ok(settled)
     }
 }

@@ -39,7 +39,7 @@ use std::any::Any;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::{Receiver, Sender};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -76,8 +76,21 @@ pub(crate) struct Writer {
     pub(crate) written: Watermark,
     pub(crate) buf: Vec<u8>,
     pub(crate) offsets: Vec<u32>,
-    /// Sealed segments go here to get their index checkpoint written in the background.
-    pub(crate) to_index: Option<Sender<Arc<Segment>>>,
+    /// Sealed segments go here to be synced (if their roll left that for later) and get
+    /// their index checkpoint written, in the background.
+    pub(crate) to_seal: Option<Sender<SealJob>>,
+    /// Once the active segment reaches this offset, the segment before it, which its roll
+    /// left unsynced, is due for its sync.
+    pub(crate) seal_due: Option<u64>,
+}
+
+/// Work for the sealer thread.
+#[derive(Debug)]
+pub(crate) enum SealJob {
+    /// A roll sealed this segment (or an open found it without an index checkpoint).
+    Sealed(Arc<Segment>),
+    /// The segment a roll left unsynced is due for its sync.
+    SyncDue,
 }
 
 /// Takes the store's lock (the `LOCK` file, which then names this process), or fails with
@@ -111,7 +124,7 @@ pub(crate) struct LogCounters {
 #[derive(Debug, Default)]
 struct Background {
     flusher: Option<JoinHandle<()>>,
-    indexer: Option<JoinHandle<()>>,
+    sealer: Option<JoinHandle<()>>,
     /// A follower's thread, which takes in what the writer publishes.
     follower: Option<JoinHandle<()>>,
 }
@@ -229,11 +242,11 @@ impl Engine {
         };
         let policy = options.fsync;
         let checkpoints = options.index_checkpoints && !read_only;
-        let (to_index, indexed) = std::sync::mpsc::channel::<Arc<Segment>>();
+        let (to_seal, sealed) = std::sync::mpsc::channel::<SealJob>();
         if checkpoints {
             for ord in &rec.unindexed {
                 if let Some(seg) = rec.segments.get(*ord as usize - 1) {
-                    let _ = to_index.send(Arc::clone(seg));
+                    let _ = to_seal.send(SealJob::Sealed(Arc::clone(seg)));
                 }
             }
         }
@@ -255,9 +268,11 @@ impl Engine {
                 written,
                 buf: Vec::new(),
                 offsets: Vec::new(),
-                to_index: checkpoints.then_some(to_index),
+                to_seal: (!read_only).then_some(to_seal),
+                seal_due: None,
             }),
-            // Recovery synced the active segment; sealed ones were synced when sealed.
+            // Recovery synced the active segment, and the one before it if that had been
+            // left unsynced; every earlier one was synced before the next roll.
             commit: Commit::new(last),
             watermark: Mutex::new(written),
             written_appends: AtomicU64::new(0),
@@ -323,20 +338,15 @@ impl Engine {
             }
             FsyncPolicy::Always | FsyncPolicy::Never => None,
         };
-        let indexer = if checkpoints {
+        let sealer = if read_only {
+            None
+        } else {
             let bg = Arc::clone(&inner);
             let handle = std::thread::Builder::new()
-                .name("annal-indexer".into())
-                .spawn(move || {
-                    // A checkpoint that fails to be written is only a slower next open.
-                    for seg in indexed {
-                        let _ = checkpoint::build_and_write(bg.storage.as_ref(), &bg.dir, &seg);
-                    }
-                })
-                .map_err(|e| Error::io("spawn indexer thread", &inner.dir, e))?;
+                .name("annal-sealer".into())
+                .spawn(move || bg.run_sealer(&sealed, checkpoints))
+                .map_err(|e| Error::io("spawn sealer thread", &inner.dir, e))?;
             Some(handle)
-        } else {
-            None
         };
         let follower = if inner.options.follow {
             let bg = Arc::clone(&inner);
@@ -350,7 +360,7 @@ impl Engine {
         };
         *inner.background.lock() = Background {
             flusher,
-            indexer,
+            sealer,
             follower,
         };
         Ok((inner, upper))
@@ -358,6 +368,59 @@ impl Engine {
 }
 
 impl Engine {
+    /// The sealer's loop, until the store closes: syncs the segment a roll left unsynced
+    /// when it is due (the next one is half full: the sync's writes then keep out of the
+    /// way of the roll's, and of the appends right after it), and writes index checkpoints
+    /// (with `checkpoints`), which are only ever written for synced segments.
+    fn run_sealer(&self, jobs: &Receiver<SealJob>, checkpoints: bool) {
+        let unsynced = |seg: &Segment| {
+            self.log
+                .unsynced()
+                .is_some_and(|u| u.seg.ordinal == seg.ordinal)
+        };
+        let index = |seg: &Segment| {
+            if checkpoints {
+                // A checkpoint that fails to be written is only a slower next open.
+                let _ = checkpoint::build_and_write(self.storage.as_ref(), &self.dir, seg);
+            }
+        };
+        // A sealed segment waiting for its sync (or for a sync someone else makes).
+        let mut waiting: Option<Arc<Segment>> = None;
+        for job in jobs {
+            match job {
+                SealJob::Sealed(seg) => {
+                    if let Some(old) = waiting.take().filter(|old| !unsynced(old)) {
+                        index(&old);
+                    }
+                    if unsynced(&seg) {
+                        waiting = Some(seg);
+                    } else {
+                        index(&seg);
+                    }
+                }
+                SealJob::SyncDue => {
+                    match self.log.sync_unsynced() {
+                        Ok(Some(position)) => self.commit.advance(position),
+                        Ok(None) => {}
+                        Err(e) => {
+                            // As a failed sync of the active segment would: the sealed data
+                            // may be gone from the page cache, so nothing more is accepted.
+                            self.commit.poison(e.to_string());
+                            return;
+                        }
+                    }
+                    if let Some(seg) = waiting.take() {
+                        index(&seg);
+                    }
+                }
+            }
+        }
+        // Closing: the close synced everything it could.
+        if let Some(seg) = waiting.filter(|seg| !unsynced(seg)) {
+            index(&seg);
+        }
+    }
+
     pub(crate) fn watermark(&self) -> Watermark {
         *self.watermark.lock()
     }
@@ -567,9 +630,9 @@ impl Engine {
         if let Some(h) = bg.flusher.take() {
             let _ = h.join();
         }
-        // Closing the channel lets the indexer finish what it has queued and stop.
-        self.writer.lock().to_index = None;
-        if let Some(h) = bg.indexer.take() {
+        // Closing the channel lets the sealer finish what it has queued and stop.
+        self.writer.lock().to_seal = None;
+        if let Some(h) = bg.sealer.take() {
             let _ = h.join();
         }
         synced?;

@@ -291,30 +291,116 @@ pub(crate) fn recover(
     let mut unindexed = Vec::new();
     let mut next_position = 1u64;
     for &ord in ordinals.iter().filter(|&&o| o != last) {
-        let (seg, _file) = Segment::open(storage, dir, ord, false)?;
+        // The segment before the last may have been sealed without a sync (`Seal::Defer`).
+        let maybe_unsynced = ord + 1 == last && !state.clean;
+        let (seg, file) = Segment::open(storage, dir, ord, maybe_unsynced && !opts.read_only)?;
         check_base(&seg, next_position)?;
         let loaded = if opts.use_checkpoints {
             checkpoint::load(storage, dir, &seg)
         } else {
             None
         };
-        let ix = match loaded {
+        let (ix, applied) = match loaded {
+            // Checkpoints are only written for synced segments.
             Some(ix) => {
                 report.segments_from_checkpoint += 1;
-                ix
+                (ix, false)
             }
             None => {
                 let bytes = seg.scan_data()?;
                 let (ix, stop) = checkpoint::scan(&seg, &bytes)?;
-                if let Some(stop) = stop {
-                    return Err(Error::corruption(&seg.path, stop.offset, stop.reason));
+                let hole = next_position + ix.events;
+                // Valid frames that end before the next segment starts: zeros where a torn
+                // write lost the first page of a frame.
+                let short = maybe_unsynced
+                    && Segment::open(storage, dir, last, false)?.0.base_position > hole;
+                if stop.is_some() || short {
+                    let torn = maybe_unsynced
+                        && unsynced_seal_torn(storage, dir, last, &bytes, ix.end, hole, &state)?;
+                    if !torn {
+                        return Err(match stop {
+                            Some(stop) => Error::corruption(&seg.path, stop.offset, stop.reason),
+                            None => Error::corruption(
+                                &seg.path,
+                                ix.end,
+                                format!(
+                                    "the segment's frames end at position {}, but the next \
+                                     segment starts at {}, and {} shows the positions between \
+                                     had been synced",
+                                    hole - 1,
+                                    Segment::open(storage, dir, last, false)?.0.base_position,
+                                    if state.durable_floor >= hole {
+                                        "STATE"
+                                    } else {
+                                        "a later frame"
+                                    }
+                                ),
+                            ),
+                        });
+                    }
+                    ix.apply(&seg, index)?;
+                    let at = ix.end;
+                    if opts.read_only {
+                        // The log ends at the tear; the last segment is not read.
+                        seg.seal();
+                        report.segments_scanned += 1;
+                        report.truncated_at = Some((seg.path.clone(), at));
+                        report.events = hole - 1;
+                        report.proven_durable = state.durable_floor;
+                        report.unproven_events = (hole - 1).saturating_sub(state.durable_floor);
+                        let seg = Arc::new(seg);
+                        segments.push(Arc::clone(&seg));
+                        return Ok(Recovered {
+                            segments,
+                            active: Active::new(seg, file, at, false),
+                            next_position: hole,
+                            report,
+                            unindexed: Vec::new(),
+                        });
+                    }
+                    let rewrite = rewrite_after_floor(&seg, &bytes, at, &state);
+                    let junk_end = last_nonzero(&bytes).max(crate::cast::usize_from(at));
+                    drop(bytes);
+                    let cut =
+                        drop_after_torn_seal(storage, dir, opts.segment_size, last, hole, &state)?;
+                    repair_tail(
+                        &mut report,
+                        rewrite,
+                        &seg,
+                        file.as_ref(),
+                        crate::cast::usize_from(at),
+                        junk_end,
+                    )?;
+                    // The log is whole now, ending in an empty last segment: recovered anew.
+                    let off = index.postings.off;
+                    *index = StreamIndex::default();
+                    index.postings.off = off;
+                    drop(segments);
+                    let mut again = recover(storage, dir, opts, index)?;
+                    again.report.truncated_at = report.truncated_at;
+                    again.report.truncated_bytes += report.truncated_bytes + cut;
+                    again.report.removed_temp_files += report.removed_temp_files;
+                    return Ok(again);
                 }
                 report.segments_scanned += 1;
                 unindexed.push(ord);
-                ix
+                if maybe_unsynced && !opts.read_only && state.durable_floor < hole - 1 {
+                    // Synced now, as the active segment is below: the open puts everything
+                    // recovered on record as durable.
+                    ix.apply(&seg, index)?;
+                    let rewrite = rewrite_after_floor(&seg, &bytes, ix.end, &state);
+                    drop(bytes);
+                    let end = crate::cast::usize_from(ix.end);
+                    repair_tail(&mut report, rewrite, &seg, file.as_ref(), end, end)?;
+                    (ix, true)
+                } else {
+                    (ix, false)
+                }
             }
         };
-        ix.apply(&seg, index)?;
+        if !applied {
+            ix.apply(&seg, index)?;
+        }
         seg.seal();
         next_position = advance(&seg, next_position, ix.events)?;
         segments.push(Arc::new(seg));
@@ -363,22 +449,11 @@ pub(crate) fn recover(
         }
     } else {
         remove_temp_files(storage, dir, &names, &mut report)?;
-        let rewrite_from = if state.clean {
+        let rewrite = if state.clean {
             None
         } else {
-            Some(
-                seg.offset_of(state.durable_floor + 1)
-                    .unwrap_or(SEGMENT_HEADER_LEN),
-            )
+            rewrite_after_floor(&seg, &bytes, end as u64, &state)
         };
-        // Copied out, and the view dropped, before the file is written.
-        let rewrite = rewrite_from.map(|from| {
-            let from = usize::try_from(from).unwrap_or(end).min(end);
-            (
-                from as u64,
-                bytes.get(from..end).unwrap_or_default().to_vec(),
-            )
-        });
         drop(bytes);
         repair_tail(&mut report, rewrite, &seg, file.as_ref(), end, junk_end)?;
     }
@@ -448,6 +523,82 @@ pub(crate) fn judge_tail(
         synced_by: witness,
         in_progress: false,
     })
+}
+
+/// The frames of `seg` (its `bytes`, valid up to `end`) from the one holding the first
+/// position past `STATE`'s durable floor: copied out, to be written again before the segment
+/// is synced (see `repair_tail`). Copied so that the view is dropped before the file is
+/// written.
+fn rewrite_after_floor(
+    seg: &Segment,
+    bytes: &[u8],
+    end: u64,
+    state: &State,
+) -> Option<(u64, Vec<u8>)> {
+    let end = crate::cast::usize_from(end);
+    let from = seg
+        .offset_of(state.durable_floor + 1)
+        .unwrap_or(SEGMENT_HEADER_LEN);
+    let from = usize::try_from(from).unwrap_or(end).min(end);
+    Some((
+        from as u64,
+        bytes.get(from..end).unwrap_or_default().to_vec(),
+    ))
+}
+
+/// Whether damage at the end of the valid frames (`end`, where position `hole` would start)
+/// of the segment before the last (its `bytes`) is a torn write: that segment was sealed
+/// without a sync (`Seal::Defer`), and nothing says the damaged position had been synced:
+/// neither `STATE`, nor a later frame of that segment or of the last one, which records the
+/// durable position when it was written. Then everything from the damage on, the last
+/// segment's frames included, was never durable.
+pub(crate) fn unsynced_seal_torn(
+    storage: &dyn Storage,
+    dir: &Path,
+    last: u32,
+    bytes: &[u8],
+    end: u64,
+    hole: u64,
+    state: &State,
+) -> Result<bool> {
+    if state.durable_floor >= hole {
+        return Ok(false);
+    }
+    let end = crate::cast::usize_from(end);
+    if frames_after(bytes, end, hole).is_some_and(|(_, durable)| durable >= hole) {
+        return Ok(false);
+    }
+    let (next, _) = Segment::open(storage, dir, last, false)?;
+    if next.base_position < hole {
+        return Ok(false);
+    }
+    let next_bytes = next.read_data()?;
+    let from = crate::cast::usize_from(SEGMENT_HEADER_LEN).saturating_sub(1);
+    Ok(frames_after(&next_bytes, from, hole).is_none_or(|(_, durable)| durable < hole))
+}
+
+/// After a torn write at position `hole` in `seg`, the segment before the last: replaces the
+/// last segment with an empty one starting at `hole` (atomically, so a crash leaves the old
+/// one or the new one), so that the log, once `seg`'s tail is cut, is whole. Returns the
+/// bytes of frames dropped with the old one.
+pub(crate) fn drop_after_torn_seal(
+    storage: &dyn Storage,
+    dir: &Path,
+    segment_size: u64,
+    last: u32,
+    hole: u64,
+    state: &State,
+) -> Result<u64> {
+    let (next, _) = Segment::open(storage, dir, last, false)?;
+    check_len(&next, state)?;
+    let dropped = next.read_data()?;
+    let dropped_bytes = (last_nonzero(&dropped) as u64)
+        .saturating_sub(SEGMENT_HEADER_LEN.min(dropped.len() as u64));
+    drop(dropped);
+    let capacity = segment_size.max(next.capacity).max(state.last_len);
+    drop(next);
+    Segment::create(storage, dir, last, hole, capacity)?;
+    Ok(dropped_bytes)
 }
 
 /// The durable position the frame at `offset` recorded (hints only grow from frame to frame,

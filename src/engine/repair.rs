@@ -577,6 +577,23 @@ impl Repairer<'_> {
             .and_then(segment::parse_file_name)
             .ok_or_else(|| Error::corruption(&file, offset, "torn tail outside a segment"))?;
         let seg = self.open_segment(ordinal)?;
+        let (_, ordinals) = self.list()?;
+        if let Some(&last) = ordinals.last().filter(|&&l| l > ordinal) {
+            // A segment sealed without a sync, torn: the last segment's frames follow the
+            // tear and go with it, the segment replaced by an empty one first (as an open
+            // would), so that a crash in between leaves a store an open still repairs.
+            let data = seg.pread(0, seg.capacity)?;
+            let (_, hole) = frame_boundary(&data, offset, seg.base_position);
+            drop(data);
+            let state = state::read(self.storage, self.dir)?.unwrap_or_default();
+            let dropped =
+                recovery::drop_after_torn_seal(self.storage, self.dir, 0, last, hole, &state)?;
+            self.actions.push(format!(
+                "replaced {} with an empty segment starting at position {hole} ({dropped} \
+                 bytes of unsynced writes after the torn end of the segment before)",
+                self.dir.join(segment::file_name(last)).display()
+            ));
+        }
         // Written again (synced by `zero_from`): pages a failed writeback left clean but
         // unwritten get written.
         let before = seg.pread(

@@ -1,5 +1,6 @@
-//! The sync leader's work under group commit: one `fdatasync` of the active segment covering
-//! every append written before it, the `STATE` record of what it made durable, and the short
+//! The sync leader's work under group commit: one `fdatasync` of the active segment (and of
+//! the full one before it, if its roll left that for later) covering every append written
+//! before it, the `STATE` record of what it made durable, and the short
 //! wait that lets appends released by one sync join the next.
 
 use std::sync::Arc;
@@ -33,6 +34,9 @@ impl Engine {
             )
         };
         let started = Instant::now();
+        // A full segment whose roll left its sync to the background holds part of what is
+        // claimed durable here.
+        self.log.sync_unsynced()?;
         self.log.sync(&file, &seg)?;
         self.gather_stats.last_sync_nanos.store(
             u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),

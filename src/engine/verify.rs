@@ -153,6 +153,7 @@ pub fn verify(storage: &dyn Storage, dir: impl AsRef<Path>) -> Result<VerifyRepo
         broken: false,
         streams: HashMap::new(),
         scans: BTreeMap::new(),
+        torn_seal: false,
     };
     let mut files = Files::classify(&names);
     // Followers keep their durable subscriptions in a folder of their own.
@@ -237,6 +238,9 @@ struct Verifier<'a> {
     streams: HashMap<Box<str>, u64>,
     /// Full, undamaged scans of sealed segments, to compare checkpoints with.
     scans: BTreeMap<u32, SegmentIndex>,
+    /// The segment before the last ends in a torn write (it was sealed without a sync): an
+    /// open cuts it there and drops the last segment's frames.
+    torn_seal: bool,
 }
 
 impl Verifier<'_> {
@@ -336,6 +340,25 @@ impl Verifier<'_> {
                     continue;
                 }
             };
+            if ord == last && self.torn_seal {
+                let bytes = seg.read_data()?;
+                let end = recovery::last_nonzero(&bytes) as u64;
+                self.add(
+                    Severity::TornTail,
+                    seg.path.clone(),
+                    Some(SEGMENT_HEADER_LEN),
+                    None,
+                    format!(
+                        "{} bytes of writes after the torn end of the segment before: an open \
+                         replaces this segment with an empty one starting at position {next}",
+                        end.saturating_sub(SEGMENT_HEADER_LEN)
+                    ),
+                );
+                if let Err(e) = recovery::check_len(&seg, state) {
+                    self.at_end(e);
+                }
+                continue;
+            }
             if seg.base_position != next {
                 let lost = (seg.base_position > next).then(|| (next, seg.base_position - 1));
                 self.broken = true;
@@ -361,7 +384,9 @@ impl Verifier<'_> {
                 .then(|| Segment::open(self.storage, self.dir, ord + 1, false).ok())
                 .flatten()
                 .map(|(s, _)| s.base_position);
-            next = self.check_segment(&seg, &bytes, active, state, next_base)?;
+            // Sealed without a sync, maybe: its end is judged like the active segment's.
+            let unsynced = ord + 1 == last && !state.clean;
+            next = self.check_segment(&seg, &bytes, active, state, next_base, unsynced)?;
         }
         Ok(())
     }
@@ -374,6 +399,7 @@ impl Verifier<'_> {
         active: bool,
         state: &State,
         next_base: Option<u64>,
+        unsynced: bool,
     ) -> Result<u64> {
         let mut offset = SEGMENT_HEADER_LEN;
         let mut position = seg.base_position;
@@ -407,6 +433,38 @@ impl Verifier<'_> {
             position += ix.events;
             if !self.broken {
                 self.report.last_position = position - 1;
+            }
+            let short = !active && whole && next_base.is_some_and(|b| b > position);
+            if unsynced
+                && !self.broken
+                && (short || damage.as_ref().is_some_and(|d| !d.2 && d.1 != STRAY))
+                && recovery::unsynced_seal_torn(
+                    self.storage,
+                    self.dir,
+                    seg.ordinal + 1,
+                    bytes,
+                    ix.end,
+                    position,
+                    state,
+                )?
+            {
+                let what = if damage.is_some() {
+                    "damage"
+                } else {
+                    "the frames end"
+                };
+                self.torn_seal = true;
+                self.add(
+                    Severity::TornTail,
+                    seg.path.clone(),
+                    Some(ix.end),
+                    next_base.and_then(|b| (b > position).then(|| (position, b - 1))),
+                    format!(
+                        "{what} at position {position}, in a segment sealed without a sync, \
+                         after the last synced write: a torn tail that an open cuts"
+                    ),
+                );
+                return Ok(position);
             }
             let Some((at, reason, malformed)) = damage else {
                 if active && let Err(e) = recovery::check_floor(seg, ix.end, position - 1, state) {

@@ -404,7 +404,9 @@ pub fn run(mut rng: Rng) -> Result<(), String> {
                     model.last_append = Some((stream, expected, events, r));
                 }
                 Err(Error::WrongExpectedVersion { .. }) if !matches && !is_retry => {}
-                Err(Error::Io { .. }) if !poisoned => {
+                // Poisoned by a failure this append did not see: the background sync of a
+                // sealed segment.
+                Err(Error::Io { .. } | Error::Poisoned { .. }) if !poisoned => {
                     poisoned = true;
                     if matches {
                         let first_version = current + 1;
@@ -500,7 +502,7 @@ pub fn run(mut rng: Rng) -> Result<(), String> {
                     }
                     model.last_append = None;
                 }
-                Err(Error::Io { .. }) => {
+                Err(Error::Io { .. } | Error::Poisoned { .. }) => {
                     poisoned = true;
                     model.maybe = Some(evs);
                 }
