@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 /// | `Always` | nothing acknowledged is lost | nothing acknowledged is lost |
 /// | `EveryEvents(n)` | nothing acknowledged is lost | at most the last `n` acknowledged events are lost |
 /// | `Interval(d)` | nothing acknowledged is lost | events acknowledged in about the last `d` (plus one fdatasync) may be lost |
-/// | `Never` | nothing acknowledged is lost | anything since the last `sync()`, segment roll or close may be lost |
+/// | `Never` | nothing acknowledged is lost | anything since the last `sync()`, close or background sync of a full segment may be lost |
 ///
 /// Whatever is lost is always a suffix: after recovery the log is a prefix of what was
 /// acknowledged, with no gaps and no half-written append.
@@ -31,8 +31,9 @@ pub enum FsyncPolicy {
     /// and an append waits for a sync rather than let more than `n` acknowledged events be
     /// unsynced.
     EveryEvents(u64),
-    /// The OS decides when data reaches the disk; [`Store::sync`](crate::Store::sync), segment
-    /// rolls and closing the store flush.
+    /// The OS decides when data reaches the disk; [`Store::sync`](crate::Store::sync) and
+    /// closing the store flush, and a full segment is synced in the background once the next
+    /// one is half full.
     Never,
 }
 

@@ -128,6 +128,48 @@ proptest! {
                 let e = e.unwrap();
                 prop_assert_eq!(&e, &all[e.position as usize - 1]);
             }
+            // Append conditions against the same scan: a condition fails exactly when an
+            // event its query selects comes after its position, and names the first. (Each
+            // commit that passes appends an event, of a type no query names.)
+            if indexed && !store.options().read_only {
+                let mut all = all;
+                for (items, _) in &queries {
+                    let q = Query::items(items.clone());
+                    for k in 0..4u64 {
+                        let last = all.len() as u64;
+                        let after = [0, last / 2, last.saturating_sub(1), last][k as usize];
+                        let first = all
+                            .iter()
+                            .find(|e| e.position > after && q.matches_event(e))
+                            .map(|e| e.position);
+                        let tx = annal::Transaction::new()
+                            .append("cond-x", ExpectedVersion::Any, [EventData::new("Cond", "c")])
+                            .condition(annal::AppendCondition::new(q.clone()).after(after));
+                        match (store.commit(tx), first) {
+                            (Ok(r), None) => {
+                                prop_assert_eq!(r.first_position, last + 1);
+                                all.extend(
+                                    store
+                                        .read_all(ReadOptions::forward_from(last + 1))
+                                        .unwrap()
+                                        .map(|e| e.unwrap()),
+                                );
+                            }
+                            (Err(annal::Error::AppendConditionFailed { position, .. }), Some(p)) => {
+                                prop_assert_eq!(position, p, "{:?} after {}", q, after)
+                            }
+                            (got, want) => prop_assert!(
+                                false,
+                                "{:?} after {}: {:?}, the scan says {:?}",
+                                q,
+                                after,
+                                got,
+                                want
+                            ),
+                        }
+                    }
+                }
+            }
             Ok(())
         };
         for op in ops {

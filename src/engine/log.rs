@@ -159,6 +159,11 @@ impl Log {
         self.segments.read().clone()
     }
 
+    /// `f` of all segments, oldest first, without copying the list.
+    pub(crate) fn with_segments<T>(&self, f: impl FnOnce(&[Arc<Segment>]) -> T) -> T {
+        f(&self.segments.read())
+    }
+
     /// Writes one frame whose first event is `first_position`, rolling to a new segment when
     /// it does not fit (sealing the full one as `seal` says).
     ///

@@ -443,15 +443,19 @@ impl IndexRead {
     }
 }
 
-/// The position of the newest event before `wm` that `query` (not [`Query::all`]) selects:
-/// found in the lists without reading any other event, for an append condition.
-pub(crate) fn newest_match(
+/// The position of the newest event before `wm` that `query` selects, if it is after
+/// `after`: found in the lists, reading at most that one record, for an append condition.
+pub(crate) fn newest_match_after(
     inner: &Engine,
     query: &Query,
     wm: crate::engine::Watermark,
+    after: u64,
 ) -> Result<Option<u64>> {
+    if after >= wm.position {
+        return Ok(None);
+    }
     let Some(items) = query.parts() else {
-        return Ok((wm.position > 0).then_some(wm.position));
+        return Ok(Some(wm.position));
     };
     let newest = {
         let ix = inner.index.read();
@@ -463,8 +467,14 @@ pub(crate) fn newest_match(
     let Some(loc) = newest else {
         return Ok(None);
     };
+    // Before the sample at or before `after + 1`, every event is at or before `after`: the
+    // common case of a condition that holds, decided without reading a record.
+    if loc < inner.log.with_segments(|s| lower_bound(s, after + 1)) {
+        return Ok(None);
+    }
     let mut cache = SegmentCache::default();
-    position_at(inner, &mut cache, loc).map(Some)
+    let position = position_at(inner, &mut cache, loc)?;
+    Ok((position > after).then_some(position))
 }
 
 /// The newest location before `hi` that matches `item`: walking its shortest list back

@@ -6,8 +6,11 @@
 //!   and it is cut: its bytes are zeroed and the segment synced.
 //! - A bad frame followed by any valid frame is corruption: the open fails and nothing is
 //!   changed on disk. Truncating there would silently drop acknowledged data.
-//! - A sealed segment (any but the last) must be whole: a bad frame in it is corruption, and
-//!   positions must run on densely into the next segment.
+//! - The segment before the last may have been sealed without a sync (`log::Seal::Defer`):
+//!   damage at its end that nothing shows was synced is a torn tail too, cut together with
+//!   the last segment's frames (the last segment is replaced by an empty one first).
+//! - Any other sealed segment must be whole: a bad frame in it is corruption, and positions
+//!   must run on densely into the next segment.
 //! - Sealed segments with a matching index checkpoint are not scanned at all.
 #![deny(clippy::indexing_slicing)]
 

@@ -28,11 +28,14 @@ impl Engine {
         if tx.appends.is_empty() {
             return invalid("a transaction must append to at least one stream".into());
         }
+        // One append (a conditional append, most often) needs no sets: `validate` checked
+        // it, and its frame is a plain one.
+        let single = tx.appends.len() == 1;
         let mut ids = HashSet::new();
-        let mut streams = HashSet::with_capacity(tx.appends.len());
+        let mut streams = HashSet::with_capacity(if single { 0 } else { tx.appends.len() });
         for (stream, _, events) in &tx.appends {
             self.validate(stream, events)?;
-            if !streams.insert(stream.as_str()) {
+            if !single && !streams.insert(stream.as_str()) {
                 return invalid(format!(
                     "the transaction appends to stream {stream:?} twice: give its events in one append"
                 ));
@@ -50,15 +53,22 @@ impl Engine {
                 }
             }
         }
+        let appends_to = |stream: &str| {
+            if single {
+                tx.appends.iter().any(|(s, _, _)| s == stream)
+            } else {
+                streams.contains(stream)
+            }
+        };
         for (stream, kind, _) in &tx.snapshots {
-            if !streams.contains(stream.as_str()) {
+            if !appends_to(stream) {
                 return invalid(format!(
                     "the transaction snapshots stream {stream:?} (as {kind:?}) but does not append to it"
                 ));
             }
         }
         for (stream, _) in &tx.expects {
-            if streams.contains(stream.as_str()) {
+            if appends_to(stream) {
                 return invalid(format!(
                     "the transaction both appends to and expects stream {stream:?}: the append's \
                      expected version is the check"
@@ -67,6 +77,9 @@ impl Engine {
         }
         if tx.appends.len() > usize::from(u16::MAX) {
             return invalid("a transaction appends to at most 65,535 streams".into());
+        }
+        if single {
+            return Ok(());
         }
         let parts: Vec<TxPart<'_>> = tx
             .appends
@@ -167,9 +180,9 @@ impl Engine {
         }
         // Written events not yet published are only in the index.
         self.check_query_index()?;
-        // The newest matching event, from the lists: one record read when the condition holds.
-        let newest = super::query_read::newest_match(self, &condition.query, written)?;
-        if newest.is_none_or(|p| p <= after) {
+        // The newest matching event after `after`, from the lists (a record read at most).
+        if super::query_read::newest_match_after(self, &condition.query, written, after)?.is_none()
+        {
             return Ok(None);
         }
         let selection = || Selection::Query(condition.query.clone());
@@ -187,6 +200,14 @@ impl Engine {
         tx: &Transaction,
         currents: &[Option<u64>],
     ) -> Result<Option<CommitResult>> {
+        // Only events that all carry ids can be recognised.
+        if !tx
+            .appends
+            .iter()
+            .all(|(_, _, events)| events.iter().all(|e| e.id.is_some()))
+        {
+            return Ok(None);
+        }
         let mut matched = Vec::with_capacity(tx.appends.len());
         for ((stream, expected, events), &current) in tx.appends.iter().zip(currents) {
             let Some((r, e)) = self.match_retry(stream, *expected, current, events)? else {
