@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use annal::{ExpectedVersion, FsyncPolicy, Options, Store};
 
-#[path = "workload.rs"]
+#[path = "shared/workload.rs"]
 mod workload;
 use workload::*;
 

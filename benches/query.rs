@@ -1,11 +1,5 @@
-//! The consistency model's costs, measured side by side in one run, interleaved (timings on a
-//! shared machine drift: only the ratios within a run mean much):
-//! - a conditional append (a one-item query) against a plain append;
-//! - reading the ~100 events of one tag against reading a ~100-event stream;
-//! - replay of records with tags (format 2) against records without (format 1);
-//! - the query index's memory per (event, tag) pair.
-//!
-//! `cargo bench --bench query` (`-- quick` for a smaller run).
+//! The consistency model's costs (see `shared/query_costs.rs`): `cargo bench --bench query` (`--
+//! quick` for a smaller run, `-- only append|read|replay` for one part).
 
 #![allow(
     clippy::unwrap_used,
@@ -16,204 +10,24 @@
     reason = "a benchmark stops at its first failure, and its sizes are small"
 )]
 
-#[path = "workload.rs"]
+#[path = "shared/workload.rs"]
 mod workload;
 
-use std::time::{Duration, Instant};
-
-use annal::{
-    AppendCondition, EventData, ExpectedVersion, FsyncPolicy, Options, Query, QueryItem,
-    ReadOptions, Store, Transaction,
-};
-use workload::{PAYLOAD, event, mix};
-
-fn options() -> Options {
-    Options::default().fsync(FsyncPolicy::Never)
-}
-
-fn tagged(i: u64, tags: u64) -> EventData {
-    let e = event(i);
-    e.with_tags((0..2).map(|k| format!("tag-{}", mix(i * 2 + k) % tags)))
-}
-
-/// The median of `rounds` alternating runs of `a` and `b`, each returning its own time.
-fn interleaved(
-    rounds: usize,
-    mut a: impl FnMut() -> Duration,
-    mut b: impl FnMut() -> Duration,
-) -> (Duration, Duration) {
-    let (mut ta, mut tb) = (Vec::new(), Vec::new());
-    for _ in 0..rounds {
-        ta.push(a());
-        tb.push(b());
-    }
-    ta.sort();
-    tb.sort();
-    (ta[rounds / 2], tb[rounds / 2])
-}
-
-fn per(d: Duration, n: u64) -> f64 {
-    d.as_secs_f64() * 1e9 / n as f64
-}
+#[path = "shared/query_costs.rs"]
+mod query_costs;
 
 fn main() {
     let quick = std::env::args().any(|a| a == "quick");
-    // `-- only append|read|replay` runs one part.
     let args: Vec<String> = std::env::args().collect();
     let only = args
         .iter()
         .position(|a| a == "only")
         .and_then(|i| args.get(i + 1).cloned());
-    let want = |part: &str| only.as_deref().is_none_or(|o| o == part);
-    let scale = if quick { 1 } else { 5 };
     println!(
         "annal query benchmark ({} run)",
         if quick { "quick" } else { "full" }
     );
-
-    // 1. Conditional append against plain append, each on a store of its own.
-    let n = 20_000 * scale;
-    if want("append") {
-        let (plain, conditional) = interleaved(
-            5,
-            || {
-                let tmp = tempfile::tempdir().unwrap();
-                let store = Store::open(tmp.path(), options()).unwrap();
-                let start = Instant::now();
-                for i in 0..n {
-                    store
-                        .append(
-                            &format!("order-{}", i % 1000),
-                            ExpectedVersion::Any,
-                            &[tagged(i, 1000)],
-                        )
-                        .unwrap();
-                }
-                start.elapsed()
-            },
-            || {
-                let tmp = tempfile::tempdir().unwrap();
-                let store = Store::open(tmp.path(), options()).unwrap();
-                let start = Instant::now();
-                for i in 0..n {
-                    let e = tagged(i, 1000);
-                    // The decision's boundary: its first tag; it read up to the previous event.
-                    let q = Query::items([QueryItem::new().tags([e.tags[0].clone()])]);
-                    let tx = Transaction::new()
-                        .append(format!("order-{}", i % 1000), ExpectedVersion::Any, [e])
-                        .condition(AppendCondition::new(q).after(i));
-                    store.commit(tx).unwrap();
-                }
-                start.elapsed()
-            },
-        );
-        println!(
-            "append, one event:        plain {:>8.0} ns   conditional (one-item query) {:>8.0} ns   ratio {:.2}x the plain rate",
-            per(plain, n),
-            per(conditional, n),
-            plain.as_secs_f64() / conditional.as_secs_f64()
-        );
-    }
-
-    // 2. ~100 events of a tag against a ~100-event stream, in one store of 1,000 of each.
-    let events = 100_000 * scale;
-    if want("read") {
-        let groups = events / 100;
-        let tmp = tempfile::tempdir().unwrap();
-        let store = Store::open(tmp.path(), options()).unwrap();
-        for i in 0..events {
-            let e = event(i).with_tags([format!("tag-{}", mix(i ^ 0xA5A5) % groups)]);
-            store
-                .append(
-                    &format!("order-{}", mix(i) % groups),
-                    ExpectedVersion::Any,
-                    &[e],
-                )
-                .unwrap();
-        }
-        let reads = 2_000u64;
-        let (by_stream, by_tag) = interleaved(
-            7,
-            || {
-                let start = Instant::now();
-                let mut seen = 0;
-                for k in 0..reads {
-                    let s = format!("order-{}", mix(k * 7 + 1) % groups);
-                    for e in store.read_stream(&s, ReadOptions::forward()).unwrap() {
-                        seen += e.unwrap().payload.len();
-                    }
-                }
-                assert!(seen > 0);
-                start.elapsed()
-            },
-            || {
-                let start = Instant::now();
-                let mut seen = 0;
-                for k in 0..reads {
-                    let q = Query::items([
-                        QueryItem::new().tags([format!("tag-{}", mix(k * 7 + 1) % groups)])
-                    ]);
-                    for e in store.read_query(&q, ReadOptions::forward()).unwrap() {
-                        seen += e.unwrap().payload.len();
-                    }
-                }
-                assert!(seen > 0);
-                start.elapsed()
-            },
-        );
-        println!(
-            "read ~100 events:         a stream {:>8.1} µs   a tag {:>8.1} µs   ratio {:.2}x the stream's time",
-            by_stream.as_secs_f64() * 1e6 / reads as f64,
-            by_tag.as_secs_f64() * 1e6 / reads as f64,
-            by_tag.as_secs_f64() / by_stream.as_secs_f64()
-        );
-        let stats = store.stats().unwrap();
-        println!(
-            "index memory:             {} (event, tag) pairs, {:.1} bytes each (the tag lists' heap, spare capacity included); {:.1} bytes per event in all",
-            stats.tag_postings,
-            stats.tag_index_bytes as f64 / stats.tag_postings as f64,
-            stats.index_memory_bytes as f64 / stats.events as f64
-        );
-        drop(store);
-    }
-
-    // 3. Replay of format-2 records (two tags each) against format-1 records (none).
-    if !want("replay") {
-        return;
-    }
-    let events = 100_000 * scale;
-    let stores: Vec<(tempfile::TempDir, Store)> = [false, true]
-        .into_iter()
-        .map(|with_tags| {
-            let tmp = tempfile::tempdir().unwrap();
-            let store = Store::open(tmp.path(), options()).unwrap();
-            for i in 0..events {
-                let e = if with_tags { tagged(i, 1000) } else { event(i) };
-                store
-                    .append(
-                        &format!("order-{}", mix(i) % 10_000),
-                        ExpectedVersion::Any,
-                        &[e],
-                    )
-                    .unwrap();
-            }
-            (tmp, store)
-        })
-        .collect();
-    let replay = |store: &Store| {
-        let start = Instant::now();
-        let mut sum = 0u64;
-        for e in store.read_all(ReadOptions::forward()).unwrap() {
-            sum += e.unwrap().payload.len() as u64;
-        }
-        assert_eq!(sum, events * PAYLOAD as u64);
-        start.elapsed()
-    };
-    let (v1, v2) = interleaved(7, || replay(&stores[0].1), || replay(&stores[1].1));
-    println!(
-        "replay:                   format 1 {:>6.0} ns/event   format 2 (2 tags) {:>6.0} ns/event   ratio {:.2}x the format-1 rate",
-        per(v1, events),
-        per(v2, events),
-        v1.as_secs_f64() / v2.as_secs_f64()
-    );
+    query_costs::run(if quick { 1 } else { 5 }, |part| {
+        only.as_deref().is_none_or(|o| o == part)
+    });
 }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use annal::{ExpectedVersion, FsyncPolicy, Options, ReadOptions, Store};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
-#[path = "workload.rs"]
+#[path = "shared/workload.rs"]
 mod workload;
 use workload::*;
 

@@ -2,10 +2,19 @@
 //! the same workload: 200-byte payloads, 16-byte event types, streams named like `order-123`.
 //!
 //! `cargo run --release -- [--events N] [--fsync-events M] [--runs R] [--json FILE] [--only a,b]
-//! [--workload standard|small|all]` from `bench-compare/`. `small` is the small-append workload
-//! alone: 1 or 10 events per call to random streams, with the rate of each 200k-event lap. Each system runs in a process of its own, in `R` rounds (default 3)
+//! [--workload standard|small|dcb|all]` from `bench-compare/`. `small` is the small-append
+//! workload alone: 1 or 10 events per call to random streams, with the rate of each 200k-event
+//! lap; `dcb` the consistency model's costs, annal against itself. Each system runs in a process of its own, in `R` rounds (default 3)
 //! of all systems in turn; the table shows each figure's median over the rounds, with ratios,
 //! and the figures are written as JSON.
+
+// The consistency model's costs (annal alone: conditional appends, tag reads, tagged
+// replay), shared with `cargo bench --bench query`.
+#[path = "../../benches/shared/workload.rs"]
+mod workload;
+
+#[path = "../../benches/shared/query_costs.rs"]
+mod query_costs;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -871,6 +880,27 @@ fn small_table(exe: &Path, events: u64, runs: usize, only: &Option<String>) -> s
     serde_json::Value::Array(json)
 }
 
+/// The consistency model's costs, annal against itself (each ratio against its target).
+fn dcb_table() -> serde_json::Value {
+    println!("\nconsistency model (annal alone, interleaved in one run, full size):\n");
+    let f = query_costs::run(5, |_| true);
+    println!(
+        "\n  conditional / plain append rate {:.2}x (target >= 0.8); tag / stream read time {:.2}x \
+         (target <= 1.2); tagged / untagged replay rate {:.2}x (target >= 0.9); {:.1} bytes per \
+         (event, tag) (target <= 8)",
+        f.conditional_over_plain,
+        f.tag_read_over_stream_read,
+        f.tagged_replay_over_untagged,
+        f.bytes_per_tag
+    );
+    serde_json::json!({
+        "conditional_over_plain_append": f.conditional_over_plain,
+        "tag_read_over_stream_read_time": f.tag_read_over_stream_read,
+        "tagged_over_untagged_replay": f.tagged_replay_over_untagged,
+        "tag_index_bytes_per_pair": f.bytes_per_tag,
+    })
+}
+
 fn selected(name: &str, only: &Option<String>) -> bool {
     only.as_ref().is_none_or(|o| {
         o.split(',')
@@ -1094,10 +1124,20 @@ fn main() {
     let exe = std::env::current_exe().unwrap();
     let workload = arg("--workload").unwrap_or_else(|| "all".into());
     let out = arg("--json").unwrap_or_else(|| "results.json".into());
+    let dcb = match workload.as_str() {
+        "all" | "dcb" => dcb_table(),
+        _ => serde_json::Value::Null,
+    };
+    if workload == "dcb" {
+        let doc = serde_json::json!({"consistency_model": dcb});
+        std::fs::write(&out, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
+        eprintln!("figures written to {out}");
+        return;
+    }
     let small = match workload.as_str() {
         "all" | "small" => small_table(&exe, events, runs, &only),
         "standard" => serde_json::Value::Null,
-        other => panic!("--workload {other}: expected standard, small or all"),
+        other => panic!("--workload {other}: expected standard, small, dcb or all"),
     };
     if workload == "small" {
         let doc = serde_json::json!({"events": events, "small_appends": small});
@@ -1247,7 +1287,9 @@ fn main() {
             })
         })
         .collect();
-    let doc = serde_json::json!({"events": events, "results": json, "small_appends": small});
+    let doc = serde_json::json!({
+        "events": events, "results": json, "small_appends": small, "consistency_model": dcb,
+    });
     std::fs::write(&out, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
     eprintln!("figures written to {out}");
 }
