@@ -593,12 +593,13 @@ fn synced_frames_that_vanish_after_a_crash_are_detected_once_state_records_them(
 }
 
 /// `STATE` as a crash could leave it (format version 2, see FORMAT.md): not clean, every
-/// position up to `durable` synced, segment `last` of `last_len` bytes the last.
-fn write_state(dir: &std::path::Path, durable: u64, last: u32, last_len: u64) {
+/// position up to `durable` synced, segment `last` of `last_len` bytes the last, and (with
+/// `deferred`) the segment before it sealed without a sync.
+fn write_state(dir: &std::path::Path, durable: u64, last: u32, last_len: u64, deferred: bool) {
     let mut b = Vec::with_capacity(40);
     b.extend_from_slice(b"ANNALSTA");
     b.extend_from_slice(&2u16.to_le_bytes());
-    b.extend_from_slice(&0u16.to_le_bytes());
+    b.extend_from_slice(&if deferred { 2u16 } else { 0 }.to_le_bytes());
     b.extend_from_slice(&durable.to_le_bytes());
     b.extend_from_slice(&last.to_le_bytes());
     b.extend_from_slice(&0u32.to_le_bytes());
@@ -613,7 +614,7 @@ fn write_state(dir: &std::path::Path, durable: u64, last: u32, last_len: u64) {
 /// with its last frame lost, as a power loss may leave it, and the last segment holding the
 /// one frame whose append rolled. Returns the image, the position of the lost frame, and
 /// the synced position `STATE` is made to record.
-fn torn_unsynced_seal(floor: impl Fn(u64) -> u64) -> (tempfile::TempDir, u64) {
+fn torn_unsynced_seal(floor: impl Fn(u64) -> u64, deferred: bool) -> (tempfile::TempDir, u64) {
     let tmp = tempfile::tempdir().unwrap();
     let opts = Options {
         index_checkpoints: false,
@@ -636,13 +637,13 @@ fn torn_unsynced_seal(floor: impl Fn(u64) -> u64) -> (tempfile::TempDir, u64) {
     b[last + 8..last + 20].fill(0xEE);
     std::fs::write(sealed, b).unwrap();
     let last_len = std::fs::metadata(&segs[2]).unwrap().len();
-    write_state(image.path(), floor(i - 1), 3, last_len);
+    write_state(image.path(), floor(i - 1), 3, last_len, deferred);
     (image, i - 1)
 }
 
 #[test]
 fn a_torn_write_in_a_segment_sealed_without_a_sync_is_cut_with_what_follows() {
-    let (image, lost) = torn_unsynced_seal(|_| 0);
+    let (image, lost) = torn_unsynced_seal(|_| 0, true);
     let report = annal::verify(&annal::storage::FsStorage::default(), image.path()).unwrap();
     assert_eq!(report.health(), annal::Health::Repairable, "{report:?}");
     assert_eq!(report.last_position, lost - 1);
@@ -692,15 +693,18 @@ fn a_torn_write_in_a_segment_sealed_without_a_sync_is_cut_with_what_follows() {
 
 #[test]
 fn a_torn_write_in_a_sealed_segment_that_state_records_synced_is_refused() {
-    let (image, _) = torn_unsynced_seal(|lost| lost);
-    let report = annal::verify(&annal::storage::FsStorage::default(), image.path()).unwrap();
-    assert_eq!(report.health(), annal::Health::Damaged, "{report:?}");
-    refused(image.path(), "0000000002.seg");
+    // STATE vouches for the position, or says no roll left a segment unsynced.
+    for (floor, deferred) in [(true, true), (false, false)] {
+        let (image, _) = torn_unsynced_seal(|lost| if floor { lost } else { 0 }, deferred);
+        let report = annal::verify(&annal::storage::FsStorage::default(), image.path()).unwrap();
+        assert_eq!(report.health(), annal::Health::Damaged, "{report:?}");
+        refused(image.path(), "0000000002.seg");
+    }
 }
 
 #[test]
 fn repair_cuts_a_torn_write_in_a_segment_sealed_without_a_sync_as_an_open_would() {
-    let (image, lost) = torn_unsynced_seal(|_| 0);
+    let (image, lost) = torn_unsynced_seal(|_| 0, true);
     let fs = annal::storage::FsStorage::default();
     let r = annal::repair(&fs, image.path(), annal::RepairOptions::default()).unwrap();
     assert_eq!(r.after.health(), annal::Health::Healthy, "{r:?}");
@@ -711,4 +715,46 @@ fn repair_cuts_a_torn_write_in_a_segment_sealed_without_a_sync_as_an_open_would(
     assert_eq!(store.recovery_report().truncated_bytes, 0);
     let r = store.append("s", ExpectedVersion::Any, &[ev(500)]).unwrap();
     assert_eq!(r.first_position, lost);
+}
+
+#[test]
+fn synced_frames_lost_from_a_segment_sealed_without_a_sync_are_refused_on_a_later_frames_word() {
+    // Every append synced before the next: each frame's durable hint covers all before it,
+    // the last segment's first frame included, however far its position is from the loss.
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = Options {
+        index_checkpoints: false,
+        ..tiny(64 << 10)
+    };
+    let store = Store::open(tmp.path(), opts.clone()).unwrap();
+    let mut i = 0;
+    while segment_files(tmp.path()).len() < 3 {
+        i += 1;
+        store.sync().unwrap();
+        store.append("s", ExpectedVersion::Any, &[ev(i)]).unwrap();
+    }
+    let image = crash_image(tmp.path());
+    drop(store);
+    let segs = segment_files(image.path());
+    // Everything after the sealed segment's first frame vanishes (zeroed).
+    let starts = frame_starts(&segs[1]);
+    assert!(starts.len() > 100, "{} frames", starts.len());
+    let mut b = std::fs::read(&segs[1]).unwrap();
+    b[starts[1]..].fill(0);
+    std::fs::write(&segs[1], b).unwrap();
+    // The last segment sparse after its one frame, as `pwrite` leaves a file: its data is
+    // a few hundred bytes, its first position hundreds past the loss.
+    let last_len = std::fs::metadata(&segs[2]).unwrap().len();
+    let written = std::fs::read(&segs[2]).unwrap()[..data_end(&segs[2])].to_vec();
+    std::fs::write(&segs[2], &written).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segs[2])
+        .unwrap()
+        .set_len(last_len)
+        .unwrap();
+    write_state(image.path(), 0, 3, last_len, true);
+    let report = annal::verify(&annal::storage::FsStorage::default(), image.path()).unwrap();
+    assert_eq!(report.health(), annal::Health::Damaged, "{report:?}");
+    refused(image.path(), "0000000002.seg");
 }

@@ -255,7 +255,13 @@ impl Engine {
                 self.commit.advance(wm.position);
             }
             if seal == Seal::Defer {
-                w.seal_due = Some(w.active.seg.capacity / 2);
+                // Under `Never` once the next segment is half full, out of the way of the
+                // roll's writes; under the policies that bound what is unsynced, at once.
+                w.seal_due = Some(if self.options.fsync == FsyncPolicy::Never {
+                    w.active.seg.capacity / 2
+                } else {
+                    0
+                });
             }
             if let Some(tx) = &w.to_seal {
                 let _ = tx.send(SealJob::Sealed(sealed));

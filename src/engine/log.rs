@@ -215,7 +215,13 @@ impl Log {
             return Ok(None);
         };
         self.sync(&u.file, &u.seg)?;
-        self.record(|s| s.durable_floor = s.durable_floor.max(u.last_position))?;
+        self.record(|s| {
+            s.durable_floor = s.durable_floor.max(u.last_position);
+            // Unless a later roll has left its own segment unsynced since.
+            if s.last_ordinal == u.seg.ordinal + 1 {
+                s.seal_deferred = false;
+            }
+        })?;
         let mut slot = self.unsynced.lock();
         if slot
             .as_ref()
@@ -286,6 +292,13 @@ impl Log {
         let settled = self.sync_unsynced()?;
         if seal == Seal::Sync {
             self.sync(&active.file, &active.seg)?;
+        } else {
+            // On record before the next segment exists: an open that finds one after this
+            // segment then knows this one's end may be torn.
+            self.record(|s| {
+                s.clean = false;
+                s.seal_deferred = true;
+            })?;
         }
         active.seg.seal();
         let ordinal = active.seg.ordinal + 1;
@@ -309,6 +322,7 @@ impl Log {
             if seal == Seal::Sync {
                 s.durable_floor = base_position - 1;
             }
+            s.seal_deferred = seal == Seal::Defer;
             s.last_ordinal = ordinal;
             s.last_len = capacity;
         })?;

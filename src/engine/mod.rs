@@ -230,11 +230,14 @@ impl Engine {
             &mut index,
         )?;
         let last = rec.next_position - 1;
+        // Recovery synced everything it recovered (the segment before the last too, if a
+        // roll had left it unsynced).
         let open_state = State {
             clean: false,
             durable_floor: last,
             last_ordinal: rec.active.seg.ordinal,
             last_len: rec.active.seg.capacity,
+            seal_deferred: false,
         };
         let written = Watermark {
             position: last,
@@ -648,6 +651,7 @@ impl Engine {
                 durable_floor: durable,
                 last_ordinal,
                 last_len,
+                seal_deferred: false,
             }
         })
     }

@@ -295,7 +295,7 @@ pub(crate) fn recover(
     let mut next_position = 1u64;
     for &ord in ordinals.iter().filter(|&&o| o != last) {
         // The segment before the last may have been sealed without a sync (`Seal::Defer`).
-        let maybe_unsynced = ord + 1 == last && !state.clean;
+        let maybe_unsynced = ord + 1 == last && state.seal_deferred;
         let (seg, file) = Segment::open(storage, dir, ord, maybe_unsynced && !opts.read_only)?;
         check_base(&seg, next_position)?;
         let loaded = if opts.use_checkpoints {
@@ -343,11 +343,13 @@ pub(crate) fn recover(
                     }
                     ix.apply(&seg, index)?;
                     let at = ix.end;
+                    report.truncated_at = Some((seg.path.clone(), at));
                     if opts.read_only {
-                        // The log ends at the tear; the last segment is not read.
+                        // The log ends at the tear; the last segment is not read, but must
+                        // be as long as STATE says, as a writable open checks.
+                        check_len(&Segment::open(storage, dir, last, false)?.0, &state)?;
                         seg.seal();
                         report.segments_scanned += 1;
-                        report.truncated_at = Some((seg.path.clone(), at));
                         report.events = hole - 1;
                         report.proven_durable = state.durable_floor;
                         report.unproven_events = (hole - 1).saturating_sub(state.durable_floor);
@@ -571,13 +573,19 @@ pub(crate) fn unsynced_seal_torn(
     if frames_after(bytes, end, hole).is_some_and(|(_, durable)| durable >= hole) {
         return Ok(false);
     }
-    let (next, _) = Segment::open(storage, dir, last, false)?;
+    // A last segment that cannot be read vouches for nothing; what is wrong with it is
+    // reported for itself.
+    let Ok((next, _)) = Segment::open(storage, dir, last, false) else {
+        return Ok(false);
+    };
     if next.base_position < hole {
         return Ok(false);
     }
     let next_bytes = next.read_data()?;
     let from = crate::cast::usize_from(SEGMENT_HEADER_LEN).saturating_sub(1);
-    Ok(frames_after(&next_bytes, from, hole).is_none_or(|(_, durable)| durable < hole))
+    // Its frames start at its own base position, which may be far past the hole.
+    Ok(frames_after(&next_bytes, from, next.base_position)
+        .is_none_or(|(_, durable)| durable < hole))
 }
 
 /// After a torn write at position `hole` in `seg`, the segment before the last: replaces the

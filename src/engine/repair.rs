@@ -112,6 +112,30 @@ pub fn repair(
         .findings
         .iter()
         .any(|f| f.severity == Severity::Damaged);
+    // A torn end of a segment sealed without a sync is cut first, as an open would, when
+    // anything may be changed: a cut for damage elsewhere then starts from a whole log.
+    let last = r.list()?.1.last().copied();
+    let torn_seal = before.findings.iter().find(|f| {
+        f.severity == Severity::TornTail
+            && f.file
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(segment::parse_file_name)
+                .is_some_and(|o| Some(o) != last)
+    });
+    let mut before_cut = None;
+    if let Some(torn) = torn_seal
+        && (!damaged || options.accept_loss)
+    {
+        r.cut_torn_tail(torn.file.clone(), torn.offset.unwrap_or(SEGMENT_HEADER_LEN))?;
+        before_cut = Some(verify(storage, dir)?);
+    }
+    let original = before;
+    let before = before_cut.clone().unwrap_or_else(|| original.clone());
+    let damaged = before
+        .findings
+        .iter()
+        .any(|f| f.severity == Severity::Damaged);
     // With damaged synced data and no leave to cut, nothing at all is touched: the user may
     // still restore a missing or damaged file from a backup, against the store as it was.
     if !damaged || options.accept_loss {
@@ -163,7 +187,7 @@ pub fn repair(
     }
     let after = verify(storage, dir)?;
     Ok(RepairReport {
-        before,
+        before: original,
         actions: r.actions,
         cut,
         cut_made,
@@ -479,10 +503,22 @@ impl Repairer<'_> {
         self.rewrite_state()
     }
 
-    /// `STATE` describing the log as it is now, everything in it synced.
+    /// `STATE` describing the log as it is now, everything in it synced: first every
+    /// segment that holds positions past the old `STATE`'s durable position is synced (the
+    /// one a roll left unsynced among them, whose writes may still be only in the page
+    /// cache; without a readable old `STATE`, every segment).
     fn rewrite_state(&mut self) -> Result<()> {
         let (_, ordinals) = self.list()?;
         let last = ordinals.last().copied();
+        let floor = state::read(self.storage, self.dir)?.map_or(0, |s| s.durable_floor);
+        for &o in ordinals.iter().rev() {
+            let (seg, file) = Segment::open(self.storage, self.dir, o, true)?;
+            file.sync_data()
+                .map_err(|e| Error::io("fdatasync", &seg.path, e))?;
+            if seg.base_position <= floor {
+                break;
+            }
+        }
         let now = verify(self.storage, self.dir)?;
         let state = match last {
             None => State::default(),
@@ -493,6 +529,7 @@ impl Repairer<'_> {
                     durable_floor: now.last_position,
                     last_ordinal: o,
                     last_len: seg.capacity,
+                    seal_deferred: false,
                 }
             }
         };

@@ -385,7 +385,7 @@ impl Verifier<'_> {
                 .flatten()
                 .map(|(s, _)| s.base_position);
             // Sealed without a sync, maybe: its end is judged like the active segment's.
-            let unsynced = ord + 1 == last && !state.clean;
+            let unsynced = ord + 1 == last && state.seal_deferred;
             next = self.check_segment(&seg, &bytes, active, state, next_base, unsynced)?;
         }
         Ok(())

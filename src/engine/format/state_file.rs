@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! v2 := "ANNALSTA" version:u16(2) flags:u16 durable_floor:u64 last_ordinal:u32
-//!       reserved:u32(0) last_len:u64 crc:u32          flags bit 0: closed cleanly
+//!       reserved:u32(0) last_len:u64 crc:u32          flags bit 0: closed cleanly,
+//!                                                     bit 1: a seal was left unsynced
 //! v1 := "ANNALSTA" flags:u32 durable_floor:u64 crc:u32
 //! ```
 #![deny(clippy::indexing_slicing)]
@@ -32,7 +33,15 @@ pub(crate) struct State {
     pub last_ordinal: u32,
     /// The length of segment `last_ordinal`'s file (0: unknown). Segment files never shrink.
     pub last_len: u64,
+    /// A roll may have sealed the segment before the last without syncing it (set before
+    /// that segment's successor is created, cleared once it is synced): its end may be torn.
+    pub seal_deferred: bool,
 }
+
+/// Flag bit 0: closed cleanly.
+const CLEAN: u16 = 1;
+/// Flag bit 1: [`State::seal_deferred`].
+const SEAL_DEFERRED: u16 = 2;
 
 /// The envelope of `STATE`.
 const KIND: Kind = Kind {
@@ -46,7 +55,13 @@ const KIND: Kind = Kind {
 pub(crate) fn encode(state: &State) -> Vec<u8> {
     let mut b = Vec::with_capacity(V2_LEN);
     b.extend_from_slice(&VERSION.to_le_bytes());
-    b.extend_from_slice(&u16::from(state.clean).to_le_bytes());
+    let flags = if state.clean { CLEAN } else { 0 }
+        | if state.seal_deferred {
+            SEAL_DEFERRED
+        } else {
+            0
+        };
+    b.extend_from_slice(&flags.to_le_bytes());
     b.extend_from_slice(&state.durable_floor.to_le_bytes());
     b.extend_from_slice(&state.last_ordinal.to_le_bytes());
     b.extend_from_slice(&0u32.to_le_bytes());
@@ -66,6 +81,8 @@ pub(crate) fn decode(buf: &[u8]) -> std::result::Result<State, &'static str> {
             durable_floor: c.u64().ok_or(bad)?,
             last_ordinal: 0,
             last_len: 0,
+            // Version 1 was written by annal versions that synced every seal.
+            seal_deferred: false,
         });
     }
     if buf.len() != V2_LEN || c.u16() != Some(VERSION) {
@@ -77,10 +94,11 @@ pub(crate) fn decode(buf: &[u8]) -> std::result::Result<State, &'static str> {
     let _reserved = c.u32().ok_or(bad)?;
     let last_len = c.u64().ok_or(bad)?;
     Ok(State {
-        clean: flags & 1 == 1,
+        clean: flags & CLEAN != 0,
         durable_floor,
         last_ordinal,
         last_len,
+        seal_deferred: flags & SEAL_DEFERRED != 0,
     })
 }
 
@@ -96,10 +114,17 @@ mod tests {
             durable_floor: 12_345,
             last_ordinal: 7,
             last_len: 64 << 20,
+            seal_deferred: false,
         };
         let b = encode(&s);
         assert_eq!(b.len(), V2_LEN);
         assert_eq!(decode(&b), Ok(s));
+        let deferred = State {
+            clean: false,
+            seal_deferred: true,
+            ..s
+        };
+        assert_eq!(decode(&encode(&deferred)), Ok(deferred));
         for i in 0..b.len() {
             let mut d = b.clone();
             d[i] ^= 0x04;
@@ -124,7 +149,8 @@ mod tests {
                 clean: true,
                 durable_floor: 99,
                 last_ordinal: 0,
-                last_len: 0
+                last_len: 0,
+                seal_deferred: false,
             })
         );
     }
