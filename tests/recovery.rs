@@ -758,3 +758,22 @@ fn synced_frames_lost_from_a_segment_sealed_without_a_sync_are_refused_on_a_late
     assert_eq!(report.health(), annal::Health::Damaged, "{report:?}");
     refused(image.path(), "0000000002.seg");
 }
+
+#[test]
+fn repair_accepting_loss_cuts_a_torn_seal_even_when_the_last_segment_is_short() {
+    let (image, lost) = torn_unsynced_seal(|_| 0, true);
+    // STATE remembers the last segment longer than it is: damage a plain open refuses.
+    let last = segment_files(image.path()).pop().unwrap();
+    let len = std::fs::metadata(&last).unwrap().len();
+    write_state(image.path(), 0, 3, len + 4096, true);
+    let fs = annal::storage::FsStorage::default();
+    let r = annal::repair(
+        &fs,
+        image.path(),
+        annal::RepairOptions { accept_loss: true },
+    )
+    .unwrap();
+    assert_eq!(r.after.health(), annal::Health::Healthy, "{r:?}");
+    let store = Store::open(image.path(), tiny(1024)).unwrap();
+    assert_eq!(store.last_position(), lost - 1);
+}

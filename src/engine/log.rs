@@ -215,13 +215,9 @@ impl Log {
             return Ok(None);
         };
         self.sync(&u.file, &u.seg)?;
-        self.record(|s| {
-            s.durable_floor = s.durable_floor.max(u.last_position);
-            // Unless a later roll has left its own segment unsynced since.
-            if s.last_ordinal == u.seg.ordinal + 1 {
-                s.seal_deferred = false;
-            }
-        })?;
+        // The flag stays: the floor now vouches for this segment, and a later roll may
+        // already be leaving the next one unsynced.
+        self.record(|s| s.durable_floor = s.durable_floor.max(u.last_position))?;
         let mut slot = self.unsynced.lock();
         if slot
             .as_ref()
@@ -292,9 +288,11 @@ impl Log {
         let settled = self.sync_unsynced()?;
         if seal == Seal::Sync {
             self.sync(&active.file, &active.seg)?;
-        } else {
+        } else if !self.recorded.lock().seal_deferred {
             // On record before the next segment exists: an open that finds one after this
-            // segment then knows this one's end may be torn.
+            // segment then knows this one's end may be torn. (Once set, it stays until the
+            // next open or close: where the floor covers a segment, a tear in it is refused
+            // anyway.)
             self.record(|s| {
                 s.clean = false;
                 s.seal_deferred = true;
@@ -322,7 +320,7 @@ impl Log {
             if seal == Seal::Sync {
                 s.durable_floor = base_position - 1;
             }
-            s.seal_deferred = seal == Seal::Defer;
+            s.seal_deferred |= seal == Seal::Defer;
             s.last_ordinal = ordinal;
             s.last_len = capacity;
         })?;

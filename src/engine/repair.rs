@@ -622,7 +622,11 @@ impl Repairer<'_> {
             let data = seg.pread(0, seg.capacity)?;
             let (_, hole) = frame_boundary(&data, offset, seg.base_position);
             drop(data);
-            let state = state::read(self.storage, self.dir)?.unwrap_or_default();
+            // Its length is not checked against STATE: it is replaced by an empty one.
+            let state = State {
+                last_len: 0,
+                ..state::read(self.storage, self.dir)?.unwrap_or_default()
+            };
             let dropped =
                 recovery::drop_after_torn_seal(self.storage, self.dir, 0, last, hole, &state)?;
             self.actions.push(format!(

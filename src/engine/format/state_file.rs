@@ -33,8 +33,9 @@ pub(crate) struct State {
     pub last_ordinal: u32,
     /// The length of segment `last_ordinal`'s file (0: unknown). Segment files never shrink.
     pub last_len: u64,
-    /// A roll may have sealed the segment before the last without syncing it (set before
-    /// that segment's successor is created, cleared once it is synced): its end may be torn.
+    /// A roll may have sealed the segment before the last without syncing it (set before the
+    /// first such roll creates the next segment, cleared by the next open or clean close):
+    /// its end past `durable_floor` may be torn.
     pub seal_deferred: bool,
 }
 
