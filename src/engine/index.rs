@@ -45,6 +45,14 @@ pub(crate) struct StreamIndex {
 }
 
 impl StreamIndex {
+    /// An empty index, with the query index unless `query_index` is false
+    /// (`Options::query_index`).
+    pub(crate) fn new(query_index: bool) -> Self {
+        let mut ix = StreamIndex::default();
+        ix.postings.off = !query_index;
+        ix
+    }
+
     /// The stream's last version, counting every written event (visible or not yet).
     pub(crate) fn version(&self, stream: &str) -> Option<u64> {
         self.streams

@@ -214,8 +214,7 @@ impl Engine {
         } else {
             lock_dir(storage.as_ref(), &dir)?
         };
-        let mut index = StreamIndex::default();
-        index.postings.off = !options.query_index;
+        let mut index = StreamIndex::new(options.query_index);
         // Read before the directory is listed: see `RecoverOptions::state`.
         let state = state::read(storage.as_ref(), &dir)?;
         let rec = recovery::recover(

@@ -303,11 +303,11 @@ pub(crate) fn recover(
         } else {
             None
         };
-        let (ix, applied) = match loaded {
+        let (ix, resync) = match loaded {
             // Checkpoints are only written for synced segments.
             Some(ix) => {
                 report.segments_from_checkpoint += 1;
-                (ix, false)
+                (ix, None)
             }
             None => {
                 let bytes = seg.scan_data()?;
@@ -315,8 +315,12 @@ pub(crate) fn recover(
                 let hole = next_position + ix.events;
                 // Valid frames that end before the next segment starts: zeros where a torn
                 // write lost the first page of a frame.
-                let short = maybe_unsynced
-                    && Segment::open(storage, dir, last, false)?.0.base_position > hole;
+                let next_base = if maybe_unsynced {
+                    Some(Segment::open(storage, dir, last, false)?.0.base_position)
+                } else {
+                    None
+                };
+                let short = next_base.is_some_and(|b| b > hole);
                 if stop.is_some() || short {
                     let torn = maybe_unsynced
                         && unsynced_seal_torn(storage, dir, last, &bytes, ix.end, hole, &state)?;
@@ -331,7 +335,7 @@ pub(crate) fn recover(
                                      segment starts at {}, and {} shows the positions between \
                                      had been synced",
                                     hole - 1,
-                                    Segment::open(storage, dir, last, false)?.0.base_position,
+                                    next_base.unwrap_or(hole),
                                     if state.durable_floor >= hole {
                                         "STATE"
                                     } else {
@@ -363,7 +367,7 @@ pub(crate) fn recover(
                             unindexed: Vec::new(),
                         });
                     }
-                    let rewrite = rewrite_after_floor(&seg, &bytes, at, &state);
+                    let rewrite = Some(rewrite_after_floor(&seg, &bytes, at, &state));
                     let junk_end = last_nonzero(&bytes).max(crate::cast::usize_from(at));
                     drop(bytes);
                     let cut =
@@ -377,9 +381,7 @@ pub(crate) fn recover(
                         junk_end,
                     )?;
                     // The log is whole now, ending in an empty last segment: recovered anew.
-                    let off = index.postings.off;
-                    *index = StreamIndex::default();
-                    index.postings.off = off;
+                    *index = StreamIndex::new(!index.postings.off);
                     drop(segments);
                     let mut again = recover(storage, dir, opts, index)?;
                     again.report.truncated_at = report.truncated_at;
@@ -389,22 +391,18 @@ pub(crate) fn recover(
                 }
                 report.segments_scanned += 1;
                 unindexed.push(ord);
-                if maybe_unsynced && !opts.read_only && state.durable_floor < hole - 1 {
-                    // Synced now, as the active segment is below: the open puts everything
-                    // recovered on record as durable.
-                    ix.apply(&seg, index)?;
-                    let rewrite = rewrite_after_floor(&seg, &bytes, ix.end, &state);
-                    drop(bytes);
-                    let end = crate::cast::usize_from(ix.end);
-                    repair_tail(&mut report, rewrite, &seg, file.as_ref(), end, end)?;
-                    (ix, true)
-                } else {
-                    (ix, false)
-                }
+                // Synced below, as the active segment is: the open puts everything recovered
+                // on record as durable.
+                let resync = maybe_unsynced && !opts.read_only && state.durable_floor < hole - 1;
+                (ix, resync.then_some(bytes))
             }
         };
-        if !applied {
-            ix.apply(&seg, index)?;
+        ix.apply(&seg, index)?;
+        if let Some(bytes) = resync {
+            let rewrite = rewrite_after_floor(&seg, &bytes, ix.end, &state);
+            drop(bytes);
+            let end = crate::cast::usize_from(ix.end);
+            repair_tail(&mut report, Some(rewrite), &seg, file.as_ref(), end, end)?;
         }
         seg.seal();
         next_position = advance(&seg, next_position, ix.events)?;
@@ -457,7 +455,7 @@ pub(crate) fn recover(
         let rewrite = if state.clean {
             None
         } else {
-            rewrite_after_floor(&seg, &bytes, end as u64, &state)
+            Some(rewrite_after_floor(&seg, &bytes, end as u64, &state))
         };
         drop(bytes);
         repair_tail(&mut report, rewrite, &seg, file.as_ref(), end, junk_end)?;
@@ -534,21 +532,16 @@ pub(crate) fn judge_tail(
 /// position past `STATE`'s durable floor: copied out, to be written again before the segment
 /// is synced (see `repair_tail`). Copied so that the view is dropped before the file is
 /// written.
-fn rewrite_after_floor(
-    seg: &Segment,
-    bytes: &[u8],
-    end: u64,
-    state: &State,
-) -> Option<(u64, Vec<u8>)> {
+fn rewrite_after_floor(seg: &Segment, bytes: &[u8], end: u64, state: &State) -> (u64, Vec<u8>) {
     let end = crate::cast::usize_from(end);
     let from = seg
         .offset_of(state.durable_floor + 1)
         .unwrap_or(SEGMENT_HEADER_LEN);
     let from = usize::try_from(from).unwrap_or(end).min(end);
-    Some((
+    (
         from as u64,
         bytes.get(from..end).unwrap_or_default().to_vec(),
-    ))
+    )
 }
 
 /// Whether damage at the end of the valid frames (`end`, where position `hole` would start)
