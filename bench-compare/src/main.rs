@@ -269,20 +269,26 @@ struct Sqlite {
     db: Option<rusqlite::Connection>,
 }
 
+/// A new SQLite database of events at `path`: WAL, `synchronous` FULL with `sync`, else OFF.
+fn sqlite_open(path: &Path, sync: bool) -> rusqlite::Connection {
+    let db = rusqlite::Connection::open(path).unwrap();
+    db.pragma_update(None, "journal_mode", "WAL").unwrap();
+    db.pragma_update(None, "synchronous", if sync { "FULL" } else { "OFF" })
+        .unwrap();
+    db.execute_batch(
+        "CREATE TABLE events(position INTEGER PRIMARY KEY, stream TEXT NOT NULL, \
+         version INTEGER NOT NULL, type TEXT NOT NULL, payload BLOB NOT NULL, UNIQUE(stream, version));",
+    )
+    .unwrap();
+    db
+}
+
 impl System for Sqlite {
     fn name(&self) -> &'static str {
         "SQLite"
     }
     fn append(&mut self, dir: &Path, batches: &[(String, u64, u64)], sync: bool) {
-        let mut db = rusqlite::Connection::open(dir.join("sqlite.db")).unwrap();
-        db.pragma_update(None, "journal_mode", "WAL").unwrap();
-        db.pragma_update(None, "synchronous", if sync { "FULL" } else { "OFF" })
-            .unwrap();
-        db.execute_batch(
-            "CREATE TABLE events(position INTEGER PRIMARY KEY, stream TEXT NOT NULL, \
-             version INTEGER NOT NULL, type TEXT NOT NULL, payload BLOB NOT NULL, UNIQUE(stream, version));",
-        )
-        .unwrap();
+        let mut db = sqlite_open(&dir.join("sqlite.db"), sync);
         let mut versions: HashMap<&str, u64> = HashMap::new();
         for (stream, first, n) in batches {
             let tx = db.transaction().unwrap();
@@ -343,14 +349,7 @@ impl System for Sqlite {
         self.db = None;
     }
     fn append_concurrent(&mut self, dir: &Path, threads: u64, per_thread: u64) -> Duration {
-        let db = rusqlite::Connection::open(dir.join("sqlite-mt.db")).unwrap();
-        db.pragma_update(None, "journal_mode", "WAL").unwrap();
-        db.pragma_update(None, "synchronous", "FULL").unwrap();
-        db.execute_batch(
-            "CREATE TABLE events(position INTEGER PRIMARY KEY, stream TEXT NOT NULL, \
-             version INTEGER NOT NULL, type TEXT NOT NULL, payload BLOB NOT NULL, UNIQUE(stream, version));",
-        )
-        .unwrap();
+        let db = sqlite_open(&dir.join("sqlite-mt.db"), true);
         // One connection shared behind a mutex: SQLite serializes writers anyway.
         let db = std::sync::Mutex::new(db);
         on_threads(threads, per_thread, |k, i| {
@@ -461,6 +460,15 @@ struct Fjall {
     db: Option<(fjall::Database, fjall::Keyspace)>,
 }
 
+/// A new fjall database at `path` and its events keyspace.
+fn fjall_open(path: &Path) -> (fjall::Database, fjall::Keyspace) {
+    let db = fjall::Database::builder(path).open().unwrap();
+    let ks = db
+        .keyspace("events", fjall::KeyspaceCreateOptions::default)
+        .unwrap();
+    (db, ks)
+}
+
 fn fjall_key(stream: &str, version: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(stream.len() + 9);
     k.extend_from_slice(stream.as_bytes());
@@ -474,10 +482,7 @@ impl System for Fjall {
         "fjall"
     }
     fn append(&mut self, dir: &Path, batches: &[(String, u64, u64)], sync: bool) {
-        let db = fjall::Database::builder(dir.join("fjall")).open().unwrap();
-        let ks = db
-            .keyspace("events", fjall::KeyspaceCreateOptions::default)
-            .unwrap();
+        let (db, ks) = fjall_open(&dir.join("fjall"));
         let mut versions: HashMap<&str, u64> = HashMap::new();
         for (stream, first, n) in batches {
             let mut b = db
@@ -516,12 +521,7 @@ impl System for Fjall {
         self.db = None;
     }
     fn append_concurrent(&mut self, dir: &Path, threads: u64, per_thread: u64) -> Duration {
-        let db = fjall::Database::builder(dir.join("fjall-mt"))
-            .open()
-            .unwrap();
-        let ks = db
-            .keyspace("events", fjall::KeyspaceCreateOptions::default)
-            .unwrap();
+        let (db, ks) = fjall_open(&dir.join("fjall-mt"));
         on_threads(threads, per_thread, |k, i| {
             let mut b = db.batch().durability(Some(fjall::PersistMode::SyncData));
             b.insert(&ks, fjall_key(&format!("order-{k}"), i + 1), value(i));
@@ -539,19 +539,12 @@ fn small_calls(events: u64, per_call: u64) -> Vec<(String, u64, u64)> {
     let (mut i, mut k) = (0u64, 0u64);
     while i < events {
         let n = per_call.min(events - i);
-        v.push((format!("order-{}", mix(k) % STREAMS), i, n));
+        // A fixed scrambling of call numbers: random streams, the same every run.
+        v.push((format!("order-{}", workload::mix(k) % STREAMS), i, n));
         i += n;
         k += 1;
     }
     v
-}
-
-/// A fixed scrambling of call numbers into stream numbers (random streams, same every run).
-fn mix(mut x: u64) -> u64 {
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    x ^= x >> 33;
-    x
 }
 
 /// Runs `call` on every call in order and returns the throughput (events/s) of each lap of
@@ -684,14 +677,7 @@ impl SmallAppends for SqliteBatched {
         "SQLite, 1000/tx"
     }
     fn append_laps(&mut self, dir: &Path, calls: &[(String, u64, u64)], lap: u64) -> Vec<f64> {
-        let db = rusqlite::Connection::open(dir.join("sqlite.db")).unwrap();
-        db.pragma_update(None, "journal_mode", "WAL").unwrap();
-        db.pragma_update(None, "synchronous", "OFF").unwrap();
-        db.execute_batch(
-            "CREATE TABLE events(position INTEGER PRIMARY KEY, stream TEXT NOT NULL, \
-             version INTEGER NOT NULL, type TEXT NOT NULL, payload BLOB NOT NULL, UNIQUE(stream, version));",
-        )
-        .unwrap();
+        let db = sqlite_open(&dir.join("sqlite.db"), false);
         let mut versions: HashMap<String, u64> = HashMap::new();
         let mut in_tx = 0u64;
         db.execute_batch("BEGIN").unwrap();
@@ -731,10 +717,7 @@ impl SmallAppends for FjallPerCall {
         "fjall"
     }
     fn append_laps(&mut self, dir: &Path, calls: &[(String, u64, u64)], lap: u64) -> Vec<f64> {
-        let db = fjall::Database::builder(dir.join("fjall")).open().unwrap();
-        let ks = db
-            .keyspace("events", fjall::KeyspaceCreateOptions::default)
-            .unwrap();
+        let (db, ks) = fjall_open(&dir.join("fjall"));
         let mut versions: HashMap<String, u64> = HashMap::new();
         lapped(calls, lap, |stream, first, n| {
             let mut b = db.batch().durability(None);
