@@ -86,6 +86,10 @@
 //!   [`Bincode`] codec and everything else stay.
 //! - `uuid` (off): [`EventData::with_uuid`] and [`RecordedEvent::uuid`], for ids that are
 //!   `uuid::Uuid`s (an id is a `u128` either way).
+//! - `async` (off): [`Store::append_async`], [`Store::commit_async`],
+//!   [`Repository::execute_async`] and subscriptions as `futures::Stream`s
+//!   ([`Subscription::into_stream`]), completed by group commit with no thread blocked per
+//!   waiting task, on any runtime; adds the `futures-core` dependency.
 //! - `sim` (off): `storage::SimDisk`, the simulated disk of the crash tests, for testing
 //!   your own code's crash safety over annal.
 //!
@@ -138,6 +142,8 @@ pub use es::aggregate::{Aggregate, ExecuteError, Executed, Loaded, Repository};
 pub use es::codec::Json;
 pub use es::codec::{Bincode, Codec};
 pub use es::durable::{DurableInfo, DurableSubscription};
+#[cfg(feature = "async")]
+pub use es::event_stream::EventStream;
 pub use es::projection::{Projection, RunningProjection};
 pub use es::snapshot::StoredSnapshot;
 pub use es::subscription::Subscription;

@@ -230,6 +230,12 @@ impl Store {
     /// [`append`](Store::append).
     pub fn commit(&self, tx: Transaction) -> Result<CommitResult> {
         let result = self.engine.commit_transaction(&tx)?;
+        self.save_committed_snapshots(tx, &result);
+        Ok(result)
+    }
+
+    /// Saves the snapshots a committed transaction carries.
+    fn save_committed_snapshots(&self, tx: Transaction, result: &CommitResult) {
         for (stream, kind, state) in tx.snapshots {
             let Some(i) = tx.appends.iter().position(|(s, _, _)| *s == stream) else {
                 continue;
@@ -249,7 +255,67 @@ impl Store {
             );
             drop(saved);
         }
+    }
+
+    /// [`append`](Store::append) for async code (feature `async`): the same checks, frame and
+    /// promise, but where the fsync policy makes the append wait for a sync, the future waits
+    /// instead of a thread. Group commit completes it: a background thread leads each sync,
+    /// covering every append written before it began, and wakes the tasks it made durable.
+    /// Any runtime will do (the future needs no reactor).
+    ///
+    /// What the call itself may block on, as any append does: the writer's lock, held for
+    /// the encoding of a frame and its copy into the segment's map, and, under
+    /// [`FsyncPolicy::Always`](crate::FsyncPolicy::Always) once per segment (64 MiB by
+    /// default), the sync of the segment that the append filled.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> annal::Result<()> {
+    /// use annal::{EventData, ExpectedVersion, Options, Store};
+    /// # let tmp = tempfile::tempdir().unwrap();
+    /// let store = Store::open(tmp.path(), Options::default())?;
+    /// let r = store
+    ///     .append_async("cart-1", ExpectedVersion::NoStream, &[EventData::new("CartCreated", "{}")])
+    ///     .await?;
+    /// assert_eq!(r.last_version, 1);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`append`](Store::append).
+    #[cfg(feature = "async")]
+    pub async fn append_async(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: &[EventData],
+    ) -> Result<AppendResult> {
+        self.engine.append_async(stream, expected, events).await
+    }
+
+    /// [`commit`](Store::commit) for async code (feature `async`), completed by group commit
+    /// as [`append_async`](Store::append_async) is.
+    ///
+    /// # Errors
+    ///
+    /// As [`commit`](Store::commit).
+    #[cfg(feature = "async")]
+    pub async fn commit_async(&self, tx: Transaction) -> Result<CommitResult> {
+        let result = self.engine.commit_async(&tx).await?;
+        self.save_committed_snapshots(tx, &result);
         Ok(result)
+    }
+
+    /// [`sync`](Store::sync) for async code (feature `async`): waits for group commit's sync
+    /// of everything written so far instead of leading one on this thread.
+    ///
+    /// # Errors
+    ///
+    /// As [`sync`](Store::sync).
+    #[cfg(feature = "async")]
+    pub async fn sync_async(&self) -> Result<()> {
+        self.engine.sync_async().await
     }
 
     /// Saves `state`, the fold of `stream` up to `version`, as a snapshot of `kind`: for

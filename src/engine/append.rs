@@ -128,33 +128,55 @@ impl Engine {
     /// After a write under the writer lock: waits for what the fsync policy promises of the
     /// events up to `last_position` (a recognised retry: until the original is acknowledged).
     pub(crate) fn settle(&self, last_position: u64, is_retry: bool) -> Result<()> {
+        match self.settle_target(last_position, is_retry) {
+            Some(target) => self.commit.sync_to(target, &mut || self.sync_written()),
+            None => Ok(()),
+        }
+    }
+
+    /// The last position written but not yet acknowledged, under `Always` (under the other
+    /// policies a write is acknowledged at once).
+    pub(crate) fn written_unacknowledged(&self) -> Option<u64> {
+        if self.options.fsync != FsyncPolicy::Always {
+            return None;
+        }
+        let written = self.writer.lock().written.position;
+        (written > self.commit.durable()).then_some(written)
+    }
+
+    /// Waits until every append written so far is acknowledged under the policy.
+    pub(crate) fn written_acknowledged(&self) -> Result<()> {
+        match self.written_unacknowledged() {
+            Some(target) => self.commit.sync_to(target, &mut || self.sync_written()),
+            None => Ok(()),
+        }
+    }
+
+    /// The position that must be durable before an append ending at `last_position` is
+    /// acknowledged under the fsync policy, if any; asks the flusher for a sync when the
+    /// policy wants one soon.
+    pub(crate) fn settle_target(&self, last_position: u64, is_retry: bool) -> Option<u64> {
         if is_retry {
-            return self.wait_acknowledged(last_position);
+            // The original is acknowledged once it is, under the policy.
+            return (self.options.fsync == FsyncPolicy::Always).then_some(last_position);
         }
         match self.options.fsync {
-            FsyncPolicy::Always => {
-                self.commit
-                    .sync_to(last_position, &mut || self.sync_written())?;
-            }
-            FsyncPolicy::Never | FsyncPolicy::Interval(_) => {}
+            FsyncPolicy::Always => Some(last_position),
+            FsyncPolicy::Never | FsyncPolicy::Interval(_) => None,
             FsyncPolicy::EveryEvents(max_unsynced) => {
                 let durable = self.commit.durable();
                 let unsynced = last_position.saturating_sub(durable);
                 if unsynced >= (max_unsynced / 2).max(1) {
                     self.commit.request_flush();
                 }
-                if unsynced > max_unsynced {
-                    self.commit
-                        .sync_to(last_position - max_unsynced, &mut || self.sync_written())?;
-                }
+                (unsynced > max_unsynced).then(|| last_position - max_unsynced)
             }
         }
-        Ok(())
     }
 
     /// Under the writer lock: checks the expected version, encodes and writes the frame, and
     /// indexes it. Returns the result and whether it was a recognised retry (nothing written).
-    fn write(
+    pub(crate) fn write(
         &self,
         stream: &str,
         expected: ExpectedVersion,

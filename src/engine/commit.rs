@@ -5,6 +5,8 @@
 //! arrived while the previous sync ran is covered by this one. Followers just wait.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+#[cfg(feature = "async")]
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
@@ -19,6 +21,38 @@ struct State {
     poisoned: Option<String>,
     flush_requested: bool,
     shutdown: bool,
+    /// Async appends waiting for the durable position to reach their target.
+    #[cfg(feature = "async")]
+    waiters: Vec<Waiter>,
+    #[cfg(feature = "async")]
+    next_waiter: u64,
+}
+
+/// An async append's wait: woken once `target` is durable (or the store is poisoned).
+#[cfg(feature = "async")]
+#[derive(Debug)]
+struct Waiter {
+    id: u64,
+    target: u64,
+    waker: Waker,
+}
+
+impl State {
+    /// Wakes the async waiters the durable position now covers (all of them once poisoned
+    /// or shut down: they then see why).
+    fn release(&mut self) {
+        #[cfg(feature = "async")]
+        {
+            let (durable, all) = (self.durable, self.poisoned.is_some() || self.shutdown);
+            self.waiters.retain(|w| {
+                let done = all || w.target <= durable;
+                if done {
+                    w.waker.wake_by_ref();
+                }
+                !done
+            });
+        }
+    }
 }
 
 /// Durability coordination for one store.
@@ -29,6 +63,9 @@ pub(crate) struct Commit {
     durable: AtomicU64,
     synced: Condvar,
     flusher: Condvar,
+    /// Wakes the syncer thread when an async append waits for a sync.
+    #[cfg(feature = "async")]
+    demand: Condvar,
 }
 
 impl Commit {
@@ -40,10 +77,16 @@ impl Commit {
                 poisoned: None,
                 flush_requested: false,
                 shutdown: false,
+                #[cfg(feature = "async")]
+                waiters: Vec::new(),
+                #[cfg(feature = "async")]
+                next_waiter: 0,
             }),
             durable: AtomicU64::new(durable),
             synced: Condvar::new(),
             flusher: Condvar::new(),
+            #[cfg(feature = "async")]
+            demand: Condvar::new(),
         }
     }
 
@@ -56,6 +99,7 @@ impl Commit {
     pub(crate) fn poison(&self, cause: String) {
         let mut st = self.state.lock();
         st.poisoned.get_or_insert(cause);
+        st.release();
         self.synced.notify_all();
     }
 
@@ -70,6 +114,7 @@ impl Commit {
         if position > st.durable {
             st.durable = position;
             self.durable.store(position, Ordering::Release);
+            st.release();
             self.synced.notify_all();
         }
     }
@@ -106,9 +151,11 @@ impl Commit {
                 Ok(covered) => {
                     st.durable = st.durable.max(covered);
                     self.durable.store(st.durable, Ordering::Release);
+                    st.release();
                 }
                 Err(e) => {
                     st.poisoned.get_or_insert_with(|| e.to_string());
+                    st.release();
                     return Err(e);
                 }
             }
@@ -124,10 +171,90 @@ impl Commit {
         }
     }
 
-    /// Stops the background flusher.
+    /// Stops the background flusher (and the syncer).
     pub(crate) fn shutdown(&self) {
         self.state.lock().shutdown = true;
         self.flusher.notify_all();
+        #[cfg(feature = "async")]
+        self.demand.notify_all();
+    }
+
+    /// An async append's wait for `target` to be durable: ready once it is (or with the
+    /// error that poisoned the store); otherwise registers the task's waker in `slot` and
+    /// asks the syncer for a sync. Never blocks but for the state's lock.
+    #[cfg(feature = "async")]
+    pub(crate) fn poll_durable(
+        &self,
+        target: u64,
+        slot: &mut Option<u64>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<()>> {
+        let mut st = self.state.lock();
+        if let Err(e) = poisoned_error(&st) {
+            Self::forget_in(&mut st, slot);
+            return Poll::Ready(Err(e));
+        }
+        if st.durable >= target {
+            Self::forget_in(&mut st, slot);
+            return Poll::Ready(Ok(()));
+        }
+        if st.shutdown {
+            // Only a close that could not sync leaves a wait here: nothing will sync now.
+            Self::forget_in(&mut st, slot);
+            return Poll::Ready(Err(Error::Closed));
+        }
+        let registered = slot.and_then(|id| st.waiters.iter_mut().find(|w| w.id == id));
+        match registered {
+            Some(w) => {
+                if !w.waker.will_wake(cx.waker()) {
+                    w.waker = cx.waker().clone();
+                }
+            }
+            None => {
+                let id = st.next_waiter;
+                st.next_waiter += 1;
+                st.waiters.push(Waiter {
+                    id,
+                    target,
+                    waker: cx.waker().clone(),
+                });
+                *slot = Some(id);
+                self.demand.notify_one();
+            }
+        }
+        Poll::Pending
+    }
+
+    /// Drops the waiter in `slot` (a future dropped before it was ready).
+    #[cfg(feature = "async")]
+    pub(crate) fn forget(&self, slot: &mut Option<u64>) {
+        if slot.is_some() {
+            Self::forget_in(&mut self.state.lock(), slot);
+        }
+    }
+
+    #[cfg(feature = "async")]
+    fn forget_in(st: &mut State, slot: &mut Option<u64>) {
+        if let Some(id) = slot.take() {
+            st.waiters.retain(|w| w.id != id);
+        }
+    }
+
+    /// The syncer's wait: the highest position an async append waits for, once one waits
+    /// past the durable position; `None` once the store shuts down or is poisoned.
+    #[cfg(feature = "async")]
+    pub(crate) fn wait_demand(&self) -> Option<u64> {
+        let mut st = self.state.lock();
+        loop {
+            if st.shutdown || st.poisoned.is_some() {
+                return None;
+            }
+            let wanted = st.waiters.iter().map(|w| w.target).max();
+            if let Some(target) = wanted.filter(|&t| t > st.durable) {
+                return Some(target);
+            }
+            self.demand.wait(&mut st);
+        }
     }
 
     /// The background flusher's loop: calls `flush` when asked to, or every `interval`, until
@@ -180,6 +307,7 @@ impl Drop for SyncPanicGuard<'_> {
         st.syncing = false;
         st.poisoned
             .get_or_insert_with(|| "a sync panicked".to_string());
+        st.release();
         self.commit.synced.notify_all();
     }
 }

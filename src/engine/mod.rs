@@ -15,6 +15,8 @@
 //! - [`recovery`] (what an open does), [`verify`] and [`repair`].
 
 pub(crate) mod append;
+#[cfg(feature = "async")]
+pub(crate) mod async_wait;
 pub(crate) mod checkpoint;
 pub(crate) mod commit;
 pub(crate) mod follow;
@@ -124,6 +126,9 @@ pub(crate) struct LogCounters {
 #[derive(Debug, Default)]
 struct Background {
     flusher: Option<JoinHandle<()>>,
+    /// Leads the syncs async appends wait for; started by the first one that waits.
+    #[cfg(feature = "async")]
+    syncer: Option<JoinHandle<()>>,
     sealer: Option<JoinHandle<()>>,
     /// A follower's thread, which takes in what the writer publishes.
     follower: Option<JoinHandle<()>>,
@@ -146,6 +151,10 @@ pub(crate) struct Engine {
     pub(crate) gather_stats: GatherStats,
     /// Signalled whenever the watermark moves or the store closes.
     published: Condvar,
+    /// Async subscribers' wakers, woken with the condvar; registered and drained under the
+    /// watermark's lock, so that no publish slips between a check and a registration.
+    #[cfg(feature = "async")]
+    published_wakers: Mutex<Vec<std::task::Waker>>,
     closed: AtomicBool,
     /// `close` has run (or is running): it runs once.
     shut: AtomicBool,
@@ -280,6 +289,8 @@ impl Engine {
             written_appends: AtomicU64::new(0),
             gather_stats: GatherStats::default(),
             published: Condvar::new(),
+            #[cfg(feature = "async")]
+            published_wakers: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
             recovery: rec.report,
             shut: AtomicBool::new(false),
@@ -364,6 +375,8 @@ impl Engine {
             flusher,
             sealer,
             follower,
+            #[cfg(feature = "async")]
+            syncer: None,
         };
         Ok((inner, upper))
     }
@@ -442,6 +455,8 @@ impl Engine {
                 board.publish(wm);
             }
             self.published.notify_all();
+            #[cfg(feature = "async")]
+            self.wake_published();
         }
     }
 
@@ -500,6 +515,8 @@ impl Engine {
         let _wm = self.watermark.lock();
         self.closed.store(true, Ordering::Release);
         self.published.notify_all();
+        #[cfg(feature = "async")]
+        self.wake_published();
     }
 
     /// The storage the log is on, to share with the layer above.
@@ -630,6 +647,10 @@ impl Engine {
         self.close_subscriptions();
         let mut bg = std::mem::take(&mut *self.background.lock());
         if let Some(h) = bg.flusher.take() {
+            let _ = h.join();
+        }
+        #[cfg(feature = "async")]
+        if let Some(h) = bg.syncer.take() {
             let _ = h.join();
         }
         // Closing the channel lets the sealer finish what it has queued and stop.

@@ -91,14 +91,6 @@ impl Engine {
             std::thread::yield_now();
         }
     }
-
-    /// Waits until `position` is acknowledged under the policy (durable for `Always`).
-    pub(crate) fn wait_acknowledged(&self, position: u64) -> Result<()> {
-        match self.options.fsync {
-            FsyncPolicy::Always => self.commit.sync_to(position, &mut || self.sync_written()),
-            _ => Ok(()),
-        }
-    }
 }
 
 /// What the last group-commit sync covered and how long it took.

@@ -23,7 +23,7 @@ impl Engine {
         Ok(result)
     }
 
-    fn validate_transaction(&self, tx: &Transaction) -> Result<()> {
+    pub(crate) fn validate_transaction(&self, tx: &Transaction) -> Result<()> {
         let invalid = |why: String| Err(Error::InvalidArgument(why));
         if tx.appends.is_empty() {
             return invalid("a transaction must append to at least one stream".into());
@@ -102,7 +102,10 @@ impl Engine {
 
     /// Under the writer lock: the checks, then the frame. Returns the result and whether it
     /// was a recognised retry (nothing written).
-    fn write_transaction(self: &Arc<Self>, tx: &Transaction) -> Result<(CommitResult, bool)> {
+    pub(crate) fn write_transaction(
+        self: &Arc<Self>,
+        tx: &Transaction,
+    ) -> Result<(CommitResult, bool)> {
         self.check_writable()?;
         let mut guard = self.writer.lock();
         self.commit.check()?;

@@ -131,6 +131,12 @@ impl<E> From<Error> for ExecuteError<E> {
     }
 }
 
+/// What an attempt at a command decided: done (no events), or append these.
+enum Decision<A: Aggregate> {
+    Done(Executed<A>),
+    Append(Loaded<A>, Vec<A::Event>, Vec<EventData>),
+}
+
 /// Loads and runs commands against one aggregate type; from [`Store::aggregate`](crate::Store::aggregate).
 pub struct Repository<'s, A, C = Bincode> {
     engine: &'s Arc<Engine>,
@@ -216,63 +222,127 @@ impl<'s, A: Aggregate, C: Codec> Repository<'s, A, C> {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let loaded = self.load(stream)?;
-            let events = loaded
-                .state
-                .handle(command.clone())
-                .map_err(ExecuteError::Domain)?;
-            if events.is_empty() {
-                return Ok(Executed {
-                    events,
-                    state: loaded.state,
-                    version: loaded.version,
-                    appended: None,
-                    attempts,
-                });
-            }
-            let data = events
-                .iter()
-                .map(|e| {
-                    let bytes = C::encode(e).map_err(|reason| Error::Codec {
-                        stream: stream.to_string(),
-                        version: None,
-                        reason,
-                    })?;
-                    Ok(EventData::new(A::event_type(e), bytes))
-                })
-                .collect::<Result<Vec<_>>>()?;
+            let (loaded, events, data) = match self.decide(stream, command.clone(), attempts)? {
+                Decision::Done(executed) => return Ok(executed),
+                Decision::Append(loaded, events, data) => (loaded, events, data),
+            };
             match self
                 .engine
                 .append(stream, ExpectedVersion::Exact(loaded.version), &data)
             {
-                Ok(r) => {
-                    // Fold what the log holds (the events as decoded from their bytes), so the
-                    // cached state is what a replay gives even for a codec that does not
-                    // round-trip every field.
-                    let mut state = loaded.state;
-                    for d in &data {
-                        let e =
-                            C::decode::<A::Event>(&d.payload).map_err(|reason| Error::Codec {
-                                stream: stream.to_string(),
-                                version: None,
-                                reason,
-                            })?;
-                        state.apply(&e);
-                    }
-                    self.cache().put::<A, C>(stream, r.last_version, &state);
-                    self.maybe_snapshot(stream, &state, r.last_version, None)?;
-                    return Ok(Executed {
-                        events,
-                        state,
-                        version: r.last_version,
-                        appended: Some(r),
-                        attempts,
-                    });
+                Ok(r) => return self.record(stream, loaded, events, &data, r, attempts),
+                Err(Error::WrongExpectedVersion { .. }) if attempts <= self.retries => {
+                    // The newer events may be written but not yet acknowledged (so not yet
+                    // readable): a reload before then would only find the same version.
+                    self.engine.written_acknowledged()?;
                 }
-                Err(Error::WrongExpectedVersion { .. }) if attempts <= self.retries => continue,
                 Err(e) => return Err(ExecuteError::Store(e)),
             }
         }
+    }
+
+    /// [`execute`](Self::execute) for async code (feature `async`): the append is
+    /// [`Store::append_async`](crate::Store::append_async), so a task waiting for its sync
+    /// holds no thread. Loading the state (the cache, a snapshot, the events after it) is
+    /// done inline, as reads are.
+    ///
+    /// # Errors
+    ///
+    /// As [`execute`](Self::execute).
+    #[cfg(feature = "async")]
+    pub async fn execute_async(
+        &self,
+        stream: &str,
+        command: A::Command,
+    ) -> std::result::Result<Executed<A>, ExecuteError<A::Error>>
+    where
+        A::Command: Clone,
+    {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let (loaded, events, data) = match self.decide(stream, command.clone(), attempts)? {
+                Decision::Done(executed) => return Ok(executed),
+                Decision::Append(loaded, events, data) => (loaded, events, data),
+            };
+            let appended = self
+                .engine
+                .append_async(stream, ExpectedVersion::Exact(loaded.version), &data)
+                .await;
+            match appended {
+                Ok(r) => return self.record(stream, loaded, events, &data, r, attempts),
+                Err(Error::WrongExpectedVersion { .. }) if attempts <= self.retries => {
+                    self.engine.written_acknowledged_async().await?;
+                }
+                Err(e) => return Err(ExecuteError::Store(e)),
+            }
+        }
+    }
+
+    /// One attempt's decision: loads the state and runs the command; either nothing to
+    /// append, or the events with their encodings.
+    fn decide(
+        &self,
+        stream: &str,
+        command: A::Command,
+        attempts: u32,
+    ) -> std::result::Result<Decision<A>, ExecuteError<A::Error>> {
+        let loaded = self.load(stream)?;
+        let events = loaded.state.handle(command).map_err(ExecuteError::Domain)?;
+        if events.is_empty() {
+            return Ok(Decision::Done(Executed {
+                events,
+                state: loaded.state,
+                version: loaded.version,
+                appended: None,
+                attempts,
+            }));
+        }
+        let data = events
+            .iter()
+            .map(|e| {
+                let bytes = C::encode(e).map_err(|reason| Error::Codec {
+                    stream: stream.to_string(),
+                    version: None,
+                    reason,
+                })?;
+                Ok(EventData::new(A::event_type(e), bytes))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Decision::Append(loaded, events, data))
+    }
+
+    /// After the append: folds the appended events, caches the state and takes a snapshot
+    /// if one is due.
+    fn record(
+        &self,
+        stream: &str,
+        loaded: Loaded<A>,
+        events: Vec<A::Event>,
+        data: &[EventData],
+        r: AppendResult,
+        attempts: u32,
+    ) -> std::result::Result<Executed<A>, ExecuteError<A::Error>> {
+        // Fold what the log holds (the events as decoded from their bytes), so the cached
+        // state is what a replay gives even for a codec that does not round-trip every field.
+        let mut state = loaded.state;
+        for d in data {
+            let e = C::decode::<A::Event>(&d.payload).map_err(|reason| Error::Codec {
+                stream: stream.to_string(),
+                version: None,
+                reason,
+            })?;
+            state.apply(&e);
+        }
+        self.cache().put::<A, C>(stream, r.last_version, &state);
+        self.maybe_snapshot(stream, &state, r.last_version, None)?;
+        Ok(Executed {
+            events,
+            state,
+            version: r.last_version,
+            appended: Some(r),
+            attempts,
+        })
     }
 
     fn cache(&self) -> &StateCache {

@@ -531,6 +531,30 @@ impl Iterator for DurableSubscription {
     }
 }
 
+#[cfg(feature = "async")]
+impl DurableSubscription {
+    /// The next event, awaited (feature `async`), as
+    /// [`Subscription::next_async`]; `None` once the store is closed and drained.
+    /// [`ack`](DurableSubscription::ack) stays a plain call: it writes a few bytes to the
+    /// subscription's file (and syncs it under `Always`).
+    pub async fn next_async(&mut self) -> Option<Result<RecordedEvent>> {
+        self.sub.next_async().await
+    }
+
+    /// This subscription as a [`Stream`](futures_core::Stream) (feature `async`); acks go
+    /// through the stream (it dereferences to the subscription).
+    pub fn into_stream(self) -> crate::es::event_stream::EventStream<Self> {
+        crate::es::event_stream::EventStream::new(self)
+    }
+
+    pub(crate) fn poll_event(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<RecordedEvent>>> {
+        self.sub.poll_event(cx)
+    }
+}
+
 impl Drop for DurableSubscription {
     fn drop(&mut self) {
         if !self.synced {

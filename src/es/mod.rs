@@ -9,6 +9,8 @@
 pub(crate) mod aggregate;
 pub(crate) mod codec;
 pub(crate) mod durable;
+#[cfg(feature = "async")]
+pub(crate) mod event_stream;
 pub(crate) mod projection;
 pub(crate) mod snapshot;
 pub(crate) mod subscription;

@@ -254,6 +254,44 @@ impl Iterator for Subscription {
     }
 }
 
+#[cfg(feature = "async")]
+impl Subscription {
+    /// The next event, awaited (feature `async`): the task waits for new events by
+    /// registering its waker with the store, no thread waits. `None` once the store is
+    /// closed and drained, where the iterator ends. Reading a batch from the log is done
+    /// inline: reads from the segments' maps, which block only on a page fault, never on a
+    /// writer.
+    pub async fn next_async(&mut self) -> Option<Result<RecordedEvent>> {
+        std::future::poll_fn(|cx| self.poll_event(cx)).await
+    }
+
+    /// This subscription as a [`Stream`](futures_core::Stream) (feature `async`).
+    pub fn into_stream(self) -> crate::es::event_stream::EventStream<Self> {
+        crate::es::event_stream::EventStream::new(self)
+    }
+
+    pub(crate) fn poll_event(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<RecordedEvent>>> {
+        use std::task::Poll;
+        loop {
+            match self.try_next() {
+                Ok(Some(e)) => return Poll::Ready(Some(Ok(e))),
+                Ok(None) => {
+                    // Registered under the published position's lock: a publish after the
+                    // read above either came first (then look again) or wakes this task.
+                    if self.inner.register_published(self.seen, cx.waker()) {
+                        return Poll::Pending;
+                    }
+                }
+                Err(Error::Closed) => return Poll::Ready(None),
+                Err(e) => return Poll::Ready(Some(Err(e))),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -82,6 +82,8 @@ pub struct Faults {
     pub syncs: AtomicU64,
     /// Each fdatasync takes at least this long (µs): a slow disk, whatever the real one is.
     pub sync_delay_micros: AtomicU64,
+    /// While set, every fdatasync waits (a disk that stalls), until cleared.
+    pub hold_sync: AtomicBool,
 }
 
 /// The real file system, with writes and fdatasyncs that fail when told to.
@@ -150,6 +152,9 @@ impl StorageFile for FaultyFile {
     }
     fn sync_data(&self) -> io::Result<()> {
         self.faults.syncs.fetch_add(1, Ordering::SeqCst);
+        while self.faults.hold_sync.load(Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         let delay = self.faults.sync_delay_micros.load(Ordering::SeqCst);
         if delay > 0 {
             std::thread::sleep(std::time::Duration::from_micros(delay));

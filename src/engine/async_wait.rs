@@ -1,0 +1,159 @@
+//! Async appends and subscriptions (feature `async`): futures that the log completes, with
+//! no thread blocked per waiting task.
+//!
+//! An async append writes its frame like a blocking one (under the writer lock: an encode
+//! and a copy into the segment's map), then, where the policy makes it wait for a sync,
+//! registers its task's waker with group commit and returns `Pending`. One thread, the
+//! syncer, leads the syncs those tasks wait for, each covering everything written before it
+//! started; a sync led by a blocking appender releases them just as well. Async
+//! subscribers register their wakers with the published position instead of waiting on its
+//! condvar.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use super::Engine;
+use crate::error::{Error, Result};
+use crate::event::{AppendResult, EventData, ExpectedVersion};
+use crate::transaction::{CommitResult, Transaction};
+
+impl Engine {
+    /// [`append`](Engine::append), completed by group commit instead of waiting for it.
+    pub(crate) async fn append_async(
+        self: &Arc<Self>,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: &[EventData],
+    ) -> Result<AppendResult> {
+        self.validate(stream, events)?;
+        let (result, is_retry) = self.write(stream, expected, events)?;
+        self.settled(result.last_position, is_retry)?.await?;
+        Ok(result)
+    }
+
+    /// [`commit_transaction`](Engine::commit_transaction), completed by group commit.
+    pub(crate) async fn commit_async(self: &Arc<Self>, tx: &Transaction) -> Result<CommitResult> {
+        self.validate_transaction(tx)?;
+        let (result, is_retry) = self.write_transaction(tx)?;
+        self.settled(result.last_position, is_retry)?.await?;
+        Ok(result)
+    }
+
+    /// Syncs everything written so far, as an async append under `Always` waits.
+    pub(crate) async fn sync_async(self: &Arc<Self>) -> Result<()> {
+        if self.options.read_only {
+            return Ok(());
+        }
+        let target = self.writer.lock().written.position;
+        self.durable_at(target)?.await
+    }
+
+    /// Waits until every append written so far is acknowledged under the policy (a sync
+    /// under `Always`; nothing to wait for under the others).
+    pub(crate) async fn written_acknowledged_async(self: &Arc<Self>) -> Result<()> {
+        match self.written_unacknowledged() {
+            Some(target) => self.durable_at(target)?.await,
+            None => Ok(()),
+        }
+    }
+
+    /// What an append ending at `last_position` waits for under the policy.
+    fn settled(self: &Arc<Self>, last_position: u64, is_retry: bool) -> Result<Durable> {
+        match self.settle_target(last_position, is_retry) {
+            Some(target) => self.durable_at(target),
+            None => Ok(Durable {
+                engine: Arc::clone(self),
+                target: 0,
+                slot: None,
+            }),
+        }
+    }
+
+    /// A future ready once `target` is durable; starts the syncer if it is not running.
+    fn durable_at(self: &Arc<Self>, target: u64) -> Result<Durable> {
+        if self.commit.durable() < target {
+            self.start_syncer()?;
+        }
+        Ok(Durable {
+            engine: Arc::clone(self),
+            target,
+            slot: None,
+        })
+    }
+
+    /// Spawns the syncer thread once: it leads a sync whenever an async append waits for
+    /// one, until the store closes or is poisoned.
+    fn start_syncer(self: &Arc<Self>) -> Result<()> {
+        let mut bg = self.background.lock();
+        if bg.syncer.is_some() || self.shut.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(());
+        }
+        let engine = Arc::clone(self);
+        let handle = std::thread::Builder::new()
+            .name("annal-syncer".into())
+            .spawn(move || {
+                while let Some(target) = engine.commit.wait_demand() {
+                    // A failed sync poisons the store and wakes every waiter with the cause.
+                    let _ = engine.commit.sync_to(target, &mut || engine.sync_written());
+                }
+            })
+            .map_err(|e| Error::io("spawn syncer thread", &self.dir, e))?;
+        bg.syncer = Some(handle);
+        Ok(())
+    }
+
+    /// Registers `waker` to be woken when the published position passes `seen` or the
+    /// store closes; false (nothing registered) when that has happened already.
+    pub(crate) fn register_published(&self, seen: u64, waker: &Waker) -> bool {
+        let wm = self.watermark_guard();
+        if wm.position > seen || self.is_closed() {
+            return false;
+        }
+        let mut wakers = self.published_wakers.lock();
+        if !wakers.iter().any(|w| w.will_wake(waker)) {
+            wakers.push(waker.clone());
+        }
+        drop(wm);
+        true
+    }
+
+    /// Under the watermark's lock: wakes every async subscriber.
+    pub(crate) fn wake_published(&self) {
+        let wakers = std::mem::take(&mut *self.published_wakers.lock());
+        for w in wakers {
+            w.wake();
+        }
+    }
+}
+
+/// Ready once the durable position reaches `target` (at once for a target of 0), or with
+/// the error that poisoned the store.
+#[derive(Debug)]
+pub(crate) struct Durable {
+    engine: Arc<Engine>,
+    target: u64,
+    /// This future's waiter in group commit, once registered.
+    slot: Option<u64>,
+}
+
+impl Future for Durable {
+    type Output = Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let this = self.get_mut();
+        if this.target == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        this.engine
+            .commit
+            .poll_durable(this.target, &mut this.slot, cx)
+    }
+}
+
+impl Drop for Durable {
+    fn drop(&mut self) {
+        self.engine.commit.forget(&mut self.slot);
+    }
+}
