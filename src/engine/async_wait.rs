@@ -104,28 +104,65 @@ impl Engine {
         Ok(())
     }
 
-    /// Registers `waker` to be woken when the published position passes `seen` or the
-    /// store closes; false (nothing registered) when that has happened already.
-    pub(crate) fn register_published(&self, seen: u64, waker: &Waker) -> bool {
+    /// Registers `waker`, in `slot`, to be woken when the published position passes `seen`
+    /// or the store closes; false (nothing registered) when that has happened already.
+    /// A subscription keeps one registration, replaced on each call and removed by
+    /// [`forget_published`](Self::forget_published) when it is dropped.
+    pub(crate) fn register_published(
+        &self,
+        seen: u64,
+        waker: &Waker,
+        slot: &mut Option<u64>,
+    ) -> bool {
         let wm = self.watermark_guard();
         if wm.position > seen || self.is_closed() {
             return false;
         }
         let mut wakers = self.published_wakers.lock();
-        if !wakers.iter().any(|w| w.will_wake(waker)) {
-            wakers.push(waker.clone());
+        let registered = slot.and_then(|id| wakers.list.iter_mut().find(|(i, _)| *i == id));
+        match registered {
+            Some((_, w)) => {
+                if !w.will_wake(waker) {
+                    *w = waker.clone();
+                }
+            }
+            None => {
+                let id = wakers.next;
+                wakers.next += 1;
+                wakers.list.push((id, waker.clone()));
+                *slot = Some(id);
+            }
         }
         drop(wm);
         true
     }
 
-    /// Under the watermark's lock: wakes every async subscriber.
-    pub(crate) fn wake_published(&self) {
-        let wakers = std::mem::take(&mut *self.published_wakers.lock());
-        for w in wakers {
-            w.wake();
+    /// Removes the registration in `slot` (a subscription dropped while waiting).
+    pub(crate) fn forget_published(&self, slot: &mut Option<u64>) {
+        if let Some(id) = slot.take() {
+            self.published_wakers.lock().list.retain(|(i, _)| *i != id);
         }
     }
+
+    /// How many async subscribers wait.
+    #[cfg(test)]
+    pub(crate) fn published_waiters(&self) -> usize {
+        self.published_wakers.lock().list.len()
+    }
+
+    /// Under the watermark's lock: takes every async subscriber's waker, for the caller to
+    /// wake once it has let the lock go.
+    pub(crate) fn take_published_wakers(&self) -> Vec<Waker> {
+        let taken = std::mem::take(&mut self.published_wakers.lock().list);
+        taken.into_iter().map(|(_, w)| w).collect()
+    }
+}
+
+/// Async subscribers waiting for the published position to move, each under its id.
+#[derive(Debug, Default)]
+pub(crate) struct Wakers {
+    next: u64,
+    list: Vec<(u64, Waker)>,
 }
 
 /// Ready once the durable position reaches `target` (at once for a target of 0), or with
@@ -155,5 +192,58 @@ impl Future for Durable {
 impl Drop for Durable {
     fn drop(&mut self) {
         self.engine.commit.forget(&mut self.slot);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Context, Poll, Wake, Waker};
+
+    use crate::engine::testing;
+
+    /// Counts its wake-ups.
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_dropped_append_wait_leaves_no_waiter_and_a_sync_wakes_the_others() {
+        let (_disk, engine) = testing::fresh();
+        let count = Arc::new(Count::default());
+        let waker = Waker::from(Arc::clone(&count));
+        let mut cx = Context::from_waker(&waker);
+        // Made by hand: no syncer, the test moves the durable position itself.
+        let mut waits: Vec<_> = (1..=3)
+            .map(|target| super::Durable {
+                engine: Arc::clone(&engine),
+                target,
+                slot: None,
+            })
+            .collect();
+        for w in &mut waits {
+            assert!(std::pin::Pin::new(w).poll(&mut cx).is_pending());
+        }
+        assert_eq!(engine.commit.waiting(), 3);
+        drop(waits.pop());
+        assert_eq!(engine.commit.waiting(), 2);
+        engine.commit.advance(2);
+        assert_eq!(
+            (engine.commit.waiting(), count.0.load(Ordering::SeqCst)),
+            (0, 2)
+        );
+        for w in &mut waits {
+            assert!(matches!(
+                std::pin::Pin::new(w).poll(&mut cx),
+                Poll::Ready(Ok(()))
+            ));
+        }
     }
 }

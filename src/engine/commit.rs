@@ -37,20 +37,40 @@ struct Waiter {
     waker: Waker,
 }
 
+/// Wakers of async appends to wake once the state's lock is let go (a waker may run its
+/// task at once, which may take the lock).
+#[cfg(feature = "async")]
+type Woken = Vec<Waker>;
+/// Without async appends, nothing to wake.
+#[cfg(not(feature = "async"))]
+struct Woken;
+
+fn wake(woken: Woken) {
+    #[cfg(feature = "async")]
+    woken.into_iter().for_each(Waker::wake);
+    #[cfg(not(feature = "async"))]
+    let Woken = woken;
+}
+
 impl State {
-    /// Wakes the async waiters the durable position now covers (all of them once poisoned
-    /// or shut down: they then see why).
-    fn release(&mut self) {
+    /// Takes out the async waiters the durable position now covers: all of them once
+    /// poisoned, or once shut down (the close's final sync then covers what it can, and
+    /// the others see that the store closed).
+    fn release(&mut self) -> Woken {
+        #[cfg(not(feature = "async"))]
+        return Woken;
         #[cfg(feature = "async")]
         {
             let (durable, all) = (self.durable, self.poisoned.is_some() || self.shutdown);
+            let mut woken = Vec::new();
             self.waiters.retain(|w| {
                 let done = all || w.target <= durable;
                 if done {
-                    w.waker.wake_by_ref();
+                    woken.push(w.waker.clone());
                 }
                 !done
             });
+            woken
         }
     }
 }
@@ -99,8 +119,10 @@ impl Commit {
     pub(crate) fn poison(&self, cause: String) {
         let mut st = self.state.lock();
         st.poisoned.get_or_insert(cause);
-        st.release();
+        let woken = st.release();
         self.synced.notify_all();
+        drop(st);
+        wake(woken);
     }
 
     /// The durable position.
@@ -114,8 +136,10 @@ impl Commit {
         if position > st.durable {
             st.durable = position;
             self.durable.store(position, Ordering::Release);
-            st.release();
+            let woken = st.release();
             self.synced.notify_all();
+            drop(st);
+            wake(woken);
         }
     }
 
@@ -151,11 +175,14 @@ impl Commit {
                 Ok(covered) => {
                     st.durable = st.durable.max(covered);
                     self.durable.store(st.durable, Ordering::Release);
-                    st.release();
+                    let woken = st.release();
+                    MutexGuard::unlocked(&mut st, || wake(woken));
                 }
                 Err(e) => {
                     st.poisoned.get_or_insert_with(|| e.to_string());
-                    st.release();
+                    let woken = st.release();
+                    drop(st);
+                    wake(woken);
                     return Err(e);
                 }
             }
@@ -190,13 +217,14 @@ impl Commit {
         cx: &mut Context<'_>,
     ) -> Poll<Result<()>> {
         let mut st = self.state.lock();
-        if let Err(e) = poisoned_error(&st) {
-            Self::forget_in(&mut st, slot);
-            return Poll::Ready(Err(e));
-        }
+        // Durable first: an append made durable before a later failure stands.
         if st.durable >= target {
             Self::forget_in(&mut st, slot);
             return Poll::Ready(Ok(()));
+        }
+        if let Err(e) = poisoned_error(&st) {
+            Self::forget_in(&mut st, slot);
+            return Poll::Ready(Err(e));
         }
         if st.shutdown {
             // Only a close that could not sync leaves a wait here: nothing will sync now.
@@ -223,6 +251,12 @@ impl Commit {
             }
         }
         Poll::Pending
+    }
+
+    /// How many async appends wait.
+    #[cfg(all(test, feature = "async"))]
+    pub(crate) fn waiting(&self) -> usize {
+        self.state.lock().waiters.len()
     }
 
     /// Drops the waiter in `slot` (a future dropped before it was ready).
@@ -307,8 +341,10 @@ impl Drop for SyncPanicGuard<'_> {
         st.syncing = false;
         st.poisoned
             .get_or_insert_with(|| "a sync panicked".to_string());
-        st.release();
+        let woken = st.release();
         self.commit.synced.notify_all();
+        drop(st);
+        wake(woken);
     }
 }
 

@@ -154,7 +154,7 @@ pub(crate) struct Engine {
     /// Async subscribers' wakers, woken with the condvar; registered and drained under the
     /// watermark's lock, so that no publish slips between a check and a registration.
     #[cfg(feature = "async")]
-    published_wakers: Mutex<Vec<std::task::Waker>>,
+    published_wakers: Mutex<async_wait::Wakers>,
     closed: AtomicBool,
     /// `close` has run (or is running): it runs once.
     shut: AtomicBool,
@@ -290,7 +290,7 @@ impl Engine {
             gather_stats: GatherStats::default(),
             published: Condvar::new(),
             #[cfg(feature = "async")]
-            published_wakers: Mutex::new(Vec::new()),
+            published_wakers: Mutex::new(async_wait::Wakers::default()),
             closed: AtomicBool::new(false),
             recovery: rec.report,
             shut: AtomicBool::new(false),
@@ -455,8 +455,13 @@ impl Engine {
                 board.publish(wm);
             }
             self.published.notify_all();
+            // Taken under the lock, woken after it: a waker may run its task at once.
             #[cfg(feature = "async")]
-            self.wake_published();
+            {
+                let woken = self.take_published_wakers();
+                drop(cur);
+                woken.into_iter().for_each(std::task::Waker::wake);
+            }
         }
     }
 
@@ -516,7 +521,11 @@ impl Engine {
         self.closed.store(true, Ordering::Release);
         self.published.notify_all();
         #[cfg(feature = "async")]
-        self.wake_published();
+        {
+            let woken = self.take_published_wakers();
+            drop(_wm);
+            woken.into_iter().for_each(std::task::Waker::wake);
+        }
     }
 
     /// The storage the log is on, to share with the layer above.

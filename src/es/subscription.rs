@@ -48,6 +48,24 @@ pub struct Subscription {
     buf: VecDeque<RecordedEvent>,
     /// Position of the last event handed out.
     delivered: u64,
+    /// This subscription's waker registration with the store, while a task waits.
+    #[cfg(feature = "async")]
+    waker_slot: Option<u64>,
+}
+
+/// How many batches a `poll_next` reads before it yields, when filters reject them whole:
+/// a subscription with few matches over a long history must not hold its thread.
+#[cfg(feature = "async")]
+const BATCHES_PER_POLL: u32 = 16;
+
+/// What one attempt at the next event found.
+#[allow(clippy::large_enum_variant, reason = "returned and taken apart at once, never stored")]
+enum Next {
+    Event(RecordedEvent),
+    /// Nothing before the deadline.
+    Nothing,
+    /// The budget of batches was read, all rejected: more may follow.
+    Budget,
 }
 
 impl Subscription {
@@ -86,6 +104,8 @@ impl Subscription {
             seen: 0,
             buf: VecDeque::new(),
             delivered: 0,
+            #[cfg(feature = "async")]
+            waker_slot: None,
         }
     }
 
@@ -162,18 +182,31 @@ impl Subscription {
     }
 
     fn next_until(&mut self, deadline: Option<Instant>) -> Result<Option<RecordedEvent>> {
+        match self.next_within(deadline, None)? {
+            Next::Event(e) => Ok(Some(e)),
+            Next::Nothing | Next::Budget => Ok(None),
+        }
+    }
+
+    /// The next event, waiting until `deadline`, reading at most `max_fills` batches.
+    fn next_within(&mut self, deadline: Option<Instant>, max_fills: Option<u32>) -> Result<Next> {
+        let mut fills = 0;
         loop {
             if let Some(e) = self.buf.pop_front() {
                 self.delivered = e.position;
-                return Ok(Some(e));
+                return Ok(Next::Event(e));
             }
             // A batch the filters rejected whole still moved the position on: read the next.
             if self.fill()? {
+                fills += 1;
+                if max_fills.is_some_and(|m| fills >= m) && self.buf.is_empty() {
+                    return Ok(Next::Budget);
+                }
                 continue;
             }
             match self.wait_for_more(deadline) {
                 Ok(true) => continue,
-                Ok(false) => return Ok(None),
+                Ok(false) => return Ok(Next::Nothing),
                 Err(Error::Closed) => {
                     // Deliver what was acknowledged before the close, then end.
                     while self.buf.is_empty() {
@@ -276,12 +309,20 @@ impl Subscription {
     ) -> std::task::Poll<Option<Result<RecordedEvent>>> {
         use std::task::Poll;
         loop {
-            match self.try_next() {
-                Ok(Some(e)) => return Poll::Ready(Some(Ok(e))),
-                Ok(None) => {
+            match self.next_within(Some(Instant::now()), Some(BATCHES_PER_POLL)) {
+                Ok(Next::Event(e)) => return Poll::Ready(Some(Ok(e))),
+                Ok(Next::Budget) => {
+                    // Let the runtime run others, and come back for the rest.
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                Ok(Next::Nothing) => {
                     // Registered under the published position's lock: a publish after the
                     // read above either came first (then look again) or wakes this task.
-                    if self.inner.register_published(self.seen, cx.waker()) {
+                    if self
+                        .inner
+                        .register_published(self.seen, cx.waker(), &mut self.waker_slot)
+                    {
                         return Poll::Pending;
                     }
                 }
@@ -289,6 +330,13 @@ impl Subscription {
                 Err(e) => return Poll::Ready(Some(Err(e))),
             }
         }
+    }
+}
+
+#[cfg(feature = "async")]
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.inner.forget_published(&mut self.waker_slot);
     }
 }
 
@@ -372,5 +420,81 @@ mod tests {
         let positions: Vec<u64> = sub.by_ref().map(|e| e.unwrap().position).collect();
         assert_eq!(positions, [1, 2]);
         assert!(matches!(sub.try_next(), Err(Error::Closed)));
+    }
+
+    /// Counts its wake-ups.
+    #[cfg(feature = "async")]
+    #[derive(Default)]
+    struct Count(std::sync::atomic::AtomicUsize);
+
+    #[cfg(feature = "async")]
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[cfg(feature = "async")]
+    #[test]
+    fn a_waiting_subscription_holds_one_registration_and_drops_it_with_itself() {
+        use std::sync::atomic::Ordering;
+        use std::task::{Context, Poll, Waker};
+        let (_disk, engine) = testing::fresh();
+        let count = Arc::new(Count::default());
+        let waker = Waker::from(Arc::clone(&count));
+        let mut cx = Context::from_waker(&waker);
+        let mut subs: Vec<Subscription> = (0..3)
+            .map(|_| Subscription::all(Arc::clone(&engine), 1))
+            .collect();
+        for _ in 0..5 {
+            for sub in &mut subs {
+                assert!(sub.poll_event(&mut cx).is_pending());
+            }
+        }
+        // Five polls each, one registration each.
+        assert_eq!(engine.published_waiters(), 3);
+        drop(subs.pop());
+        assert_eq!(engine.published_waiters(), 2);
+        // A publish wakes the waiting ones and empties the list.
+        testing::append(&engine, "a", 1);
+        assert_eq!(count.0.load(Ordering::SeqCst), 2);
+        assert_eq!(engine.published_waiters(), 0);
+        for sub in &mut subs {
+            assert!(matches!(sub.poll_event(&mut cx), Poll::Ready(Some(Ok(_)))));
+        }
+    }
+
+    #[cfg(feature = "async")]
+    #[test]
+    fn a_filtered_subscription_over_a_long_history_yields_between_polls() {
+        use std::sync::atomic::Ordering;
+        use std::task::{Context, Poll, Waker};
+        let (_disk, engine) = testing::fresh();
+        for _ in 0..20 {
+            testing::append(&engine, "busy", 1000);
+        }
+        let rare = engine
+            .append(
+                "rare",
+                crate::event::ExpectedVersion::Any,
+                &[crate::event::EventData::new("Rare", "x")],
+            )
+            .unwrap();
+        let count = Arc::new(Count::default());
+        let waker = Waker::from(Arc::clone(&count));
+        let mut cx = Context::from_waker(&waker);
+        let mut sub = Subscription::all(Arc::clone(&engine), 1).event_types(["Rare"]);
+        let mut polls = 0;
+        let found = loop {
+            polls += 1;
+            match sub.poll_event(&mut cx) {
+                Poll::Ready(e) => break e.unwrap().unwrap(),
+                // Pending only to yield: it woke itself to be polled again.
+                Poll::Pending => assert_eq!(count.0.load(Ordering::SeqCst), polls),
+            }
+        };
+        assert_eq!(found.position, rare.first_position);
+        // 20,001 events in batches of 512, 16 batches a poll: 3 polls.
+        assert_eq!(polls, 3);
     }
 }

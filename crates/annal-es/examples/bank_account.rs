@@ -104,6 +104,13 @@ pub struct BankAccountServices {
     services: Box<dyn BankAccountApi>,
 }
 
+impl BankAccountServices {
+    /// Services backed by `services`.
+    pub fn new(services: Box<dyn BankAccountApi>) -> Self {
+        BankAccountServices { services }
+    }
+}
+
 impl std::fmt::Debug for BankAccountServices {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("BankAccountServices")
@@ -280,9 +287,7 @@ pub fn cqrs_framework(store: Arc<Store>) -> (Arc<AnnalCqrs<BankAccount>>, Arc<Ac
     account_query.use_error_handler(Box::new(|e| eprintln!("{e}")));
     let queries: Vec<Box<dyn Query<BankAccount>>> =
         vec![Box::new(SimpleLoggingQuery), Box::new(account_query)];
-    let services = BankAccountServices {
-        services: Box::new(HappyPathBankAccountServices),
-    };
+    let services = BankAccountServices::new(Box::new(HappyPathBankAccountServices));
     (
         Arc::new(annal_cqrs(store, queries, services)),
         account_view_repo,

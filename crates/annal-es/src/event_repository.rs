@@ -7,10 +7,10 @@ use annal::{
     EventData, ExpectedVersion, Options, ReadOptions, RecordedEvent, Store, StoredSnapshot,
     Transaction,
 };
-use cqrs_es::Aggregate;
 use cqrs_es::persist::{
     PersistedEventRepository, PersistenceError, ReplayStream, SerializedEvent, SerializedSnapshot,
 };
+use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -98,9 +98,11 @@ impl AnnalEventRepository {
     ///
     /// # Errors
     ///
-    /// [`AnnalAggregateError::OptimisticLock`] when a sequence is already taken (by a stored
-    /// event or an earlier one of the batch); [`AnnalAggregateError::UnknownError`] for a gap
-    /// in an aggregate's sequences, or an event annal refuses (an empty type);
+    /// [`AnnalAggregateError::OptimisticLock`] when an aggregate's first sequence in the
+    /// batch does not follow its stored events (taken already, or leaving a gap) or a
+    /// sequence repeats an earlier one of the batch; [`AnnalAggregateError::UnknownError`]
+    /// for a gap between the batch's own sequences, or an event annal refuses (an empty
+    /// type);
     /// [`AnnalAggregateError::ConnectionError`] when the store cannot be written. Nothing is
     /// written then.
     pub async fn insert_events(
@@ -143,23 +145,26 @@ impl AnnalEventRepository {
         Ok(())
     }
 
-    /// The newest snapshot of `stream`, with cqrs-es's snapshot count.
+    /// The newest snapshot of `stream` that this version can read, with cqrs-es's snapshot
+    /// count.
     fn snapshot_record(
         &self,
         stream: &str,
     ) -> Result<Option<(StoredSnapshot, SnapshotRecord)>, AnnalAggregateError> {
         match self.store.load_snapshot(stream, SNAPSHOT_KIND, u64::MAX)? {
-            Some(s) => {
-                let record: SnapshotRecord = serde_json::from_slice(&s.state)?;
-                Ok(Some((s, record)))
-            }
+            // A record this version cannot read is as good as none: rebuild from the events.
+            Some(s) => Ok(serde_json::from_slice(&s.state)
+                .ok()
+                .map(|record| (s, record))),
             None => Ok(None),
         }
     }
 
     /// The aggregate's state after `batch` (its events about to be committed), from the
-    /// `previous` snapshot and the stored events after it; `None` when one of them does not
-    /// deserialize as it is stored.
+    /// `previous` snapshot and the stored events after it; `None` when a stored event may
+    /// need one of cqrs-es's upcasters (which the repository does not see) to mean what it
+    /// means: one that does not deserialize as `A::Event`, or whose stored `event_version`
+    /// is not the one the application gives that event now.
     fn fold<A: Aggregate>(
         &self,
         stream: &str,
@@ -178,19 +183,24 @@ impl AnnalEventRepository {
         if first > from + 1 {
             let stored = ReadOptions::forward_from(from + 1).limit(first - from - 1);
             for e in self.store.read_stream(stream, stored)? {
-                match serde_json::from_slice::<A::Event>(&e?.payload) {
-                    Ok(event) => state.apply(event),
-                    Err(_) => return Ok(None),
+                let e = e?;
+                let Ok(event) = serde_json::from_slice::<A::Event>(&e.payload) else {
+                    return Ok(None);
+                };
+                if stored_event_version(&e) != event.event_version() {
+                    return Ok(None);
                 }
+                state.apply(event);
             }
         }
+        // The batch is the application's own, as it writes events now.
         for e in batch {
             match serde_json::from_value::<A::Event>(e.payload.clone()) {
                 Ok(event) => state.apply(event),
                 Err(_) => return Ok(None),
             }
         }
-        Ok(Some(serde_json::to_value(state)?))
+        Ok(Some(serde_json::to_value(state).map_err(serialization)?))
     }
 
     fn read_events(
@@ -224,14 +234,21 @@ impl PersistedEventRepository for AnnalEventRepository {
         Ok(self.read_events(A::TYPE, aggregate_id, last_sequence)?)
     }
 
-    /// The newest snapshot. Snapshots are annal's: written after their events' frame and
-    /// without a sync of their own, so a crash or power loss can take the newest one away
-    /// while its events stay (and a load racing a commit can find its events before its
-    /// snapshot). Should the aggregate's last event say that it was committed with a newer
-    /// snapshot than the one found, this returns a snapshot whose state `A` cannot
-    /// deserialize: cqrs-es then rebuilds the aggregate from all its events, as it does
-    /// after a change of the aggregate's structure. (An aggregate store would otherwise
-    /// resume from the older snapshot and apply nothing after it.)
+    /// The newest snapshot. Where the snapshot cannot be trusted to be the aggregate's
+    /// newest state, this returns one whose state `A` cannot deserialize instead: cqrs-es
+    /// then rebuilds the aggregate from all its events, with its upcasters, as it does after
+    /// a change of the aggregate's structure. (An aggregate store would otherwise resume
+    /// from it, or from nothing, and apply no event after it, and fail every command with a
+    /// conflict.) That is the case:
+    /// - when the aggregate's last event says it was committed with a newer snapshot than
+    ///   the one found: snapshots are annal's, written after their events' frame without a
+    ///   sync of their own, so a crash or power loss can take the newest one away while its
+    ///   events stay (and a load racing a commit can find its events before its snapshot);
+    /// - when the aggregate has events but no snapshot this version can read (events
+    ///   migrated in with [`insert_events`](AnnalEventRepository::insert_events), or
+    ///   written by an event store before the switch to an aggregate store).
+    ///
+    /// A snapshot store's loads rebuild from all events in both cases anyway.
     async fn get_snapshot<A: Aggregate>(
         &self,
         aggregate_id: &str,
@@ -246,14 +263,26 @@ impl PersistedEventRepository for AnnalEventRepository {
             .next()
             .transpose()
             .map_err(AnnalAggregateError::from)?;
-        if let Some(last) = last
-            && last.version > snapshot_version
-            && last.tags.iter().any(|t| t == SNAPSHOT_TAG)
-        {
-            let why = format!(
-                "annal-es: the snapshot of {stream} committed with version {} is missing                  (the newest found is at version {snapshot_version}): rebuild from the events",
+        let distrust = match &last {
+            Some(last) if found.is_none() => Some(format!(
+                "annal-es: {stream} has events up to version {} and no snapshot: rebuild \
+                 from the events",
                 last.version
-            );
+            )),
+            Some(last)
+                if last.version > snapshot_version
+                    && last.tags.iter().any(|t| t == SNAPSHOT_TAG) =>
+            {
+                Some(format!(
+                    "annal-es: the snapshot of {stream} committed with version {} is missing \
+                     (the newest found is at version {snapshot_version}): rebuild from the \
+                     events",
+                    last.version
+                ))
+            }
+            _ => None,
+        };
+        if let (Some(why), Some(last)) = (distrust, &last) {
             return Ok(Some(SerializedSnapshot {
                 aggregate_id: aggregate_id.to_string(),
                 aggregate: undeserializable::<A>(why)?,
@@ -278,9 +307,9 @@ impl PersistedEventRepository for AnnalEventRepository {
     /// batch's, applied with `A::apply`. cqrs-es 0.5.0 hands over a state that has each
     /// event its command wrote through the `EventSink` applied twice (the sink applies it,
     /// then the store again before snapshotting), and, for a snapshot store, one that stops
-    /// at a multiple of the snapshot size while the commit goes on. Should an event not
-    /// deserialize as `A::Event` without cqrs-es's upcasters (which the repository does not
-    /// see), no snapshot is saved, and the next load rebuilds the aggregate from its events.
+    /// at a multiple of the snapshot size while the commit goes on. Should a stored event
+    /// need one of cqrs-es's upcasters (which the repository does not see; see `fold`), no
+    /// snapshot is saved, and the next load rebuilds the aggregate from its events.
     async fn persist<A: Aggregate>(
         &self,
         events: &[SerializedEvent],
@@ -312,7 +341,7 @@ impl PersistedEventRepository for AnnalEventRepository {
                 current_snapshot,
                 aggregate,
             })
-            .map_err(AnnalAggregateError::from)?,
+            .map_err(serialization)?,
             // Tagged all the same: the next load sees that a snapshot is missing.
             None => Vec::new(),
         };
@@ -430,8 +459,8 @@ fn group_by_stream(
 /// The annal event for `e`; `snapshotted` for the last event of a commit that carries a
 /// snapshot.
 fn event_data(e: &SerializedEvent, snapshotted: bool) -> Result<EventData, AnnalAggregateError> {
-    let payload = serde_json::to_vec(&e.payload)?;
-    let metadata = serde_json::to_vec(&e.metadata)?;
+    let payload = serde_json::to_vec(&e.payload).map_err(serialization)?;
+    let metadata = serde_json::to_vec(&e.metadata).map_err(serialization)?;
     let version = format!("{EVENT_VERSION_TAG}{}", e.event_version);
     let tags = std::iter::once(version).chain(snapshotted.then(|| SNAPSHOT_TAG.to_string()));
     Ok(EventData::new(e.event_type.clone(), payload)
@@ -439,17 +468,26 @@ fn event_data(e: &SerializedEvent, snapshotted: bool) -> Result<EventData, Annal
         .with_tags(tags))
 }
 
+/// The `event_version` an event was stored with ("" for an event written without one).
+fn stored_event_version(e: &RecordedEvent) -> &str {
+    e.tags
+        .iter()
+        .find_map(|t| t.strip_prefix(EVENT_VERSION_TAG))
+        .unwrap_or_default()
+}
+
+/// A value that JSON cannot hold (a map with keys that are not strings): not a
+/// deserialization problem.
+fn serialization(e: serde_json::Error) -> AnnalAggregateError {
+    AnnalAggregateError::UnknownError(Box::new(e))
+}
+
 fn serialized(
     aggregate_type: &str,
     aggregate_id: &str,
     e: &RecordedEvent,
 ) -> Result<SerializedEvent, AnnalAggregateError> {
-    let event_version = e
-        .tags
-        .iter()
-        .find_map(|t| t.strip_prefix(EVENT_VERSION_TAG))
-        .unwrap_or_default()
-        .to_string();
+    let event_version = stored_event_version(e).to_string();
     let metadata = if e.metadata.is_empty() {
         Value::Null
     } else {

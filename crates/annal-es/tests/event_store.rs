@@ -296,12 +296,20 @@ async fn commit_event_store() {
         .unwrap();
     assert_eq!(stored.len(), 3);
     assert_eq!(stored[2].sequence, 3);
-    assert_eq!(
-        repo.get_snapshot::<TestAggregate>(TEST_AGGREGATE_ID)
-            .await
-            .unwrap(),
-        None
-    );
+    // No snapshot: the repository tells cqrs-es to rebuild from the events.
+    let told = repo
+        .get_snapshot::<TestAggregate>(TEST_AGGREGATE_ID)
+        .await
+        .unwrap();
+    assert_eq!(usable(told), None);
+}
+
+/// A snapshot's state and count, `None` for none or for the repository's cue to rebuild
+/// from the events (a state the aggregate cannot be built from).
+fn usable(snapshot: Option<cqrs_es::persist::SerializedSnapshot>) -> Option<(Value, usize)> {
+    snapshot
+        .filter(|s| serde_json::from_value::<TestAggregate>(s.aggregate.clone()).is_ok())
+        .map(|s| (s.aggregate, s.current_snapshot))
 }
 
 /// What `persist` was given: upstream's tests assert on it through their mock repository.
@@ -441,9 +449,8 @@ async fn commit_snapshot_store() {
         let got = repo
             .get_snapshot::<TestAggregate>(TEST_AGGREGATE_ID)
             .await
-            .unwrap()
-            .map(|s| (s.aggregate, s.current_snapshot));
-        assert_eq!(got, kept, "case {i}");
+            .unwrap();
+        assert_eq!(usable(got), kept, "case {i}");
     }
 
     // commit_two_with_existing: on top of a first snapshot.

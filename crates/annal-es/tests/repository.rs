@@ -543,54 +543,67 @@ async fn a_migration_batch_of_several_aggregates_is_one_transaction() {
 
 #[tokio::test]
 async fn types_whose_names_share_a_prefix_or_hold_dashes_are_kept_apart() {
-    #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
-    struct Dashed;
-    impl Aggregate for Dashed {
-        const TYPE: &'static str = "Test-Aggregate";
-        type Command = ();
-        type Event = TestEvent;
-        type Error = TestError;
-        type Services = ();
-        async fn handle(
-            &mut self,
-            _: (),
-            _: &(),
-            _: &cqrs_es::event_sink::EventSink<Self>,
-        ) -> Result<(), TestError> {
-            Ok(())
-        }
-        fn apply(&mut self, _: TestEvent) {}
+    macro_rules! aggregate {
+        ($name:ident, $type:literal) => {
+            #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+            struct $name;
+            impl Aggregate for $name {
+                const TYPE: &'static str = $type;
+                type Command = ();
+                type Event = TestEvent;
+                type Error = TestError;
+                type Services = ();
+                async fn handle(
+                    &mut self,
+                    _: (),
+                    _: &(),
+                    _: &cqrs_es::event_sink::EventSink<Self>,
+                ) -> Result<(), TestError> {
+                    Ok(())
+                }
+                fn apply(&mut self, _: TestEvent) {}
+            }
+        };
     }
+    // Unescaped, type "Test" with id "Aggregate-1" and type "Test-Aggregate" with id "1"
+    // would both be the stream "Test-Aggregate-1".
+    aggregate!(Short, "Test");
+    aggregate!(Dashed, "Test-Aggregate");
     let (_tmp, store) = store();
     let repo = repo(&store);
     let created = |id: &str| TestEvent::Created(Created { id: id.to_string() });
-    let test_event_envelope = |id: &str, sequence, e| SerializedEvent {
+    let event = |aggregate_type: &str, id: &str| SerializedEvent {
         metadata: json!({}),
-        ..test_event_envelope(id, sequence, e)
+        aggregate_type: aggregate_type.to_string(),
+        ..test_event_envelope(id, 1, created(id))
     };
-    let mut dashed = test_event_envelope("Aggregate-1", 1, created("x"));
-    dashed.aggregate_type = Dashed::TYPE.into();
-    repo.insert_events(&[test_event_envelope("Aggregate-1", 1, created("y")), dashed])
+    repo.insert_events(&[event(Short::TYPE, "Aggregate-1"), event(Dashed::TYPE, "1")])
         .await
         .unwrap();
-    assert_eq!(
-        repo.get_events::<TestAggregate>("Aggregate-1")
+    let short = repo.get_events::<Short>("Aggregate-1").await.unwrap();
+    let dashed = repo.get_events::<Dashed>("1").await.unwrap();
+    assert_eq!((short.len(), dashed.len()), (1, 1));
+    assert_eq!(short[0].payload, json!({"Created": {"id": "Aggregate-1"}}));
+    assert_eq!(dashed[0].payload, json!({"Created": {"id": "1"}}));
+    assert!(
+        repo.get_events::<Short>("Aggregate")
             .await
             .unwrap()
-            .len(),
-        1
+            .is_empty()
     );
-    assert_eq!(
-        repo.get_events::<Dashed>("Aggregate-1")
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
-    let mut all = repo.stream_all_events::<Dashed>().await.unwrap();
-    let e = all.next::<Dashed>(&[]).await.unwrap().unwrap();
-    assert_eq!((e.aggregate_id.as_str(), e.sequence), ("Aggregate-1", 1));
-    assert!(all.next::<Dashed>(&[]).await.is_none());
+    // Each type's category holds its own aggregates only.
+    for (all, want) in [
+        (
+            repo.stream_all_events::<Short>().await.unwrap(),
+            "Aggregate-1",
+        ),
+        (repo.stream_all_events::<Dashed>().await.unwrap(), "1"),
+    ] {
+        let mut all = all;
+        let e = all.next::<Short>(&[]).await.unwrap().unwrap();
+        assert_eq!((e.aggregate_id.as_str(), e.sequence), (want, 1));
+        assert!(all.next::<Short>(&[]).await.is_none());
+    }
 }
 
 #[tokio::test]
