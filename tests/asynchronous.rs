@@ -471,3 +471,57 @@ async fn aggregate_commands_run_async_and_retry_on_conflicts() {
     );
     assert_eq!(store.stream_version("counter-1").unwrap(), Some(40));
 }
+
+/// A conflict returns once the events it conflicts with are acknowledged: a caller that
+/// reloads then reads them (under `Always` their sync may still be running when the
+/// conflicting write is refused).
+#[tokio::test(flavor = "current_thread")]
+async fn a_conflict_returns_once_the_winning_append_is_readable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let storage = FaultyStorage::default();
+    let faults = Arc::clone(&storage.faults);
+    let store = Arc::new(
+        Store::open_with_storage(Arc::new(storage), tmp.path(), options(FsyncPolicy::Always))
+            .unwrap(),
+    );
+    faults.hold_sync.store(true, Ordering::SeqCst);
+    let winner = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            store
+                .append_async("cart-1", ExpectedVersion::NoStream, &[ev(1)])
+                .await
+        })
+    };
+    let loser = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            store
+                .append_async("cart-1", ExpectedVersion::NoStream, &[ev(2)])
+                .await
+        })
+    };
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!winner.is_finished());
+    assert!(
+        !loser.is_finished(),
+        "the conflict returned before the winner was readable"
+    );
+    faults.hold_sync.store(false, Ordering::SeqCst);
+    let lost = loser.await.unwrap();
+    assert!(
+        matches!(
+            lost,
+            Err(Error::WrongExpectedVersion {
+                actual: Some(1),
+                ..
+            })
+        ),
+        "{lost:?}"
+    );
+    // Readable by the time the conflict is reported.
+    assert_eq!(stream(&store, "cart-1").len(), 1);
+    winner.await.unwrap().unwrap();
+}

@@ -120,9 +120,24 @@ impl Engine {
         events: &[EventData],
     ) -> Result<AppendResult> {
         self.validate(stream, events)?;
-        let (result, is_retry) = self.write(stream, expected, events)?;
+        let written = self.write(stream, expected, events);
+        let (result, is_retry) = self.after_conflict(written)?;
         self.settle(result.last_position, is_retry)?;
         Ok(result)
+    }
+
+    /// A write that failed its expected version or condition returns once the events it
+    /// conflicts with are acknowledged (under `Always`, their sync may still be running):
+    /// a caller that reloads and retries then reads them, instead of failing on the same
+    /// conflict again and again while that sync runs.
+    pub(crate) fn after_conflict<T>(&self, written: Result<T>) -> Result<T> {
+        if let Err(Error::WrongExpectedVersion { .. } | Error::AppendConditionFailed { .. }) =
+            &written
+        {
+            // The conflict is the answer; a failed sync shows in the next call.
+            let _ = self.written_acknowledged();
+        }
+        written
     }
 
     /// After a write under the writer lock: waits for what the fsync policy promises of the

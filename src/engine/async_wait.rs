@@ -28,7 +28,8 @@ impl Engine {
         events: &[EventData],
     ) -> Result<AppendResult> {
         self.validate(stream, events)?;
-        let (result, is_retry) = self.write(stream, expected, events)?;
+        let written = self.write(stream, expected, events);
+        let (result, is_retry) = self.after_conflict_async(written).await?;
         self.settled(result.last_position, is_retry)?.await?;
         Ok(result)
     }
@@ -36,7 +37,8 @@ impl Engine {
     /// [`commit_transaction`](Engine::commit_transaction), completed by group commit.
     pub(crate) async fn commit_async(self: &Arc<Self>, tx: &Transaction) -> Result<CommitResult> {
         self.validate_transaction(tx)?;
-        let (result, is_retry) = self.write_transaction(tx)?;
+        let written = self.write_transaction(tx);
+        let (result, is_retry) = self.after_conflict_async(written).await?;
         self.settled(result.last_position, is_retry)?.await?;
         Ok(result)
     }
@@ -50,13 +52,17 @@ impl Engine {
         self.durable_at(target)?.await
     }
 
-    /// Waits until every append written so far is acknowledged under the policy (a sync
-    /// under `Always`; nothing to wait for under the others).
-    pub(crate) async fn written_acknowledged_async(self: &Arc<Self>) -> Result<()> {
-        match self.written_unacknowledged() {
-            Some(target) => self.durable_at(target)?.await,
-            None => Ok(()),
+    /// [`after_conflict`](Engine::after_conflict), awaited.
+    async fn after_conflict_async<T>(self: &Arc<Self>, written: Result<T>) -> Result<T> {
+        if let Err(Error::WrongExpectedVersion { .. } | Error::AppendConditionFailed { .. }) =
+            &written
+            && let Some(target) = self.written_unacknowledged()
+            && let Ok(acknowledged) = self.durable_at(target)
+        {
+            // The conflict is the answer; a failed sync shows in the next call.
+            let _ = acknowledged.await;
         }
+        written
     }
 
     /// What an append ending at `last_position` waits for under the policy.

@@ -18,7 +18,8 @@ impl Engine {
     /// Commits `tx`; see [`Store::commit`](crate::Store::commit).
     pub(crate) fn commit_transaction(self: &Arc<Self>, tx: &Transaction) -> Result<CommitResult> {
         self.validate_transaction(tx)?;
-        let (result, is_retry) = self.write_transaction(tx)?;
+        let written = self.write_transaction(tx);
+        let (result, is_retry) = self.after_conflict(written)?;
         self.settle(result.last_position, is_retry)?;
         Ok(result)
     }

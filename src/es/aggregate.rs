@@ -231,11 +231,8 @@ impl<'s, A: Aggregate, C: Codec> Repository<'s, A, C> {
                 .append(stream, ExpectedVersion::Exact(loaded.version), &data)
             {
                 Ok(r) => return self.record(stream, loaded, events, &data, r, attempts),
-                Err(Error::WrongExpectedVersion { .. }) if attempts <= self.retries => {
-                    // The newer events may be written but not yet acknowledged (so not yet
-                    // readable): a reload before then would only find the same version.
-                    self.engine.written_acknowledged()?;
-                }
+                // The append returned once the newer events were readable: reload.
+                Err(Error::WrongExpectedVersion { .. }) if attempts <= self.retries => {}
                 Err(e) => return Err(ExecuteError::Store(e)),
             }
         }
@@ -271,9 +268,7 @@ impl<'s, A: Aggregate, C: Codec> Repository<'s, A, C> {
                 .await;
             match appended {
                 Ok(r) => return self.record(stream, loaded, events, &data, r, attempts),
-                Err(Error::WrongExpectedVersion { .. }) if attempts <= self.retries => {
-                    self.engine.written_acknowledged_async().await?;
-                }
+                Err(Error::WrongExpectedVersion { .. }) if attempts <= self.retries => {}
                 Err(e) => return Err(ExecuteError::Store(e)),
             }
         }

@@ -59,7 +59,10 @@ pub struct Subscription {
 const BATCHES_PER_POLL: u32 = 16;
 
 /// What one attempt at the next event found.
-#[allow(clippy::large_enum_variant, reason = "returned and taken apart at once, never stored")]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "returned and taken apart at once, never stored"
+)]
 enum Next {
     Event(RecordedEvent),
     /// Nothing before the deadline.
