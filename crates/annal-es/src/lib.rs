@@ -106,3 +106,8 @@ pub fn annal_aggregate_cqrs<A: Aggregate>(
         services,
     )
 }
+
+/// The README's code blocks, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
