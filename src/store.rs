@@ -679,6 +679,8 @@ impl Store {
             return Ok(());
         }
         self.closed = true;
+        // The last batch of snapshots: a cache, so a failure here fails nothing else.
+        let _ = self.engine.while_open(|| self.es.snapshots.flush());
         let closed = self.engine.close();
         durable::release_held(&self.es.durables);
         closed

@@ -323,23 +323,24 @@ fn snapshot_files_stay_bounded() {
     )
     .unwrap();
     let ledger = store.aggregate::<Ledger>();
-    for i in 0..3000 {
+    for i in 0..24_000 {
         ledger
             .execute(&format!("s-{}", i % 3), Cmd::Deposit(1))
             .unwrap();
     }
     let stats = store.stats().unwrap();
     assert_eq!(stats.snapshots, 6);
-    // Each record is well under 200 bytes; without compaction there would be 3000 of them.
+    // Each record is about 65 bytes: without compaction, 24,000 of them would be 1.5 MB.
+    // Compaction starts once dropped ones outweigh kept ones and pass 1 MiB.
     assert!(
-        stats.snapshot_bytes < 300 * 1024,
+        stats.snapshot_bytes < 1200 * 1024,
         "{} bytes of snapshots",
         stats.snapshot_bytes
     );
     drop(store);
     let store = Store::open(tmp.path(), opts().snapshot_every(1)).unwrap();
     let l = store.aggregate::<Ledger>().load("s-1").unwrap();
-    assert_eq!((l.state.balance, l.snapshot_version), (1000, Some(1000)));
+    assert_eq!((l.state.balance, l.snapshot_version), (8000, Some(8000)));
 }
 
 #[test]

@@ -3,7 +3,8 @@
 //! snapshot taken with every commit), on postgres-es against a real PostgreSQL
 //! (`synchronous_commit` on and off), and on cqrs-es's `MemStore`; with 1 and 16 tasks.
 //!
-//! `bash bench-cqrs/run.sh [--commands N] [--runs R] [--only NAME]`. The parent starts a
+//! `bash bench-cqrs/run.sh [--commands N] [--runs R] [--only NAME,NAME]` (`--only`: the
+//! configurations whose names contain one of these). The parent starts a
 //! PostgreSQL server of its own (a temporary data directory, a loopback port, fsync on) and
 //! runs each configuration in a child process of its own, interleaved over the rounds; it
 //! prints the median commands per second of each and stops the server.
@@ -320,7 +321,7 @@ fn main() {
     let exe = std::env::current_exe().unwrap();
     let configs: Vec<(&str, usize)> = configurations()
         .into_iter()
-        .filter(|(s, _)| only.as_deref().is_none_or(|o| s.contains(o)))
+        .filter(|(s, _)| only.as_deref().is_none_or(|o| o.split(',').any(|o| s.contains(o))))
         .collect();
     let mut rates: Vec<Vec<f64>> = configs.iter().map(|_| Vec::new()).collect();
     for round in 0..runs {

@@ -1,8 +1,9 @@
 //! Snapshot files: saved aggregate states, so loads replay only the events after them.
 //!
 //! Snapshots are a cache over the log, never a source of truth. They live in append-only,
-//! CRC-framed files `NNNNNNNNNN.snap` in the store directory, are written without fsync (a
-//! lost snapshot costs a longer replay, nothing else), and are ignored whenever anything about
+//! CRC-framed files `NNNNNNNNNN.snap` in the store directory, are written without fsync and,
+//! up to 64 KiB at a time, in batches (a lost snapshot costs a longer replay, nothing else;
+//! until its batch is written a snapshot is found in memory), and are ignored whenever anything about
 //! them is off: checksum, aggregate type, schema version, codec, or the fingerprint of the
 //! event they claim to cover (which catches a snapshot that outlived its events in a power
 //! loss). Only the newest `snapshots_kept` per stream and aggregate type are retained; when
@@ -25,7 +26,18 @@ use crate::storage::{Storage, StorageFile};
 /// A snapshot file stops taking new records past this size.
 const FILE_MAX: u64 = 64 * 1024 * 1024;
 /// Compaction waits until at least this many dead bytes have accumulated.
-const COMPACT_MIN_DEAD: u64 = 256 * 1024;
+const COMPACT_MIN_DEAD: u64 = 1024 * 1024;
+/// Snapshots whose state is kept in memory are written in batches of about this size (one
+/// write for many): until then a load finds them in memory, and a crash loses them, which
+/// costs a longer replay.
+const BATCH: usize = 64 * 1024;
+/// The file number of an entry still in the batch (its offset is within the batch).
+const PENDING: u32 = u32::MAX;
+/// A snapshot's state is kept in memory, beside its place in the files, up to this size...
+const CACHE_ONE_MAX: usize = 64 * 1024;
+/// ...while the kept states total at most this much: a load of a recent snapshot then reads
+/// no file.
+const CACHE_TOTAL_MAX: usize = 32 * 1024 * 1024;
 /// What a snapshot is of: which aggregate type, state schema and codec.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Kind {
@@ -42,6 +54,18 @@ pub(crate) struct Entry {
     file: u32,
     offset: u64,
     len: u64,
+    /// Checked against the log during this run (or written in it, for an event read from
+    /// the log): the log cannot lose the event while the store is open, so it need not be
+    /// checked again.
+    verified: bool,
+    /// Its state, for a snapshot written in this run (within the cache's bounds).
+    state: Option<Arc<[u8]>>,
+}
+
+impl Entry {
+    fn cached_bytes(&self) -> usize {
+        self.state.as_ref().map_or(0, |s| s.len())
+    }
 }
 
 #[derive(Debug)]
@@ -60,6 +84,13 @@ struct State {
     by_stream: HashMap<Box<str>, Vec<Entry>>,
     live_bytes: u64,
     total_bytes: u64,
+    /// Bytes of the states kept in entries.
+    cached_bytes: usize,
+    /// Encoded records not yet written, and the stream of each with its offset in `batch`.
+    batch: Vec<u8>,
+    batched: Vec<(Box<str>, u64)>,
+    /// The distinct (aggregate, codec) names, shared by every entry of that kind.
+    names: Vec<(Arc<str>, Arc<str>)>,
     /// Opened read-only: snapshots are read, never written.
     read_only: bool,
 }
@@ -74,31 +105,37 @@ pub(crate) struct SnapshotStore {
 }
 
 impl State {
-    fn kind(&self, aggregate: &str, schema: u32, codec: &str) -> Kind {
-        // Share the strings with an existing entry of the same kind, if any.
+    fn kind(&mut self, aggregate: &str, schema: u32, codec: &str) -> Kind {
+        // Share the strings with the entries of the same kind (there are few kinds).
         let existing = self
-            .by_stream
-            .values()
-            .flatten()
-            .map(|e| &e.kind)
-            .find(|k| &*k.aggregate == aggregate && &*k.codec == codec);
-        match existing {
-            Some(k) => Kind {
-                aggregate: Arc::clone(&k.aggregate),
-                schema,
-                codec: Arc::clone(&k.codec),
-            },
-            None => Kind {
-                aggregate: aggregate.into(),
-                schema,
-                codec: codec.into(),
-            },
+            .names
+            .iter()
+            .find(|(a, c)| &**a == aggregate && &**c == codec);
+        let (aggregate, codec) = match existing {
+            Some((a, c)) => (Arc::clone(a), Arc::clone(c)),
+            None => {
+                let names: (Arc<str>, Arc<str>) = (aggregate.into(), codec.into());
+                self.names
+                    .push((Arc::clone(&names.0), Arc::clone(&names.1)));
+                names
+            }
+        };
+        Kind {
+            aggregate,
+            schema,
+            codec,
         }
+    }
+
+    fn forget(&mut self, old: &Entry) {
+        self.live_bytes = self.live_bytes.saturating_sub(old.len);
+        self.cached_bytes = self.cached_bytes.saturating_sub(old.cached_bytes());
     }
 
     /// Indexes a snapshot, dropping the oldest of its stream and aggregate beyond `keep`.
     fn add(&mut self, stream: &str, entry: Entry, keep: usize) {
         self.live_bytes += entry.len;
+        self.cached_bytes += entry.cached_bytes();
         let entries = match self.by_stream.get_mut(stream) {
             Some(e) => e,
             None => self.by_stream.entry(stream.into()).or_default(),
@@ -110,6 +147,7 @@ impl State {
         {
             let old = entries.remove(i);
             self.live_bytes = self.live_bytes.saturating_sub(old.len);
+            self.cached_bytes = self.cached_bytes.saturating_sub(old.cached_bytes());
         }
         let at = entries.partition_point(|e| e.version <= entry.version);
         // Retention counts per aggregate and codec: a schema bump retires the old schema's
@@ -129,6 +167,7 @@ impl State {
             for &i in same.iter().take(same.len() - keep).rev() {
                 let old = entries.remove(i);
                 self.live_bytes = self.live_bytes.saturating_sub(old.len);
+                self.cached_bytes = self.cached_bytes.saturating_sub(old.cached_bytes());
             }
         }
     }
@@ -173,6 +212,8 @@ impl SnapshotStore {
                     file: n,
                     offset: offset as u64,
                     len: rec_len as u64,
+                    verified: false,
+                    state: None,
                 };
                 st.add(&s.stream, entry, keep);
                 offset += rec_len;
@@ -235,20 +276,33 @@ impl SnapshotStore {
         Ok(decode(&buf, 0).map(|(s, _)| s))
     }
 
+    /// Records that `entry` passed its check against the log, so later loads skip it.
+    fn mark_verified(&self, stream: &str, entry: &Entry) {
+        let mut st = self.state.lock();
+        if let Some(e) = st.by_stream.get_mut(stream).and_then(|v| {
+            v.iter_mut()
+                .find(|e| e.file == entry.file && e.offset == entry.offset)
+        }) {
+            e.verified = true;
+        }
+    }
+
     /// Forgets a snapshot that failed verification, so a fresh one will be taken.
     pub(crate) fn discard(&self, stream: &str, entry: &Entry) {
         let mut st = self.state.lock();
-        let mut freed = 0;
+        let mut freed = Vec::new();
         if let Some(v) = st.by_stream.get_mut(stream) {
             v.retain(|e| {
                 let same = e.file == entry.file && e.offset == entry.offset;
                 if same {
-                    freed += e.len;
+                    freed.push(e.clone());
                 }
                 !same
             });
         }
-        st.live_bytes = st.live_bytes.saturating_sub(freed);
+        for old in &freed {
+            st.forget(old);
+        }
     }
 
     /// Appends a snapshot (no fsync: snapshots are a cache), then compacts if dead records
@@ -265,37 +319,98 @@ impl SnapshotStore {
         if st.read_only {
             return Ok(());
         }
-        let n = match st
-            .active
-            .filter(|n| st.files.get(n).is_some_and(|f| f.len < FILE_MAX))
-        {
-            Some(n) => n,
-            None => self.new_file(&mut st)?,
+        let kind = st.kind(&s.aggregate, s.schema, &s.codec);
+        let keep_state =
+            s.state.len() <= CACHE_ONE_MAX && st.cached_bytes + s.state.len() <= CACHE_TOTAL_MAX;
+        let (file, offset) = if keep_state {
+            // Loads find it in memory until the batch is written.
+            let offset = st.batch.len() as u64;
+            st.batch.extend_from_slice(&bytes);
+            st.batched.push((s.stream.as_str().into(), offset));
+            (PENDING, offset)
+        } else {
+            self.flush_locked(&mut st)?;
+            let n = self.active_file(&mut st)?;
+            let file = st
+                .files
+                .get_mut(&n)
+                .ok_or_else(|| Error::corruption(&self.dir, 0, "snapshot file vanished"))?;
+            let offset = file.len;
+            file.handle
+                .write_all_at(&bytes, offset)
+                .map_err(|e| Error::io("write", &file.path, e))?;
+            file.len += bytes.len() as u64;
+            st.total_bytes += bytes.len() as u64;
+            (n, offset)
         };
+        let entry = Entry {
+            kind,
+            version: s.version,
+            file,
+            offset,
+            len: bytes.len() as u64,
+            // Written for the event `save` read from the log.
+            verified: true,
+            state: keep_state.then(|| Arc::from(s.state.as_slice())),
+        };
+        st.add(&s.stream, entry, self.keep);
+        if st.batch.len() >= BATCH {
+            self.flush_locked(&mut st)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the batch of snapshots not yet written (on close, and whenever it fills).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the snapshot file cannot be written.
+    pub(crate) fn flush(&self) -> Result<()> {
+        self.flush_locked(&mut self.state.lock())
+    }
+
+    fn flush_locked(&self, st: &mut State) -> Result<()> {
+        if st.batch.is_empty() {
+            return Ok(());
+        }
+        let n = self.active_file(st)?;
         let file = st
             .files
             .get_mut(&n)
             .ok_or_else(|| Error::corruption(&self.dir, 0, "snapshot file vanished"))?;
-        let offset = file.len;
+        let base = file.len;
         file.handle
-            .write_all_at(&bytes, offset)
+            .write_all_at(&st.batch, base)
             .map_err(|e| Error::io("write", &file.path, e))?;
-        file.len += bytes.len() as u64;
-        st.total_bytes += bytes.len() as u64;
-        let kind = st.kind(&s.aggregate, s.schema, &s.codec);
-        let entry = Entry {
-            kind,
-            version: s.version,
-            file: n,
-            offset,
-            len: bytes.len() as u64,
-        };
-        st.add(&s.stream, entry, self.keep);
-        let dead = st.total_bytes - st.live_bytes;
+        file.len += st.batch.len() as u64;
+        st.total_bytes += st.batch.len() as u64;
+        st.batch.clear();
+        for (stream, offset) in std::mem::take(&mut st.batched) {
+            // Gone already when retention or a check dropped it: a dead record then.
+            if let Some(e) = st.by_stream.get_mut(&stream).and_then(|v| {
+                v.iter_mut()
+                    .find(|e| e.file == PENDING && e.offset == offset)
+            }) {
+                e.file = n;
+                e.offset = base + offset;
+            }
+        }
+        let dead = st.total_bytes.saturating_sub(st.live_bytes);
         if dead > st.live_bytes && dead >= COMPACT_MIN_DEAD {
-            self.compact(&mut st)?;
+            self.compact(st)?;
         }
         Ok(())
+    }
+
+    /// The file new records go to, a new one when the active one is full.
+    fn active_file(&self, st: &mut State) -> Result<u32> {
+        match st
+            .active
+            .filter(|n| st.files.get(n).is_some_and(|f| f.len < FILE_MAX))
+        {
+            Some(n) => Ok(n),
+            None => self.new_file(st),
+        }
     }
 
     fn new_file(&self, st: &mut State) -> Result<u32> {
@@ -502,6 +617,11 @@ fn usable(
     kind: &Kind,
     entry: &Entry,
 ) -> Result<Option<Vec<u8>>> {
+    if entry.verified
+        && let Some(state) = &entry.state
+    {
+        return Ok(Some(state.to_vec()));
+    }
     let Some(s) = snapshots.read(entry)? else {
         return Ok(None);
     };
@@ -513,12 +633,16 @@ fn usable(
     if !matches {
         return Ok(None);
     }
+    if entry.verified {
+        return Ok(Some(s.state));
+    }
     let event = engine
         .read_stream(stream, ReadOptions::forward_from(s.version).limit(1))
         .next()
         .transpose()?;
     Ok(match event {
         Some(e) if e.position == s.event_position && e.timestamp == s.event_timestamp => {
+            snapshots.mark_verified(stream, entry);
             Some(s.state)
         }
         _ => None,
@@ -566,6 +690,7 @@ mod tests {
             .map(|e| e.version)
             .collect();
         assert_eq!(versions, [30, 20], "newest first, only `keep` of them");
+        store.flush().unwrap();
         drop(store);
         let again = open(&disk, 2);
         let newest = again.candidates("cart-1", &kind, 25);
@@ -587,6 +712,7 @@ mod tests {
         let store = open(&disk, 8);
         store.write(&snap("a", 1)).unwrap();
         store.write(&snap("a", 2)).unwrap();
+        store.flush().unwrap();
         drop(store);
         let path = Path::new(DIR).join(file_name(1));
         let len = disk.contents(&path).unwrap().len() as u64;
@@ -598,5 +724,34 @@ mod tests {
             .map(|e| e.version)
             .collect();
         assert_eq!(versions, [1]);
+    }
+
+    #[test]
+    fn batched_snapshots_are_found_in_memory_and_written_by_flush() {
+        let disk = SimDisk::new(5);
+        let store = open(&disk, 4);
+        store.write(&snap("a", 1)).unwrap();
+        let path = Path::new(DIR).join(file_name(1));
+        assert!(
+            disk.contents(&path).is_none_or(|c| c.is_empty()),
+            "not written yet"
+        );
+        let found = store.candidates("a", &kind(), u64::MAX);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].state.as_deref(), Some(&[7u8; 16][..]));
+        // Without a flush the batch is lost with the process, as a cache may be.
+        let lost = open(&disk, 4);
+        assert!(lost.candidates("a", &kind(), u64::MAX).is_empty());
+        drop(lost);
+        store.flush().unwrap();
+        let kept = open(&disk, 4);
+        let found = kept.candidates("a", &kind(), u64::MAX);
+        assert_eq!(kept.read(&found[0]).unwrap().unwrap(), snap("a", 1));
+        // A full batch is written without a flush.
+        for v in 2..2000 {
+            store.write(&snap("b", v)).unwrap();
+        }
+        let written = disk.contents(&path).map_or(0, |c| c.len());
+        assert!(written >= BATCH, "{written} bytes written");
     }
 }

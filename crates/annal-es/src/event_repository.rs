@@ -33,10 +33,16 @@ pub const EVENT_VERSION_TAG: &str = "cqrs-es:event_version=";
 
 /// A snapshot as this crate stores it with annal's snapshot API.
 #[derive(Serialize, Deserialize)]
-struct SnapshotRecord {
+struct SnapshotRecord<A = Value> {
     /// cqrs-es's count of snapshots of the aggregate (its optimistic lock).
     current_snapshot: usize,
-    aggregate: Value,
+    aggregate: A,
+}
+
+/// A snapshot record's count alone (of a record whose aggregate does not deserialize).
+#[derive(Deserialize)]
+struct SnapshotCount {
+    current_snapshot: usize,
 }
 
 /// cqrs-es's event repository on annal: each aggregate instance is one annal stream,
@@ -160,24 +166,18 @@ impl AnnalEventRepository {
         }
     }
 
-    /// The aggregate's state after `batch` (its events about to be committed), from the
-    /// `previous` snapshot and the stored events after it; `None` when a stored event may
+    /// The aggregate's state after `batch` (its events about to be committed), from `start`
+    /// (the previous snapshot's state and version) and the stored events after it; `None` when a stored event may
     /// need one of cqrs-es's upcasters (which the repository does not see) to mean what it
     /// means: one that does not deserialize as `A::Event`, or whose stored `event_version`
     /// is not the one the application gives that event now.
     fn fold<A: Aggregate>(
         &self,
         stream: &str,
-        previous: Option<(StoredSnapshot, SnapshotRecord)>,
+        start: Option<(A, u64)>,
         batch: &[&SerializedEvent],
-    ) -> Result<Option<Value>, AnnalAggregateError> {
-        let (mut state, from) = match previous {
-            Some((s, record)) => match serde_json::from_value::<A>(record.aggregate) {
-                Ok(state) => (state, s.version),
-                Err(_) => (A::default(), 0),
-            },
-            None => (A::default(), 0),
-        };
+    ) -> Result<Option<A>, AnnalAggregateError> {
+        let (mut state, from) = start.unwrap_or_else(|| (A::default(), 0));
         let first = batch.first().map_or(1, |e| e.sequence);
         let first = u64::try_from(first).unwrap_or(u64::MAX);
         if first > from + 1 {
@@ -200,7 +200,7 @@ impl AnnalEventRepository {
                 Err(_) => return Ok(None),
             }
         }
-        Ok(Some(serde_json::to_value(state).map_err(serialization)?))
+        Ok(Some(state))
     }
 
     fn read_events(
@@ -330,16 +330,30 @@ impl PersistedEventRepository for AnnalEventRepository {
             ))
             .into());
         }
-        let previous = self.snapshot_record(&stream)?;
-        if current_snapshot > 1
-            && previous.as_ref().map(|(_, r)| r.current_snapshot) != Some(current_snapshot - 1)
-        {
+        // Parsed straight into `A`: the fold starts from it.
+        let previous = self
+            .store
+            .load_snapshot(&stream, SNAPSHOT_KIND, u64::MAX)
+            .map_err(AnnalAggregateError::from)?;
+        let (count, start) = match &previous {
+            Some(s) => match serde_json::from_slice::<SnapshotRecord<A>>(&s.state) {
+                Ok(r) => (Some(r.current_snapshot), Some((r.aggregate, s.version))),
+                Err(_) => (
+                    serde_json::from_slice::<SnapshotCount>(&s.state)
+                        .ok()
+                        .map(|c| c.current_snapshot),
+                    None,
+                ),
+            },
+            None => (None, None),
+        };
+        if current_snapshot > 1 && count != Some(current_snapshot - 1) {
             return Err(PersistenceError::OptimisticLockError);
         }
-        let snapshot = match self.fold::<A>(&stream, previous, &batch)? {
+        let snapshot = match self.fold::<A>(&stream, start, &batch)? {
             Some(aggregate) => serde_json::to_vec(&SnapshotRecord {
                 current_snapshot,
-                aggregate,
+                aggregate: &aggregate,
             })
             .map_err(serialization)?,
             // Tagged all the same: the next load sees that a snapshot is missing.
