@@ -539,3 +539,85 @@ fn a_frameworks_snapshots_never_crowd_out_a_repositorys_of_the_same_name() {
         Some(7)
     );
 }
+
+/// A conflict found while the winning append's sync still runs returns once that sync is
+/// done, so the loser's reload reads the winner: for a wrong expected version and for a
+/// failed append condition, from blocking calls.
+#[test]
+fn a_blocking_conflict_returns_once_the_winner_is_readable() {
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+    let tmp = tempfile::tempdir().unwrap();
+    let storage = common::FaultyStorage::default();
+    let faults = std::sync::Arc::clone(&storage.faults);
+    let store = std::sync::Arc::new(
+        Store::open_with_storage(std::sync::Arc::new(storage), tmp.path(), Options::default())
+            .unwrap(),
+    );
+    faults.hold_sync.store(true, Ordering::SeqCst);
+    let syncs = faults.syncs.load(Ordering::SeqCst);
+    let winner = {
+        let store = std::sync::Arc::clone(&store);
+        std::thread::spawn(move || {
+            store.append(
+                "course-1",
+                ExpectedVersion::NoStream,
+                &[EventData::new("Opened", "{}").with_tags(["course:1"])],
+            )
+        })
+    };
+    // Written, and its sync started (and held).
+    while faults.syncs.load(Ordering::SeqCst) == syncs {
+        std::thread::yield_now();
+    }
+    let (done, finished) = std::sync::mpsc::channel();
+    let loser = {
+        let store = std::sync::Arc::clone(&store);
+        std::thread::spawn(move || {
+            let stale = store.append(
+                "course-1",
+                ExpectedVersion::NoStream,
+                &[EventData::new("Opened", "{}")],
+            );
+            let condition = store.commit(
+                Transaction::new()
+                    .append(
+                        "course-2",
+                        ExpectedVersion::Any,
+                        [EventData::new("Opened", "{}")],
+                    )
+                    .condition(
+                        AppendCondition::new(Query::items([QueryItem::new().tags(["course:1"])]))
+                            .after(0),
+                    ),
+            );
+            let _ = done.send(());
+            (stale, condition)
+        })
+    };
+    assert!(
+        finished.recv_timeout(Duration::from_millis(100)).is_err(),
+        "a conflict returned before the winner was readable"
+    );
+    faults.hold_sync.store(false, Ordering::SeqCst);
+    let (stale, condition) = loser.join().unwrap();
+    assert!(
+        matches!(
+            stale,
+            Err(Error::WrongExpectedVersion {
+                actual: Some(1),
+                ..
+            })
+        ),
+        "{stale:?}"
+    );
+    assert!(
+        matches!(
+            condition,
+            Err(Error::AppendConditionFailed { position: 1, .. })
+        ),
+        "{condition:?}"
+    );
+    winner.join().unwrap().unwrap();
+    assert_eq!(store.last_position(), 1);
+}

@@ -457,53 +457,53 @@ pub(crate) fn newest_match_after(
     let Some(items) = query.parts() else {
         return Ok(Some(wm.position));
     };
+    // Before the sample at or before `after + 1`, every event is at or before `after`: only
+    // the lists' entries from there on need looking at, however long the history.
+    let lo = inner.log.with_segments(|s| lower_bound(s, after + 1));
     let newest = {
         let ix = inner.index.read();
         items
             .iter()
-            .filter_map(|item| newest_of(&ix, item, wm.location))
+            .filter_map(|item| newest_of(&ix, item, lo, wm.location))
             .max()
     };
     let Some(loc) = newest else {
+        // The common case of a condition that holds, decided without reading a record.
         return Ok(None);
     };
-    // Before the sample at or before `after + 1`, every event is at or before `after`: the
-    // common case of a condition that holds, decided without reading a record.
-    if loc < inner.log.with_segments(|s| lower_bound(s, after + 1)) {
-        return Ok(None);
-    }
     let mut cache = SegmentCache::default();
     let position = position_at(inner, &mut cache, loc)?;
     Ok((position > after).then_some(position))
 }
 
-/// The newest location before `hi` that matches `item`: walking its shortest list back
-/// from the end, each candidate checked in the others by binary search.
-fn newest_of(ix: &StreamIndex, item: &crate::query::QueryItem, hi: u64) -> Option<u64> {
-    let has_type = |loc: u64| {
-        item.types.is_empty()
-            || item
-                .types
-                .iter()
-                .any(|t| ix.postings.types.get(t).contains(loc))
-    };
-    let driver = item
+/// The newest location in `lo..hi` that matches `item`: walking its shortest list (a tag's,
+/// or the types' together) back from `hi`, each candidate checked in the others by binary
+/// search.
+fn newest_of(ix: &StreamIndex, item: &crate::query::QueryItem, lo: u64, hi: u64) -> Option<u64> {
+    let tag_lists: Vec<Window<'_>> = item
         .tags
         .iter()
-        .map(|t| ix.postings.tags.get(t).window(0, hi))
-        .min_by_key(Window::len);
-    match driver {
-        Some(driver) => driver.iter().rev().find(|&loc| {
-            item.tags
-                .iter()
-                .all(|t| ix.postings.tags.get(t).contains(loc))
-                && has_type(loc)
-        }),
-        // Types only: the newest of each type's list.
-        None => item
-            .types
+        .map(|t| ix.postings.tags.get(t).window(lo, hi))
+        .collect();
+    let type_lists: Vec<Window<'_>> = item
+        .types
+        .iter()
+        .map(|t| ix.postings.types.get(t).window(lo, hi))
+        .collect();
+    let has_tags = |loc: u64| tag_lists.iter().all(|l| l.contains(loc));
+    let by_types: usize = type_lists.iter().map(|l| l.len()).sum();
+    match tag_lists.iter().min_by_key(|l| l.len()) {
+        Some(driver) if type_lists.is_empty() || driver.len() <= by_types => {
+            driver.iter().rev().find(|&loc| {
+                has_tags(loc)
+                    && (type_lists.is_empty() || type_lists.iter().any(|l| l.contains(loc)))
+            })
+        }
+        // The types' lists are shorter (or there are no tags): the newest of each that has
+        // the tags.
+        _ => type_lists
             .iter()
-            .filter_map(|t| ix.postings.types.get(t).window(0, hi).last())
+            .filter_map(|l| l.iter().rev().find(|&loc| has_tags(loc)))
             .max(),
     }
 }
