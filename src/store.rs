@@ -229,30 +229,52 @@ impl Store {
     /// [`Error::Poisoned`](crate::Error::Poisoned) and [`Error::Io`](crate::Error::Io) as for
     /// [`append`](Store::append).
     pub fn commit(&self, tx: Transaction) -> Result<CommitResult> {
-        let result = self.engine.commit_transaction(&tx)?;
-        self.save_committed_snapshots(tx, &result);
+        let (result, stamped) = self.engine.commit_transaction(&tx)?;
+        self.save_committed_snapshots(tx, &result, stamped);
         Ok(result)
     }
 
-    /// Saves the snapshots a committed transaction carries.
-    fn save_committed_snapshots(&self, tx: Transaction, result: &CommitResult) {
+    /// Saves the snapshots a committed transaction carries; `stamped`, the timestamp its
+    /// frame gave its events (`None` for a recognised retry: then read from the log).
+    fn save_committed_snapshots(
+        &self,
+        tx: Transaction,
+        result: &CommitResult,
+        stamped: Option<u64>,
+    ) {
         for (stream, kind, state) in tx.snapshots {
             let Some(i) = tx.appends.iter().position(|(s, _, _)| *s == stream) else {
                 continue;
             };
-            let Some(r) = result.appends.get(i) else {
+            let (Some(r), Some((_, _, events))) = (result.appends.get(i), tx.appends.get(i)) else {
                 continue;
             };
+            let kind = snapshot::framework_kind(&kind);
+            let own = events.last().and_then(|e| e.timestamp);
             // A cache: the commit stands whether or not its snapshot could be saved.
-            let saved = snapshot::save(
-                &self.engine,
-                &self.es.snapshots,
-                &stream,
-                &snapshot::framework_kind(&kind),
-                r.last_version,
-                state,
-                None,
-            );
+            let saved = match own.or(stamped) {
+                Some(timestamp) => snapshot::save_at(
+                    &self.es.snapshots,
+                    &stream,
+                    &kind,
+                    r.last_version,
+                    state,
+                    snapshot::EventAt {
+                        position: r.last_position,
+                        timestamp,
+                    },
+                )
+                .map(|()| true),
+                None => snapshot::save(
+                    &self.engine,
+                    &self.es.snapshots,
+                    &stream,
+                    &kind,
+                    r.last_version,
+                    state,
+                    None,
+                ),
+            };
             drop(saved);
         }
     }
@@ -302,8 +324,8 @@ impl Store {
     /// As [`commit`](Store::commit).
     #[cfg(feature = "async")]
     pub async fn commit_async(&self, tx: Transaction) -> Result<CommitResult> {
-        let result = self.engine.commit_async(&tx).await?;
-        self.save_committed_snapshots(tx, &result);
+        let (result, stamped) = self.engine.commit_async(&tx).await?;
+        self.save_committed_snapshots(tx, &result, stamped);
         Ok(result)
     }
 

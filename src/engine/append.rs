@@ -219,7 +219,7 @@ impl Engine {
             first_version,
             events,
         }];
-        let (first_position, last_position) = self.put(w, &parts)?;
+        let (first_position, last_position, _) = self.put(w, &parts)?;
         Ok((
             AppendResult {
                 first_version,
@@ -234,8 +234,9 @@ impl Engine {
 
     /// Under the writer lock, once every check passed: encodes `parts` as one frame (a
     /// transaction's frame when there are several), writes it, indexes it and, unless every
-    /// append waits for its sync, publishes it. Returns its first and last positions.
-    pub(crate) fn put(&self, w: &mut Writer, parts: &[TxPart<'_>]) -> Result<(u64, u64)> {
+    /// append waits for its sync, publishes it. Returns its first and last positions, and the
+    /// timestamp of its events that bring none of their own.
+    pub(crate) fn put(&self, w: &mut Writer, parts: &[TxPart<'_>]) -> Result<(u64, u64, u64)> {
         let n: u64 = parts.iter().map(|p| p.events.len() as u64).sum();
         let first_position = w.next_position;
         let last_position = first_position + n - 1;
@@ -348,7 +349,7 @@ impl Engine {
             // Handed to the OS: acknowledged under every other policy.
             self.publish(w.written);
         }
-        Ok((first_position, last_position))
+        Ok((first_position, last_position, timestamp))
     }
 
     /// The original result, if this append is a retry of one already written.

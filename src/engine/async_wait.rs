@@ -35,12 +35,16 @@ impl Engine {
     }
 
     /// [`commit_transaction`](Engine::commit_transaction), completed by group commit.
-    pub(crate) async fn commit_async(self: &Arc<Self>, tx: &Transaction) -> Result<CommitResult> {
+    pub(crate) async fn commit_async(
+        self: &Arc<Self>,
+        tx: &Transaction,
+    ) -> Result<(CommitResult, Option<u64>)> {
         self.validate_transaction(tx)?;
         let written = self.write_transaction(tx);
-        let (result, is_retry) = self.after_conflict_async(written).await?;
-        self.settled(result.last_position, is_retry)?.await?;
-        Ok(result)
+        let (result, stamped) = self.after_conflict_async(written).await?;
+        self.settled(result.last_position, stamped.is_none())?
+            .await?;
+        Ok((result, stamped))
     }
 
     /// Syncs everything written so far, as an async append under `Always` waits.

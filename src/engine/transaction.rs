@@ -16,12 +16,17 @@ use crate::transaction::{AppendCondition, CommitResult, Transaction};
 
 impl Engine {
     /// Commits `tx`; see [`Store::commit`](crate::Store::commit).
-    pub(crate) fn commit_transaction(self: &Arc<Self>, tx: &Transaction) -> Result<CommitResult> {
+    /// With the result, the timestamp of the events that bring none of their own (`None`
+    /// for a recognised retry).
+    pub(crate) fn commit_transaction(
+        self: &Arc<Self>,
+        tx: &Transaction,
+    ) -> Result<(CommitResult, Option<u64>)> {
         self.validate_transaction(tx)?;
         let written = self.write_transaction(tx);
-        let (result, is_retry) = self.after_conflict(written)?;
-        self.settle(result.last_position, is_retry)?;
-        Ok(result)
+        let (result, stamped) = self.after_conflict(written)?;
+        self.settle(result.last_position, stamped.is_none())?;
+        Ok((result, stamped))
     }
 
     pub(crate) fn validate_transaction(&self, tx: &Transaction) -> Result<()> {
@@ -106,7 +111,7 @@ impl Engine {
     pub(crate) fn write_transaction(
         self: &Arc<Self>,
         tx: &Transaction,
-    ) -> Result<(CommitResult, bool)> {
+    ) -> Result<(CommitResult, Option<u64>)> {
         self.check_writable()?;
         let mut guard = self.writer.lock();
         self.commit.check()?;
@@ -115,7 +120,7 @@ impl Engine {
             tx.appends.iter().map(|(s, _, _)| ix.version(s)).collect()
         };
         if let Some(original) = self.find_transaction_retry(tx, &currents)? {
-            return Ok((original, true));
+            return Ok((original, None));
         }
         for ((stream, expected, _), &current) in tx.appends.iter().zip(&currents) {
             check_expected(stream, *expected, current)?;
@@ -143,7 +148,7 @@ impl Engine {
                 events,
             })
             .collect();
-        let (first_position, last_position) = self.put(w, &parts)?;
+        let (first_position, last_position, timestamp) = self.put(w, &parts)?;
         let mut position = first_position;
         let appends = parts
             .iter()
@@ -167,7 +172,7 @@ impl Engine {
                 appends,
                 deduplicated: false,
             },
-            false,
+            Some(timestamp),
         ))
     }
 

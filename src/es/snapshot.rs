@@ -562,17 +562,45 @@ pub(crate) fn save(
     if event.version != version {
         return Ok(false);
     }
+    let at = EventAt {
+        position: event.position,
+        timestamp: event.timestamp,
+    };
+    save_at(snapshots, stream, kind, version, state, at)?;
+    Ok(true)
+}
+
+/// Where the event a snapshot is folded up to is, and its timestamp: its fingerprint.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EventAt {
+    pub position: u64,
+    pub timestamp: u64,
+}
+
+/// [`save`], for an event the caller knows is at `version` of `stream` with this
+/// fingerprint (it just appended it), so the log need not be read.
+///
+/// # Errors
+///
+/// As [`save`].
+pub(crate) fn save_at(
+    snapshots: &SnapshotStore,
+    stream: &str,
+    kind: &Kind,
+    version: u64,
+    state: Vec<u8>,
+    at: EventAt,
+) -> Result<()> {
     snapshots.write(&Snapshot {
         stream: stream.to_string(),
         aggregate: kind.aggregate.to_string(),
         schema: kind.schema,
         codec: kind.codec.to_string(),
         version,
-        event_position: event.position,
-        event_timestamp: event.timestamp,
+        event_position: at.position,
+        event_timestamp: at.timestamp,
         state,
-    })?;
-    Ok(true)
+    })
 }
 
 /// The newest usable snapshot of `stream` of `kind` above version `floor` and at or below

@@ -256,37 +256,44 @@ impl PersistedEventRepository for AnnalEventRepository {
         let stream = names::aggregate_stream(A::TYPE, aggregate_id);
         let found = self.snapshot_record(&stream)?;
         let snapshot_version = found.as_ref().map_or(0, |(s, _)| s.version);
-        let last = self
+        let current = self
             .store
-            .read_stream(&stream, ReadOptions::backward().limit(1))
+            .stream_version(&stream)
             .map_err(AnnalAggregateError::from)?
-            .next()
-            .transpose()
-            .map_err(AnnalAggregateError::from)?;
-        let distrust = match &last {
-            Some(last) if found.is_none() => Some(format!(
-                "annal-es: {stream} has events up to version {} and no snapshot: rebuild \
-                 from the events",
-                last.version
-            )),
-            Some(last)
-                if last.version > snapshot_version
-                    && last.tags.iter().any(|t| t == SNAPSHOT_TAG) =>
-            {
-                Some(format!(
+            .unwrap_or(0);
+        let distrust = if current == 0 || (found.is_some() && current <= snapshot_version) {
+            // No events, or the snapshot is at the last one: nothing to read.
+            None
+        } else if found.is_none() {
+            Some(format!(
+                "annal-es: {stream} has events up to version {current} and no snapshot: \
+                 rebuild from the events"
+            ))
+        } else {
+            let last = self
+                .store
+                .read_stream(&stream, ReadOptions::backward().limit(1))
+                .map_err(AnnalAggregateError::from)?
+                .next()
+                .transpose()
+                .map_err(AnnalAggregateError::from)?;
+            last.filter(|last| {
+                last.version > snapshot_version && last.tags.iter().any(|t| t == SNAPSHOT_TAG)
+            })
+            .map(|last| {
+                format!(
                     "annal-es: the snapshot of {stream} committed with version {} is missing \
                      (the newest found is at version {snapshot_version}): rebuild from the \
                      events",
                     last.version
-                ))
-            }
-            _ => None,
+                )
+            })
         };
-        if let (Some(why), Some(last)) = (distrust, &last) {
+        if let Some(why) = distrust {
             return Ok(Some(SerializedSnapshot {
                 aggregate_id: aggregate_id.to_string(),
                 aggregate: undeserializable::<A>(why)?,
-                current_sequence: usize::try_from(last.version).unwrap_or(usize::MAX),
+                current_sequence: usize::try_from(current).unwrap_or(usize::MAX),
                 current_snapshot: found.map_or(0, |(_, r)| r.current_snapshot),
             }));
         }
