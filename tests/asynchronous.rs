@@ -22,6 +22,17 @@ fn options(fsync: FsyncPolicy) -> Options {
     }
 }
 
+/// A store under `Always` on storage that fails or holds its syncs when told to.
+fn faulty_store() -> (tempfile::TempDir, Arc<common::Faults>, Store) {
+    let tmp = tempfile::tempdir().unwrap();
+    let storage = FaultyStorage::default();
+    let faults = Arc::clone(&storage.faults);
+    let store =
+        Store::open_with_storage(Arc::new(storage), tmp.path(), options(FsyncPolicy::Always))
+            .unwrap();
+    (tmp, faults, store)
+}
+
 #[tokio::test]
 async fn async_appends_are_acknowledged_under_every_policy() {
     for policy in [
@@ -123,13 +134,8 @@ async fn sixteen_tasks_on_one_thread_share_the_syncs() {
 /// the sync does.
 #[tokio::test(flavor = "current_thread")]
 async fn a_task_waiting_for_its_sync_leaves_the_thread_to_others() {
-    let tmp = tempfile::tempdir().unwrap();
-    let storage = FaultyStorage::default();
-    let faults = Arc::clone(&storage.faults);
-    let store = Arc::new(
-        Store::open_with_storage(Arc::new(storage), tmp.path(), options(FsyncPolicy::Always))
-            .unwrap(),
-    );
+    let (_tmp, faults, store) = faulty_store();
+    let store = Arc::new(store);
     faults.hold_sync.store(true, Ordering::SeqCst);
     // Should the append block the runtime's only thread, nothing below runs until this
     // watchdog lets the sync go; it then says so, and the test fails.
@@ -190,13 +196,8 @@ async fn a_task_waiting_for_its_sync_leaves_the_thread_to_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_sync_fails_every_waiting_task_and_poisons_the_store() {
-    let tmp = tempfile::tempdir().unwrap();
-    let storage = FaultyStorage::default();
-    let faults = Arc::clone(&storage.faults);
-    let store = Arc::new(
-        Store::open_with_storage(Arc::new(storage), tmp.path(), options(FsyncPolicy::Always))
-            .unwrap(),
-    );
+    let (_tmp, faults, store) = faulty_store();
+    let store = Arc::new(store);
     store
         .append_async("before", ExpectedVersion::NoStream, &[ev(0)])
         .await
@@ -388,12 +389,7 @@ async fn query_and_durable_subscriptions_stream_too() {
 /// be in the log, as after a crash before the acknowledgement; nothing else is disturbed.
 #[tokio::test(flavor = "current_thread")]
 async fn a_dropped_append_future_leaves_the_store_working() {
-    let tmp = tempfile::tempdir().unwrap();
-    let storage = FaultyStorage::default();
-    let faults = Arc::clone(&storage.faults);
-    let store =
-        Store::open_with_storage(Arc::new(storage), tmp.path(), options(FsyncPolicy::Always))
-            .unwrap();
+    let (_tmp, faults, store) = faulty_store();
     faults.hold_sync.store(true, Ordering::SeqCst);
     {
         let events = [ev(1)];
@@ -477,13 +473,8 @@ async fn aggregate_commands_run_async_and_retry_on_conflicts() {
 /// conflicting write is refused).
 #[tokio::test(flavor = "current_thread")]
 async fn a_conflict_returns_once_the_winning_append_is_readable() {
-    let tmp = tempfile::tempdir().unwrap();
-    let storage = FaultyStorage::default();
-    let faults = Arc::clone(&storage.faults);
-    let store = Arc::new(
-        Store::open_with_storage(Arc::new(storage), tmp.path(), options(FsyncPolicy::Always))
-            .unwrap(),
-    );
+    let (_tmp, faults, store) = faulty_store();
+    let store = Arc::new(store);
     faults.hold_sync.store(true, Ordering::SeqCst);
     let winner = {
         let store = Arc::clone(&store);

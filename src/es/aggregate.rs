@@ -226,14 +226,11 @@ impl<'s, A: Aggregate, C: Codec> Repository<'s, A, C> {
                 Decision::Done(executed) => return Ok(executed),
                 Decision::Append(loaded, events, data) => (loaded, events, data),
             };
-            match self
-                .engine
-                .append(stream, ExpectedVersion::Exact(loaded.version), &data)
-            {
-                Ok(r) => return self.record(stream, loaded, events, &data, r, attempts),
-                // The append returned once the newer events were readable: reload.
-                Err(Error::WrongExpectedVersion { .. }) if attempts <= self.retries => {}
-                Err(e) => return Err(ExecuteError::Store(e)),
+            let appended =
+                self.engine
+                    .append(stream, ExpectedVersion::Exact(loaded.version), &data);
+            if let Some(done) = self.attempted(stream, loaded, events, &data, appended, attempts) {
+                return done;
             }
         }
     }
@@ -266,11 +263,28 @@ impl<'s, A: Aggregate, C: Codec> Repository<'s, A, C> {
                 .engine
                 .append_async(stream, ExpectedVersion::Exact(loaded.version), &data)
                 .await;
-            match appended {
-                Ok(r) => return self.record(stream, loaded, events, &data, r, attempts),
-                Err(Error::WrongExpectedVersion { .. }) if attempts <= self.retries => {}
-                Err(e) => return Err(ExecuteError::Store(e)),
+            if let Some(done) = self.attempted(stream, loaded, events, &data, appended, attempts) {
+                return done;
             }
+        }
+    }
+
+    /// What an attempt's append means: the command done (or failed), or `None` to reload
+    /// and run it again after a version conflict.
+    fn attempted(
+        &self,
+        stream: &str,
+        loaded: Loaded<A>,
+        events: Vec<A::Event>,
+        data: &[EventData],
+        appended: Result<AppendResult>,
+        attempts: u32,
+    ) -> Option<std::result::Result<Executed<A>, ExecuteError<A::Error>>> {
+        match appended {
+            Ok(r) => Some(self.record(stream, loaded, events, data, r, attempts)),
+            // The append returned once the newer events were readable: reload.
+            Err(Error::WrongExpectedVersion { .. }) if attempts <= self.retries => None,
+            Err(e) => Some(Err(ExecuteError::Store(e))),
         }
     }
 
