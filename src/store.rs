@@ -344,11 +344,13 @@ impl Store {
     /// frameworks that keep their aggregates' snapshots in annal (annal's own
     /// [`Repository`] saves its snapshots the same way). `kind` names what the bytes are
     /// (an aggregate type, with a schema version if it has one); a load asks for the same
-    /// kind. Snapshots are a cache: written without fsync, the newest
-    /// [`Options::snapshots_kept`] per stream and kind retained, and each one checked at
-    /// load time against the event it was folded up to, so a snapshot that outlived its
-    /// events (a power loss) is never returned. Returns `false` (nothing saved) when the
-    /// stream has no event at `version`.
+    /// kind. Snapshots are a cache: written without fsync (those of up to 64 KiB in
+    /// batches of about 64 KiB, the last one at [`close`](Store::close); until their batch
+    /// is written they are found in memory, and a crash loses them), the newest
+    /// [`Options::snapshots_kept`] per stream and kind retained, and each one checked, at
+    /// its first load after an open, against the event it was folded up to, so a snapshot
+    /// that outlived its events (a power loss) is never returned. Returns `false` (nothing
+    /// saved) when the stream has no event at `version`.
     ///
     /// ```
     /// use annal::{EventData, ExpectedVersion, Options, Store};
