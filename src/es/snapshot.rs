@@ -276,9 +276,14 @@ impl SnapshotStore {
         Ok(decode(&buf, 0).map(|(s, _)| s))
     }
 
-    /// Records that `entry` passed its check against the log, so later loads skip it.
+    /// Records that `entry` passed its check against the log, so later loads skip it: in
+    /// the writer only, whose log cannot lose the event while it runs (a read-only open or
+    /// a follower checks every time: its writer may restart with a shorter log).
     fn mark_verified(&self, stream: &str, entry: &Entry) {
         let mut st = self.state.lock();
+        if st.read_only {
+            return;
+        }
         if let Some(e) = st.by_stream.get_mut(stream).and_then(|v| {
             v.iter_mut()
                 .find(|e| e.file == entry.file && e.offset == entry.offset)
@@ -354,8 +359,21 @@ impl SnapshotStore {
             state: keep_state.then(|| Arc::from(s.state.as_slice())),
         };
         st.add(&s.stream, entry, self.keep);
-        if st.batch.len() >= BATCH {
+        if file != PENDING {
+            // Nothing is pending (the batch was written first): compaction may run.
+            self.maybe_compact(&mut st)?;
+        } else if st.batch.len() >= BATCH {
             self.flush_locked(&mut st)?;
+        }
+        Ok(())
+    }
+
+    /// Compacts once dropped records outweigh the kept ones and pass 1 MiB. Only with no
+    /// record pending: compaction copies records from the files.
+    fn maybe_compact(&self, st: &mut State) -> Result<()> {
+        let dead = st.total_bytes.saturating_sub(st.live_bytes);
+        if st.batch.is_empty() && dead > st.live_bytes && dead >= COMPACT_MIN_DEAD {
+            self.compact(st)?;
         }
         Ok(())
     }
@@ -373,19 +391,44 @@ impl SnapshotStore {
         if st.batch.is_empty() {
             return Ok(());
         }
-        let n = self.active_file(st)?;
-        let file = st
-            .files
-            .get_mut(&n)
-            .ok_or_else(|| Error::corruption(&self.dir, 0, "snapshot file vanished"))?;
-        let base = file.len;
-        file.handle
-            .write_all_at(&st.batch, base)
-            .map_err(|e| Error::io("write", &file.path, e))?;
-        file.len += st.batch.len() as u64;
-        st.total_bytes += st.batch.len() as u64;
+        let written = self.active_file(st).and_then(|n| {
+            let file = st
+                .files
+                .get_mut(&n)
+                .ok_or_else(|| Error::corruption(&self.dir, 0, "snapshot file vanished"))?;
+            let base = file.len;
+            file.handle
+                .write_all_at(&st.batch, base)
+                .map_err(|e| Error::io("write", &file.path, e))?;
+            file.len += st.batch.len() as u64;
+            Ok((n, base))
+        });
+        let batch_len = st.batch.len() as u64;
         st.batch.clear();
-        for (stream, offset) in std::mem::take(&mut st.batched) {
+        let batched = std::mem::take(&mut st.batched);
+        let (n, base) = match written {
+            Ok(at) => at,
+            Err(e) => {
+                // A cache: the batch's snapshots are dropped, not kept to be written again
+                // (and again) while the disk fails.
+                for (stream, offset) in batched {
+                    let gone: Vec<Entry> =
+                        st.by_stream.get_mut(&stream).map_or_else(Vec::new, |v| {
+                            let (gone, kept) = std::mem::take(v)
+                                .into_iter()
+                                .partition(|e| e.file == PENDING && e.offset == offset);
+                            *v = kept;
+                            gone
+                        });
+                    for old in &gone {
+                        st.forget(old);
+                    }
+                }
+                return Err(e);
+            }
+        };
+        st.total_bytes += batch_len;
+        for (stream, offset) in batched {
             // Gone already when retention or a check dropped it: a dead record then.
             if let Some(e) = st.by_stream.get_mut(&stream).and_then(|v| {
                 v.iter_mut()
@@ -395,11 +438,7 @@ impl SnapshotStore {
                 e.offset = base + offset;
             }
         }
-        let dead = st.total_bytes.saturating_sub(st.live_bytes);
-        if dead > st.live_bytes && dead >= COMPACT_MIN_DEAD {
-            self.compact(st)?;
-        }
-        Ok(())
+        self.maybe_compact(st)
     }
 
     /// The file new records go to, a new one when the active one is full.
@@ -781,5 +820,22 @@ mod tests {
         }
         let written = disk.contents(&path).map_or(0, |c| c.len());
         assert!(written >= BATCH, "{written} bytes written");
+    }
+
+    #[test]
+    fn snapshots_too_big_for_the_batch_are_compacted_too() {
+        let disk = SimDisk::new(6);
+        let store = open(&disk, 4);
+        for v in 1..=200 {
+            let big = Snapshot {
+                state: vec![9; 100 * 1024],
+                ..snap("a", v)
+            };
+            store.write(&big).unwrap();
+        }
+        let (count, bytes) = store.stats();
+        assert_eq!(count, 4);
+        // 20 MB written: kept are 4 of 100 KiB, and dead records are compacted from 1 MiB.
+        assert!(bytes < 2 << 20, "{bytes} bytes of snapshot files");
     }
 }
