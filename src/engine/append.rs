@@ -131,11 +131,9 @@ impl Engine {
     /// a caller that reloads and retries then reads them, instead of failing on the same
     /// conflict again and again while that sync runs.
     pub(crate) fn after_conflict<T>(&self, written: Result<T>) -> Result<T> {
-        if let Err(Error::WrongExpectedVersion { .. } | Error::AppendConditionFailed { .. }) =
-            &written
-        {
+        if is_conflict(&written) {
             // The conflict is the answer; a failed sync shows in the next call.
-            let _ = self.written_acknowledged();
+            let _ = self.sync_to_target(self.written_unacknowledged());
         }
         written
     }
@@ -143,7 +141,12 @@ impl Engine {
     /// After a write under the writer lock: waits for what the fsync policy promises of the
     /// events up to `last_position` (a recognised retry: until the original is acknowledged).
     pub(crate) fn settle(&self, last_position: u64, is_retry: bool) -> Result<()> {
-        match self.settle_target(last_position, is_retry) {
+        self.sync_to_target(self.settle_target(last_position, is_retry))
+    }
+
+    /// Returns once `target` (if any) is durable, leading syncs as group commit does.
+    fn sync_to_target(&self, target: Option<u64>) -> Result<()> {
+        match target {
             Some(target) => self.commit.sync_to(target, &mut || self.sync_written()),
             None => Ok(()),
         }
@@ -157,14 +160,6 @@ impl Engine {
         }
         let written = self.writer.lock().written.position;
         (written > self.commit.durable()).then_some(written)
-    }
-
-    /// Waits until every append written so far is acknowledged under the policy.
-    pub(crate) fn written_acknowledged(&self) -> Result<()> {
-        match self.written_unacknowledged() {
-            Some(target) => self.commit.sync_to(target, &mut || self.sync_written()),
-            None => Ok(()),
-        }
     }
 
     /// The position that must be durable before an append ending at `last_position` is
@@ -461,6 +456,14 @@ pub(crate) fn check_expected(
             actual,
         })
     }
+}
+
+/// Whether a write failed its expected version or its append condition.
+pub(crate) fn is_conflict<T>(written: &Result<T>) -> bool {
+    matches!(
+        written,
+        Err(Error::WrongExpectedVersion { .. } | Error::AppendConditionFailed { .. })
+    )
 }
 
 /// Whether records with these edge flags, in order, are exactly one frame: the first flagged

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use super::Engine;
+use super::append::is_conflict;
 use crate::error::{Error, Result};
 use crate::event::{AppendResult, EventData, ExpectedVersion};
 use crate::transaction::{CommitResult, Transaction};
@@ -58,8 +59,7 @@ impl Engine {
 
     /// [`after_conflict`](Engine::after_conflict), awaited.
     async fn after_conflict_async<T>(self: &Arc<Self>, written: Result<T>) -> Result<T> {
-        if let Err(Error::WrongExpectedVersion { .. } | Error::AppendConditionFailed { .. }) =
-            &written
+        if is_conflict(&written)
             && let Some(target) = self.written_unacknowledged()
             && let Ok(acknowledged) = self.durable_at(target)
         {
@@ -71,14 +71,8 @@ impl Engine {
 
     /// What an append ending at `last_position` waits for under the policy.
     fn settled(self: &Arc<Self>, last_position: u64, is_retry: bool) -> Result<Durable> {
-        match self.settle_target(last_position, is_retry) {
-            Some(target) => self.durable_at(target),
-            None => Ok(Durable {
-                engine: Arc::clone(self),
-                target: 0,
-                slot: None,
-            }),
-        }
+        // Nothing to wait for: a target of 0, ready at once.
+        self.durable_at(self.settle_target(last_position, is_retry).unwrap_or(0))
     }
 
     /// A future ready once `target` is durable; starts the syncer if it is not running.

@@ -455,14 +455,18 @@ impl Engine {
                 board.publish(wm);
             }
             self.published.notify_all();
-            // Taken under the lock, woken after it: a waker may run its task at once.
-            #[cfg(feature = "async")]
-            {
-                let woken = self.take_published_wakers();
-                drop(cur);
-                woken.into_iter().for_each(std::task::Waker::wake);
-            }
+            self.wake_subscribers(cur);
         }
+    }
+
+    /// Lets go of the watermark's lock, waking the async subscribers (taken under the lock,
+    /// woken after it: a waker may run its task at once).
+    fn wake_subscribers(&self, wm: MutexGuard<'_, Watermark>) {
+        #[cfg(feature = "async")]
+        let woken = self.take_published_wakers();
+        drop(wm);
+        #[cfg(feature = "async")]
+        woken.into_iter().for_each(std::task::Waker::wake);
     }
 
     /// Fails with [`Error::InvalidArgument`] when the query index is off.
@@ -517,15 +521,10 @@ impl Engine {
 
     /// Marks the store closed and wakes every subscriber.
     pub(crate) fn close_subscriptions(&self) {
-        let _wm = self.watermark.lock();
+        let wm = self.watermark.lock();
         self.closed.store(true, Ordering::Release);
         self.published.notify_all();
-        #[cfg(feature = "async")]
-        {
-            let woken = self.take_published_wakers();
-            drop(_wm);
-            woken.into_iter().for_each(std::task::Waker::wake);
-        }
+        self.wake_subscribers(wm);
     }
 
     /// The storage the log is on, to share with the layer above.

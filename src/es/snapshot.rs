@@ -140,14 +140,13 @@ impl State {
             Some(e) => e,
             None => self.by_stream.entry(stream.into()).or_default(),
         };
+        let mut dropped = Vec::new();
         // Same stream, aggregate and version: the newer record replaces the older.
         if let Some(i) = entries
             .iter()
             .position(|e| e.version == entry.version && e.kind == entry.kind)
         {
-            let old = entries.remove(i);
-            self.live_bytes = self.live_bytes.saturating_sub(old.len);
-            self.cached_bytes = self.cached_bytes.saturating_sub(old.cached_bytes());
+            dropped.push(entries.remove(i));
         }
         let at = entries.partition_point(|e| e.version <= entry.version);
         // Retention counts per aggregate and codec: a schema bump retires the old schema's
@@ -165,10 +164,11 @@ impl State {
             .collect();
         if same.len() > keep {
             for &i in same.iter().take(same.len() - keep).rev() {
-                let old = entries.remove(i);
-                self.live_bytes = self.live_bytes.saturating_sub(old.len);
-                self.cached_bytes = self.cached_bytes.saturating_sub(old.cached_bytes());
+                dropped.push(entries.remove(i));
             }
+        }
+        for old in &dropped {
+            self.forget(old);
         }
     }
 }
@@ -335,18 +335,7 @@ impl SnapshotStore {
             (PENDING, offset)
         } else {
             self.flush_locked(&mut st)?;
-            let n = self.active_file(&mut st)?;
-            let file = st
-                .files
-                .get_mut(&n)
-                .ok_or_else(|| Error::corruption(&self.dir, 0, "snapshot file vanished"))?;
-            let offset = file.len;
-            file.handle
-                .write_all_at(&bytes, offset)
-                .map_err(|e| Error::io("write", &file.path, e))?;
-            file.len += bytes.len() as u64;
-            st.total_bytes += bytes.len() as u64;
-            (n, offset)
+            self.append_bytes(&mut st, &bytes)?
         };
         let entry = Entry {
             kind,
@@ -391,20 +380,11 @@ impl SnapshotStore {
         if st.batch.is_empty() {
             return Ok(());
         }
-        let written = self.active_file(st).and_then(|n| {
-            let file = st
-                .files
-                .get_mut(&n)
-                .ok_or_else(|| Error::corruption(&self.dir, 0, "snapshot file vanished"))?;
-            let base = file.len;
-            file.handle
-                .write_all_at(&st.batch, base)
-                .map_err(|e| Error::io("write", &file.path, e))?;
-            file.len += st.batch.len() as u64;
-            Ok((n, base))
-        });
-        let batch_len = st.batch.len() as u64;
-        st.batch.clear();
+        let mut batch = std::mem::take(&mut st.batch);
+        let written = self.append_bytes(st, &batch);
+        // Emptied either way; its capacity serves the next batch.
+        batch.clear();
+        st.batch = batch;
         let batched = std::mem::take(&mut st.batched);
         let (n, base) = match written {
             Ok(at) => at,
@@ -427,7 +407,6 @@ impl SnapshotStore {
                 return Err(e);
             }
         };
-        st.total_bytes += batch_len;
         for (stream, offset) in batched {
             // Gone already when retention or a check dropped it: a dead record then.
             if let Some(e) = st.by_stream.get_mut(&stream).and_then(|v| {
@@ -439,6 +418,23 @@ impl SnapshotStore {
             }
         }
         self.maybe_compact(st)
+    }
+
+    /// Writes `bytes` (whole records) at the end of the active file; returns the file and
+    /// the offset they start at.
+    fn append_bytes(&self, st: &mut State, bytes: &[u8]) -> Result<(u32, u64)> {
+        let n = self.active_file(st)?;
+        let file = st
+            .files
+            .get_mut(&n)
+            .ok_or_else(|| Error::corruption(&self.dir, 0, "snapshot file vanished"))?;
+        let offset = file.len;
+        file.handle
+            .write_all_at(bytes, offset)
+            .map_err(|e| Error::io("write", &file.path, e))?;
+        file.len += bytes.len() as u64;
+        st.total_bytes += bytes.len() as u64;
+        Ok((n, offset))
     }
 
     /// The file new records go to, a new one when the active one is full.
