@@ -121,6 +121,14 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// The stream was hard-deleted ([`DeleteMode::Hard`](crate::DeleteMode::Hard)): it takes
+    /// no more appends and no metadata changes.
+    #[error("stream {stream:?} was deleted (hard): it takes no appends or metadata changes")]
+    StreamDeleted {
+        /// The stream.
+        stream: String,
+    },
+
     /// The store has been closed.
     #[error("store is closed")]
     Closed,

@@ -17,6 +17,7 @@ use crate::es::projection::{Projection, RunningProjection};
 use crate::es::snapshot::{self, StoredSnapshot};
 use crate::es::subscription::Subscription;
 use crate::event::{AppendResult, EventData, ExpectedVersion, Payload};
+use crate::lifecycle::{DeleteMode, StreamMetadata};
 use crate::options::Options;
 use crate::query::Query;
 use crate::storage::{FsStorage, Storage};
@@ -418,6 +419,88 @@ impl Store {
         )
     }
 
+    /// Sets the metadata of `stream` ([`StreamMetadata`]): which of its events stay readable
+    /// (`max_count`, `max_age`, `truncate_before`) and the user's own bytes. It is appended
+    /// to the stream's metadata stream (`$$` + its name) in the log, so it is as durable as
+    /// an append under the fsync policy, and reads, subscriptions, projections and aggregate
+    /// loads honour it from the moment it is written. `expected` is the version of the
+    /// metadata stream ([`stream_metadata`](Store::stream_metadata) returns it), so that two
+    /// writers of metadata cannot both win. Returns the metadata stream's new version.
+    ///
+    /// A stream with any of the three rules set is loaded without snapshots or cached
+    /// states: they fold every event, and its state is the fold of the live ones.
+    ///
+    /// ```
+    /// # fn main() -> annal::Result<()> {
+    /// use annal::{EventData, ExpectedVersion, Options, ReadOptions, Store, StreamMetadata};
+    /// # let tmp = tempfile::tempdir().unwrap();
+    /// let store = Store::open(tmp.path(), Options::default())?;
+    /// for i in 0..5 {
+    ///     store.append("sensor-1", ExpectedVersion::Any, [EventData::new("Read", format!("{i}"))])?;
+    /// }
+    /// store.set_stream_metadata("sensor-1", ExpectedVersion::NoStream, StreamMetadata::new().max_count(2))?;
+    /// let kept: Vec<u64> = store
+    ///     .read_stream("sensor-1", ReadOptions::forward())?
+    ///     .map(|e| e.map(|e| e.version))
+    ///     .collect::<annal::Result<_>>()?;
+    /// assert_eq!(kept, [4, 5]);
+    /// assert_eq!(store.stream_metadata("sensor-1")?.map(|(v, m)| (v, m.max_count)), Some((1, Some(2))));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WrongExpectedVersion`](crate::Error::WrongExpectedVersion) naming the
+    /// metadata stream; [`Error::StreamDeleted`](crate::Error::StreamDeleted) after a hard
+    /// delete; [`Error::InvalidArgument`](crate::Error::InvalidArgument) for an invalid
+    /// stream name, `max_count` or `truncate_before` of 0, custom bytes over 64 KiB, or
+    /// `deleted` set; otherwise as [`append`](Store::append).
+    pub fn set_stream_metadata(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        metadata: StreamMetadata,
+    ) -> Result<u64> {
+        self.engine.set_stream_metadata(stream, expected, &metadata)
+    }
+
+    /// The metadata of `stream` and the version of its metadata stream (what
+    /// [`set_stream_metadata`](Store::set_stream_metadata) expects); `None` when it has none.
+    /// A deleted stream's says so ([`StreamMetadata::deleted`], or `truncate_before` past
+    /// its last version after a soft delete).
+    ///
+    /// # Errors
+    ///
+    /// None today.
+    pub fn stream_metadata(&self, stream: &str) -> Result<Option<(u64, StreamMetadata)>> {
+        Ok(self.engine.stream_metadata(stream))
+    }
+
+    /// Deletes `stream`, which must be at `expected` (its version, as for an append):
+    /// [`DeleteMode::Soft`] leaves it readable as empty, and a later append continues its
+    /// versions; [`DeleteMode::Hard`] writes a tombstone, after which every append to it or
+    /// change of its metadata fails with [`Error::StreamDeleted`](crate::Error::StreamDeleted).
+    /// Either way its snapshots and cached aggregate states are dropped, and its events stay
+    /// in the files until [`scavenge`](Store::scavenge) erases them. Returns the stream's
+    /// version when it was deleted (`None`: it had no events).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WrongExpectedVersion`](crate::Error::WrongExpectedVersion);
+    /// [`Error::StreamDeleted`](crate::Error::StreamDeleted) when it was hard-deleted
+    /// already; otherwise as [`append`](Store::append).
+    pub fn delete_stream(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        mode: DeleteMode,
+    ) -> Result<Option<u64>> {
+        let version = self.engine.delete_stream(stream, expected, mode)?;
+        self.es.snapshots.forget_stream(stream);
+        self.es.aggregate_cache.forget_stream(stream);
+        Ok(version)
+    }
+
     /// Reads the whole log ("$all", positions) per `opts`.
     ///
     /// # Errors
@@ -523,6 +606,8 @@ impl Store {
             .engine
             .streams()
             .into_iter()
+            // Metadata streams are annal's.
+            .filter(|(name, _)| !crate::engine::lifecycle::is_system(name))
             .map(|(name, version)| StreamInfo {
                 name: name.to_string(),
                 version,

@@ -195,6 +195,7 @@ impl Engine {
         self.check_writable()?;
         let mut guard = self.writer.lock();
         self.commit.check()?;
+        self.check_not_deleted(stream)?;
         let current = self.index.read().version(stream);
         if let Some(original) = self.find_retry(stream, expected, current, events)? {
             return Ok((original, true));
@@ -328,6 +329,7 @@ impl Engine {
                 );
             }
         }
+        self.note_metadata(parts);
         w.next_position += n;
         self.written_appends.fetch_add(1, Ordering::AcqRel);
         w.written = Watermark {

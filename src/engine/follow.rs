@@ -102,6 +102,9 @@ impl Engine {
             ));
         }
         ix.push_into(seg, &mut self.index.write(), from)?;
+        for run in &ix.runs {
+            self.load_metadata(&run.stream)?;
+        }
         for s in &ix.samples {
             seg.note_frame(s.position, from + s.offset);
         }

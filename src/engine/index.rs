@@ -159,6 +159,15 @@ impl StreamIndex {
             .collect()
     }
 
+    /// The names of every metadata stream (`$$` + a stream's name).
+    pub(crate) fn metadata_streams(&self) -> Vec<Arc<str>> {
+        self.streams
+            .keys()
+            .filter(|k| crate::engine::lifecycle::is_system(k))
+            .cloned()
+            .collect()
+    }
+
     /// Number of streams.
     pub(crate) fn stream_count(&self) -> usize {
         self.streams.len()

@@ -22,6 +22,7 @@ pub(crate) mod commit;
 pub(crate) mod follow;
 pub(crate) mod format;
 pub(crate) mod index;
+pub(crate) mod lifecycle;
 pub(crate) mod log;
 pub(crate) mod postings;
 pub(crate) mod published;
@@ -143,6 +144,10 @@ pub(crate) struct Engine {
     pub(crate) log: Log,
     storage: Arc<dyn Storage>,
     pub(crate) index: RwLock<StreamIndex>,
+    /// Every stream's metadata ([`lifecycle`]).
+    pub(crate) lifecycle: RwLock<lifecycle::Lifecycle>,
+    /// Some stream has metadata: reads need to ask [`Engine::rules`].
+    pub(crate) has_lifecycle: AtomicBool,
     pub(crate) writer: Mutex<Writer>,
     pub(crate) commit: Commit,
     watermark: Mutex<Watermark>,
@@ -273,6 +278,8 @@ impl Engine {
             dir,
             options,
             index: RwLock::new(index),
+            lifecycle: RwLock::new(lifecycle::Lifecycle::default()),
+            has_lifecycle: AtomicBool::new(false),
             writer: Mutex::new(Writer {
                 active: rec.active,
                 next_position: rec.next_position,
@@ -299,6 +306,7 @@ impl Engine {
             follow_failure: Mutex::new(None),
             lock: RwLock::new(Some(lock)),
         };
+        engine.load_lifecycle()?;
         let upper = upper(&engine)?;
         // After the layer above, which may have removed files.
         engine.recovery.readable_by_others = readable_by_others(
@@ -590,7 +598,7 @@ impl Engine {
     }
 
     /// Reads the whole log (positions) per `opts`.
-    pub(crate) fn read_all(&self, opts: ReadOptions) -> AllEvents {
+    pub(crate) fn read_all(self: &Arc<Self>, opts: ReadOptions) -> AllEvents {
         AllEvents::new(self, opts)
     }
 

@@ -436,6 +436,9 @@ impl IndexRead {
                 }
                 continue;
             }
+            if self.inner.hides(&e) {
+                continue;
+            }
             self.left -= 1;
             return Ok(Some(e));
         }

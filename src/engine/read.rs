@@ -72,20 +72,27 @@ impl Default for ReadOptions {
     }
 }
 
-/// Versions `[lo, hi]` that a read covers, given the last visible one.
+/// Versions (or positions) `[lo, hi]` that a read covers, given the last visible one.
 fn span(opts: &ReadOptions, last: u64) -> Option<(u64, u64)> {
-    if opts.limit == 0 || last == 0 {
+    span_within(opts, 1, last)
+}
+
+/// Versions `[lo, hi]` that a read covers among `[first, last]`: the limit counts from the
+/// first one it reads.
+fn span_within(opts: &ReadOptions, first: u64, last: u64) -> Option<(u64, u64)> {
+    let first = first.max(1);
+    if opts.limit == 0 || last < first {
         return None;
     }
     let n = opts.limit - 1;
     match opts.direction {
         Direction::Forward => {
-            let lo = opts.from.max(1);
+            let lo = opts.from.max(first);
             (lo <= last).then(|| (lo, lo.saturating_add(n).min(last)))
         }
         Direction::Backward => {
             let hi = opts.from.min(last);
-            (hi >= 1).then(|| (hi.saturating_sub(n).max(1), hi))
+            (hi >= first).then(|| (hi.saturating_sub(n).max(first), hi))
         }
     }
 }
@@ -111,6 +118,8 @@ pub struct StreamEvents {
     segment: SegmentCache,
     /// Indices into `locations` below this one (forward) or above it (backward) were touched.
     warmed: usize,
+    /// Events older than this (a timestamp) are skipped: the stream's `max_age`.
+    oldest: u64,
 }
 
 impl StreamEvents {
@@ -120,9 +129,14 @@ impl StreamEvents {
             let ix = inner.index.read();
             (ix.name(stream), ix.visible_version(stream, wm.location))
         };
-        let range = span(&opts, visible.unwrap_or(0));
+        let last = visible.unwrap_or(0);
+        let rules = inner
+            .rules(stream, last)
+            .unwrap_or(crate::engine::lifecycle::Rules::ALL);
+        let range = span_within(&opts, rules.first_live, last);
         let (lo, hi) = range.unwrap_or((1, 0));
         StreamEvents {
+            oldest: rules.oldest,
             inner,
             stream: name,
             forward: opts.direction == Direction::Forward,
@@ -137,6 +151,16 @@ impl StreamEvents {
     }
 
     fn next_event(&mut self) -> Result<Option<RecordedEvent>> {
+        loop {
+            match self.next_stored()? {
+                Some(e) if e.timestamp < self.oldest => {}
+                next => return Ok(next),
+            }
+        }
+    }
+
+    /// The next event in the range, live or (by age) not.
+    fn next_stored(&mut self) -> Result<Option<RecordedEvent>> {
         if self.done || self.lo > self.hi {
             return Ok(None);
         }
@@ -328,6 +352,7 @@ pub(crate) fn recorded(
 /// Reads whole frames and verifies each frame's checksum before decoding its events.
 #[derive(Debug)]
 pub struct AllEvents {
+    engine: Arc<Engine>,
     dir: PathBuf,
     segments: Vec<Arc<Segment>>,
     wm: Watermark,
@@ -343,13 +368,14 @@ pub struct AllEvents {
 }
 
 impl AllEvents {
-    pub(crate) fn new(inner: &Engine, opts: ReadOptions) -> Self {
+    pub(crate) fn new(inner: &Arc<Engine>, opts: ReadOptions) -> Self {
         let wm = inner.watermark();
         // Listed after the watermark was taken, so every segment it covers is here.
         let segments = inner.log.segments();
         let range = span(&opts, wm.position);
         let (lo, hi) = range.unwrap_or((1, 0));
         AllEvents {
+            engine: Arc::clone(inner),
             dir: inner.dir.clone(),
             segments,
             wm,
@@ -464,19 +490,23 @@ impl Iterator for AllEvents {
     type Item = Result<RecordedEvent>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.done || self.lo > self.hi {
-            return None;
-        }
-        let next = if self.forward {
-            self.next_forward()
-        } else {
-            self.next_backward()
-        };
-        match next {
-            Ok(e) => e.map(Ok),
-            Err(e) => {
-                self.done = true;
-                Some(Err(e))
+        loop {
+            if self.done || self.lo > self.hi {
+                return None;
+            }
+            let next = if self.forward {
+                self.next_forward()
+            } else {
+                self.next_backward()
+            };
+            match next {
+                // Metadata streams' events, and those their metadata no longer keeps.
+                Ok(Some(e)) if self.engine.hides(&e) => {}
+                Ok(e) => return e.map(Ok),
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
             }
         }
     }

@@ -115,6 +115,10 @@ impl Engine {
         self.check_writable()?;
         let mut guard = self.writer.lock();
         self.commit.check()?;
+        for (stream, _, _) in &tx.appends {
+            let owner = crate::engine::format::stream_metadata::described(stream).unwrap_or(stream);
+            self.check_not_deleted(owner)?;
+        }
         let currents: Vec<Option<u64>> = {
             let ix = self.index.read();
             tx.appends.iter().map(|(s, _, _)| ix.version(s)).collect()

@@ -343,8 +343,10 @@ impl<'s, A: Aggregate, C: Codec> Repository<'s, A, C> {
             })?;
             state.apply(&e);
         }
-        self.cache().put::<A, C>(stream, r.last_version, &state);
-        self.maybe_snapshot(stream, &state, r.last_version, None)?;
+        if self.engine.folds_whole(stream) {
+            self.cache().put::<A, C>(stream, r.last_version, &state);
+            self.maybe_snapshot(stream, &state, r.last_version, None)?;
+        }
         Ok(Executed {
             events,
             state,
@@ -367,13 +369,21 @@ impl<'s, A: Aggregate, C: Codec> Repository<'s, A, C> {
             replayed: 0,
             cached: false,
         };
+        // A stream whose metadata hides some of its events is the fold of the rest: no cached
+        // state or snapshot (folded over every event) stands for that.
+        let whole = self.engine.folds_whole(stream);
         let cached = self
             .cache()
             .get::<A, C>(stream)
-            .filter(|(version, _)| *version <= target);
+            .filter(|(version, _)| whole && *version <= target);
         let floor = cached.as_ref().map_or(0, |(version, _)| *version);
         // A snapshot is only worth it when it is newer than the cached state.
-        if let Some((version, state)) = self.newest_snapshot(stream, floor, target)? {
+        let snapshot = if whole {
+            self.newest_snapshot(stream, floor, target)?
+        } else {
+            None
+        };
+        if let Some((version, state)) = snapshot {
             loaded.state = state;
             loaded.version = version;
             loaded.snapshot_version = Some(version);
@@ -392,6 +402,11 @@ impl<'s, A: Aggregate, C: Codec> Repository<'s, A, C> {
                 loaded.version = e.version;
                 last_event = Some(e);
             }
+        }
+        if !whole {
+            // The hidden events count for the version (an append goes after them).
+            loaded.version = loaded.version.max(target);
+            return Ok(loaded);
         }
         if loaded.version == current && (loaded.replayed > 0 || !loaded.cached) {
             self.cache()
@@ -520,6 +535,11 @@ impl StateCache {
         e.used = tick;
         let state = e.state.downcast_ref::<A>()?.clone();
         Some((e.version, state))
+    }
+
+    /// Drops every cached state of `stream` (it was deleted).
+    pub(crate) fn forget_stream(&self, stream: &str) {
+        self.inner.lock().entries.retain(|(_, s), _| &**s != stream);
     }
 
     fn put<A: Aggregate, C: Codec>(&self, stream: &str, version: u64, state: &A) {

@@ -292,6 +292,15 @@ impl SnapshotStore {
         }
     }
 
+    /// Forgets every snapshot of `stream` (it was deleted); the records become dead bytes,
+    /// gone from the files at the next compaction.
+    pub(crate) fn forget_stream(&self, stream: &str) {
+        let mut st = self.state.lock();
+        for old in st.by_stream.remove(stream).unwrap_or_default() {
+            st.forget(&old);
+        }
+    }
+
     /// Forgets a snapshot that failed verification, so a fresh one will be taken.
     pub(crate) fn discard(&self, stream: &str, entry: &Entry) {
         let mut st = self.state.lock();
@@ -584,6 +593,9 @@ pub(crate) fn save(
     state: Vec<u8>,
     event: Option<&RecordedEvent>,
 ) -> Result<bool> {
+    if !engine.folds_whole(stream) {
+        return Ok(false);
+    }
     let event = match event {
         Some(e) if e.version == version && *e.stream == *stream => e.clone(),
         _ => match engine
@@ -653,6 +665,11 @@ pub(crate) fn load(
     floor: u64,
     target: u64,
 ) -> Result<Option<StoredSnapshot>> {
+    // A snapshot folds every event up to its version: with some of them hidden by the
+    // stream's metadata, it is not the fold of what the stream holds.
+    if !engine.folds_whole(stream) {
+        return Ok(None);
+    }
     for entry in snapshots
         .candidates(stream, kind, target)
         .into_iter()

@@ -9,6 +9,7 @@
 //!   - [`ack_file`]: `NAME.sub`, a durable subscription's acknowledged position;
 //!   - [`projection_file`]: `NAME.proj`, a projection's checkpoint;
 //! - [`snapshot_file`]: `NNNNNNNNNN.snap`, appended snapshot records;
+//! - [`stream_metadata`]: a stream's metadata, the payload of its metadata stream's events;
 //! - [`published_file`]: `PUBLISHED`, the writer's acknowledged position, mapped shared.
 
 pub(crate) mod ack_file;
@@ -20,3 +21,4 @@ pub(crate) mod segment_header;
 pub(crate) mod small_file;
 pub(crate) mod snapshot_file;
 pub(crate) mod state_file;
+pub(crate) mod stream_metadata;
