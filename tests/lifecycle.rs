@@ -49,7 +49,9 @@ fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
-        .as_micros() as u64
+        .as_micros()
+        .try_into()
+        .unwrap()
 }
 
 #[test]
