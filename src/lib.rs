@@ -136,6 +136,7 @@ pub use engine::query_read::QueryEvents;
 pub use engine::read::{AllEvents, Direction, ReadOptions, StreamEvents};
 pub use engine::recovery::RecoveryReport;
 pub use engine::repair::{Cut, RepairOptions, RepairReport, repair};
+pub use engine::scavenge::{ScavengeProgress, ScavengeReport};
 pub use engine::verify::{Finding, Health, Severity, VerifyReport, verify};
 pub use error::{Error, Result};
 pub use es::aggregate::{Aggregate, ExecuteError, Executed, Loaded, Repository};

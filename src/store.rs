@@ -8,6 +8,7 @@ use crate::engine::Engine;
 use crate::engine::query_read::{QueryEvents, Selection};
 use crate::engine::read::{AllEvents, ReadOptions, StreamEvents};
 use crate::engine::recovery::RecoveryReport;
+use crate::engine::scavenge::{ScavengeProgress, ScavengeReport};
 use crate::error::Result;
 use crate::es::EsState;
 use crate::es::aggregate::{Aggregate, Repository};
@@ -436,7 +437,7 @@ impl Store {
     /// # let tmp = tempfile::tempdir().unwrap();
     /// let store = Store::open(tmp.path(), Options::default())?;
     /// for i in 0..5 {
-    ///     store.append("sensor-1", ExpectedVersion::Any, [EventData::new("Read", format!("{i}"))])?;
+    ///     store.append("sensor-1", ExpectedVersion::Any, &[EventData::new("Read", format!("{i}"))])?;
     /// }
     /// store.set_stream_metadata("sensor-1", ExpectedVersion::NoStream, StreamMetadata::new().max_count(2))?;
     /// let kept: Vec<u64> = store
@@ -499,6 +500,63 @@ impl Store {
         self.es.snapshots.forget_stream(stream);
         self.es.aggregate_cache.forget_stream(stream);
         Ok(version)
+    }
+
+    /// Erases every event that stream metadata no longer keeps (deleted streams, events before
+    /// `truncate_before`, past `max_count` or `max_age`, metadata replaced by newer
+    /// metadata) from the files, and gives their disk space back: see
+    /// [`scavenge_with`](Store::scavenge_with).
+    ///
+    /// # Errors
+    ///
+    /// As [`scavenge_with`](Store::scavenge_with).
+    pub fn scavenge(&self) -> Result<ScavengeReport> {
+        self.scavenge_with(|_| true)
+    }
+
+    /// [`scavenge`](Store::scavenge), calling `progress` before each segment (and once at
+    /// the end); when it returns `false` the scavenge stops there, and running it again
+    /// resumes it.
+    ///
+    /// It seals the active segment (so that its events can be erased too; the next append
+    /// starts a new one) and rewrites each sealed segment holding newly dead events, with
+    /// every live event where it was: positions, versions, ids and timestamps do not change,
+    /// and `$all` then has gaps where events were erased. Appends, reads and subscriptions go
+    /// on meanwhile: readers never see an error or miss a live event. It is crash-safe at
+    /// every step (a crash leaves each segment as it was or as rewritten). Then the snapshots
+    /// of streams whose events are hidden are dropped from the snapshot files, and projection
+    /// checkpoints that folded an erased event are removed (those projections rebuild from
+    /// the log when next opened; one running now keeps its state in memory until then).
+    ///
+    /// After a hard delete and a scavenge, no byte of the deleted events' payloads, metadata
+    /// or tags is left in the store's files. (A follower process that has the old segment
+    /// mapped keeps its old file alive, unlinked, until it moves on or closes.)
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ReadOnly`](crate::Error::ReadOnly) on a read-only store or follower;
+    /// [`Error::Io`](crate::Error::Io) when a file cannot be written (each segment is then as
+    /// it was, or rewritten: run it again); [`Error::Corruption`](crate::Error::Corruption)
+    /// for a damaged segment, which it leaves alone.
+    pub fn scavenge_with(
+        &self,
+        mut progress: impl FnMut(&ScavengeProgress) -> bool,
+    ) -> Result<ScavengeReport> {
+        let mut report = self.engine.scavenge(&mut progress)?;
+        self.engine.while_open(|| {
+            self.es
+                .snapshots
+                .erase(|stream| self.engine.folds_whole(stream))?;
+            if let Some(first) = report.first_erased {
+                report.projection_checkpoints_removed = crate::es::projection::discard_beyond(
+                    self.engine.storage(),
+                    &self.engine.dir,
+                    first - 1,
+                )?;
+            }
+            Ok(())
+        })?;
+        Ok(report)
     }
 
     /// Reads the whole log ("$all", positions) per `opts`.

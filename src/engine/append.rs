@@ -403,7 +403,11 @@ impl Engine {
         let mut positions = Vec::with_capacity(ids.len());
         let mut edges = Vec::with_capacity(ids.len());
         for (i, ((&loc, &id), asked)) in locs.iter().zip(&ids).zip(events).enumerate() {
-            let (e, edge) = read_event(self, &mut cached, &name, after + 1 + i as u64, loc)?;
+            // An erased event was no earlier append of these.
+            let Some((e, edge)) = read_event(self, &mut cached, &name, after + 1 + i as u64, loc)?
+            else {
+                return Ok(None);
+            };
             if e.id != Some(id) {
                 return Ok(None);
             }

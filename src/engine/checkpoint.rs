@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use crate::engine::format::frame::{self, FRAME_HEADER_LEN, FrameRead};
 pub(crate) use crate::engine::format::index_checkpoint::{
-    Records, SegmentIndex, StreamRun, file_name, parse_file_name,
+    ERASED_TYPE, Records, SegmentIndex, StreamRun, file_name, parse_file_name,
 };
 use crate::engine::index::{StreamIndex, pack};
 use crate::engine::segment::{SEGMENT_HEADER_LEN, Sample, Segment, sample_due};
@@ -54,6 +54,7 @@ pub(crate) fn scan_from(
         samples: Vec::new(),
         runs: Vec::new(),
         records: None,
+        erased: Vec::new(),
     };
     let mut records = Records::default();
     let mut runs: HashMap<&str, usize> = HashMap::new();
@@ -110,6 +111,20 @@ pub(crate) fn scan_from(
                     run.first_version + run.offsets.len() as u64 - 1
                 )));
             }
+            if f.erased {
+                // Its events are gone: each keeps its version with a location inside the
+                // erased frame (which `erased_frame_fits` leaves room for).
+                for _ in 0..part.count {
+                    run.offsets.push((f.offset as u64) + i);
+                    records.run.push(crate::cast::u32_len(run_index));
+                    records.event_type.push(ERASED_TYPE);
+                    records
+                        .tags_end
+                        .push(crate::cast::u32_len(records.tag_ids.len()));
+                    i += 1;
+                }
+                continue;
+            }
             at = part.records_offset;
             for j in 0..u64::from(part.count) {
                 let r = frame::read_record(bytes, at, false)
@@ -123,9 +138,11 @@ pub(crate) fn scan_from(
                 }
                 run.offsets.push(at as u64);
                 records.run.push(crate::cast::u32_len(run_index));
-                records
-                    .event_type
-                    .push(intern(&mut types, &mut records.types, r.event_type));
+                records.event_type.push(if r.erased {
+                    ERASED_TYPE
+                } else {
+                    intern(&mut types, &mut records.types, r.event_type)
+                });
                 for tag in r.tags.iter() {
                     let id = intern(&mut tags, &mut records.tags, tag);
                     records.tag_ids.push(id);
@@ -137,7 +154,9 @@ pub(crate) fn scan_from(
                 i += 1;
             }
         }
-        if at != f.end() {
+        if f.erased {
+            ix.erased.push((f.offset as u64, f.end() as u64));
+        } else if at != f.end() {
             return Err(bad("frame has bytes after its last record".into()));
         }
         if sample_due(&ix.samples, f.offset as u64) {
@@ -173,6 +192,7 @@ impl SegmentIndex {
     pub(crate) fn apply(&self, seg: &Segment, index: &mut StreamIndex) -> Result<()> {
         self.push_into(seg, index, 0)?;
         seg.set_samples(self.samples.clone());
+        seg.set_erased(self.erased.clone());
         seg.set_end(self.end);
         Ok(())
     }
@@ -253,6 +273,13 @@ impl SegmentIndex {
                 .copied()
                 .ok_or_else(|| bad(0, format!("record {i}: run {r} has no more records")))?;
             *taken += 1;
+            if records.event_type.get(i) == Some(&ERASED_TYPE) {
+                // An erased event: in its stream's versions, in no list of the query index.
+                index
+                    .postings
+                    .push_erased(self.base_position + i as u64, *id);
+                continue;
+            }
             let event_type = records
                 .event_type
                 .get(i)

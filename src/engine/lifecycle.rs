@@ -177,7 +177,11 @@ impl Engine {
         let Some((name, version, loc)) = found else {
             return Ok(());
         };
-        let (e, _) = read_event(self, &mut SegmentCache::default(), &name, version, loc)?;
+        // A scavenge keeps the last event of a metadata stream.
+        let Some((e, _)) = read_event(self, &mut SegmentCache::default(), &name, version, loc)?
+        else {
+            return Ok(());
+        };
         let m = stream_metadata::decode(&e.payload).map_err(|reason| {
             let (ordinal, offset) = unpack(loc);
             let path = self

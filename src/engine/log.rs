@@ -202,6 +202,24 @@ impl Log {
         })
     }
 
+    /// A scavenge puts a rewritten segment in the place of the one it replaces.
+    pub(crate) fn replace(&self, seg: Arc<Segment>) {
+        let mut segments = self.segments.write();
+        let at = usize::try_from(seg.ordinal.saturating_sub(1)).unwrap_or(usize::MAX);
+        if let Some(slot) = segments.get_mut(at) {
+            *slot = seg;
+        }
+    }
+
+    /// Seals the active segment now, synced, and starts the next at `base_position` (a
+    /// scavenge, to rewrite what was the active segment). Returns what [`Log::write`]'s
+    /// roll would: the last position of an earlier unsynced segment it synced.
+    ///
+    /// An error leaves the active segment in an unknown state: the caller must poison.
+    pub(crate) fn seal_now(&self, active: &mut Active, base_position: u64) -> Result<Option<u64>> {
+        self.roll(active, 0, base_position, Seal::Sync)
+    }
+
     /// The sealed segment a roll left unsynced, if it still is.
     pub(crate) fn unsynced(&self) -> Option<Unsynced> {
         self.unsynced.lock().clone()

@@ -30,6 +30,7 @@ pub(crate) mod query_read;
 pub(crate) mod read;
 pub(crate) mod recovery;
 pub(crate) mod repair;
+pub(crate) mod scavenge;
 pub(crate) mod segment;
 pub(crate) mod state;
 pub(crate) mod sync;
@@ -148,6 +149,11 @@ pub(crate) struct Engine {
     pub(crate) lifecycle: RwLock<lifecycle::Lifecycle>,
     /// Some stream has metadata: reads need to ask [`Engine::rules`].
     pub(crate) has_lifecycle: AtomicBool,
+    /// Held by the one scavenge that may run at a time.
+    scavenging: Mutex<()>,
+    /// Held while an index checkpoint is written and while a scavenge swaps a segment, so
+    /// that no checkpoint of a segment's old file outlives the swap.
+    checkpoint_lock: Mutex<()>,
     pub(crate) writer: Mutex<Writer>,
     pub(crate) commit: Commit,
     watermark: Mutex<Watermark>,
@@ -280,6 +286,8 @@ impl Engine {
             index: RwLock::new(index),
             lifecycle: RwLock::new(lifecycle::Lifecycle::default()),
             has_lifecycle: AtomicBool::new(false),
+            scavenging: Mutex::new(()),
+            checkpoint_lock: Mutex::new(()),
             writer: Mutex::new(Writer {
                 active: rec.active,
                 next_position: rec.next_position,
@@ -401,10 +409,18 @@ impl Engine {
                 .unsynced()
                 .is_some_and(|u| u.seg.ordinal == seg.ordinal)
         };
-        let index = |seg: &Segment| {
+        let index = |seg: &Arc<Segment>| {
             if checkpoints {
-                // A checkpoint that fails to be written is only a slower next open.
-                let _ = checkpoint::build_and_write(self.storage.as_ref(), &self.dir, seg);
+                let _swaps = self.checkpoint_lock.lock();
+                // A scavenge that rewrote the segment since wrote its checkpoint.
+                if self
+                    .log
+                    .segment(seg.ordinal)
+                    .is_some_and(|now| Arc::ptr_eq(&now, seg))
+                {
+                    // A checkpoint that fails to be written is only a slower next open.
+                    let _ = checkpoint::build_and_write(self.storage.as_ref(), &self.dir, seg);
+                }
             }
         };
         // A sealed segment waiting for its sync (or for a sync someone else makes).

@@ -278,6 +278,19 @@ impl Postings {
         }
     }
 
+    /// Notes the position of an erased event (of stream `stream`): it is in no list.
+    pub(crate) fn push_erased(&mut self, position: u64, stream: u32) {
+        if self.off {
+            return;
+        }
+        debug_assert_eq!(
+            position,
+            self.stream_of.len() as u64 + 1,
+            "posting out of order"
+        );
+        self.stream_of.push(stream);
+    }
+
     /// The number of the category of `stream` (its id and name), looked up once per stream.
     fn category_id(&mut self, stream: (u32, &str)) -> Option<u32> {
         let known = self.category_of.get(stream.0 as usize).copied();

@@ -426,7 +426,10 @@ impl IndexRead {
             self.name_ahead();
             let hint = self.names.get_mut(self.next).and_then(Option::take);
             self.next += 1;
-            let e = read_at(&self.inner, &mut self.cache, loc, hint)?;
+            let Some(e) = read_at(&self.inner, &mut self.cache, loc, hint)? else {
+                // Erased by a scavenge since the lists were filled.
+                continue;
+            };
             if e.position < self.first || e.position > self.last {
                 // Past the end going this way: nothing further can be wanted.
                 if (self.forward && e.position > self.last)
@@ -463,20 +466,27 @@ pub(crate) fn newest_match_after(
     // Before the sample at or before `after + 1`, every event is at or before `after`: only
     // the lists' entries from there on need looking at, however long the history.
     let lo = inner.log.with_segments(|s| lower_bound(s, after + 1));
-    let newest = {
-        let ix = inner.index.read();
-        items
-            .iter()
-            .filter_map(|item| newest_of(&ix, item, lo, wm.location))
-            .max()
-    };
-    let Some(loc) = newest else {
-        // The common case of a condition that holds, decided without reading a record.
-        return Ok(None);
-    };
+    let mut hi = wm.location;
     let mut cache = SegmentCache::default();
-    let position = position_at(inner, &mut cache, loc)?;
-    Ok((position > after).then_some(position))
+    loop {
+        let newest = {
+            let ix = inner.index.read();
+            items
+                .iter()
+                .filter_map(|item| newest_of(&ix, item, lo, hi))
+                .max()
+        };
+        let Some(loc) = newest else {
+            // The common case of a condition that holds, decided without reading a record.
+            return Ok(None);
+        };
+        // An event a scavenge erased (its lists keep it until the next open) is gone: the
+        // next newest decides.
+        match position_at(inner, &mut cache, loc)? {
+            Some(position) => return Ok((position > after).then_some(position)),
+            None => hi = loc,
+        }
+    }
 }
 
 /// The newest location in `lo..hi` that matches `item`: walking its shortest list (a tag's,
@@ -523,13 +533,13 @@ fn peek_position(inner: &Engine, cache: &mut SegmentCache, loc: u64) -> Option<u
 }
 
 /// Decodes the record at `loc`, checked against its checksum, and hands it (with the bytes
-/// it is in) to `f`.
+/// it is in) to `f`; `None` when a scavenge erased the event.
 fn with_record<T>(
     inner: &Engine,
     cache: &mut SegmentCache,
     loc: u64,
     f: impl FnOnce(&frame::Record<'_>, &bytes::Bytes, &Segment) -> Result<T>,
-) -> Result<T> {
+) -> Result<Option<T>> {
     let (ordinal, offset) = unpack(loc);
     let seg = cache.segment(inner, ordinal).cloned().ok_or_else(|| {
         Error::corruption(
@@ -538,14 +548,20 @@ fn with_record<T>(
             format!("the query index points at missing segment {ordinal}"),
         )
     })?;
+    if seg.is_erased(offset) {
+        return Ok(None);
+    }
     let (bytes, at) = seg.record_source(offset, cache.view_mut())?;
     let r = frame::read_record(&bytes, at, true)
         .map_err(|reason| Error::corruption(&seg.path, offset, reason))?;
-    f(&r, &bytes, &seg)
+    if r.erased {
+        return Ok(None);
+    }
+    f(&r, &bytes, &seg).map(Some)
 }
 
-/// The position of the record at `loc`, checked against its checksum.
-fn position_at(inner: &Engine, cache: &mut SegmentCache, loc: u64) -> Result<u64> {
+/// The position of the record at `loc`, checked against its checksum; `None` when erased.
+fn position_at(inner: &Engine, cache: &mut SegmentCache, loc: u64) -> Result<Option<u64>> {
     with_record(inner, cache, loc, |r, _, _| Ok(r.position))
 }
 
@@ -557,7 +573,7 @@ fn read_at(
     cache: &mut SegmentCache,
     loc: u64,
     hint: Option<(u64, Arc<str>)>,
-) -> Result<RecordedEvent> {
+) -> Result<Option<RecordedEvent>> {
     with_record(inner, cache, loc, |r, bytes, seg| {
         let stream = match hint {
             Some((position, name)) if position == r.position => Some(name),

@@ -153,14 +153,18 @@ impl StreamEvents {
     fn next_event(&mut self) -> Result<Option<RecordedEvent>> {
         loop {
             match self.next_stored()? {
-                Some(e) if e.timestamp < self.oldest => {}
-                next => return Ok(next),
+                None => return Ok(None),
+                // Erased by a scavenge, or too old for the stream's `max_age`.
+                Some(None) => {}
+                Some(Some(e)) if e.timestamp < self.oldest => {}
+                Some(Some(e)) => return Ok(Some(e)),
             }
         }
     }
 
-    /// The next event in the range, live or (by age) not.
-    fn next_stored(&mut self) -> Result<Option<RecordedEvent>> {
+    /// The next version in the range: its event (live or, by age, not), or `Some(None)`
+    /// when a scavenge erased it.
+    fn next_stored(&mut self) -> Result<Option<Option<RecordedEvent>>> {
         if self.done || self.lo > self.hi {
             return Ok(None);
         }
@@ -204,13 +208,13 @@ impl StreamEvents {
             at,
         );
         let loc = self.locations.get(at).copied().unwrap_or(0);
-        let (event, _) = read_event(&self.inner, &mut self.segment, stream, version, loc)?;
+        let event = read_event(&self.inner, &mut self.segment, stream, version, loc)?;
         if self.forward {
             self.lo += 1;
         } else {
             self.hi -= 1;
         }
-        Ok(Some(event))
+        Ok(Some(event.map(|(e, _)| e)))
     }
 }
 
@@ -295,13 +299,14 @@ impl SegmentCache {
 
 /// Reads and checks the record at index location `loc`, which must be `version` of `stream`.
 /// Also returns where the record sits in its frame ([`frame::FLAG_FIRST`], [`frame::FLAG_LAST`]).
+/// `None` when a scavenge erased the event.
 pub(crate) fn read_event(
     inner: &Engine,
     cached: &mut SegmentCache,
     stream: &Arc<str>,
     version: u64,
     loc: u64,
-) -> Result<(RecordedEvent, u8)> {
+) -> Result<Option<(RecordedEvent, u8)>> {
     let (ordinal, offset) = unpack(loc);
     cached.segment(inner, ordinal);
     let SegmentCache { seg, view } = cached;
@@ -312,6 +317,9 @@ pub(crate) fn read_event(
             format!("stream {stream:?} version {version} points at missing segment {ordinal}"),
         )
     })?;
+    if seg.is_erased(offset) {
+        return Ok(None);
+    }
     let (bytes, at) = seg.record_source(offset, view)?;
     let r = frame::read_record(&bytes, at, true)
         .map_err(|reason| Error::corruption(&seg.path, offset, reason))?;
@@ -325,7 +333,10 @@ pub(crate) fn read_event(
             ),
         ));
     }
-    Ok((recorded(Arc::clone(stream), &r, &bytes), r.edges))
+    if r.erased {
+        return Ok(None);
+    }
+    Ok(Some((recorded(Arc::clone(stream), &r, &bytes), r.edges)))
 }
 
 /// The event a decoded record describes; payload and metadata are views of `bytes`.
@@ -428,8 +439,10 @@ impl AllEvents {
                 }
             };
             match cursor.next(self.lo, self.hi)? {
-                Some(e) if e.position == self.lo => {
-                    self.lo += 1;
+                // Positions between `lo` and the event's were erased, in frames the cursor
+                // walked (it checks that positions are dense).
+                Some(e) if e.position == self.lo || cursor.covers(self.lo) => {
+                    self.lo = e.position + 1;
                     return Ok(Some(e));
                 }
                 // The cursor skips positions below `lo`, so the event is past it: a gap.
@@ -440,10 +453,15 @@ impl AllEvents {
                         format!("position {} is missing from the log", self.lo),
                     ));
                 }
-                None if cursor.yielded == 0 => {
+                // Nothing more here: the range ended at `lo`, or what was walked past it was
+                // erased.
+                None if cursor.first.is_some_and(|f| f <= self.lo) && cursor.walked >= self.lo => {
+                    self.lo = cursor.walked;
+                    self.cursor = None;
+                }
+                None => {
                     return Err(Self::missing(&cursor.seg, cursor.start, self.lo));
                 }
-                None => self.cursor = None,
             }
         }
     }
@@ -461,18 +479,29 @@ impl AllEvents {
         while let Some(e) = cursor.next(self.lo, self.hi)? {
             self.buf.push(e);
         }
-        match self.buf.last() {
-            Some(e) if e.position == target => Ok(()),
-            _ => Err(Error::corruption(
+        // Every position up to `target` must have been walked (those not returned were
+        // erased); with none returned, the chunk's are all erased: go on before it.
+        if !cursor.covers(target) {
+            return Err(Error::corruption(
                 &seg.path,
                 range.0,
                 format!("position {target} is missing from the log"),
-            )),
+            ));
         }
+        if self.buf.is_empty() {
+            match cursor.first.filter(|&p| p > 1) {
+                Some(p) => self.hi = p - 1,
+                None => self.done = true,
+            }
+        }
+        Ok(())
     }
 
     fn next_backward(&mut self) -> Result<Option<RecordedEvent>> {
-        if self.buf.is_empty() {
+        while self.buf.is_empty() {
+            if self.done || self.lo > self.hi {
+                return Ok(None);
+            }
             self.fill_backward()?;
         }
         let Some(e) = self.buf.pop() else {
@@ -535,8 +564,10 @@ struct FrameCursor {
     /// The parts of a transaction's frame still to read: stream, first version, count and
     /// offset of the first record.
     pending: std::collections::VecDeque<(Arc<str>, u64, u32, usize)>,
-    /// Events returned so far.
-    yielded: u64,
+    /// The first position of the first frame walked.
+    first: Option<u64>,
+    /// The position after the last frame walked (erased or not).
+    walked: u64,
 }
 
 impl FrameCursor {
@@ -554,8 +585,14 @@ impl FrameCursor {
             position: 0,
             version: 0,
             pending: std::collections::VecDeque::new(),
-            yielded: 0,
+            first: None,
+            walked: 0,
         })
+    }
+
+    /// Whether the frames walked so far hold `position`.
+    fn covers(&self, position: u64) -> bool {
+        self.first.is_some_and(|f| f <= position) && position < self.walked
     }
 
     fn corrupt(&self, at: usize, reason: &'static str) -> Error {
@@ -594,7 +631,12 @@ impl FrameCursor {
                     return Err(self.corrupt(at, "frame positions are not dense"));
                 }
                 self.expected = Some(f.last_position() + 1);
+                self.first.get_or_insert(f.first_position);
+                self.walked = f.last_position() + 1;
                 self.offset = f.end();
+                if f.erased {
+                    continue;
+                }
                 if f.first_position > hi {
                     self.offset = self.bytes.len();
                     return Ok(None);
@@ -639,7 +681,7 @@ impl FrameCursor {
             self.left -= 1;
             self.position += 1;
             self.version += 1;
-            if r.position < lo {
+            if r.position < lo || r.erased {
                 continue;
             }
             if r.position > hi {
@@ -650,7 +692,6 @@ impl FrameCursor {
             let Some(stream) = &self.stream else {
                 return Err(self.corrupt(at, "record outside a frame"));
             };
-            self.yielded += 1;
             return Ok(Some(recorded(Arc::clone(stream), &r, &self.bytes)));
         }
     }

@@ -41,6 +41,14 @@ pub(crate) fn holding(segments: &[Arc<Segment>], position: u64) -> Option<&Arc<S
     segments.get(i)
 }
 
+/// Whether `offset` lies in one of `ranges` (sorted, not overlapping, end exclusive).
+pub(crate) fn in_ranges(ranges: &[(u64, u64)], offset: u64) -> bool {
+    let i = ranges.partition_point(|&(start, _)| start <= offset);
+    i.checked_sub(1)
+        .and_then(|i| ranges.get(i))
+        .is_some_and(|&(_, end)| offset < end)
+}
+
 /// Whether a frame at `offset` gets a sample, given the samples so far.
 pub(crate) fn sample_due(samples: &[Sample], offset: u64) -> bool {
     samples
@@ -80,6 +88,9 @@ pub(crate) struct Segment {
     /// End of the frames written into this segment so far.
     end: AtomicU64,
     samples: RwLock<Vec<Sample>>,
+    /// The byte ranges of erased frames (a scavenged segment's, once known): a location in
+    /// one is an erased event's.
+    erased: OnceLock<Vec<(u64, u64)>>,
 }
 
 impl Segment {
@@ -165,6 +176,7 @@ impl Segment {
             file: Arc::clone(file),
             end: AtomicU64::new(SEGMENT_HEADER_LEN),
             samples: RwLock::new(Vec::new()),
+            erased: OnceLock::new(),
         })
     }
 
@@ -373,10 +385,25 @@ impl Segment {
             }
             // SAFETY: bytes below the segment's end are frames written for good: the writer
             // only writes past it, and nothing in annal rewrites them while the store is open
-            // (recovery writes the same bytes again before any reader exists).
+            // (recovery writes the same bytes again before any reader exists; a scavenge
+            // writes a new file and renames it over this one, whose inode stays as it is).
             *v = unsafe { map.prefix_bytes(upto) };
         }
         Ok(v.clone())
+    }
+
+    /// Notes where the segment's erased frames are (from its scan or checkpoint).
+    pub(crate) fn set_erased(&self, ranges: Vec<(u64, u64)>) {
+        if !ranges.is_empty() {
+            let _ = self.erased.set(ranges);
+        }
+    }
+
+    /// Whether `offset` lies in an erased frame: the location of an event a scavenge erased.
+    pub(crate) fn is_erased(&self, offset: u64) -> bool {
+        self.erased
+            .get()
+            .is_some_and(|ranges| in_ranges(ranges, offset))
     }
 
     /// Marks the segment sealed: never written again. Its written bytes get one view that
@@ -470,6 +497,7 @@ impl Segment {
             file: Arc::clone(&file),
             end: AtomicU64::new(SEGMENT_HEADER_LEN),
             samples: RwLock::new(Vec::new()),
+            erased: OnceLock::new(),
         };
         (seg, file)
     }

@@ -73,10 +73,12 @@ fn read_file(storage: &dyn Storage, path: &Path) -> Option<Vec<u8>> {
     Some(buf)
 }
 
-/// Removes projection checkpoints that are past the end of the recovered log: the events
-/// they folded were lost, and new events will take those positions.
-pub(crate) fn discard_beyond(storage: &dyn Storage, dir: &Path, last_position: u64) -> Result<()> {
-    let mut removed = false;
+/// Removes projection checkpoints that are past `last_position`: past the end of the
+/// recovered log (the events they folded were lost, and new events will take those
+/// positions), or past an event a scavenge erased (they hold what was folded from it).
+/// Returns how many it removed.
+pub(crate) fn discard_beyond(storage: &dyn Storage, dir: &Path, last_position: u64) -> Result<u64> {
+    let mut removed = 0;
     for name in storage.list(dir).map_err(|e| Error::io("list", dir, e))? {
         if !name.ends_with(SUFFIX) {
             continue;
@@ -89,15 +91,15 @@ pub(crate) fn discard_beyond(storage: &dyn Storage, dir: &Path, last_position: u
             storage
                 .remove(&path)
                 .map_err(|e| Error::io("remove", &path, e))?;
-            removed = true;
+            removed += 1;
         }
     }
-    if removed {
+    if removed > 0 {
         storage
             .sync_dir(dir)
             .map_err(|e| Error::io("fsync directory", dir, e))?;
     }
-    Ok(())
+    Ok(removed)
 }
 
 /// A projection being kept up to date; from [`Store::projection`](crate::Store::projection).

@@ -292,6 +292,27 @@ impl SnapshotStore {
         }
     }
 
+    /// Drops the snapshots of every stream `keep` refuses and rewrites the snapshot files
+    /// without them (a scavenge: their bytes must not stay on disk).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the files cannot be rewritten.
+    pub(crate) fn erase(&self, keep: impl Fn(&str) -> bool) -> Result<()> {
+        let mut st = self.state.lock();
+        self.flush_locked(&mut st)?;
+        let gone: Vec<Box<str>> = st.by_stream.keys().filter(|s| !keep(s)).cloned().collect();
+        for stream in &gone {
+            for old in st.by_stream.remove(stream).unwrap_or_default() {
+                st.forget(&old);
+            }
+        }
+        if st.total_bytes > st.live_bytes {
+            self.compact(&mut st)?;
+        }
+        Ok(())
+    }
+
     /// Forgets every snapshot of `stream` (it was deleted); the records become dead bytes,
     /// gone from the files at the next compaction.
     pub(crate) fn forget_stream(&self, stream: &str) {

@@ -8,13 +8,20 @@
 //!           record*count
 //!         | first_position:u64 0:u64 durable:u64 count:u32 0:u16 part_count:u16 part*part_count
 //!           (a transaction over several streams, format 2: stream_len 0 marks it)
+//!         | first_position:u64 0:u64 durable:u64 count:u32 0:u16 0:u16 erased_count:u32
+//!           erased*erased_count zero*
+//!           (an erased frame, format 3: where a scavenge erased whole frames; its events
+//!            are gone, the rest of the body is zeros)
 //! part   := stream_len:u16 stream first_version:u64 count:u32 record*count
+//! erased := stream_len:u16 stream first_version:u64 count:u32
 //! record := content_len:u32 content_crc:u32 content    content_crc = CRC-32(content)
 //! content:= position:u64 version:u64 timestamp_us:u64 flags:u8 [id:u128]
 //!           [tag_count:u16 (tag_len:u16 tag)*tag_count]
 //!           (flags: 1 = id present, 2 = first record of its frame, 4 = last record,
 //!            8 = tags present: record format 2; a record without tags is as in format 1)
 //!           type_len:u16 type metadata_len:u32 metadata payload_len:u32 payload
+//!         | position:u64 version:u64 0:u64 flags:u8 zero*
+//!           (flags 16 = erased, format 3, with 2 and 4 as above: the event was scavenged)
 //! ```
 //! All integers are little-endian. A frame whose eight header bytes are all zero is empty
 //! space (the unwritten, preallocated rest of a segment), never a frame.
@@ -42,6 +49,13 @@ pub(crate) const FLAG_FIRST: u8 = 2;
 /// The record is the last of its frame.
 pub(crate) const FLAG_LAST: u8 = 4;
 const KNOWN_FLAGS: u8 = FLAG_HAS_ID | FLAG_FIRST | FLAG_LAST | FLAG_HAS_TAGS;
+/// The record was erased by a scavenge (format 3): only its position, version and edges
+/// remain, then zeros.
+const FLAG_ERASED: u8 = 16;
+/// Bytes of an erased record's content before its zeros.
+const ERASED_CONTENT_LEN: usize = 8 + 8 + 8 + 1;
+/// Bytes of an erased frame's body before its list of erased parts.
+const ERASED_BODY_FIXED_LEN: usize = BODY_FIXED_LEN + 2 + 4;
 
 /// Encoded size of one event's record.
 pub(crate) fn record_len(e: &EventData) -> usize {
@@ -223,6 +237,94 @@ fn encode_record(
     put_u32(buf, record_start + 4, crc);
 }
 
+/// Overwrites the record of `content_len` content bytes at the start of `out` (a whole
+/// record, header included) with an erased record of the same length: position, version
+/// and edges kept, everything else zero.
+pub(crate) fn erase_record(out: &mut [u8], position: u64, version: u64, edges: u8) {
+    out.fill(0);
+    let Some(content) = out.get_mut(RECORD_HEADER_LEN..) else {
+        return;
+    };
+    let mut fixed = [0u8; ERASED_CONTENT_LEN];
+    for (dst, src) in fixed.iter_mut().zip(
+        position
+            .to_le_bytes()
+            .into_iter()
+            .chain(version.to_le_bytes()),
+    ) {
+        *dst = src;
+    }
+    if let Some(flags) = fixed.last_mut() {
+        *flags = FLAG_ERASED | (edges & (FLAG_FIRST | FLAG_LAST));
+    }
+    if let Some(dst) = content.get_mut(..ERASED_CONTENT_LEN) {
+        dst.copy_from_slice(&fixed);
+    }
+    let crc = crc32fast::hash(content);
+    let content_len = crate::cast::u32_len(content.len());
+    put_u32(out, 0, content_len);
+    put_u32(out, 4, crc);
+}
+
+/// One stream's events in an erased frame: `count` versions from `first_version`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ErasedPart {
+    pub stream: String,
+    pub first_version: u64,
+    pub count: u32,
+}
+
+/// Whether an erased frame listing `parts` fits in `len` bytes (header included) with room
+/// for a distinct offset per event (each erased event's location stays inside the frame).
+pub(crate) fn erased_frame_fits(len: usize, parts: &[ErasedPart]) -> bool {
+    let listed: usize = parts.iter().map(|p| 2 + p.stream.len() + 12).sum();
+    let count: usize = parts.iter().map(|p| p.count as usize).sum();
+    FRAME_HEADER_LEN + ERASED_BODY_FIXED_LEN + listed <= len
+        && FRAME_HEADER_LEN + BODY_FIXED_LEN + count * MIN_RECORD_LEN <= len
+        && u32::try_from(len).is_ok()
+}
+
+/// Writes an erased frame over all of `out` (its header included): the events of `parts`,
+/// from `first_position` on, are gone. `erased_frame_fits` must hold.
+pub(crate) fn erase_frame(out: &mut [u8], first_position: u64, durable: u64, parts: &[ErasedPart]) {
+    out.fill(0);
+    let count: u64 = parts.iter().map(|p| u64::from(p.count)).sum();
+    let mut body = Vec::with_capacity(ERASED_BODY_FIXED_LEN + parts.len() * 24);
+    body.extend_from_slice(&first_position.to_le_bytes());
+    body.extend_from_slice(&0u64.to_le_bytes());
+    body.extend_from_slice(&durable.to_le_bytes());
+    body.extend_from_slice(&u32::try_from(count).unwrap_or(u32::MAX).to_le_bytes());
+    body.extend_from_slice(&0u16.to_le_bytes());
+    body.extend_from_slice(&0u16.to_le_bytes());
+    body.extend_from_slice(&crate::cast::u32_len(parts.len()).to_le_bytes());
+    for p in parts {
+        body.extend_from_slice(&crate::cast::u16_len(p.stream.len()).to_le_bytes());
+        body.extend_from_slice(p.stream.as_bytes());
+        body.extend_from_slice(&p.first_version.to_le_bytes());
+        body.extend_from_slice(&p.count.to_le_bytes());
+    }
+    if let Some(dst) = out.get_mut(FRAME_HEADER_LEN..FRAME_HEADER_LEN + body.len()) {
+        dst.copy_from_slice(&body);
+    }
+    let body_len = crate::cast::u32_len(out.len().saturating_sub(FRAME_HEADER_LEN));
+    let mut h = crc32fast::Hasher::new();
+    h.update(&body_len.to_le_bytes());
+    h.update(out.get(FRAME_HEADER_LEN..).unwrap_or_default());
+    let crc = h.finalize();
+    put_u32(out, 0, body_len);
+    put_u32(out, 4, crc);
+}
+
+/// Computes again the checksum of the whole frame in `frame` (header included), after some
+/// of its records were erased.
+pub(crate) fn reseal_frame(frame: &mut [u8]) {
+    let mut h = crc32fast::Hasher::new();
+    h.update(frame.get(..4).unwrap_or_default());
+    h.update(frame.get(FRAME_HEADER_LEN..).unwrap_or_default());
+    let crc = h.finalize();
+    put_u32(frame, 4, crc);
+}
+
 /// Writes the frame header (length and CRC) of the frame that starts at `frame_start`.
 fn seal_frame(buf: &mut [u8], frame_start: usize) {
     let body_len = crate::cast::u32_len(buf.len() - frame_start - FRAME_HEADER_LEN);
@@ -296,8 +398,11 @@ pub(crate) struct Frame<'a> {
     pub stream: &'a str,
     /// Offset (in the same buffer) of the first record (of the first part).
     pub records_offset: usize,
-    /// A transaction's frame: every part, the first included (empty for one stream).
+    /// A transaction's frame: every part, the first included (empty for one stream). An
+    /// erased frame: its erased parts (with no records: `records_offset` 0).
     pub parts: Vec<Part<'a>>,
+    /// An erased frame (format 3): its events are gone; nothing follows its parts but zeros.
+    pub erased: bool,
 }
 
 /// The events of one stream in a frame: `count` consecutive versions from `first_version`,
@@ -378,6 +483,9 @@ fn parse_body(buf: &[u8], offset: usize, body_len: usize) -> Option<Frame<'_>> {
         if first_version != 0 {
             return None;
         }
+        if Cursor::new(buf, c.pos()).u16()? == 0 {
+            return parse_erased(buf, &mut c, offset, first_position, durable, count);
+        }
         let parts = parse_parts(buf, &mut c, count)?;
         let first = *parts.first()?;
         return Some(Frame {
@@ -390,6 +498,7 @@ fn parse_body(buf: &[u8], offset: usize, body_len: usize) -> Option<Frame<'_>> {
             stream: first.stream,
             records_offset: first.records_offset,
             parts,
+            erased: false,
         });
     }
     let stream = std::str::from_utf8(c.bytes(stream_len)?).ok()?;
@@ -407,6 +516,60 @@ fn parse_body(buf: &[u8], offset: usize, body_len: usize) -> Option<Frame<'_>> {
         stream,
         records_offset: c.pos(),
         parts: Vec::new(),
+        erased: false,
+    })
+}
+
+/// The rest of an erased frame's body, from its part count of 0: the erased parts (in log
+/// order, a stream possibly more than once), holding `count` events in all, then zeros.
+fn parse_erased<'a>(
+    buf: &'a [u8],
+    c: &mut Cursor<'a>,
+    offset: usize,
+    first_position: u64,
+    durable: u64,
+    count: u32,
+) -> Option<Frame<'a>> {
+    c.u16()?;
+    let n = c.u32()? as usize;
+    if n == 0 || n.checked_mul(14)? > buf.len() - c.pos() {
+        return None;
+    }
+    let mut parts = Vec::with_capacity(n);
+    let mut total = 0u64;
+    for _ in 0..n {
+        let len = c.u16()? as usize;
+        let stream = std::str::from_utf8(c.bytes(len)?).ok()?;
+        let first_version = c.u64()?;
+        let k = c.u32()?;
+        if stream.is_empty() || first_version == 0 || k == 0 {
+            return None;
+        }
+        first_version.checked_add(u64::from(k))?;
+        total += u64::from(k);
+        parts.push(Part {
+            stream,
+            first_version,
+            count: k,
+            records_offset: 0,
+        });
+    }
+    let rest = buf.get(c.pos()..)?;
+    if total != u64::from(count) || rest.iter().any(|&b| b != 0) {
+        return None;
+    }
+    let first = *parts.first()?;
+    Some(Frame {
+        offset,
+        len: buf.len() - offset,
+        first_position,
+        first_version: first.first_version,
+        durable,
+        count,
+        stream: first.stream,
+        records_offset: 0,
+        parts,
+        erased: true,
     })
 }
 
@@ -486,6 +649,9 @@ pub(crate) struct Record<'a> {
     pub payload: Range<usize>,
     /// Offset just past the record.
     pub end: usize,
+    /// An erased record (format 3): only position, version and edges are left; no type,
+    /// metadata, payload, id or tags.
+    pub erased: bool,
 }
 
 /// A record's tags: the encoded section, checked when the record was decoded (each tag
@@ -536,6 +702,28 @@ pub(crate) fn read_record(
     let version = c.u64().ok_or(bad)?;
     let timestamp = c.u64().ok_or(bad)?;
     let flags = c.u8().ok_or(bad)?;
+    if flags & FLAG_ERASED != 0 {
+        if flags & !(FLAG_ERASED | FLAG_FIRST | FLAG_LAST) != 0 {
+            return Err("erased record has other flags");
+        }
+        let rest = buf.get(c.pos()..end).ok_or(bad)?;
+        if timestamp != 0 || rest.iter().any(|&b| b != 0) {
+            return Err("erased record is not zero after its header");
+        }
+        return Ok(Record {
+            position,
+            version,
+            timestamp: 0,
+            id: None,
+            tags: Tags::default(),
+            edges: flags & (FLAG_FIRST | FLAG_LAST),
+            event_type: "",
+            metadata: end..end,
+            payload: end..end,
+            end,
+            erased: true,
+        });
+    }
     if flags & !KNOWN_FLAGS != 0 {
         return Err("record has unknown flags");
     }
@@ -590,6 +778,7 @@ pub(crate) fn read_record(
         metadata: meta_start..meta_start + meta_len,
         payload: payload_start..payload_start + payload_len,
         end,
+        erased: false,
     })
 }
 
@@ -651,6 +840,87 @@ mod tests {
         assert_eq!(&buf[r1.metadata.clone()], b"m");
         assert_eq!(r1.tags.iter().count(), 0);
         assert_eq!(r1.end, buf.len());
+    }
+
+    #[test]
+    fn an_erased_record_keeps_its_length_position_version_and_edges_only() {
+        let (mut buf, offs) = sample();
+        let (a, b) = (offs[0] as usize, offs[1] as usize);
+        erase_record(&mut buf[a..b], 5, 2, FLAG_FIRST);
+        reseal_frame(&mut buf);
+        let FrameRead::Frame(f) = read_frame(&buf, 0) else {
+            panic!("not a frame")
+        };
+        assert!(!f.erased);
+        let r0 = read_record(&buf, a, true).unwrap();
+        assert!(r0.erased);
+        assert_eq!(
+            (r0.position, r0.version, r0.edges, r0.end),
+            (5, 2, FLAG_FIRST, b)
+        );
+        assert_eq!((r0.id, r0.event_type, r0.payload.len()), (None, "", 0));
+        assert!(
+            buf[a + RECORD_HEADER_LEN + ERASED_CONTENT_LEN..b]
+                .iter()
+                .all(|&x| x == 0)
+        );
+        let r1 = read_record(&buf, b, true).unwrap();
+        assert!(!r1.erased && r1.event_type == "Added");
+        // Anything but zeros after its header is refused.
+        let mut bad = buf.clone();
+        bad[b - 1] = 1;
+        let crc = crc32fast::hash(&bad[a + RECORD_HEADER_LEN..b]);
+        bad[a + 4..a + 8].copy_from_slice(&crc.to_le_bytes());
+        assert!(read_record(&bad, a, true).is_err());
+    }
+
+    #[test]
+    fn an_erased_frame_lists_its_streams_and_is_zeros_after() {
+        let (buf, _) = sample();
+        let (tx, _) = tx_sample();
+        let mut run = [buf.clone(), tx.clone()].concat();
+        let parts = vec![
+            ErasedPart {
+                stream: "s-1".into(),
+                first_version: 2,
+                count: 2,
+            },
+            ErasedPart {
+                stream: "acct-a".into(),
+                first_version: 4,
+                count: 1,
+            },
+        ];
+        assert!(erased_frame_fits(run.len(), &parts));
+        erase_frame(&mut run, 5, 4, &parts);
+        let FrameRead::Frame(f) = read_frame(&run, 0) else {
+            panic!("not a frame")
+        };
+        assert!(f.erased);
+        assert_eq!(
+            (f.first_position, f.count, f.len, f.durable),
+            (5, 3, run.len(), 4)
+        );
+        let listed: Vec<(&str, u64, u32)> = f
+            .parts()
+            .map(|p| (p.stream, p.first_version, p.count))
+            .collect();
+        assert_eq!(listed, [("s-1", 2, 2), ("acct-a", 4, 1)]);
+        // Most of it is zeros: the blocks a file system need not keep.
+        assert!(run.iter().filter(|&&b| b == 0).count() > run.len() / 2);
+        // Counts that disagree, or bytes after the list, are not a frame annal writes.
+        let mut wrong = run.clone();
+        erase_frame(&mut wrong, 5, 4, &parts[..1]);
+        wrong[8 + 24..8 + 28].copy_from_slice(&3u32.to_le_bytes());
+        reseal_frame(&mut wrong);
+        assert!(matches!(read_frame(&wrong, 0), FrameRead::Malformed(_)));
+        let mut trailing = run.clone();
+        let last = trailing.len() - 1;
+        trailing[last] = 1;
+        reseal_frame(&mut trailing);
+        assert!(matches!(read_frame(&trailing, 0), FrameRead::Malformed(_)));
+        // Too small a span for the list is refused before writing.
+        assert!(!erased_frame_fits(40, &parts));
     }
 
     #[test]

@@ -12,6 +12,10 @@
 //! name   := len:u16 bytes (UTF-8)
 //! record := run:u32 type:u32 tag_count:u16 tag:u32 * tag_count   (indexes into the tables)
 //! ```
+//! Format 3 (a scavenged segment's) adds, after the records,
+//! `erased_count:u32 (start:u64 end:u64)*erased_count`, the byte ranges of its erased
+//! frames, and allows the type `0xFFFFFFFF` (with no tags): an erased event, which has none.
+//! A run's offsets for erased events point into those ranges.
 //! Format 1 ended after the runs. It is still read (without the records), so that a store
 //! of format 1 opens; such a segment is scanned once for its records and checkpointed again.
 #![deny(clippy::indexing_slicing)]
@@ -29,6 +33,10 @@ const KIND: Kind = Kind {
 const FORMAT_VERSION: u16 = 2;
 /// Checkpoints without the records section.
 const FORMAT_1: u16 = 1;
+/// Checkpoints of scavenged segments: erased events and frames.
+const FORMAT_3: u16 = 3;
+/// The type of an erased event, in a format-3 checkpoint's records.
+pub(crate) const ERASED_TYPE: u32 = u32::MAX;
 
 /// File name of the checkpoint of segment `ordinal`.
 pub(crate) fn file_name(ordinal: u32) -> String {
@@ -66,6 +74,8 @@ pub(crate) struct SegmentIndex {
     pub runs: Vec<StreamRun>,
     /// Each record's run, type and tags, in log order; `None` from a format-1 checkpoint.
     pub records: Option<Records>,
+    /// The byte ranges of the segment's erased frames, in order (format 3).
+    pub erased: Vec<(u64, u64)>,
 }
 
 /// The segment's records in log order, by index into its tables: what the query index
@@ -111,7 +121,13 @@ impl SegmentIndex {
     pub(crate) fn encode(&self) -> Vec<u8> {
         let offsets: usize = self.runs.iter().map(|r| r.offsets.len()).sum();
         let mut b = Vec::with_capacity(64 + self.samples.len() * 16 + offsets * 8);
-        b.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        let scavenged = !self.erased.is_empty()
+            || self
+                .records
+                .as_ref()
+                .is_some_and(|r| r.event_type.contains(&ERASED_TYPE));
+        let version = if scavenged { FORMAT_3 } else { FORMAT_VERSION };
+        b.extend_from_slice(&version.to_le_bytes());
         b.extend_from_slice(&0u16.to_le_bytes());
         b.extend_from_slice(&self.ordinal.to_le_bytes());
         b.extend_from_slice(&self.base_position.to_le_bytes());
@@ -160,18 +176,21 @@ impl SegmentIndex {
                 b.extend_from_slice(&t.to_le_bytes());
             }
         }
+        if scavenged {
+            b.extend_from_slice(&crate::cast::u32_len(self.erased.len()).to_le_bytes());
+            for (start, end) in &self.erased {
+                b.extend_from_slice(&start.to_le_bytes());
+                b.extend_from_slice(&end.to_le_bytes());
+            }
+        }
         KIND.seal(&b)
     }
 
     /// Decodes a checkpoint file; `None` for anything that is not one, intact.
     pub(crate) fn decode(buf: &[u8]) -> Option<SegmentIndex> {
-        let (mut c, body_len, version) = match KIND.open_versioned(buf, FORMAT_VERSION) {
-            Some((c, len)) => (c, len, FORMAT_VERSION),
-            None => {
-                let (c, len) = KIND.open_versioned(buf, FORMAT_1)?;
-                (c, len, FORMAT_1)
-            }
-        };
+        let (mut c, body_len, version) = [FORMAT_VERSION, FORMAT_3, FORMAT_1]
+            .into_iter()
+            .find_map(|v| KIND.open_versioned(buf, v).map(|(c, len)| (c, len, v)))?;
         let ordinal = c.u32()?;
         let base_position = c.u64()?;
         let events = c.u64()?;
@@ -219,8 +238,28 @@ impl SegmentIndex {
         let records = if version == FORMAT_1 {
             None
         } else {
-            Some(decode_records(&mut c, body_len, &runs, events)?)
+            Some(decode_records(
+                &mut c,
+                body_len,
+                &runs,
+                events,
+                version == FORMAT_3,
+            )?)
         };
+        let mut erased = Vec::new();
+        if version == FORMAT_3 {
+            let n = c.u32()? as usize;
+            if n.checked_mul(16)? > body_len - c.pos() {
+                return None;
+            }
+            for _ in 0..n {
+                let (start, end) = (c.u64()?, c.u64()?);
+                if start >= end || erased.last().is_some_and(|&(_, e)| e > start) {
+                    return None;
+                }
+                erased.push((start, end));
+            }
+        }
         if c.pos() != body_len {
             return None;
         }
@@ -233,6 +272,7 @@ impl SegmentIndex {
             samples,
             runs,
             records,
+            erased,
         })
     }
 }
@@ -244,6 +284,7 @@ fn decode_records(
     body_len: usize,
     runs: &[StreamRun],
     events: u64,
+    scavenged: bool,
 ) -> Option<Records> {
     let left = |c: &Cursor<'_>| body_len - c.pos();
     let mut r = Records::default();
@@ -267,7 +308,8 @@ fn decode_records(
         let event_type = c.u32()?;
         let n = c.u16()?;
         *per_run.get_mut(run as usize)? += 1;
-        if event_type as usize >= r.types.len() {
+        let erased = scavenged && event_type == ERASED_TYPE && n == 0;
+        if event_type as usize >= r.types.len() && !erased {
             return None;
         }
         r.run.push(run);
@@ -327,7 +369,41 @@ mod tests {
                 tags_end: vec![1, 1, 2],
                 tag_ids: vec![0, 0],
             }),
+            erased: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_scavenged_segments_checkpoint_keeps_its_erased_events_and_frames() {
+        let mut ix = sample();
+        if let Some(r) = &mut ix.records {
+            r.event_type = vec![0, ERASED_TYPE, 0];
+            r.tags_end = vec![1, 1, 2];
+        }
+        ix.erased = vec![(200, 400), (500, 600)];
+        let bytes = ix.encode();
+        assert_eq!(bytes[8], 3, "format 3");
+        assert_eq!(SegmentIndex::decode(&bytes), Some(ix.clone()));
+        // Ranges out of order, or an erased type with tags, are refused.
+        let mut bad = ix.clone();
+        bad.erased = vec![(500, 600), (200, 400)];
+        assert_eq!(SegmentIndex::decode(&bad.encode()), None);
+        let mut bad = ix.clone();
+        if let Some(r) = &mut bad.records {
+            r.event_type = vec![0, 0, ERASED_TYPE];
+        }
+        assert_eq!(
+            SegmentIndex::decode(&bad.encode()),
+            None,
+            "an erased event has no tags"
+        );
+        // Format 2 has no erased type: the same records under version 2 do not decode.
+        let mut v2 = bytes.clone();
+        v2.truncate(v2.len() - 4 - 4 - 32);
+        v2[8] = 2;
+        let crc = crc32fast::hash(&v2);
+        v2.extend_from_slice(&crc.to_le_bytes());
+        assert_eq!(SegmentIndex::decode(&v2), None);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! header := "ANNALSEG" format:u16 flags:u16(0) ordinal:u32 base_position:u64
 //!           reserved:u32(0) crc:u32
 //! format := 1 (records of format 1 only) | 2 (records may carry tags)
+//!         | 3 (rewritten by a scavenge: may hold erased frames and records)
 //! ```
 #![deny(clippy::indexing_slicing)]
 
@@ -24,6 +25,8 @@ const HEADER: Kind = Kind {
 };
 /// The format of segments written now: their records may carry tags.
 const FORMAT_VERSION: u16 = 2;
+/// The format of a segment a scavenge rewrote: it may hold erased frames and records.
+const SCAVENGED_FORMAT_VERSION: u16 = 3;
 /// Segments created as format 1: their records are format 1, except those appended after an
 /// upgrade, which may carry tags (see FORMAT.md); both read the same.
 const OLDEST_FORMAT_VERSION: u16 = 1;
@@ -44,8 +47,20 @@ pub(crate) fn parse_file_name(name: &str) -> Option<u32> {
 
 /// A segment header: segment `ordinal`, whose first frame holds `base_position`.
 pub(crate) fn encode_header(ordinal: u32, base_position: u64) -> [u8; SEGMENT_HEADER_BYTES] {
+    encode_versioned(ordinal, base_position, FORMAT_VERSION)
+}
+
+/// The header of segment `ordinal` as a scavenge rewrites it (format 3).
+pub(crate) fn encode_scavenged_header(
+    ordinal: u32,
+    base_position: u64,
+) -> [u8; SEGMENT_HEADER_BYTES] {
+    encode_versioned(ordinal, base_position, SCAVENGED_FORMAT_VERSION)
+}
+
+fn encode_versioned(ordinal: u32, base_position: u64, version: u16) -> [u8; SEGMENT_HEADER_BYTES] {
     let mut body = Vec::with_capacity(20);
-    body.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    body.extend_from_slice(&version.to_le_bytes());
     body.extend_from_slice(&0u16.to_le_bytes());
     body.extend_from_slice(&ordinal.to_le_bytes());
     body.extend_from_slice(&base_position.to_le_bytes());
@@ -65,7 +80,7 @@ pub(crate) fn decode_header(buf: &[u8]) -> std::result::Result<(u32, u64), &'sta
     let ordinal = c.u32().ok_or(short)?;
     let base = c.u64().ok_or(short)?;
     let _reserved = c.u32().ok_or(short)?;
-    if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
+    if !(OLDEST_FORMAT_VERSION..=SCAVENGED_FORMAT_VERSION).contains(&version) {
         return Err("unsupported segment format version (written by a newer annal?)");
     }
     if base == 0 {

@@ -1,0 +1,512 @@
+//! Scavenge: erases the events stream metadata no longer keeps (deleted, truncated, past
+//! `max_count` or `max_age`, metadata overwritten by newer metadata), and gives their disk
+//! space back.
+//!
+//! Each sealed segment holding newly dead events is rewritten whole into a new file, with
+//! every live record at the offset it had: the index (every stream's locations, the query
+//! index's lists) stays valid through the swap, and a reader holding the old file's map goes
+//! on reading the old bytes. In the new file:
+//!
+//! - a frame whose events are all dead, together with its dead neighbours, becomes one
+//!   *erased frame*: a header, the list of the streams and versions it held, and zeros,
+//!   which are never written, so the file system gives their blocks back (a sparse file);
+//! - in a frame that keeps some events, each dead record becomes an *erased record* of the
+//!   same length: its position, version and edges, then zeros.
+//!
+//! Positions, versions, ids and timestamps of live events do not change. A read skips an
+//! erased event as if it were not there: `$all` then has gaps, stream versions too.
+//!
+//! Crash safety: the new file is written as `NNNNNNNNNN.seg.tmp` and synced; the segment's
+//! index checkpoint is removed (directory synced) before the new file is renamed over the old
+//! one (directory synced), and a new checkpoint written after. A crash at any point leaves
+//! the old segment or the new one (a leftover `.tmp` is removed on open), and never a
+//! checkpoint of the other. A scavenge stopped, or crashed, is resumed by running it again:
+//! segments already rewritten have nothing newly dead and are skipped.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use foldhash::{HashMap, HashMapExt};
+
+use super::Engine;
+use super::SealJob;
+use super::Watermark;
+use super::checkpoint;
+use super::format::frame::{self, ErasedPart, FrameRead};
+use super::format::segment_header::{SEGMENT_HEADER_BYTES, encode_scavenged_header, file_name};
+use super::index::pack;
+use super::lifecycle::{Rules, now_micros};
+use super::segment::{SEGMENT_HEADER_LEN, Segment};
+use crate::error::{Error, Result};
+use crate::storage::{Storage, remove_if_exists};
+
+/// Disk blocks are counted in units of this many bytes.
+const BLOCK: usize = 4096;
+
+/// What a scavenge did, from [`Store::scavenge`](crate::Store::scavenge).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ScavengeReport {
+    /// Sealed segments looked at.
+    pub segments_scanned: u64,
+    /// Segments rewritten (the others had nothing newly dead).
+    pub segments_rewritten: u64,
+    /// Events erased by this scavenge.
+    pub events_erased: u64,
+    /// Bytes of disk blocks (4 KiB each) the rewritten segments' data took before.
+    pub bytes_before: u64,
+    /// Bytes of disk blocks they take now.
+    pub bytes_after: u64,
+    /// Projection checkpoints removed because they had folded erased events (those
+    /// projections rebuild from the log when next opened).
+    pub projection_checkpoints_removed: u64,
+    /// The progress callback stopped it before the last segment: run it again to resume.
+    pub stopped: bool,
+    /// The position of the first event erased, if any was.
+    pub first_erased: Option<u64>,
+}
+
+impl ScavengeReport {
+    /// Disk space given back, in bytes.
+    pub fn bytes_reclaimed(&self) -> u64 {
+        self.bytes_before.saturating_sub(self.bytes_after)
+    }
+}
+
+/// How far a scavenge is, handed to the callback of
+/// [`Store::scavenge_with`](crate::Store::scavenge_with) before each segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ScavengeProgress {
+    /// Sealed segments done so far.
+    pub done: u64,
+    /// Sealed segments in all.
+    pub total: u64,
+    /// Events erased so far.
+    pub events_erased: u64,
+    /// Disk space given back so far, in bytes.
+    pub bytes_reclaimed: u64,
+}
+
+/// Which events are live: each stream's rules, looked up once per scavenge.
+struct Judge<'e> {
+    engine: &'e Engine,
+    now: u64,
+    rules: HashMap<Box<str>, Option<Rules>>,
+}
+
+impl Judge<'_> {
+    fn live(&mut self, stream: &str, version: u64, timestamp: u64) -> bool {
+        let rules = match self.rules.get(stream) {
+            Some(r) => *r,
+            None => {
+                let last = self.engine.index.read().version(stream).unwrap_or(0);
+                let r = self.engine.rules_at(stream, last, self.now);
+                self.rules.insert(stream.into(), r);
+                r
+            }
+        };
+        rules.is_none_or(|r| r.keeps(version, timestamp))
+    }
+}
+
+/// A dead record of a frame that keeps others.
+struct DeadRecord {
+    start: usize,
+    end: usize,
+    position: u64,
+    version: u64,
+    edges: u8,
+}
+
+/// One frame of a segment, judged.
+struct Judged {
+    offset: usize,
+    end: usize,
+    first_position: u64,
+    durable: u64,
+    /// Its streams and versions, for an erased frame that takes it in.
+    parts: Vec<ErasedPart>,
+    /// It is an erased frame already.
+    erased: bool,
+    /// Live events.
+    live: u64,
+    /// Dead records not erased yet.
+    dead: Vec<DeadRecord>,
+    /// Records erased already.
+    erased_records: u64,
+}
+
+impl Judged {
+    /// Events that die in this scavenge.
+    fn newly_dead(&self) -> u64 {
+        if self.erased {
+            0
+        } else {
+            self.dead.len() as u64
+        }
+    }
+}
+
+/// A rewritten segment's image, and what rewriting it erased.
+struct Image {
+    bytes: Vec<u8>,
+    erased: u64,
+    first_erased: u64,
+}
+
+impl Engine {
+    /// The rules of `stream` at version `last` and time `now` (see [`Engine::rules`]).
+    pub(crate) fn rules_at(&self, stream: &str, last: u64, now: u64) -> Option<Rules> {
+        if super::lifecycle::is_system(stream) {
+            return self.rules(stream, last);
+        }
+        let m = self.metadata_of(stream)?;
+        Some(Rules::of(&m, last, now))
+    }
+
+    /// `Store::scavenge_with`: seals the active segment (so that its events can be erased
+    /// too), then rewrites each sealed segment that holds newly dead events. `progress` is
+    /// called before each segment; returning `false` stops the scavenge there.
+    pub(crate) fn scavenge(
+        &self,
+        progress: &mut dyn FnMut(&ScavengeProgress) -> bool,
+    ) -> Result<ScavengeReport> {
+        self.check_writable()?;
+        let _one = self.scavenging.lock();
+        self.seal_active()?;
+        // Only synced segments are rewritten.
+        if let Some(position) = self.log.sync_unsynced()? {
+            self.commit.advance(position);
+        }
+        let active = self.writer.lock().active.seg.ordinal;
+        let sealed: Vec<Arc<Segment>> = self
+            .log
+            .segments()
+            .into_iter()
+            .filter(|s| s.ordinal < active)
+            .collect();
+        let mut judge = Judge {
+            engine: self,
+            now: now_micros(),
+            rules: HashMap::new(),
+        };
+        let mut report = ScavengeReport::default();
+        for (done, seg) in sealed.iter().enumerate() {
+            let at = ScavengeProgress {
+                done: done as u64,
+                total: sealed.len() as u64,
+                events_erased: report.events_erased,
+                bytes_reclaimed: report.bytes_reclaimed(),
+            };
+            if !progress(&at) {
+                report.stopped = true;
+                break;
+            }
+            if self.is_closed() {
+                return Err(Error::Closed);
+            }
+            report.segments_scanned += 1;
+            let data = seg.read(0, seg.end())?;
+            let Some(image) = rewrite(seg, &data, &mut judge)? else {
+                continue;
+            };
+            report.bytes_before += blocks(&data);
+            report.bytes_after += blocks(&image.bytes);
+            report.events_erased += image.erased;
+            report.segments_rewritten += 1;
+            report.first_erased = Some(
+                report
+                    .first_erased
+                    .map_or(image.first_erased, |f| f.min(image.first_erased)),
+            );
+            self.swap(seg, &image.bytes)?;
+        }
+        if !report.stopped {
+            progress(&ScavengeProgress {
+                done: sealed.len() as u64,
+                total: sealed.len() as u64,
+                events_erased: report.events_erased,
+                bytes_reclaimed: report.bytes_reclaimed(),
+            });
+        }
+        Ok(report)
+    }
+
+    /// Seals the active segment if it holds any frame (synced first: as a roll under
+    /// `Always`), so that a scavenge can rewrite it.
+    fn seal_active(&self) -> Result<()> {
+        let mut guard = self.writer.lock();
+        self.commit.check()?;
+        let w = &mut *guard;
+        if w.active.offset <= SEGMENT_HEADER_LEN {
+            return Ok(());
+        }
+        let sealed = Arc::clone(&w.active.seg);
+        let settled = match self.log.seal_now(&mut w.active, w.next_position) {
+            Ok(s) => s,
+            Err(e) => {
+                self.commit.poison(e.to_string());
+                return Err(e);
+            }
+        };
+        if let Some(settled) = settled {
+            self.commit.advance(settled);
+        }
+        // Sealing synced everything written: it is durable, and visible.
+        let wm = Watermark {
+            position: w.next_position - 1,
+            location: pack(sealed.ordinal, sealed.end()),
+        };
+        self.publish(wm);
+        self.commit.advance(wm.position);
+        if let Some(tx) = &w.to_seal {
+            let _ = tx.send(SealJob::Sealed(sealed));
+        }
+        Ok(())
+    }
+
+    /// Puts the rewritten image of `old` in its place, durably (see the module's comment),
+    /// and in the log's list of segments.
+    fn swap(&self, old: &Segment, image: &[u8]) -> Result<()> {
+        let storage = self.storage();
+        let dir = &self.dir;
+        let name = file_name(old.ordinal);
+        let path = dir.join(&name);
+        let tmp = dir.join(format!("{name}.tmp"));
+        write_sparse(storage, &tmp, image, old.capacity)?;
+        let _checkpoints = self.checkpoint_lock.lock();
+        // Gone for good before the new file takes the name: a crash in between then leaves
+        // the old segment without a checkpoint (rebuilt on open), never the new with the old.
+        remove_if_exists(storage, &dir.join(checkpoint::file_name(old.ordinal)))?;
+        sync_dir(storage, dir)?;
+        storage
+            .rename(&tmp, &path)
+            .map_err(|e| Error::io("rename", &tmp, e))?;
+        sync_dir(storage, dir)?;
+        let (seg, _) = Segment::open(storage, dir, old.ordinal, false)?;
+        let (ix, stop) = checkpoint::scan(&seg, image)?;
+        if let Some(stop) = stop {
+            return Err(Error::corruption(&path, stop.offset, stop.reason));
+        }
+        seg.set_samples(ix.samples.clone());
+        seg.set_end(ix.end);
+        seg.set_erased(ix.erased.clone());
+        seg.seal();
+        self.log.replace(Arc::new(seg));
+        if self.options.index_checkpoints {
+            // A checkpoint that fails to be written is only a slower next open.
+            let _ = checkpoint::write(storage, dir, &ix);
+        }
+        Ok(())
+    }
+}
+
+/// Bytes of the 4 KiB blocks of `data` that hold anything but zeros.
+fn blocks(data: &[u8]) -> u64 {
+    data.chunks(BLOCK)
+        .filter(|b| b.iter().any(|&x| x != 0))
+        .count() as u64
+        * BLOCK as u64
+}
+
+fn sync_dir(storage: &dyn Storage, dir: &Path) -> Result<()> {
+    storage
+        .sync_dir(dir)
+        .map_err(|e| Error::io("fsync directory", dir, e))
+}
+
+/// Creates `path` at `len` bytes holding `image`, writing only its 4 KiB blocks that are not
+/// all zeros (the others stay holes) and its last one, and syncs it.
+fn write_sparse(storage: &dyn Storage, path: &Path, image: &[u8], len: u64) -> Result<()> {
+    remove_if_exists(storage, path)?;
+    let file = storage
+        .create(path)
+        .map_err(|e| Error::io("create", path, e))?;
+    let written = (|| {
+        file.set_len(len.max(image.len() as u64))
+            .map_err(|e| Error::io("preallocate", path, e))?;
+        let mut start: Option<usize> = None;
+        let flush = |from: usize, to: usize| {
+            file.write_all_at(image.get(from..to).unwrap_or_default(), from as u64)
+                .map_err(|e| Error::io("write", path, e))
+        };
+        for (i, block) in image.chunks(BLOCK).enumerate() {
+            let at = i * BLOCK;
+            match (block.iter().any(|&b| b != 0), start) {
+                (true, None) => start = Some(at),
+                (false, Some(s)) => {
+                    flush(s, at)?;
+                    start = None;
+                }
+                _ => {}
+            }
+        }
+        // The last block is written even when it is zeros (the end of an erased frame): an
+        // open finds the end of a segment's data by its last data region.
+        let tail = image.len().saturating_sub(1) / BLOCK * BLOCK;
+        flush(start.map_or(tail, |s| s.min(tail)), image.len())?;
+        file.sync_data()
+            .map_err(|e| Error::io("fdatasync", path, e))
+    })();
+    if written.is_err() {
+        // The first error is the one worth reporting; the next open removes a leftover.
+        let _ = storage.remove(path);
+    }
+    written
+}
+
+/// The image of `seg` (whose bytes are `data`, up to its end) with its newly dead events
+/// erased; `None` when it has none.
+fn rewrite(seg: &Segment, data: &[u8], judge: &mut Judge<'_>) -> Result<Option<Image>> {
+    let frames = judge_frames(seg, data, judge)?;
+    let newly: u64 = frames.iter().map(Judged::newly_dead).sum();
+    if newly == 0 {
+        return Ok(None);
+    }
+    let first_erased = frames
+        .iter()
+        .filter(|f| !f.erased)
+        .flat_map(|f| f.dead.iter().map(|d| d.position))
+        .min()
+        .unwrap_or(0);
+    let mut out = data.to_vec();
+    if let Some(h) = out.get_mut(..SEGMENT_HEADER_BYTES) {
+        h.copy_from_slice(&encode_scavenged_header(seg.ordinal, seg.base_position));
+    }
+    // Runs of frames with no live event become one erased frame each.
+    let mut run: Vec<&Judged> = Vec::new();
+    for f in &frames {
+        if f.live == 0 {
+            run.push(f);
+            continue;
+        }
+        erase_run(&mut out, &run);
+        run.clear();
+        erase_records(&mut out, f);
+    }
+    erase_run(&mut out, &run);
+    // The image must read back as the same positions, at the same offsets.
+    let (before, _) = checkpoint::scan(seg, data)?;
+    let (after, stop) = checkpoint::scan(seg, &out)?;
+    if stop.is_some() || after.events != before.events || after.end != before.end {
+        return Err(Error::corruption(
+            &seg.path,
+            0,
+            "internal: a scavenge's rewrite of this segment does not read back as its events",
+        ));
+    }
+    Ok(Some(Image {
+        bytes: out,
+        erased: newly,
+        first_erased,
+    }))
+}
+
+/// Writes one erased frame over a run of frames with no live event; when the run's list of
+/// streams does not fit in it (it always does for whole frames), erases each record instead.
+fn erase_run(out: &mut [u8], run: &[&Judged]) {
+    let (Some(first), Some(last)) = (run.first(), run.last()) else {
+        return;
+    };
+    if run.len() == 1 && first.erased {
+        return;
+    }
+    let mut parts: Vec<ErasedPart> = Vec::new();
+    for p in run.iter().flat_map(|f| f.parts.iter()) {
+        match parts.last_mut() {
+            Some(q)
+                if q.stream == p.stream
+                    && q.first_version + u64::from(q.count) == p.first_version
+                    && q.count.checked_add(p.count).is_some() =>
+            {
+                q.count += p.count;
+            }
+            _ => parts.push(p.clone()),
+        }
+    }
+    let len = last.end - first.offset;
+    if frame::erased_frame_fits(len, &parts) {
+        if let Some(span) = out.get_mut(first.offset..last.end) {
+            frame::erase_frame(span, first.first_position, first.durable, &parts);
+        }
+    } else {
+        for f in run {
+            erase_records(out, f);
+        }
+    }
+}
+
+/// Erases the dead records of a frame that keeps others, and seals the frame again.
+fn erase_records(out: &mut [u8], f: &Judged) {
+    if f.erased || f.dead.is_empty() {
+        return;
+    }
+    for d in &f.dead {
+        if let Some(span) = out.get_mut(d.start..d.end) {
+            frame::erase_record(span, d.position, d.version, d.edges);
+        }
+    }
+    if let Some(span) = out.get_mut(f.offset..f.end) {
+        frame::reseal_frame(span);
+    }
+}
+
+/// Every frame of `data`, each event judged live or dead.
+fn judge_frames(seg: &Segment, data: &[u8], judge: &mut Judge<'_>) -> Result<Vec<Judged>> {
+    let mut frames = Vec::new();
+    let mut offset = SEGMENT_HEADER_BYTES;
+    loop {
+        let f = match frame::read_frame(data, offset) {
+            FrameRead::End => break,
+            FrameRead::Frame(f) => f,
+            FrameRead::Bad(reason) | FrameRead::Malformed(reason) => {
+                return Err(Error::corruption(&seg.path, offset as u64, reason));
+            }
+        };
+        let mut j = Judged {
+            offset: f.offset,
+            end: f.end(),
+            first_position: f.first_position,
+            durable: f.durable,
+            parts: f
+                .parts()
+                .map(|p| ErasedPart {
+                    stream: p.stream.to_string(),
+                    first_version: p.first_version,
+                    count: p.count,
+                })
+                .collect(),
+            erased: f.erased,
+            live: 0,
+            dead: Vec::new(),
+            erased_records: 0,
+        };
+        if !f.erased {
+            for part in f.parts() {
+                let mut at = part.records_offset;
+                for _ in 0..part.count {
+                    let r = frame::read_record(data, at, false)
+                        .map_err(|reason| Error::corruption(&seg.path, at as u64, reason))?;
+                    if r.erased {
+                        j.erased_records += 1;
+                    } else if judge.live(part.stream, r.version, r.timestamp) {
+                        j.live += 1;
+                    } else {
+                        j.dead.push(DeadRecord {
+                            start: at,
+                            end: r.end,
+                            position: r.position,
+                            version: r.version,
+                            edges: r.edges,
+                        });
+                    }
+                    at = r.end;
+                }
+            }
+        }
+        offset = f.end();
+        frames.push(j);
+    }
+    Ok(frames)
+}
