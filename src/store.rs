@@ -49,9 +49,10 @@ pub struct StreamInfo {
 /// Counters from [`Store::stats`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stats {
-    /// Events in the store (acknowledged and readable).
+    /// Events appended and acknowledged: the last position (those that stream metadata
+    /// hides, or a scavenge erased, included).
     pub events: u64,
-    /// Streams with at least one event.
+    /// Streams with at least one event (annal's metadata streams not counted).
     pub streams: u64,
     /// Segment files.
     pub segments: u64,
@@ -81,6 +82,12 @@ pub struct Stats {
     /// [`FsyncPolicy::Always`](crate::FsyncPolicy::Always), appends divided by this is how many appends group commit
     /// shared each sync among.
     pub segment_syncs: u64,
+    /// Events a [`scavenge`](Store::scavenge) would erase now (hidden by their stream's
+    /// metadata, or metadata replaced by newer metadata).
+    pub reclaimable_events: u64,
+    /// Bytes of those events' records: what a scavenge would erase (the disk space given back
+    /// is less where they share disk blocks with live events).
+    pub reclaimable_bytes: u64,
 }
 
 impl Store {
@@ -683,6 +690,7 @@ impl Store {
     /// folder; every other counter is in memory.
     pub fn stats(&self) -> Result<Stats> {
         let log = self.engine.counters();
+        let (reclaimable_events, reclaimable_bytes) = self.engine.reclaimable()?;
         let (snapshots, snapshot_bytes) = self.es.snapshots.stats();
         Ok(Stats {
             events: log.last_position,
@@ -698,6 +706,8 @@ impl Store {
             snapshot_bytes,
             durable_subscriptions: durable::list(&self.engine, &self.es.durables)?,
             segment_syncs: log.segment_syncs,
+            reclaimable_events,
+            reclaimable_bytes,
         })
     }
 

@@ -274,8 +274,14 @@ fn every_rule_is_scavenged_and_reads_are_the_same_before_and_after() {
     assert_eq!(common::stream(&store, "count-1").len(), 10);
     assert_eq!(common::stream(&store, "trunc-1").len(), 21);
     assert_eq!(common::stream(&store, "age-1").len(), 29);
+    let stats = store.stats().unwrap();
+    assert_eq!(stats.reclaimable_events, 110 + 99 + 120 + 91 + 1);
+    assert!(stats.reclaimable_bytes > stats.reclaimable_events * 40);
+    assert_eq!(stats.streams, 5, "metadata streams are not counted");
     let report = store.scavenge().unwrap();
     assert_eq!(report.events_erased, 110 + 99 + 120 + 91 + 1, "{report:?}");
+    let stats = store.stats().unwrap();
+    assert_eq!((stats.reclaimable_events, stats.reclaimable_bytes), (0, 0));
     assert_eq!(read(&store), before);
     // Lifting a rule cannot bring erased events back: they are gone.
     set("trunc-1", StreamMetadata::new());

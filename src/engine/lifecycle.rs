@@ -207,6 +207,53 @@ impl Engine {
         Ok(())
     }
 
+    /// How many streams have metadata (each has a metadata stream in the index).
+    pub(crate) fn metadata_count(&self) -> usize {
+        self.lifecycle.read().streams.len()
+    }
+
+    /// What a scavenge would erase now: events whose stream's metadata no longer keeps them,
+    /// and older events of metadata streams, not erased yet; their count and the bytes of
+    /// their records. Reads the record of each candidate (not of live events).
+    pub(crate) fn reclaimable(&self) -> Result<(u64, u64)> {
+        if !self.has_lifecycle.load(Ordering::Acquire) {
+            return Ok((0, 0));
+        }
+        let now = now_micros();
+        let mut streams: Vec<String> = Vec::new();
+        for s in self.lifecycle.read().streams.keys() {
+            streams.push(s.to_string());
+            streams.push(stream_metadata::metadata_stream(s));
+        }
+        let (mut events, mut bytes) = (0, 0);
+        let mut cache = SegmentCache::default();
+        for stream in streams {
+            let Some((last, locs)) = ({
+                let ix = self.index.read();
+                ix.version(&stream)
+                    .and_then(|v| Some((v, ix.locations(&stream, 1, usize::MAX, u64::MAX)?.1)))
+            }) else {
+                continue;
+            };
+            let Some(rules) = self.rules_at(&stream, last, now) else {
+                continue;
+            };
+            for (i, &loc) in locs.iter().enumerate() {
+                let version = i as u64 + 1;
+                if version >= rules.first_live && rules.oldest == 0 {
+                    break;
+                }
+                if let Some((timestamp, len)) = record_at(self, &mut cache, loc)?
+                    && !rules.keeps(version, timestamp)
+                {
+                    events += 1;
+                    bytes += len;
+                }
+            }
+        }
+        Ok((events, bytes))
+    }
+
     /// `Store::stream_metadata`: the metadata of `stream` and the version of its metadata
     /// stream (what `set_stream_metadata` expects), if it has any.
     pub(crate) fn stream_metadata(&self, stream: &str) -> Option<(u64, StreamMetadata)> {
@@ -297,6 +344,21 @@ impl Engine {
         self.settle(result.last_position, stamped.is_none())?;
         Ok((result, stamped))
     }
+}
+
+/// The timestamp and record length of the event at `loc`; `None` when it was erased.
+fn record_at(engine: &Engine, cache: &mut SegmentCache, loc: u64) -> Result<Option<(u64, u64)>> {
+    let (ordinal, offset) = unpack(loc);
+    let Some(seg) = cache.segment(engine, ordinal).cloned() else {
+        return Ok(None);
+    };
+    if seg.is_erased(offset) {
+        return Ok(None);
+    }
+    let (bytes, at) = seg.record_source(offset, cache.view_mut())?;
+    let r = super::format::frame::read_record(&bytes, at, false)
+        .map_err(|reason| Error::corruption(&seg.path, offset, reason))?;
+    Ok((!r.erased).then(|| (r.timestamp, (r.end - at) as u64)))
 }
 
 fn metadata_event(m: &StreamMetadata) -> EventData {

@@ -560,10 +560,11 @@ impl Engine {
     pub(crate) fn counters(&self) -> LogCounters {
         let wm = self.watermark();
         let segments = self.log.segments();
+        let metadata_streams = self.metadata_count();
         let (streams, index_bytes, tag_postings, tag_bytes) = {
             let ix = self.index.read();
             (
-                ix.stream_count() as u64,
+                ix.stream_count().saturating_sub(metadata_streams) as u64,
                 ix.memory_bytes(),
                 ix.postings.tag_postings() as u64,
                 ix.postings.tag_memory_bytes() as u64,

@@ -9,6 +9,10 @@
 //! - **Fail** ([`SimDisk::fail_write_after`], [`SimDisk::fail_sync_after`]): the n-th next
 //!   write returns EIO, ENOSPC, or writes only part of its bytes first; the n-th next
 //!   `sync_data` returns EIO (and, as Linux may, forgets the dirty data it failed to write).
+//! - **Halt** ([`SimDisk::halt_after`]): from the n-th next operation that changes the disk
+//!   (create, write, set_len, sync, remove, rename, directory sync) on, every one fails with
+//!   EIO: the machine is dead, and [`SimDisk::crash`] brings it back. Stepping `n` through
+//!   every operation of some work crashes it at each one.
 //! - **Rot** ([`SimDisk::flip_bit`]): flips a bit of a file's durable and visible bytes.
 //!
 //! Everything is deterministic given the seed and the sequence of calls.
@@ -67,6 +71,10 @@ struct State {
     sync_fault: Option<u64>,
     writes: u64,
     syncs: u64,
+    /// Operations that change the disk, so far (see [`SimDisk::halt_after`]).
+    changes: u64,
+    /// The change from which every one fails, until the next crash.
+    halt_at: Option<u64>,
     /// Files offer a write map (see [`SimDisk::set_write_maps`]).
     no_write_maps: bool,
 }
@@ -83,6 +91,15 @@ impl State {
 
     fn below(&mut self, n: u64) -> u64 {
         if n == 0 { 0 } else { self.next() % n }
+    }
+
+    /// Counts an operation that changes the disk; EIO once the disk is halted.
+    fn change(&mut self) -> io::Result<()> {
+        self.changes += 1;
+        match self.halt_at {
+            Some(at) if self.changes >= at => Err(io::Error::from_raw_os_error(5)),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -156,6 +173,7 @@ impl SimDisk {
         st.locks.clear();
         st.write_fault = None;
         st.sync_fault = None;
+        st.halt_at = None;
         st.names = st.durable_names.clone();
         let ids: Vec<u64> = st.files.keys().copied().collect();
         for id in ids {
@@ -241,6 +259,19 @@ impl SimDisk {
         st.sync_fault = Some(at);
     }
 
+    /// Halts the disk at the `n`-th next operation that changes it (1: the next one): that
+    /// one and every later one fail with EIO, until [`crash`](Self::crash).
+    pub fn halt_after(&self, n: u64) {
+        let mut st = self.state.lock();
+        let at = st.changes + n.max(1);
+        st.halt_at = Some(at);
+    }
+
+    /// How many operations that change the disk were made so far (failed ones included).
+    pub fn changes(&self) -> u64 {
+        self.state.lock().changes
+    }
+
     /// Whether files offer a write map ([`StorageFile::write_map`]; on by default). Its writes
     /// behave exactly like `write_all_at`; turning it off drives the callers' other path.
     pub fn set_write_maps(&self, on: bool) {
@@ -321,6 +352,7 @@ impl Storage for SimDisk {
     fn create(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
         let mut st = self.state.lock();
         self.check(&st)?;
+        st.change()?;
         if st.names.contains_key(path) {
             return Err(io::ErrorKind::AlreadyExists.into());
         }
@@ -341,6 +373,7 @@ impl Storage for SimDisk {
     fn remove(&self, path: &Path) -> io::Result<()> {
         let mut st = self.state.lock();
         self.check(&st)?;
+        st.change()?;
         st.names
             .remove(path)
             .map(|_| ())
@@ -350,6 +383,7 @@ impl Storage for SimDisk {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut st = self.state.lock();
         self.check(&st)?;
+        st.change()?;
         let id = st.names.remove(from).ok_or(io::ErrorKind::NotFound)?;
         st.names.insert(to.to_path_buf(), id);
         Ok(())
@@ -358,6 +392,7 @@ impl Storage for SimDisk {
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut st = self.state.lock();
         self.check(&st)?;
+        st.change()?;
         let in_dir = |p: &Path| p.parent() == Some(dir);
         st.durable_names.retain(|p, _| !in_dir(p));
         let live: Vec<(PathBuf, u64)> = st
@@ -428,6 +463,7 @@ impl StorageFile for SimFile {
 
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.with(|st, id| {
+            st.change()?;
             st.writes += 1;
             let fault = match st.write_fault {
                 Some((at, fault)) if at == st.writes => {
@@ -458,6 +494,7 @@ impl StorageFile for SimFile {
 
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.with(|st, id| {
+            st.change()?;
             let f = st.files.get_mut(&id).ok_or(io::ErrorKind::NotFound)?;
             let op = Op::SetLen(len);
             apply(&mut f.live, &op);
@@ -468,6 +505,7 @@ impl StorageFile for SimFile {
 
     fn sync_data(&self) -> io::Result<()> {
         self.with(|st, id| {
+            st.change()?;
             st.syncs += 1;
             if st.sync_fault == Some(st.syncs) {
                 st.sync_fault = None;

@@ -72,6 +72,8 @@ pub mod exit {
     pub const IO: u8 = 7;
     /// `import` stored the good lines but some lines failed.
     pub const SOME_LINES_FAILED: u8 = 8;
+    /// The stream was hard-deleted: it takes no appends or metadata changes.
+    pub const DELETED: u8 = 9;
 }
 
 /// The exit status a library error calls for.
@@ -80,6 +82,7 @@ pub fn exit_status(e: &annal::Error) -> u8 {
     match e {
         E::Corruption { .. } => exit::DAMAGED,
         E::WrongExpectedVersion { .. } | E::AppendConditionFailed { .. } => exit::CONFLICT,
+        E::StreamDeleted { .. } => exit::DELETED,
         E::Locked { .. } => exit::LOCKED,
         E::Io { .. } | E::Poisoned { .. } => exit::IO,
         _ => exit::FAILURE,
@@ -338,6 +341,8 @@ pub enum Counting {
     Lines,
     /// Bytes of input: "1.2 MiB/10 MiB (3.4 MiB/s)".
     Bytes,
+    /// Segments: "3/12 segments (1 segments/s)".
+    Segments,
 }
 
 /// A progress bar on stderr when it is a terminal, hidden otherwise (pipes, CI, tests).
@@ -378,7 +383,7 @@ fn bar_template(counting: Counting) -> &'static str {
         Counting::Bytes => {
             "{msg} [{bar:30}] {binary_bytes}/{binary_total_bytes} ({binary_bytes_per_sec}, {eta} left)"
         }
-        Counting::Events | Counting::Lines => {
+        Counting::Events | Counting::Lines | Counting::Segments => {
             "{msg:>14} [{bar:30}] {human_pos}/{human_len} {unit} ({rate}, {eta} left)"
         }
     }
@@ -391,6 +396,7 @@ fn style(template: &str, counting: Counting, fallback: ProgressStyle) -> Progres
         Counting::Events => "events",
         Counting::Lines => "lines",
         Counting::Bytes => "bytes",
+        Counting::Segments => "segments",
     };
     match ProgressStyle::with_template(template) {
         Ok(s) => s

@@ -189,6 +189,9 @@ struct StatsJson {
     durable_subscriptions: Vec<DurableJson>,
     /// This open's own segment fdatasyncs: 0, as `stats` opens read-only.
     segment_syncs: u64,
+    /// Events a scavenge would erase now, and the bytes of their records.
+    reclaimable_events: u64,
+    reclaimable_bytes: u64,
 }
 
 /// `annal stats`: counters of the store.
@@ -218,6 +221,8 @@ pub fn stats(dir: &Path, json: bool) -> CliResult {
                 })
                 .collect(),
             segment_syncs: s.segment_syncs,
+            reclaimable_events: s.reclaimable_events,
+            reclaimable_bytes: s.reclaimable_bytes,
         })?;
     } else {
         let per_event = |bytes: u64| {
@@ -249,6 +254,14 @@ pub fn stats(dir: &Path, json: bool) -> CliResult {
                     "{} bytes{}",
                     thousands(s.index_memory_bytes),
                     per_event(s.index_memory_bytes)
+                ),
+            ),
+            (
+                "reclaimable",
+                format!(
+                    "{} events, {} bytes (`annal scavenge` erases them)",
+                    thousands(s.reclaimable_events),
+                    thousands(s.reclaimable_bytes)
                 ),
             ),
             (

@@ -9,6 +9,7 @@ mod cart;
 mod common;
 mod demo;
 mod inspect;
+mod lifecycle;
 mod output;
 mod verify;
 mod write;
@@ -148,8 +149,47 @@ enum Command {
         #[arg(long, value_name = "PREFIX")]
         prefix: Option<String>,
     },
-    /// Counters: events, streams, segments, bytes, snapshots, subscriptions, index memory.
+    /// Counters: events, streams, segments, bytes, snapshots, subscriptions, index memory,
+    /// and what a scavenge would erase.
     Stats,
+    /// Delete a stream: soft (it reads as empty; a later append continues its versions) or,
+    /// with --hard, for good (a tombstone: every later append or metadata change fails,
+    /// exit status 9). Its events stay in the files until `annal scavenge`.
+    Delete {
+        /// The stream.
+        stream: String,
+        /// A tombstone: the stream takes no more appends, ever.
+        #[arg(long)]
+        hard: bool,
+        /// The stream's version the delete requires: any, no-stream, exists or a number.
+        #[arg(long, value_name = "VERSION", value_parser = parse_expected, default_value = "any")]
+        expected_version: ExpectedVersion,
+    },
+    /// Print a stream's metadata, or set it with --set.
+    ///
+    /// The JSON has max_count (keep the newest N events), max_age (seconds: keep events at
+    /// most this old), truncate_before (keep versions from this one on), and custom (your
+    /// own text) or custom_b64 (your own bytes); a key left out is not set. Printed, it also
+    /// has "version", the metadata's own version, which --expected-version of the next --set
+    /// can name, and "deleted" after a hard delete.
+    Metadata {
+        /// The stream.
+        stream: String,
+        /// Replace the stream's metadata with this JSON, such as '{"max_count":100}'.
+        #[arg(long, value_name = "JSON")]
+        set: Option<String>,
+        /// With --set: the metadata's version it requires (any, no-stream or a number).
+        #[arg(long, value_name = "VERSION", value_parser = parse_expected, default_value = "any",
+              requires = "set")]
+        expected_version: ExpectedVersion,
+    },
+    /// Erase what stream metadata hides (deleted streams, truncated, too many or too old
+    /// events, replaced metadata) from the files, giving the disk space back.
+    ///
+    /// It runs while nothing else has the store open for writing, with a progress bar, and
+    /// reports what it erased. Interrupted (Ctrl-C, a crash), it leaves every segment as it
+    /// was or rewritten: run it again to finish.
+    Scavenge,
     /// Check every checksum and invariant of the store's files, changing nothing.
     ///
     /// Exit status: 0 healthy; 3 synced data damaged or lost (opens refuse the store: see
@@ -290,6 +330,17 @@ fn run(cli: Cli) -> CliResult {
         ),
         Command::Streams { prefix } => inspect::streams(&dir, json, prefix.as_deref()),
         Command::Stats => inspect::stats(&dir, json),
+        Command::Delete {
+            stream,
+            hard,
+            expected_version,
+        } => lifecycle::delete(&dir, json, &stream, hard, expected_version),
+        Command::Metadata {
+            stream,
+            set,
+            expected_version,
+        } => lifecycle::metadata(&dir, json, &stream, set.as_deref(), expected_version),
+        Command::Scavenge => lifecycle::scavenge(&dir, json),
         Command::Verify => verify::verify(&dir, json),
         Command::Repair { accept_loss } => verify::repair(&dir, json, accept_loss),
         Command::Bench {

@@ -1189,3 +1189,135 @@ fn read_all_json_imported_into_an_empty_store_is_the_same_store_byte_for_byte() 
         "every field of every event, timestamps too"
     );
 }
+
+#[test]
+fn delete_metadata_and_scavenge() {
+    let (_tmp, dir) = small_store();
+    let input = (0..30)
+        .map(|i| {
+            let stream = ["keep-1", "gone-1", "trim-1"][i % 3];
+            format!(r#"{{"stream":"{stream}","type":"E","data":{{"secret":"S{i:03}-{stream}"}}}}"#)
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    ok(run_with(
+        &dir,
+        &["import", "--fsync", "never"],
+        input.as_bytes(),
+    ));
+    // Metadata: none yet, then set and shown, as JSON and as a table.
+    let none = json_lines(&ok(run(&dir, &["metadata", "trim-1", "--json"])));
+    assert_eq!(none[0]["version"], Value::Null);
+    let set = json_lines(&ok(run(
+        &dir,
+        &[
+            "metadata",
+            "trim-1",
+            "--set",
+            r#"{"max_count":3,"max_age":86400.5,"custom":"owner=ops"}"#,
+            "--expected-version",
+            "no-stream",
+            "--json",
+        ],
+    )));
+    assert_eq!(set[0]["version"], 1);
+    assert_eq!(set[0]["max_count"], 3);
+    assert_eq!(set[0]["max_age"], 86400.5);
+    assert_eq!(set[0]["custom"], "owner=ops");
+    let table = ok(run(&dir, &["metadata", "trim-1"]));
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("max_count") && l.ends_with(" 3")),
+        "{table}"
+    );
+    let stale = run(
+        &dir,
+        &[
+            "metadata",
+            "trim-1",
+            "--set",
+            "{}",
+            "--expected-version",
+            "no-stream",
+        ],
+    );
+    fails_with(&stale, 5, "expected");
+    fails(
+        &run(
+            &dir,
+            &["metadata", "trim-1", "--set", r#"{"max_count":"x"}"#],
+        ),
+        "--set",
+    );
+    fails(
+        &run(
+            &dir,
+            &["metadata", "trim-1", "--set", r#"{"deleted":true}"#],
+        ),
+        "annal delete",
+    );
+    let trimmed = json_lines(&ok(run(&dir, &["read", "trim-1", "--json"])));
+    assert_eq!(
+        trimmed
+            .iter()
+            .map(|e| e["version"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [8, 9, 10]
+    );
+
+    // A hard delete: a tombstone, then refused appends with their own exit status.
+    let wrong = run(
+        &dir,
+        &["delete", "gone-1", "--hard", "--expected-version", "3"],
+    );
+    fails_with(&wrong, 5, "expected");
+    let deleted = json_lines(&ok(run(
+        &dir,
+        &[
+            "delete",
+            "gone-1",
+            "--hard",
+            "--expected-version",
+            "10",
+            "--json",
+        ],
+    )));
+    assert_eq!(deleted[0]["version"], 10);
+    assert_eq!(deleted[0]["hard"], true);
+    let refused = run(&dir, &["append", "gone-1", "--type", "E", "--data", "{}"]);
+    fails_with(&refused, 9, "deleted");
+    assert!(json_lines(&ok(run(&dir, &["read", "gone-1", "--json"]))).is_empty());
+    let shown = json_lines(&ok(run(&dir, &["metadata", "gone-1", "--json"])));
+    assert_eq!(shown[0]["deleted"], true);
+
+    // stats says what a scavenge would erase; scavenge erases it, and the bytes are gone.
+    let stats = json_lines(&ok(run(&dir, &["stats", "--json"])));
+    assert_eq!(stats[0]["reclaimable_events"], 10 + 7);
+    assert!(stats[0]["reclaimable_bytes"].as_u64().unwrap() > 17 * 40);
+    let report = json_lines(&ok(run(&dir, &["scavenge", "--json"])));
+    assert_eq!(report[0]["events_erased"], 17);
+    assert!(report[0]["segments_rewritten"].as_u64().unwrap() >= 1);
+    let stats = json_lines(&ok(run(&dir, &["stats", "--json"])));
+    assert_eq!(stats[0]["reclaimable_events"], 0);
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        assert!(
+            !bytes
+                .windows(10)
+                .any(|w| w.ends_with(b"-gone-1") && w[0] == b'S')
+        );
+    }
+    let kept = json_lines(&ok(run(&dir, &["read-all", "--json"])));
+    assert_eq!(kept.len(), 10 + 3);
+    let again = ok(run(&dir, &["scavenge"]));
+    assert!(again.contains("0 events erased"), "{again}");
+    // A soft delete: empty, and appends continue.
+    ok(run(&dir, &["delete", "keep-1"]));
+    assert!(json_lines(&ok(run(&dir, &["read", "keep-1", "--json"]))).is_empty());
+    let next = json_lines(&ok(run(
+        &dir,
+        &["append", "keep-1", "--type", "E", "--data", "{}", "--json"],
+    )));
+    assert_eq!(next[0]["version"], 11);
+}
