@@ -129,6 +129,22 @@ pub enum Error {
         stream: String,
     },
 
+    /// A durable subscription or projection had not reached events that retention
+    /// ([`Options::retention`](crate::Options::retention)) dropped, or an aggregate lost
+    /// events to it: going on would skip them.
+    #[error(
+        "{name} is behind the retention point: it is at position {position}, and events before position {retained_from} were dropped by retention"
+    )]
+    BehindRetention {
+        /// What is behind: `durable subscription "NAME"`, `projection "NAME"`, or
+        /// `stream "NAME"` for an aggregate.
+        name: String,
+        /// Where it is: its acknowledged position (a stream: 0).
+        position: u64,
+        /// The first position retention kept.
+        retained_from: u64,
+    },
+
     /// The store has been closed.
     #[error("store is closed")]
     Closed,

@@ -151,7 +151,7 @@ pub use es::snapshot::StoredSnapshot;
 pub use es::subscription::Subscription;
 pub use event::{AppendResult, EventData, ExpectedVersion, Payload, RecordedEvent, Tags};
 pub use lifecycle::{DeleteMode, StreamMetadata};
-pub use options::{FsyncPolicy, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, Options};
+pub use options::{FsyncPolicy, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, Options, Retention};
 pub use query::{Query, QueryItem};
 pub use store::{Stats, Store, StreamInfo};
 pub use transaction::{AppendCondition, CommitResult, Transaction};

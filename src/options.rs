@@ -102,6 +102,57 @@ pub struct Options {
     ///
     /// [`read_only`]: Options::read_only
     pub follow: bool,
+    /// How much of the whole log to keep (default: all of it). See [`Retention`].
+    pub retention: Retention,
+}
+
+/// How much of the whole log a store keeps ([`Options::retention`]), as Kafka's retention
+/// does: the oldest sealed segments past it have their events dropped (each rewritten as one
+/// erased frame: its positions stay taken, its disk space comes back), after every segment
+/// roll and at every [`Store::scavenge`](crate::Store::scavenge). Durable subscriptions and
+/// projections that had not reached the dropped events are told
+/// ([`Error::BehindRetention`](crate::Error::BehindRetention)), never moved on silently, and
+/// so is a load of an aggregate that lost events to it.
+///
+/// ```
+/// use annal::{Options, Retention};
+/// use std::time::Duration;
+/// let opts = Options::default().retention(
+///     Retention::new().max_age(Duration::from_secs(7 * 86_400)).max_bytes(10 << 30),
+/// );
+/// assert_eq!(opts.retention.max_bytes, Some(10 << 30));
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Drop a sealed segment once its newest event is older than this.
+    pub max_age: Option<Duration>,
+    /// Drop the oldest sealed segments while the segments not dropped hold more than this
+    /// many bytes of frames (the active segment and the newest sealed one are always kept).
+    pub max_bytes: Option<u64>,
+}
+
+impl Retention {
+    /// Keep everything.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Drop segments whose events are all older than `age`.
+    pub fn max_age(mut self, age: Duration) -> Self {
+        self.max_age = Some(age);
+        self
+    }
+
+    /// Drop the oldest segments beyond `bytes` of log.
+    pub fn max_bytes(mut self, bytes: u64) -> Self {
+        self.max_bytes = Some(bytes);
+        self
+    }
+
+    /// Whether it keeps everything.
+    pub fn keeps_all(&self) -> bool {
+        self.max_age.is_none() && self.max_bytes.is_none()
+    }
 }
 
 impl Default for Options {
@@ -120,6 +171,7 @@ impl Default for Options {
             record_durable_every: 4096,
             share_with_group: false,
             follow: false,
+            retention: Retention::new(),
         }
     }
 }
@@ -133,6 +185,12 @@ impl Options {
     /// Sets the fsync policy.
     pub fn fsync(mut self, policy: FsyncPolicy) -> Self {
         self.fsync = policy;
+        self
+    }
+
+    /// Sets how much of the whole log to keep ([`Retention`]).
+    pub fn retention(mut self, retention: Retention) -> Self {
+        self.retention = retention;
         self
     }
 

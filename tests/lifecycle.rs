@@ -435,3 +435,45 @@ fn subscriptions_skip_hidden_events_live_and_caught_up() {
     seen.push(sub.next().unwrap().unwrap().stream.to_string());
     assert_eq!(seen, ["kept-1", "kept-1", "kept-1"]);
 }
+
+#[test]
+fn a_subscription_moves_past_long_runs_of_hidden_events() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), common::tiny(1 << 20)).unwrap();
+    let many: Vec<EventData> = (0..1500).map(ev).collect();
+    store.append("gone-1", ExpectedVersion::Any, &many).unwrap();
+    let hour = 3_600_000_000;
+    let old: Vec<EventData> = (0..1200)
+        .map(|i| ev(i).with_timestamp(now() - 5 * hour))
+        .collect();
+    store.append("aged-1", ExpectedVersion::Any, &old).unwrap();
+    store
+        .append("aged-1", ExpectedVersion::Any, &[ev(1)])
+        .unwrap();
+    store
+        .append("kept-1", ExpectedVersion::Any, &[ev(1)])
+        .unwrap();
+    store
+        .delete_stream("gone-1", ExpectedVersion::Any, DeleteMode::Soft)
+        .unwrap();
+    store
+        .set_stream_metadata(
+            "aged-1",
+            ExpectedVersion::Any,
+            StreamMetadata::new().max_age(Duration::from_secs(3600)),
+        )
+        .unwrap();
+    let mut all = store.subscribe_all(0).unwrap();
+    let first = all.next_timeout(Duration::from_secs(5)).unwrap().unwrap();
+    assert_eq!((&*first.stream, first.version), ("aged-1", 1201));
+    let second = all.next_timeout(Duration::from_secs(5)).unwrap().unwrap();
+    assert_eq!(&*second.stream, "kept-1");
+    let mut one = store.subscribe_stream("aged-1", 1).unwrap();
+    let e = one.next_timeout(Duration::from_secs(5)).unwrap().unwrap();
+    assert_eq!(e.version, 1201);
+    let mut query = store
+        .subscribe_query(Query::items([QueryItem::new().types(["Counted"])]), 0)
+        .unwrap();
+    let e = query.next_timeout(Duration::from_secs(5)).unwrap().unwrap();
+    assert_eq!(e.version, 1201);
+}

@@ -436,6 +436,7 @@ impl Engine {
                     } else {
                         index(&seg);
                     }
+                    self.retain_in_background();
                 }
                 SealJob::SyncDue => {
                     match self.log.sync_unsynced() {

@@ -150,6 +150,12 @@ impl StreamEvents {
         }
     }
 
+    /// Going forward, the version after the last one read or skipped (every version below
+    /// it was either returned or hidden).
+    pub(crate) fn next_version(&self) -> u64 {
+        self.lo
+    }
+
     fn next_event(&mut self) -> Result<Option<RecordedEvent>> {
         loop {
             match self.next_stored()? {
@@ -397,6 +403,12 @@ impl AllEvents {
             cursor: None,
             buf: Vec::new(),
         }
+    }
+
+    /// Going forward, the position after the last one read or skipped (every position below
+    /// it was either returned, hidden or erased).
+    pub(crate) fn next_position(&self) -> u64 {
+        self.lo
     }
 
     /// The segment holding `position` and the end of its visible frames.

@@ -51,6 +51,9 @@ pub struct ScavengeReport {
     pub segments_scanned: u64,
     /// Segments rewritten (the others had nothing newly dead).
     pub segments_rewritten: u64,
+    /// Segments whose events retention ([`Options::retention`](crate::Options::retention))
+    /// dropped, first thing.
+    pub segments_retired: u64,
     /// Events erased by this scavenge.
     pub events_erased: u64,
     /// Bytes of disk blocks (4 KiB each) the rewritten segments' data took before.
@@ -93,10 +96,15 @@ struct Judge<'e> {
     engine: &'e Engine,
     now: u64,
     rules: HashMap<Box<str>, Option<Rules>>,
+    /// Retention drops the whole segment: nothing is.
+    retire: bool,
 }
 
 impl Judge<'_> {
     fn live(&mut self, stream: &str, version: u64, timestamp: u64) -> bool {
+        if self.retire {
+            return false;
+        }
         let rules = match self.rules.get(stream) {
             Some(r) => *r,
             None => {
@@ -184,14 +192,18 @@ impl Engine {
             .log
             .segments()
             .into_iter()
-            .filter(|s| s.ordinal < active)
+            .filter(|s| s.ordinal < active && !s.retired)
             .collect();
+        let mut report = ScavengeReport {
+            segments_retired: self.retain()?,
+            ..ScavengeReport::default()
+        };
         let mut judge = Judge {
             engine: self,
             now: now_micros(),
             rules: HashMap::new(),
+            retire: false,
         };
-        let mut report = ScavengeReport::default();
         for (done, seg) in sealed.iter().enumerate() {
             let at = ScavengeProgress {
                 done: done as u64,
@@ -231,6 +243,123 @@ impl Engine {
             });
         }
         Ok(report)
+    }
+
+    /// After a roll (on the sealer's thread): applies retention, unless a scavenge is
+    /// running (it applies retention first thing). A failure is only retention put off to
+    /// the next roll.
+    pub(crate) fn retain_in_background(&self) {
+        if self.options.retention.keeps_all() || self.options.read_only {
+            return;
+        }
+        if let Some(_one) = self.scavenging.try_lock() {
+            let _ = self.retain();
+        }
+    }
+
+    /// Applies [`Options::retention`](crate::Options::retention): retires the oldest sealed
+    /// segments past it (each rewritten as one erased frame, its header flagged), oldest
+    /// first, stopping at the first one kept. The newest sealed segment, and one whose sync
+    /// a roll left for later, are kept. Returns how many it retired. The caller holds
+    /// `scavenging`.
+    fn retain(&self) -> Result<u64> {
+        let retention = self.options.retention;
+        if retention.keeps_all() {
+            return Ok(0);
+        }
+        let active = self.writer.lock().active.seg.ordinal;
+        let unsynced = self.log.unsynced().map(|u| u.seg.ordinal);
+        let segments = self.log.segments();
+        let mut kept_bytes: u64 = segments
+            .iter()
+            .filter(|s| !s.retired)
+            .map(|s| s.end())
+            .sum();
+        let now = now_micros();
+        let mut retired = 0;
+        let mut judge = Judge {
+            engine: self,
+            now,
+            rules: HashMap::new(),
+            retire: true,
+        };
+        for seg in &segments {
+            // The active segment and the newest sealed one stay, as does one not synced.
+            if seg.ordinal + 1 >= active || Some(seg.ordinal) == unsynced {
+                break;
+            }
+            if seg.retired {
+                continue;
+            }
+            let data = seg.read(0, seg.end())?;
+            let too_big = retention.max_bytes.is_some_and(|max| kept_bytes > max);
+            let too_old = retention.max_age.is_some_and(|age| {
+                let age = u64::try_from(age.as_micros()).unwrap_or(u64::MAX);
+                newest_timestamp(seg, &data).is_ok_and(|t| t < now.saturating_sub(age))
+            });
+            if !too_big && !too_old {
+                break;
+            }
+            let image = retire_image(seg, &data, &mut judge)?;
+            self.swap(seg, &image)?;
+            kept_bytes = kept_bytes.saturating_sub(seg.end());
+            retired += 1;
+        }
+        Ok(retired)
+    }
+
+    /// The first position retention kept: after the leading segments it retired (1 when it
+    /// retired none).
+    pub(crate) fn retained_from(&self) -> u64 {
+        self.log.with_segments(|segments| {
+            let kept = segments.iter().position(|s| !s.retired);
+            match kept.and_then(|i| segments.get(i)) {
+                Some(seg) => seg.base_position,
+                None => segments.last().map_or(1, |s| s.base_position),
+            }
+        })
+    }
+
+    /// Fails with [`Error::BehindRetention`] when `next` (the next position `what` would
+    /// read, past 1: it has read something) is before what retention kept.
+    pub(crate) fn check_retained(&self, what: impl FnOnce() -> String, next: u64) -> Result<()> {
+        if next <= 1 || self.options.retention.keeps_all() {
+            return Ok(());
+        }
+        let retained_from = self.retained_from();
+        if next < retained_from {
+            return Err(Error::BehindRetention {
+                name: what(),
+                position: next - 1,
+                retained_from,
+            });
+        }
+        Ok(())
+    }
+
+    /// Fails with [`Error::BehindRetention`] when retention dropped events of `stream`: an
+    /// aggregate loaded from what is left would be wrong.
+    pub(crate) fn check_stream_retained(&self, stream: &str) -> Result<()> {
+        if self.options.retention.keeps_all() {
+            return Ok(());
+        }
+        let first = self
+            .index
+            .read()
+            .locations(stream, 1, 1, u64::MAX)
+            .and_then(|(_, locs)| locs.first().copied());
+        let Some(loc) = first else {
+            return Ok(());
+        };
+        let (ordinal, _) = super::index::unpack(loc);
+        if self.log.segment(ordinal).is_some_and(|s| s.retired) {
+            return Err(Error::BehindRetention {
+                name: format!("stream {stream:?}"),
+                position: 0,
+                retained_from: self.retained_from(),
+            });
+        }
+        Ok(())
     }
 
     /// Seals the active segment if it holds any frame (synced first: as a roll under
@@ -299,6 +428,65 @@ impl Engine {
             let _ = checkpoint::write(storage, dir, &ix);
         }
         Ok(())
+    }
+}
+
+/// The image of `seg` with every event dropped by retention: one erased frame, the header
+/// flagged retired.
+fn retire_image(seg: &Segment, data: &[u8], judge: &mut Judge<'_>) -> Result<Vec<u8>> {
+    let frames = judge_frames(seg, data, judge)?;
+    let mut out = data.to_vec();
+    if let Some(h) = out.get_mut(..SEGMENT_HEADER_BYTES) {
+        h.copy_from_slice(&encode_scavenged_header(
+            seg.ordinal,
+            seg.base_position,
+            true,
+        ));
+    }
+    let run: Vec<&Judged> = frames.iter().collect();
+    erase_run(&mut out, &run);
+    check_image(seg, data, &out)?;
+    Ok(out)
+}
+
+/// Fails unless `image` reads back as the same positions as `data`, at the same offsets.
+fn check_image(seg: &Segment, data: &[u8], image: &[u8]) -> Result<()> {
+    let (before, _) = checkpoint::scan(seg, data)?;
+    let (after, stop) = checkpoint::scan(seg, image)?;
+    if stop.is_some() || after.events != before.events || after.end != before.end {
+        return Err(Error::corruption(
+            &seg.path,
+            0,
+            "internal: a scavenge's rewrite of this segment does not read back as its events",
+        ));
+    }
+    Ok(())
+}
+
+/// The newest timestamp of the events of `data` (the segment's bytes); 0 when it has none.
+fn newest_timestamp(seg: &Segment, data: &[u8]) -> Result<u64> {
+    let mut newest = 0;
+    let mut offset = SEGMENT_HEADER_BYTES;
+    loop {
+        let f = match frame::read_frame(data, offset) {
+            FrameRead::End => return Ok(newest),
+            FrameRead::Frame(f) => f,
+            FrameRead::Bad(reason) | FrameRead::Malformed(reason) => {
+                return Err(Error::corruption(&seg.path, offset as u64, reason));
+            }
+        };
+        if !f.erased {
+            for part in f.parts() {
+                let mut at = part.records_offset;
+                for _ in 0..part.count {
+                    let r = frame::read_record(data, at, false)
+                        .map_err(|reason| Error::corruption(&seg.path, at as u64, reason))?;
+                    newest = newest.max(r.timestamp);
+                    at = r.end;
+                }
+            }
+        }
+        offset = f.end();
     }
 }
 
@@ -372,7 +560,11 @@ fn rewrite(seg: &Segment, data: &[u8], judge: &mut Judge<'_>) -> Result<Option<I
         .unwrap_or(0);
     let mut out = data.to_vec();
     if let Some(h) = out.get_mut(..SEGMENT_HEADER_BYTES) {
-        h.copy_from_slice(&encode_scavenged_header(seg.ordinal, seg.base_position));
+        h.copy_from_slice(&encode_scavenged_header(
+            seg.ordinal,
+            seg.base_position,
+            false,
+        ));
     }
     // Runs of frames with no live event become one erased frame each.
     let mut run: Vec<&Judged> = Vec::new();
@@ -386,16 +578,7 @@ fn rewrite(seg: &Segment, data: &[u8], judge: &mut Judge<'_>) -> Result<Option<I
         erase_records(&mut out, f);
     }
     erase_run(&mut out, &run);
-    // The image must read back as the same positions, at the same offsets.
-    let (before, _) = checkpoint::scan(seg, data)?;
-    let (after, stop) = checkpoint::scan(seg, &out)?;
-    if stop.is_some() || after.events != before.events || after.end != before.end {
-        return Err(Error::corruption(
-            &seg.path,
-            0,
-            "internal: a scavenge's rewrite of this segment does not read back as its events",
-        ));
-    }
+    check_image(seg, data, &out)?;
     Ok(Some(Image {
         bytes: out,
         erased: newly,

@@ -19,7 +19,7 @@ use crate::engine::format::frame::{Cursor, RECORD_HEADER_LEN};
 pub(crate) use crate::engine::format::index_checkpoint::Sample;
 use crate::engine::format::segment_header::decode_header;
 pub(crate) use crate::engine::format::segment_header::{
-    SEGMENT_HEADER_BYTES, SEGMENT_HEADER_LEN, encode_header, file_name, parse_file_name,
+    RETIRED, SEGMENT_HEADER_BYTES, SEGMENT_HEADER_LEN, encode_header, file_name, parse_file_name,
 };
 use crate::error::{Error, Result};
 use crate::storage::{FileMap, Storage, StorageFile};
@@ -91,6 +91,8 @@ pub(crate) struct Segment {
     /// The byte ranges of erased frames (a scavenged segment's, once known): a location in
     /// one is an erased event's.
     erased: OnceLock<Vec<(u64, u64)>>,
+    /// Retention dropped all its events ([`crate::Retention`]).
+    pub retired: bool,
 }
 
 impl Segment {
@@ -140,7 +142,8 @@ impl Segment {
         }
         file.read_exact_at(&mut header, 0)
             .map_err(|e| Error::io("read", &path, e))?;
-        let (found, base) = decode_header(&header).map_err(|r| Error::corruption(&path, 0, r))?;
+        let (found, base, flags) =
+            decode_header(&header).map_err(|r| Error::corruption(&path, 0, r))?;
         if found != ordinal {
             return Err(Error::corruption(
                 &path,
@@ -148,7 +151,8 @@ impl Segment {
                 format!("header says segment {found}, file name says {ordinal}"),
             ));
         }
-        let seg = Segment::with_file(path, ordinal, base, &file)?;
+        let mut seg = Segment::with_file(path, ordinal, base, &file)?;
+        seg.retired = flags & RETIRED != 0;
         Ok((seg, file))
     }
 
@@ -177,6 +181,7 @@ impl Segment {
             end: AtomicU64::new(SEGMENT_HEADER_LEN),
             samples: RwLock::new(Vec::new()),
             erased: OnceLock::new(),
+            retired: false,
         })
     }
 
@@ -498,6 +503,7 @@ impl Segment {
             end: AtomicU64::new(SEGMENT_HEADER_LEN),
             samples: RwLock::new(Vec::new()),
             erased: OnceLock::new(),
+            retired: false,
         };
         (seg, file)
     }

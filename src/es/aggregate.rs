@@ -362,6 +362,7 @@ impl<'s, A: Aggregate, C: Codec> Repository<'s, A, C> {
 
     /// Loads the state as of `target`; `current` is the stream's version now.
     fn load_to(&self, stream: &str, target: u64, current: u64) -> Result<Loaded<A>> {
+        self.engine.check_stream_retained(stream)?;
         let mut loaded = Loaded {
             state: A::default(),
             version: 0,

@@ -280,9 +280,11 @@ pub(crate) fn open(
             reg.held.insert(name.to_string(), Arc::clone(l));
         }
     }
+    let mut sub = Subscription::all(Arc::clone(inner), acked + 1);
+    sub.guard_retention(format!("durable subscription {name:?}"));
     Ok(DurableSubscription {
         name: name.to_string(),
-        sub: Subscription::all(Arc::clone(inner), acked + 1),
+        sub,
         inner: Arc::clone(inner),
         registry: Arc::clone(registry),
         file,

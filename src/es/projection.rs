@@ -133,9 +133,11 @@ impl<P: Projection> RunningProjection<P> {
         });
         let resumed = saved.is_some();
         let (position, state) = saved.unwrap_or_default();
+        let mut sub = Subscription::query(Arc::clone(inner), P::query(), position + 1);
+        sub.guard_retention(format!("projection {:?}", P::NAME));
         Ok(RunningProjection {
             inner: Arc::clone(inner),
-            sub: Subscription::query(Arc::clone(inner), P::query(), position + 1),
+            sub,
             state,
             position,
             checkpointed: position,

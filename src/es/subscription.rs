@@ -51,6 +51,9 @@ pub struct Subscription {
     /// This subscription's waker registration with the store, while a task waits.
     #[cfg(feature = "async")]
     waker_slot: Option<u64>,
+    /// A durable subscription's or projection's name: it is told when it falls behind
+    /// retention ([`Error::BehindRetention`]) instead of moving on past dropped events.
+    guard: Option<String>,
 }
 
 /// How many batches a `poll_next` reads before it yields, when filters reject them whole:
@@ -109,7 +112,14 @@ impl Subscription {
             delivered: 0,
             #[cfg(feature = "async")]
             waker_slot: None,
+            guard: None,
         }
+    }
+
+    /// Fails its reads with [`Error::BehindRetention`] naming `what` once it has read
+    /// something and retention dropped events it had not reached.
+    pub(crate) fn guard_retention(&mut self, what: String) {
+        self.guard = Some(what);
     }
 
     /// Only events of streams whose name starts with `prefix` (a category, such as `cart-`).
@@ -226,23 +236,33 @@ impl Subscription {
     /// Reads the next batch from the log into the buffer, keeping the events that pass the
     /// filters. Returns whether it read anything (kept or not).
     fn fill(&mut self) -> Result<bool> {
+        if let Some(what) = &self.guard {
+            self.inner.check_retained(|| what.clone(), self.next)?;
+        }
         let before = self.next;
         self.seen = self.inner.watermark().position;
         let opts = ReadOptions::forward_from(self.next).limit(BATCH);
         match &self.source {
+            // Past what the read covered, not only past the last event it returned: events
+            // hidden by stream metadata or erased by a scavenge are not returned, and a
+            // batch of nothing else must still move the subscription on.
             Source::All => {
-                for e in AllEvents::new(&self.inner, opts) {
+                let mut read = AllEvents::new(&self.inner, opts);
+                for e in &mut read {
                     let e = e?;
                     self.next = e.position + 1;
                     self.keep(e);
                 }
+                self.next = self.next.max(read.next_position());
             }
             Source::Stream(s) => {
-                for e in StreamEvents::new(Arc::clone(&self.inner), s, opts) {
+                let mut read = StreamEvents::new(Arc::clone(&self.inner), s, opts);
+                for e in &mut read {
                     let e = e?;
                     self.next = e.version + 1;
                     self.keep(e);
                 }
+                self.next = self.next.max(read.next_version());
             }
             Source::Query(q) => {
                 let selection = Selection::Query(q.clone());

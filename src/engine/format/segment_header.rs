@@ -47,21 +47,32 @@ pub(crate) fn parse_file_name(name: &str) -> Option<u32> {
 
 /// A segment header: segment `ordinal`, whose first frame holds `base_position`.
 pub(crate) fn encode_header(ordinal: u32, base_position: u64) -> [u8; SEGMENT_HEADER_BYTES] {
-    encode_versioned(ordinal, base_position, FORMAT_VERSION)
+    encode_versioned(ordinal, base_position, FORMAT_VERSION, 0)
 }
 
-/// The header of segment `ordinal` as a scavenge rewrites it (format 3).
+/// Flag of a format-3 header: retention dropped every event of the segment.
+pub(crate) const RETIRED: u16 = 1;
+
+/// The header of segment `ordinal` as a scavenge rewrites it (format 3); `retired` when
+/// retention dropped all its events.
 pub(crate) fn encode_scavenged_header(
     ordinal: u32,
     base_position: u64,
+    retired: bool,
 ) -> [u8; SEGMENT_HEADER_BYTES] {
-    encode_versioned(ordinal, base_position, SCAVENGED_FORMAT_VERSION)
+    let flags = if retired { RETIRED } else { 0 };
+    encode_versioned(ordinal, base_position, SCAVENGED_FORMAT_VERSION, flags)
 }
 
-fn encode_versioned(ordinal: u32, base_position: u64, version: u16) -> [u8; SEGMENT_HEADER_BYTES] {
+fn encode_versioned(
+    ordinal: u32,
+    base_position: u64,
+    version: u16,
+    flags: u16,
+) -> [u8; SEGMENT_HEADER_BYTES] {
     let mut body = Vec::with_capacity(20);
     body.extend_from_slice(&version.to_le_bytes());
-    body.extend_from_slice(&0u16.to_le_bytes());
+    body.extend_from_slice(&flags.to_le_bytes());
     body.extend_from_slice(&ordinal.to_le_bytes());
     body.extend_from_slice(&base_position.to_le_bytes());
     body.extend_from_slice(&0u32.to_le_bytes());
@@ -70,13 +81,13 @@ fn encode_versioned(ordinal: u32, base_position: u64, version: u16) -> [u8; SEGM
     h
 }
 
-/// The ordinal and base position of a segment header.
-pub(crate) fn decode_header(buf: &[u8]) -> std::result::Result<(u32, u64), &'static str> {
+/// The ordinal, base position and flags of a segment header.
+pub(crate) fn decode_header(buf: &[u8]) -> std::result::Result<(u32, u64, u16), &'static str> {
     let short = HEADER.truncated;
     let body = HEADER.open(buf.get(..SEGMENT_HEADER_BYTES).ok_or(short)?)?;
     let mut c = Cursor::new(body, 0);
     let version = c.u16().ok_or(short)?;
-    let _flags = c.u16().ok_or(short)?;
+    let flags = c.u16().ok_or(short)?;
     let ordinal = c.u32().ok_or(short)?;
     let base = c.u64().ok_or(short)?;
     let _reserved = c.u32().ok_or(short)?;
@@ -86,7 +97,15 @@ pub(crate) fn decode_header(buf: &[u8]) -> std::result::Result<(u32, u64), &'sta
     if base == 0 {
         return Err("segment base position is zero");
     }
-    Ok((ordinal, base))
+    let known = if version == SCAVENGED_FORMAT_VERSION {
+        RETIRED
+    } else {
+        0
+    };
+    if flags & !known != 0 {
+        return Err("segment header has unknown flags");
+    }
+    Ok((ordinal, base, flags))
 }
 
 #[cfg(test)]
@@ -97,7 +116,9 @@ mod tests {
     #[test]
     fn header_round_trip_and_checks() {
         let h = encode_header(7, 1234);
-        assert_eq!(decode_header(&h), Ok((7, 1234)));
+        assert_eq!(decode_header(&h), Ok((7, 1234, 0)));
+        let r = encode_scavenged_header(7, 1234, true);
+        assert_eq!(decode_header(&r), Ok((7, 1234, RETIRED)));
         for i in 0..h.len() {
             let mut b = h;
             b[i] ^= 0x10;
