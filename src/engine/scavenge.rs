@@ -100,10 +100,32 @@ struct Judge<'e> {
     retire: bool,
 }
 
+/// What a judge says of one stream's events.
+#[derive(Clone, Copy)]
+enum Verdict {
+    /// All live.
+    Live,
+    /// Live as these rules say.
+    Rules(Rules),
+    /// All dead.
+    Dead,
+}
+
+impl Verdict {
+    fn keeps(self, version: u64, timestamp: u64) -> bool {
+        match self {
+            Verdict::Live => true,
+            Verdict::Rules(r) => r.keeps(version, timestamp),
+            Verdict::Dead => false,
+        }
+    }
+}
+
 impl Judge<'_> {
-    fn live(&mut self, stream: &str, version: u64, timestamp: u64) -> bool {
+    /// The verdict on the events of `stream` (looked up once per stream and scavenge).
+    fn of(&mut self, stream: &str) -> Verdict {
         if self.retire {
-            return false;
+            return Verdict::Dead;
         }
         let rules = match self.rules.get(stream) {
             Some(r) => *r,
@@ -114,7 +136,7 @@ impl Judge<'_> {
                 r
             }
         };
-        rules.is_none_or(|r| r.keeps(version, timestamp))
+        rules.map_or(Verdict::Live, Verdict::Rules)
     }
 }
 
@@ -127,14 +149,16 @@ struct DeadRecord {
     edges: u8,
 }
 
-/// One frame of a segment, judged.
-struct Judged {
+/// One frame of a segment, judged; borrowed from the segment's bytes.
+struct Judged<'a> {
     offset: usize,
     end: usize,
     first_position: u64,
     durable: u64,
-    /// Its streams and versions, for an erased frame that takes it in.
-    parts: Vec<ErasedPart>,
+    /// Its events.
+    count: u64,
+    /// Its streams, first versions and counts, for an erased frame that takes it in.
+    parts: Vec<(&'a str, u64, u32)>,
     /// It is an erased frame already.
     erased: bool,
     /// Live events.
@@ -145,7 +169,7 @@ struct Judged {
     erased_records: u64,
 }
 
-impl Judged {
+impl Judged<'_> {
     /// Events that die in this scavenge.
     fn newly_dead(&self) -> u64 {
         if self.erased {
@@ -156,9 +180,10 @@ impl Judged {
     }
 }
 
-/// A rewritten segment's image, and what rewriting it erased.
+/// A rewritten segment's image, its index, and what rewriting it erased.
 struct Image {
     bytes: Vec<u8>,
+    index: checkpoint::SegmentIndex,
     erased: u64,
     first_erased: u64,
 }
@@ -232,7 +257,7 @@ impl Engine {
                     .first_erased
                     .map_or(image.first_erased, |f| f.min(image.first_erased)),
             );
-            self.swap(seg, &image.bytes)?;
+            self.swap(seg, &image)?;
         }
         if !report.stopped {
             progress(&ScavengeProgress {
@@ -397,7 +422,8 @@ impl Engine {
 
     /// Puts the rewritten image of `old` in its place, durably (see the module's comment),
     /// and in the log's list of segments.
-    fn swap(&self, old: &Segment, image: &[u8]) -> Result<()> {
+    fn swap(&self, old: &Segment, image: &Image) -> Result<()> {
+        let (ix, image) = (&image.index, &image.bytes[..]);
         let storage = self.storage();
         let dir = &self.dir;
         let name = file_name(old.ordinal);
@@ -414,10 +440,6 @@ impl Engine {
             .map_err(|e| Error::io("rename", &tmp, e))?;
         sync_dir(storage, dir)?;
         let (seg, _) = Segment::open(storage, dir, old.ordinal, false)?;
-        let (ix, stop) = checkpoint::scan(&seg, image)?;
-        if let Some(stop) = stop {
-            return Err(Error::corruption(&path, stop.offset, stop.reason));
-        }
         seg.set_samples(ix.samples.clone());
         seg.set_end(ix.end);
         seg.set_erased(ix.erased.clone());
@@ -425,7 +447,7 @@ impl Engine {
         self.log.replace(Arc::new(seg));
         if self.options.index_checkpoints {
             // A checkpoint that fails to be written is only a slower next open.
-            let _ = checkpoint::write(storage, dir, &ix);
+            let _ = checkpoint::write(storage, dir, ix);
         }
         Ok(())
     }
@@ -433,7 +455,7 @@ impl Engine {
 
 /// The image of `seg` with every event dropped by retention: one erased frame, the header
 /// flagged retired.
-fn retire_image(seg: &Segment, data: &[u8], judge: &mut Judge<'_>) -> Result<Vec<u8>> {
+fn retire_image(seg: &Segment, data: &[u8], judge: &mut Judge<'_>) -> Result<Image> {
     let frames = judge_frames(seg, data, judge)?;
     let mut out = data.to_vec();
     if let Some(h) = out.get_mut(..SEGMENT_HEADER_BYTES) {
@@ -443,24 +465,36 @@ fn retire_image(seg: &Segment, data: &[u8], judge: &mut Judge<'_>) -> Result<Vec
             true,
         ));
     }
-    let run: Vec<&Judged> = frames.iter().collect();
+    let run: Vec<&Judged<'_>> = frames.iter().collect();
     erase_run(&mut out, &run);
-    check_image(seg, data, &out)?;
-    Ok(out)
+    let index = index_image(seg, &frames, data.len(), &out)?;
+    let erased = frames.iter().map(|f| f.count).sum();
+    Ok(Image {
+        bytes: out,
+        index,
+        erased,
+        first_erased: seg.base_position,
+    })
 }
 
-/// Fails unless `image` reads back as the same positions as `data`, at the same offsets.
-fn check_image(seg: &Segment, data: &[u8], image: &[u8]) -> Result<()> {
-    let (before, _) = checkpoint::scan(seg, data)?;
-    let (after, stop) = checkpoint::scan(seg, image)?;
-    if stop.is_some() || after.events != before.events || after.end != before.end {
+/// The index of `image`, which must read back as the events of `frames` (`len` bytes of
+/// them), at the same offsets.
+fn index_image(
+    seg: &Segment,
+    frames: &[Judged<'_>],
+    len: usize,
+    image: &[u8],
+) -> Result<checkpoint::SegmentIndex> {
+    let events: u64 = frames.iter().map(|f| f.count).sum();
+    let (ix, stop) = checkpoint::scan(seg, image)?;
+    if stop.is_some() || ix.events != events || ix.end != len as u64 {
         return Err(Error::corruption(
             &seg.path,
             0,
             "internal: a scavenge's rewrite of this segment does not read back as its events",
         ));
     }
-    Ok(())
+    Ok(ix)
 }
 
 /// The newest timestamp of the events of `data` (the segment's bytes); 0 when it has none.
@@ -567,7 +601,7 @@ fn rewrite(seg: &Segment, data: &[u8], judge: &mut Judge<'_>) -> Result<Option<I
         ));
     }
     // Runs of frames with no live event become one erased frame each.
-    let mut run: Vec<&Judged> = Vec::new();
+    let mut run: Vec<&Judged<'_>> = Vec::new();
     for f in &frames {
         if f.live == 0 {
             run.push(f);
@@ -578,9 +612,10 @@ fn rewrite(seg: &Segment, data: &[u8], judge: &mut Judge<'_>) -> Result<Option<I
         erase_records(&mut out, f);
     }
     erase_run(&mut out, &run);
-    check_image(seg, data, &out)?;
+    let index = index_image(seg, &frames, data.len(), &out)?;
     Ok(Some(Image {
         bytes: out,
+        index,
         erased: newly,
         first_erased,
     }))
@@ -588,7 +623,7 @@ fn rewrite(seg: &Segment, data: &[u8], judge: &mut Judge<'_>) -> Result<Option<I
 
 /// Writes one erased frame over a run of frames with no live event; when the run's list of
 /// streams does not fit in it (it always does for whole frames), erases each record instead.
-fn erase_run(out: &mut [u8], run: &[&Judged]) {
+fn erase_run(out: &mut [u8], run: &[&Judged<'_>]) {
     let (Some(first), Some(last)) = (run.first(), run.last()) else {
         return;
     };
@@ -596,16 +631,20 @@ fn erase_run(out: &mut [u8], run: &[&Judged]) {
         return;
     }
     let mut parts: Vec<ErasedPart> = Vec::new();
-    for p in run.iter().flat_map(|f| f.parts.iter()) {
+    for &(stream, first_version, count) in run.iter().flat_map(|f| f.parts.iter()) {
         match parts.last_mut() {
             Some(q)
-                if q.stream == p.stream
-                    && q.first_version + u64::from(q.count) == p.first_version
-                    && q.count.checked_add(p.count).is_some() =>
+                if q.stream == stream
+                    && q.first_version + u64::from(q.count) == first_version
+                    && q.count.checked_add(count).is_some() =>
             {
-                q.count += p.count;
+                q.count += count;
             }
-            _ => parts.push(p.clone()),
+            _ => parts.push(ErasedPart {
+                stream: stream.to_string(),
+                first_version,
+                count,
+            }),
         }
     }
     let len = last.end - first.offset;
@@ -621,7 +660,7 @@ fn erase_run(out: &mut [u8], run: &[&Judged]) {
 }
 
 /// Erases the dead records of a frame that keeps others, and seals the frame again.
-fn erase_records(out: &mut [u8], f: &Judged) {
+fn erase_records(out: &mut [u8], f: &Judged<'_>) {
     if f.erased || f.dead.is_empty() {
         return;
     }
@@ -636,7 +675,11 @@ fn erase_records(out: &mut [u8], f: &Judged) {
 }
 
 /// Every frame of `data`, each event judged live or dead.
-fn judge_frames(seg: &Segment, data: &[u8], judge: &mut Judge<'_>) -> Result<Vec<Judged>> {
+fn judge_frames<'a>(
+    seg: &Segment,
+    data: &'a [u8],
+    judge: &mut Judge<'_>,
+) -> Result<Vec<Judged<'a>>> {
     let mut frames = Vec::new();
     let mut offset = SEGMENT_HEADER_BYTES;
     loop {
@@ -652,13 +695,10 @@ fn judge_frames(seg: &Segment, data: &[u8], judge: &mut Judge<'_>) -> Result<Vec
             end: f.end(),
             first_position: f.first_position,
             durable: f.durable,
+            count: u64::from(f.count),
             parts: f
                 .parts()
-                .map(|p| ErasedPart {
-                    stream: p.stream.to_string(),
-                    first_version: p.first_version,
-                    count: p.count,
-                })
+                .map(|p| (p.stream, p.first_version, p.count))
                 .collect(),
             erased: f.erased,
             live: 0,
@@ -667,13 +707,14 @@ fn judge_frames(seg: &Segment, data: &[u8], judge: &mut Judge<'_>) -> Result<Vec
         };
         if !f.erased {
             for part in f.parts() {
+                let verdict = judge.of(part.stream);
                 let mut at = part.records_offset;
                 for _ in 0..part.count {
                     let r = frame::read_record(data, at, false)
                         .map_err(|reason| Error::corruption(&seg.path, at as u64, reason))?;
                     if r.erased {
                         j.erased_records += 1;
-                    } else if judge.live(part.stream, r.version, r.timestamp) {
+                    } else if verdict.keeps(r.version, r.timestamp) {
                         j.live += 1;
                     } else {
                         j.dead.push(DeadRecord {
