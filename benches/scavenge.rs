@@ -6,7 +6,14 @@
 //! 16 MiB segments, half the streams then hard-deleted: a scavenge erases half of the log.
 //!
 //! `cargo bench --bench scavenge` (plain output: ratios within one run, over 3 rounds).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::cast_possible_truncation,
+    clippy::cast_precision_loss,
+    reason = "a benchmark: a failure is a panic, and its figures are approximate"
+)]
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
