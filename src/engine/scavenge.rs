@@ -36,7 +36,7 @@ use super::format::frame::{self, ErasedPart, FrameRead};
 use super::format::segment_header::{SEGMENT_HEADER_BYTES, encode_scavenged_header, file_name};
 use super::index::pack;
 use super::lifecycle::{Rules, now_micros};
-use super::segment::{SEGMENT_HEADER_LEN, Segment};
+use super::segment::{SEGMENT_HEADER_LEN, Sample, Segment};
 use crate::error::{Error, Result};
 use crate::storage::{Storage, remove_if_exists};
 
@@ -180,12 +180,19 @@ impl Judged<'_> {
     }
 }
 
-/// A rewritten segment's image, its index, and what rewriting it erased.
+/// A rewritten segment's image, where its frames are, and what rewriting it erased.
 struct Image {
     bytes: Vec<u8>,
-    index: checkpoint::SegmentIndex,
+    layout: Layout,
     erased: u64,
     first_erased: u64,
+}
+
+/// What a segment's reads need of its frames: the sparse position samples and the erased
+/// frames' ranges.
+struct Layout {
+    samples: Vec<Sample>,
+    erased: Vec<(u64, u64)>,
 }
 
 impl Engine {
@@ -229,36 +236,70 @@ impl Engine {
             rules: HashMap::new(),
             retire: false,
         };
-        for (done, seg) in sealed.iter().enumerate() {
-            let at = ScavengeProgress {
-                done: done as u64,
-                total: sealed.len() as u64,
-                events_erased: report.events_erased,
-                bytes_reclaimed: report.bytes_reclaimed(),
-            };
-            if !progress(&at) {
-                report.stopped = true;
-                break;
-            }
-            if self.is_closed() {
-                return Err(Error::Closed);
-            }
-            report.segments_scanned += 1;
-            let data = seg.read(0, seg.end())?;
-            let Some(image) = rewrite(seg, &data, &mut judge)? else {
-                continue;
-            };
-            report.bytes_before += blocks(&data);
-            report.bytes_after += blocks(&image.bytes);
-            report.events_erased += image.erased;
-            report.segments_rewritten += 1;
-            report.first_erased = Some(
-                report
-                    .first_erased
-                    .map_or(image.first_erased, |f| f.min(image.first_erased)),
-            );
-            self.swap(seg, &image)?;
-        }
+        // Each image is judged and built here while the one before is written and synced
+        // on another thread: the CPU's part and the disk's overlap. Swaps stay in order, one
+        // at a time.
+        let (to_swap, swaps) = std::sync::mpsc::sync_channel::<(Arc<Segment>, Image)>(1);
+        std::thread::scope(|scope| -> Result<()> {
+            let swapper = std::thread::Builder::new()
+                .name("annal-scavenge".into())
+                .spawn_scoped(scope, move || -> Result<()> {
+                    // Background work: appends and reads come first. (Failing to lower its
+                    // priority only makes it compete at the usual one.)
+                    let _ =
+                        rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10);
+                    for (seg, image) in swaps {
+                        self.swap(&seg, &image)?;
+                    }
+                    Ok(())
+                })
+                .map_err(|e| Error::io("spawn the scavenge's writer", &self.dir, e))?;
+            let judged = (|| -> Result<()> {
+                for (done, seg) in sealed.iter().enumerate() {
+                    let at = ScavengeProgress {
+                        done: done as u64,
+                        total: sealed.len() as u64,
+                        events_erased: report.events_erased,
+                        bytes_reclaimed: report.bytes_reclaimed(),
+                    };
+                    if !progress(&at) {
+                        report.stopped = true;
+                        break;
+                    }
+                    if self.is_closed() {
+                        return Err(Error::Closed);
+                    }
+                    report.segments_scanned += 1;
+                    let data = seg.read(0, seg.end())?;
+                    let Some(image) = rewrite(seg, &data, &mut judge)? else {
+                        continue;
+                    };
+                    report.bytes_before += blocks(&data);
+                    report.bytes_after += blocks(&image.bytes);
+                    report.events_erased += image.erased;
+                    report.segments_rewritten += 1;
+                    report.first_erased = Some(
+                        report
+                            .first_erased
+                            .map_or(image.first_erased, |f| f.min(image.first_erased)),
+                    );
+                    if to_swap.send((Arc::clone(seg), image)).is_err() {
+                        // The writer stopped on an error, which it returns.
+                        break;
+                    }
+                }
+                Ok(())
+            })();
+            drop(to_swap);
+            let swapped = swapper.join().unwrap_or_else(|_| {
+                Err(Error::io(
+                    "scavenge",
+                    &self.dir,
+                    std::io::Error::other("the scavenge's writer thread panicked"),
+                ))
+            });
+            judged.and(swapped)
+        })?;
         if !report.stopped {
             progress(&ScavengeProgress {
                 done: sealed.len() as u64,
@@ -423,7 +464,7 @@ impl Engine {
     /// Puts the rewritten image of `old` in its place, durably (see the module's comment),
     /// and in the log's list of segments.
     fn swap(&self, old: &Segment, image: &Image) -> Result<()> {
-        let (ix, image) = (&image.index, &image.bytes[..]);
+        let (layout, image) = (&image.layout, &image.bytes[..]);
         let storage = self.storage();
         let dir = &self.dir;
         let name = file_name(old.ordinal);
@@ -440,14 +481,17 @@ impl Engine {
             .map_err(|e| Error::io("rename", &tmp, e))?;
         sync_dir(storage, dir)?;
         let (seg, _) = Segment::open(storage, dir, old.ordinal, false)?;
-        seg.set_samples(ix.samples.clone());
-        seg.set_end(ix.end);
-        seg.set_erased(ix.erased.clone());
+        seg.set_samples(layout.samples.clone());
+        seg.set_end(image.len() as u64);
+        seg.set_erased(layout.erased.clone());
         seg.seal();
-        self.log.replace(Arc::new(seg));
+        let seg = Arc::new(seg);
+        self.log.replace(Arc::clone(&seg));
         if self.options.index_checkpoints {
             // A checkpoint that fails to be written is only a slower next open.
-            let _ = checkpoint::write(storage, dir, ix);
+            if let Ok((ix, None)) = checkpoint::scan(&seg, image) {
+                let _ = checkpoint::write(storage, dir, &ix);
+            }
         }
         Ok(())
     }
@@ -467,34 +511,59 @@ fn retire_image(seg: &Segment, data: &[u8], judge: &mut Judge<'_>) -> Result<Ima
     }
     let run: Vec<&Judged<'_>> = frames.iter().collect();
     erase_run(&mut out, &run);
-    let index = index_image(seg, &frames, data.len(), &out)?;
+    let layout = check_image(seg, &frames, data.len(), &out)?;
     let erased = frames.iter().map(|f| f.count).sum();
     Ok(Image {
         bytes: out,
-        index,
+        layout,
         erased,
         first_erased: seg.base_position,
     })
 }
 
-/// The index of `image`, which must read back as the events of `frames` (`len` bytes of
-/// them), at the same offsets.
-fn index_image(
-    seg: &Segment,
-    frames: &[Judged<'_>],
-    len: usize,
-    image: &[u8],
-) -> Result<checkpoint::SegmentIndex> {
-    let events: u64 = frames.iter().map(|f| f.count).sum();
-    let (ix, stop) = checkpoint::scan(seg, image)?;
-    if stop.is_some() || ix.events != events || ix.end != len as u64 {
-        return Err(Error::corruption(
+/// Where the frames of `image` are; fails unless they are whole and hold the positions of
+/// `frames` (`len` bytes of them), at the same offsets. Walks frame headers and checksums
+/// only: the records inside are those of the old file, or erased by this scavenge.
+fn check_image(seg: &Segment, frames: &[Judged<'_>], len: usize, image: &[u8]) -> Result<Layout> {
+    let bad = || {
+        Error::corruption(
             &seg.path,
             0,
             "internal: a scavenge's rewrite of this segment does not read back as its events",
-        ));
+        )
+    };
+    let mut layout = Layout {
+        samples: Vec::new(),
+        erased: Vec::new(),
+    };
+    let mut offset = SEGMENT_HEADER_BYTES;
+    let mut position = seg.base_position;
+    loop {
+        let f = match frame::read_frame(image, offset) {
+            FrameRead::End => break,
+            FrameRead::Frame(f) => f,
+            FrameRead::Bad(_) | FrameRead::Malformed(_) => return Err(bad()),
+        };
+        if f.first_position != position {
+            return Err(bad());
+        }
+        if super::segment::sample_due(&layout.samples, f.offset as u64) {
+            layout.samples.push(Sample {
+                position,
+                offset: f.offset as u64,
+            });
+        }
+        if f.erased {
+            layout.erased.push((f.offset as u64, f.end() as u64));
+        }
+        position += u64::from(f.count);
+        offset = f.end();
     }
-    Ok(ix)
+    let events: u64 = frames.iter().map(|f| f.count).sum();
+    if offset != len || position != seg.base_position + events {
+        return Err(bad());
+    }
+    Ok(layout)
 }
 
 /// The newest timestamp of the events of `data` (the segment's bytes); 0 when it has none.
@@ -612,10 +681,10 @@ fn rewrite(seg: &Segment, data: &[u8], judge: &mut Judge<'_>) -> Result<Option<I
         erase_records(&mut out, f);
     }
     erase_run(&mut out, &run);
-    let index = index_image(seg, &frames, data.len(), &out)?;
+    let layout = check_image(seg, &frames, data.len(), &out)?;
     Ok(Some(Image {
         bytes: out,
-        index,
+        layout,
         erased: newly,
         first_erased,
     }))
