@@ -226,87 +226,115 @@ impl Engine {
             .into_iter()
             .filter(|s| s.ordinal < active && !s.retired)
             .collect();
-        let mut report = ScavengeReport {
+        let report = ScavengeReport {
             segments_retired: self.retain()?,
             ..ScavengeReport::default()
         };
+        // Two threads of lower priority (background work: appends and reads come first):
+        // one judges each segment and builds its image while the other writes and syncs
+        // the one before, so that the CPU's part and the disk's overlap; swaps stay in
+        // order, one at a time. This thread answers the progress callback.
+        let (to_swap, swaps) = std::sync::mpsc::sync_channel::<(Arc<Segment>, Image)>(1);
+        let (ask, questions) = std::sync::mpsc::sync_channel::<ScavengeProgress>(0);
+        let (answer, answers) = std::sync::mpsc::sync_channel::<bool>(0);
+        let spawn_error = |e| Error::io("spawn a scavenge thread", &self.dir, e);
+        let panicked = || {
+            Error::io(
+                "scavenge",
+                &self.dir,
+                std::io::Error::other("a scavenge thread panicked"),
+            )
+        };
+        let total = sealed.len() as u64;
+        std::thread::scope(|scope| -> Result<ScavengeReport> {
+            let swapper = std::thread::Builder::new()
+                .name("annal-scavenge-io".into())
+                .spawn_scoped(scope, move || -> Result<()> {
+                    lower_priority();
+                    for (seg, image) in swaps {
+                        self.swap(&seg, &image)?;
+                    }
+                    Ok(())
+                })
+                .map_err(spawn_error)?;
+            let judge = std::thread::Builder::new()
+                .name("annal-scavenge".into())
+                .spawn_scoped(scope, move || -> Result<ScavengeReport> {
+                    lower_priority();
+                    self.judge_all(&sealed, report, &ask, &answers, &to_swap)
+                })
+                .map_err(spawn_error)?;
+            for at in questions {
+                // The judge has gone when it stopped (an error, or the writer's): it returns why.
+                if answer.send(progress(&at)).is_err() {
+                    break;
+                }
+            }
+            let judged = judge.join().unwrap_or_else(|_| Err(panicked()));
+            let swapped = swapper.join().unwrap_or_else(|_| Err(panicked()));
+            let report = judged?;
+            swapped?;
+            if !report.stopped {
+                progress(&ScavengeProgress {
+                    done: total,
+                    total,
+                    events_erased: report.events_erased,
+                    bytes_reclaimed: report.bytes_reclaimed(),
+                });
+            }
+            Ok(report)
+        })
+    }
+
+    /// The judging thread of a scavenge: asks before each segment whether to go on, builds
+    /// the images of those with newly dead events and hands them to the writer.
+    fn judge_all(
+        &self,
+        sealed: &[Arc<Segment>],
+        mut report: ScavengeReport,
+        ask: &std::sync::mpsc::SyncSender<ScavengeProgress>,
+        answers: &std::sync::mpsc::Receiver<bool>,
+        to_swap: &std::sync::mpsc::SyncSender<(Arc<Segment>, Image)>,
+    ) -> Result<ScavengeReport> {
         let mut judge = Judge {
             engine: self,
             now: now_micros(),
             rules: HashMap::new(),
             retire: false,
         };
-        // Each image is judged and built here while the one before is written and synced
-        // on another thread: the CPU's part and the disk's overlap. Swaps stay in order, one
-        // at a time.
-        let (to_swap, swaps) = std::sync::mpsc::sync_channel::<(Arc<Segment>, Image)>(1);
-        std::thread::scope(|scope| -> Result<()> {
-            let swapper = std::thread::Builder::new()
-                .name("annal-scavenge".into())
-                .spawn_scoped(scope, move || -> Result<()> {
-                    // Background work: appends and reads come first. (Failing to lower its
-                    // priority only makes it compete at the usual one.)
-                    let _ =
-                        rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10);
-                    for (seg, image) in swaps {
-                        self.swap(&seg, &image)?;
-                    }
-                    Ok(())
-                })
-                .map_err(|e| Error::io("spawn the scavenge's writer", &self.dir, e))?;
-            let judged = (|| -> Result<()> {
-                for (done, seg) in sealed.iter().enumerate() {
-                    let at = ScavengeProgress {
-                        done: done as u64,
-                        total: sealed.len() as u64,
-                        events_erased: report.events_erased,
-                        bytes_reclaimed: report.bytes_reclaimed(),
-                    };
-                    if !progress(&at) {
-                        report.stopped = true;
-                        break;
-                    }
-                    if self.is_closed() {
-                        return Err(Error::Closed);
-                    }
-                    report.segments_scanned += 1;
-                    let data = seg.read(0, seg.end())?;
-                    let Some(image) = rewrite(seg, &data, &mut judge)? else {
-                        continue;
-                    };
-                    report.bytes_before += blocks(&data);
-                    report.bytes_after += blocks(&image.bytes);
-                    report.events_erased += image.erased;
-                    report.segments_rewritten += 1;
-                    report.first_erased = Some(
-                        report
-                            .first_erased
-                            .map_or(image.first_erased, |f| f.min(image.first_erased)),
-                    );
-                    if to_swap.send((Arc::clone(seg), image)).is_err() {
-                        // The writer stopped on an error, which it returns.
-                        break;
-                    }
-                }
-                Ok(())
-            })();
-            drop(to_swap);
-            let swapped = swapper.join().unwrap_or_else(|_| {
-                Err(Error::io(
-                    "scavenge",
-                    &self.dir,
-                    std::io::Error::other("the scavenge's writer thread panicked"),
-                ))
-            });
-            judged.and(swapped)
-        })?;
-        if !report.stopped {
-            progress(&ScavengeProgress {
-                done: sealed.len() as u64,
+        for (done, seg) in sealed.iter().enumerate() {
+            let at = ScavengeProgress {
+                done: done as u64,
                 total: sealed.len() as u64,
                 events_erased: report.events_erased,
                 bytes_reclaimed: report.bytes_reclaimed(),
-            });
+            };
+            let go = ask.send(at).is_ok() && answers.recv().unwrap_or(false);
+            if !go {
+                report.stopped = true;
+                break;
+            }
+            if self.is_closed() {
+                return Err(Error::Closed);
+            }
+            report.segments_scanned += 1;
+            let data = seg.read(0, seg.end())?;
+            let Some(image) = rewrite(seg, &data, &mut judge)? else {
+                continue;
+            };
+            report.bytes_before += blocks(&data);
+            report.bytes_after += blocks(&image.bytes);
+            report.events_erased += image.erased;
+            report.segments_rewritten += 1;
+            report.first_erased = Some(
+                report
+                    .first_erased
+                    .map_or(image.first_erased, |f| f.min(image.first_erased)),
+            );
+            if to_swap.send((Arc::clone(seg), image)).is_err() {
+                // The writer stopped on an error, which it returns.
+                break;
+            }
         }
         Ok(report)
     }
@@ -591,6 +619,12 @@ fn newest_timestamp(seg: &Segment, data: &[u8]) -> Result<u64> {
         }
         offset = f.end();
     }
+}
+
+/// Lowers the calling thread's priority (nice 10): a scavenge's threads are background work.
+/// Failing to is only a scavenge that competes at the usual priority.
+fn lower_priority() {
+    let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10);
 }
 
 /// Bytes of the 4 KiB blocks of `data` that hold anything but zeros.
