@@ -566,6 +566,12 @@ impl Store {
         Ok(report)
     }
 
+    /// The first position [`Options::retention`](crate::Options::retention) kept: events
+    /// before it were dropped (1 when nothing was).
+    pub fn retained_from(&self) -> u64 {
+        self.engine.retained_from()
+    }
+
     /// Reads the whole log ("$all", positions) per `opts`.
     ///
     /// # Errors

@@ -199,3 +199,107 @@ fn without_retention_nothing_is_dropped() {
     assert_eq!((r.segments_retired, r.events_erased), (0, 0));
     assert_eq!(positions(&store), (1..=300).collect::<Vec<_>>());
 }
+
+fn big(i: u64) -> EventData {
+    EventData::new("E", format!("{i:06}-{}", "x".repeat(300)))
+}
+
+/// A scavenge applies retention first, then rewrites what is dead by metadata: a retired
+/// segment stays retired, its events gone.
+#[test]
+fn retired_segments_stay_retired_through_the_same_scavenge() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plain = Options {
+        snapshot_every: 0,
+        ..common::tiny(4096)
+    };
+    {
+        let store = Store::open(tmp.path(), plain.clone()).unwrap();
+        // Two metadata events of one stream in segment 1: the first one is dead.
+        for custom in [b"a", b"b"] {
+            store
+                .set_stream_metadata(
+                    "m-1",
+                    ExpectedVersion::Any,
+                    annal::StreamMetadata::new().custom(custom.to_vec()),
+                )
+                .unwrap();
+        }
+        for i in 0..200 {
+            store
+                .append(&format!("s-{}", i % 3), ExpectedVersion::Any, &[big(i)])
+                .unwrap();
+        }
+        store.close().unwrap();
+    }
+    let store = Store::open(
+        tmp.path(),
+        plain.retention(Retention::new().max_bytes(20 * 1024)),
+    )
+    .unwrap();
+    let r = store.scavenge().unwrap();
+    assert!(r.segments_retired > 0, "{r:?}");
+    let first = positions(&store)[0];
+    assert!(
+        first > 10,
+        "events of a retired segment are readable again from {first}"
+    );
+    let mut sub = store.durable_subscription("d").unwrap();
+    assert_eq!(sub.next().unwrap().unwrap().position, first);
+    assert_eq!(
+        store
+            .stream_metadata("m-1")
+            .unwrap()
+            .map(|(v, m)| (v, m.custom)),
+        Some((2, b"b".to_vec()))
+    );
+}
+
+/// Retention keeps the metadata its streams still need: max_count and a tombstone survive
+/// the retirement of the segment that holds them, and a reopen.
+#[test]
+fn retention_keeps_the_current_metadata_of_every_stream() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = opts(Retention::new().max_bytes(20 * 1024));
+    {
+        let store = Store::open(tmp.path(), o.clone()).unwrap();
+        store
+            .set_stream_metadata(
+                "x-1",
+                ExpectedVersion::Any,
+                annal::StreamMetadata::new().max_count(1),
+            )
+            .unwrap();
+        store
+            .append("y-1", ExpectedVersion::Any, &[big(0)])
+            .unwrap();
+        store
+            .delete_stream("y-1", ExpectedVersion::Any, annal::DeleteMode::Hard)
+            .unwrap();
+        for i in 0..200 {
+            let s = if i % 40 == 0 || i > 190 {
+                "x-1".to_string()
+            } else {
+                format!("s-{}", i % 3)
+            };
+            store.append(&s, ExpectedVersion::Any, &[big(i)]).unwrap();
+        }
+        let r = store.scavenge().unwrap();
+        assert!(store.retained_from() > 1 || r.segments_retired > 0, "{r:?}");
+        assert_eq!(common::stream(&store, "x-1").len(), 1);
+        store.close().unwrap();
+    }
+    let store = Store::open(tmp.path(), o).unwrap();
+    assert_eq!(
+        common::stream(&store, "x-1").len(),
+        1,
+        "max_count lost with its segment"
+    );
+    let y = store.append("y-1", ExpectedVersion::Any, &[big(1)]);
+    assert!(
+        matches!(y, Err(Error::StreamDeleted { .. })),
+        "tombstone lost: {y:?}"
+    );
+    let v = annal::verify(&annal::storage::FsStorage::default(), tmp.path()).unwrap();
+    assert_eq!(v.health(), annal::Health::Healthy, "{v:?}");
+}

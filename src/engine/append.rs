@@ -329,7 +329,7 @@ impl Engine {
                 );
             }
         }
-        self.note_metadata(parts);
+        self.note_metadata(parts, first_position);
         w.next_position += n;
         self.written_appends.fetch_add(1, Ordering::AcqRel);
         w.written = Watermark {

@@ -20,10 +20,11 @@ use crate::event::{EventData, ExpectedVersion, RecordedEvent};
 use crate::lifecycle::{DeleteMode, StreamMetadata};
 use crate::transaction::Transaction;
 
-/// The metadata of every stream that has some, by stream name.
+/// The metadata of every stream that has some, by stream name, with the position of the
+/// event that set it.
 #[derive(Debug, Default)]
 pub(crate) struct Lifecycle {
-    streams: HashMap<Arc<str>, StreamMetadata>,
+    streams: HashMap<Arc<str>, (u64, StreamMetadata)>,
 }
 
 /// Which events of one stream are live now.
@@ -93,7 +94,7 @@ impl Engine {
             return None;
         }
         let l = self.lifecycle.read();
-        let m = l.streams.get(stream)?;
+        let (_, m) = l.streams.get(stream)?;
         Some(Rules::of(m, last, now_micros()))
     }
 
@@ -110,7 +111,7 @@ impl Engine {
         let l = self.lifecycle.read();
         l.streams
             .get(&*e.stream)
-            .is_some_and(|m| !Rules::of(m, last(), now_micros()).keeps(e.version, e.timestamp))
+            .is_some_and(|(_, m)| !Rules::of(m, last(), now_micros()).keeps(e.version, e.timestamp))
     }
 
     /// Whether every event `stream` has written is live and stays so: its metadata (if
@@ -130,6 +131,18 @@ impl Engine {
         if !self.has_lifecycle.load(Ordering::Acquire) {
             return None;
         }
+        self.lifecycle
+            .read()
+            .streams
+            .get(stream)
+            .map(|(_, m)| m.clone())
+    }
+
+    /// The metadata of `stream` and the position of the event that set it, if it has any.
+    pub(crate) fn metadata_with_position(&self, stream: &str) -> Option<(u64, StreamMetadata)> {
+        if !self.has_lifecycle.load(Ordering::Acquire) {
+            return None;
+        }
         self.lifecycle.read().streams.get(stream).cloned()
     }
 
@@ -143,20 +156,26 @@ impl Engine {
         Ok(())
     }
 
-    /// After a frame is written: takes in the metadata its parts set.
-    pub(crate) fn note_metadata(&self, parts: &[TxPart<'_>]) {
+    /// After a frame whose first event is at `first_position` is written: takes in the
+    /// metadata its parts set.
+    pub(crate) fn note_metadata(&self, parts: &[TxPart<'_>], first_position: u64) {
+        let mut position = first_position;
         for part in parts {
+            position += part.events.len() as u64;
             if let (Some(stream), Some(last)) =
                 (stream_metadata::described(part.stream), part.events.last())
                 && let Ok(m) = stream_metadata::decode(&last.payload)
             {
-                self.set_rules(stream, m);
+                self.set_rules(stream, position - 1, m);
             }
         }
     }
 
-    fn set_rules(&self, stream: &str, m: StreamMetadata) {
-        self.lifecycle.write().streams.insert(Arc::from(stream), m);
+    fn set_rules(&self, stream: &str, position: u64, m: StreamMetadata) {
+        self.lifecycle
+            .write()
+            .streams
+            .insert(Arc::from(stream), (position, m));
         self.has_lifecycle.store(true, Ordering::Release);
     }
 
@@ -194,7 +213,7 @@ impl Engine {
                 format!("metadata of stream {stream:?} (version {version} of {metadata_stream:?}): {reason}"),
             )
         })?;
-        self.set_rules(stream, m);
+        self.set_rules(stream, e.position, m);
         Ok(())
     }
 

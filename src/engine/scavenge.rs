@@ -91,13 +91,31 @@ pub struct ScavengeProgress {
     pub bytes_reclaimed: u64,
 }
 
-/// Which events are live: each stream's rules, looked up once per scavenge.
+/// Which events are live: each stream's rules, looked up once per scavenge, as of `floor`.
+///
+/// Only what is durable decides: a stream's last version counts the events up to `floor`
+/// (every one of them synced), and metadata written after it is not applied yet (its
+/// stream is left as it is). A crash can then take back nothing a scavenge relied on.
 struct Judge<'e> {
     engine: &'e Engine,
     now: u64,
-    rules: HashMap<Box<str>, Option<Rules>>,
-    /// Retention drops the whole segment: nothing is.
+    floor: Watermark,
+    rules: HashMap<Box<str>, Verdict>,
+    /// The segment is retention's: every event is dead but the live metadata (which the
+    /// stream's rules still need).
     retire: bool,
+}
+
+impl<'e> Judge<'e> {
+    fn new(engine: &'e Engine, floor: Watermark) -> Self {
+        Judge {
+            engine,
+            now: now_micros(),
+            floor,
+            rules: HashMap::new(),
+            retire: false,
+        }
+    }
 }
 
 /// What a judge says of one stream's events.
@@ -124,19 +142,35 @@ impl Verdict {
 impl Judge<'_> {
     /// The verdict on the events of `stream` (looked up once per stream and scavenge).
     fn of(&mut self, stream: &str) -> Verdict {
-        if self.retire {
+        let system = super::lifecycle::is_system(stream);
+        if self.retire && !system {
             return Verdict::Dead;
         }
-        let rules = match self.rules.get(stream) {
-            Some(r) => *r,
-            None => {
-                let last = self.engine.index.read().version(stream).unwrap_or(0);
-                let r = self.engine.rules_at(stream, last, self.now);
-                self.rules.insert(stream.into(), r);
-                r
+        if let Some(v) = self.rules.get(stream) {
+            return *v;
+        }
+        let last = self
+            .engine
+            .index
+            .read()
+            .visible_version(stream, self.floor.location)
+            .unwrap_or(0);
+        let verdict = if system {
+            // A metadata stream keeps its last event up to the floor, and those after.
+            Verdict::Rules(Rules {
+                first_live: last.max(1),
+                oldest: 0,
+            })
+        } else {
+            match self.engine.metadata_with_position(stream) {
+                None => Verdict::Live,
+                // Not durable yet: this scavenge leaves the stream alone.
+                Some((position, _)) if position > self.floor.position => Verdict::Live,
+                Some((_, m)) => Verdict::Rules(Rules::of(&m, last, self.now)),
             }
         };
-        rules.map_or(Verdict::Live, Verdict::Rules)
+        self.rules.insert(stream.into(), verdict);
+        verdict
     }
 }
 
@@ -219,17 +253,20 @@ impl Engine {
         if let Some(position) = self.log.sync_unsynced()? {
             self.commit.advance(position);
         }
+        let floor = self.durable_floor()?;
+        let report = ScavengeReport {
+            segments_retired: self.retain(Some(floor))?,
+            ..ScavengeReport::default()
+        };
+        // Listed after retention, which replaced the segments it retired.
         let active = self.writer.lock().active.seg.ordinal;
+        let unsynced = self.log.unsynced().map(|u| u.seg.ordinal);
         let sealed: Vec<Arc<Segment>> = self
             .log
             .segments()
             .into_iter()
-            .filter(|s| s.ordinal < active && !s.retired)
+            .filter(|s| s.ordinal < active && Some(s.ordinal) != unsynced)
             .collect();
-        let report = ScavengeReport {
-            segments_retired: self.retain()?,
-            ..ScavengeReport::default()
-        };
         // Two threads of lower priority (background work: appends and reads come first):
         // one judges each segment and builds its image while the other writes and syncs
         // the one before, so that the CPU's part and the disk's overlap; swaps stay in
@@ -261,7 +298,7 @@ impl Engine {
                 .name("annal-scavenge".into())
                 .spawn_scoped(scope, move || -> Result<ScavengeReport> {
                     lower_priority();
-                    self.judge_all(&sealed, report, &ask, &answers, &to_swap)
+                    self.judge_all(&sealed, floor, report, &ask, &answers, &to_swap)
                 })
                 .map_err(spawn_error)?;
             for at in questions {
@@ -291,17 +328,13 @@ impl Engine {
     fn judge_all(
         &self,
         sealed: &[Arc<Segment>],
+        floor: Watermark,
         mut report: ScavengeReport,
         ask: &std::sync::mpsc::SyncSender<ScavengeProgress>,
         answers: &std::sync::mpsc::Receiver<bool>,
         to_swap: &std::sync::mpsc::SyncSender<(Arc<Segment>, Image)>,
     ) -> Result<ScavengeReport> {
-        let mut judge = Judge {
-            engine: self,
-            now: now_micros(),
-            rules: HashMap::new(),
-            retire: false,
-        };
+        let mut judge = Judge::new(self, floor);
         for (done, seg) in sealed.iter().enumerate() {
             let at = ScavengeProgress {
                 done: done as u64,
@@ -318,8 +351,11 @@ impl Engine {
                 return Err(Error::Closed);
             }
             report.segments_scanned += 1;
-            let data = seg.read(0, seg.end())?;
-            let Some(image) = rewrite(seg, &data, &mut judge)? else {
+            // Read, not viewed: a view would fault in the holes of erased frames (on tmpfs,
+            // allocating them again).
+            let data = seg.pread(0, seg.end())?;
+            judge.retire = seg.retired;
+            let Some(image) = rewrite(seg, &data, &mut judge, seg.retired, false)? else {
                 continue;
             };
             report.bytes_before += blocks(&data);
@@ -347,16 +383,18 @@ impl Engine {
             return;
         }
         if let Some(_one) = self.scavenging.try_lock() {
-            let _ = self.retain();
+            let _ = self.retain(None);
         }
     }
 
     /// Applies [`Options::retention`](crate::Options::retention): retires the oldest sealed
     /// segments past it (each rewritten as one erased frame, its header flagged), oldest
     /// first, stopping at the first one kept. The newest sealed segment, and one whose sync
-    /// a roll left for later, are kept. Returns how many it retired. The caller holds
-    /// `scavenging`.
-    fn retain(&self) -> Result<u64> {
+    /// a roll left for later, are kept. Each segment's current metadata events stay (the
+    /// rules of their streams need them). Returns how many it retired. The caller holds
+    /// `scavenging`; `floor` is [`Engine::durable_floor`], taken here when first needed if
+    /// not given.
+    fn retain(&self, floor: Option<Watermark>) -> Result<u64> {
         let retention = self.options.retention;
         if retention.keeps_all() {
             return Ok(0);
@@ -371,12 +409,7 @@ impl Engine {
             .sum();
         let now = now_micros();
         let mut retired = 0;
-        let mut judge = Judge {
-            engine: self,
-            now,
-            rules: HashMap::new(),
-            retire: true,
-        };
+        let mut judge = None;
         for seg in &segments {
             // The active segment and the newest sealed one stay, as does one not synced.
             if seg.ordinal + 1 >= active || Some(seg.ordinal) == unsynced {
@@ -385,7 +418,7 @@ impl Engine {
             if seg.retired {
                 continue;
             }
-            let data = seg.read(0, seg.end())?;
+            let data = seg.pread(0, seg.end())?;
             let too_big = retention.max_bytes.is_some_and(|max| kept_bytes > max);
             let too_old = retention.max_age.is_some_and(|age| {
                 let age = u64::try_from(age.as_micros()).unwrap_or(u64::MAX);
@@ -394,12 +427,32 @@ impl Engine {
             if !too_big && !too_old {
                 break;
             }
-            let image = retire_image(seg, &data, &mut judge)?;
+            let judge = match &mut judge {
+                Some(j) => j,
+                None => {
+                    let floor = match floor {
+                        Some(f) => f,
+                        None => self.durable_floor()?,
+                    };
+                    judge.insert(Judge::new(self, floor))
+                }
+            };
+            judge.retire = true;
+            let Some(image) = rewrite(seg, &data, judge, true, true)? else {
+                continue;
+            };
             self.swap(seg, &image)?;
             kept_bytes = kept_bytes.saturating_sub(seg.end());
             retired += 1;
         }
         Ok(retired)
+    }
+
+    /// A watermark everything up to which is durable: the published one, then synced.
+    fn durable_floor(&self) -> Result<Watermark> {
+        let floor = self.watermark();
+        self.sync_all()?;
+        Ok(floor)
     }
 
     /// The first position retention kept: after the leading segments it retired (1 when it
@@ -523,30 +576,6 @@ impl Engine {
         }
         Ok(())
     }
-}
-
-/// The image of `seg` with every event dropped by retention: one erased frame, the header
-/// flagged retired.
-fn retire_image(seg: &Segment, data: &[u8], judge: &mut Judge<'_>) -> Result<Image> {
-    let frames = judge_frames(seg, data, judge)?;
-    let mut out = data.to_vec();
-    if let Some(h) = out.get_mut(..SEGMENT_HEADER_BYTES) {
-        h.copy_from_slice(&encode_scavenged_header(
-            seg.ordinal,
-            seg.base_position,
-            true,
-        ));
-    }
-    let run: Vec<&Judged<'_>> = frames.iter().collect();
-    erase_run(&mut out, &run);
-    let layout = check_image(seg, &frames, data.len(), &out)?;
-    let erased = frames.iter().map(|f| f.count).sum();
-    Ok(Image {
-        bytes: out,
-        layout,
-        erased,
-        first_erased: seg.base_position,
-    })
 }
 
 /// Where the frames of `image` are; fails unless they are whole and hold the positions of
@@ -682,11 +711,18 @@ fn write_sparse(storage: &dyn Storage, path: &Path, image: &[u8], len: u64) -> R
 }
 
 /// The image of `seg` (whose bytes are `data`, up to its end) with its newly dead events
-/// erased; `None` when it has none.
-fn rewrite(seg: &Segment, data: &[u8], judge: &mut Judge<'_>) -> Result<Option<Image>> {
+/// erased, its header flagged `retired` (retention's); `None` when it has none, unless
+/// `force` (retention retiring a segment whose events were all erased before).
+fn rewrite(
+    seg: &Segment,
+    data: &[u8],
+    judge: &mut Judge<'_>,
+    retired: bool,
+    force: bool,
+) -> Result<Option<Image>> {
     let frames = judge_frames(seg, data, judge)?;
     let newly: u64 = frames.iter().map(Judged::newly_dead).sum();
-    if newly == 0 {
+    if newly == 0 && !force {
         return Ok(None);
     }
     let first_erased = frames
@@ -700,7 +736,7 @@ fn rewrite(seg: &Segment, data: &[u8], judge: &mut Judge<'_>) -> Result<Option<I
         h.copy_from_slice(&encode_scavenged_header(
             seg.ordinal,
             seg.base_position,
-            false,
+            retired,
         ));
     }
     // Runs of frames with no live event become one erased frame each.
