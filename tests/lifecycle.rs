@@ -477,3 +477,89 @@ fn a_subscription_moves_past_long_runs_of_hidden_events() {
     let e = query.next_timeout(Duration::from_secs(5)).unwrap().unwrap();
     assert_eq!(e.version, 1201);
 }
+
+#[test]
+fn a_limit_counts_the_events_returned_not_the_positions_hidden() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), common::tiny(1 << 20)).unwrap();
+    // Position 1 is the metadata stream's event, which `$all` never shows.
+    store
+        .set_stream_metadata(
+            "a-1",
+            ExpectedVersion::Any,
+            StreamMetadata::new().custom(b"z".to_vec()),
+        )
+        .unwrap();
+    fill(&store, "gone-1", 5);
+    fill(&store, "a-1", 3);
+    store
+        .delete_stream("gone-1", ExpectedVersion::Any, DeleteMode::Soft)
+        .unwrap();
+    let page: Vec<u64> = store
+        .read_all(ReadOptions::forward_from(1).limit(2))
+        .unwrap()
+        .map(|e| e.unwrap().position)
+        .collect();
+    assert_eq!(page, [7, 8]);
+    let back: Vec<u64> = store
+        .read_all(ReadOptions::backward().limit(4))
+        .unwrap()
+        .map(|e| e.unwrap().position)
+        .collect();
+    assert_eq!(back, [9, 8, 7]);
+    let hour = 3_600_000_000;
+    for i in 0..6 {
+        let t = if i % 2 == 0 { now() - 5 * hour } else { now() };
+        store
+            .append("t-1", ExpectedVersion::Any, &[ev(i).with_timestamp(t)])
+            .unwrap();
+    }
+    store
+        .set_stream_metadata(
+            "t-1",
+            ExpectedVersion::Any,
+            StreamMetadata::new().max_age(Duration::from_secs(3600)),
+        )
+        .unwrap();
+    assert_eq!(
+        versions(&store, "t-1", ReadOptions::forward().limit(2)),
+        [2, 4]
+    );
+    assert_eq!(
+        versions(&store, "t-1", ReadOptions::backward().limit(2)),
+        [6, 4]
+    );
+}
+
+#[test]
+fn append_conditions_do_not_count_hidden_events() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), common::tiny(1 << 20)).unwrap();
+    let tagged = |n: u64| EventData::new("T", format!("{n}")).with_tags(["course:1"]);
+    store
+        .append("kept-1", ExpectedVersion::Any, &[tagged(1)])
+        .unwrap();
+    let kept = store.last_position();
+    for i in 0..3 {
+        store
+            .append("gone-1", ExpectedVersion::Any, &[tagged(i)])
+            .unwrap();
+    }
+    let q = Query::items([QueryItem::new().tags(["course:1"])]);
+    let tx = |after: u64| {
+        Transaction::new()
+            .append("kept-2", ExpectedVersion::Any, [tagged(9)])
+            .condition(annal::AppendCondition::new(q.clone()).after(after))
+    };
+    // Before the delete the newest match fails a decision made at the kept event.
+    let failed = store.commit(tx(kept));
+    assert!(
+        matches!(failed, Err(Error::AppendConditionFailed { .. })),
+        "{failed:?}"
+    );
+    store
+        .delete_stream("gone-1", ExpectedVersion::Any, DeleteMode::Soft)
+        .unwrap();
+    // Hidden now: a decision that read everything readable holds, before any scavenge.
+    store.commit(tx(kept)).unwrap();
+}

@@ -55,6 +55,7 @@ pub(crate) fn scan_from(
         runs: Vec::new(),
         records: None,
         erased: Vec::new(),
+        generation: seg.generation,
     };
     let mut records = Records::default();
     let mut runs: HashMap<&str, usize> = HashMap::new();
@@ -318,8 +319,11 @@ impl SegmentIndex {
     /// same last frame header at the same place, and empty space right after it.
     pub(crate) fn matches(&self, seg: &Segment) -> bool {
         // A file cut short inside what the checkpoint covers has lost synced frames.
+        // A scavenge rewrites a segment with its live records where they were: only the
+        // generation tells a checkpoint of the old file from one of the new.
         if self.ordinal != seg.ordinal
             || self.base_position != seg.base_position
+            || self.generation != seg.generation
             || seg.capacity < self.end
         {
             return false;

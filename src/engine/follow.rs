@@ -108,6 +108,13 @@ impl Engine {
         for s in &ix.samples {
             seg.note_frame(s.position, from + s.offset);
         }
+        // A sealed segment a scavenge rewrote before this follower reached it.
+        seg.set_erased(
+            ix.erased
+                .iter()
+                .map(|&(a, b)| (from + a, from + b))
+                .collect(),
+        );
         seg.set_end(from + ix.end);
         Ok(ix.events)
     }

@@ -107,11 +107,21 @@ impl Engine {
         if !self.has_lifecycle.load(Ordering::Acquire) {
             return false;
         }
-        let last = || self.index.read().version(&e.stream).unwrap_or(0);
+        if !self.lifecycle.read().streams.contains_key(&*e.stream) {
+            return false;
+        }
+        // The version a read of the stream sees now, so that `$all` and the stream agree;
+        // taken with no other lock held.
+        let wm = self.watermark().location;
+        let last = self
+            .index
+            .read()
+            .visible_version(&e.stream, wm)
+            .unwrap_or(0);
         let l = self.lifecycle.read();
         l.streams
             .get(&*e.stream)
-            .is_some_and(|(_, m)| !Rules::of(m, last(), now_micros()).keeps(e.version, e.timestamp))
+            .is_some_and(|(_, m)| !Rules::of(m, last, now_micros()).keeps(e.version, e.timestamp))
     }
 
     /// Whether every event `stream` has written is live and stays so: its metadata (if

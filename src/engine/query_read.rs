@@ -480,11 +480,13 @@ pub(crate) fn newest_match_after(
             // The common case of a condition that holds, decided without reading a record.
             return Ok(None);
         };
-        // An event a scavenge erased (its lists keep it until the next open) is gone: the
-        // next newest decides.
-        match position_at(inner, &mut cache, loc)? {
-            Some(position) => return Ok((position > after).then_some(position)),
-            None => hi = loc,
+        // An event a scavenge erased (its lists keep it until the next open), or one its
+        // stream's metadata hides, is not there for a decision: the next newest decides.
+        match read_at(inner, &mut cache, loc, None)? {
+            Some(e) if !inner.hides(&e) => {
+                return Ok((e.position > after).then_some(e.position));
+            }
+            _ => hi = loc,
         }
     }
 }
@@ -558,11 +560,6 @@ fn with_record<T>(
         return Ok(None);
     }
     f(&r, &bytes, &seg).map(Some)
-}
-
-/// The position of the record at `loc`, checked against its checksum; `None` when erased.
-fn position_at(inner: &Engine, cache: &mut SegmentCache, loc: u64) -> Result<Option<u64>> {
-    with_record(inner, cache, loc, |r, _, _| Ok(r.position))
 }
 
 /// Reads and checks the record at `loc`, whose stream the index knows by its position.

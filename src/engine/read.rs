@@ -77,6 +77,15 @@ fn span(opts: &ReadOptions, last: u64) -> Option<(u64, u64)> {
     span_within(opts, 1, last)
 }
 
+/// `opts` without its limit: reads count the events they return against it themselves, so
+/// that events hidden or erased inside the range do not use it up.
+fn unlimited(opts: &ReadOptions) -> ReadOptions {
+    ReadOptions {
+        limit: if opts.limit == 0 { 0 } else { u64::MAX },
+        ..*opts
+    }
+}
+
 /// Versions `[lo, hi]` that a read covers among `[first, last]`: the limit counts from the
 /// first one it reads.
 fn span_within(opts: &ReadOptions, first: u64, last: u64) -> Option<(u64, u64)> {
@@ -120,6 +129,8 @@ pub struct StreamEvents {
     warmed: usize,
     /// Events older than this (a timestamp) are skipped: the stream's `max_age`.
     oldest: u64,
+    /// Events still to return (the limit counts returned events, not the versions skipped).
+    left: u64,
 }
 
 impl StreamEvents {
@@ -133,10 +144,11 @@ impl StreamEvents {
         let rules = inner
             .rules(stream, last)
             .unwrap_or(crate::engine::lifecycle::Rules::ALL);
-        let range = span_within(&opts, rules.first_live, last);
+        let range = span_within(&unlimited(&opts), rules.first_live, last);
         let (lo, hi) = range.unwrap_or((1, 0));
         StreamEvents {
             oldest: rules.oldest,
+            left: opts.limit,
             inner,
             stream: name,
             forward: opts.direction == Direction::Forward,
@@ -157,13 +169,19 @@ impl StreamEvents {
     }
 
     fn next_event(&mut self) -> Result<Option<RecordedEvent>> {
+        if self.left == 0 {
+            return Ok(None);
+        }
         loop {
             match self.next_stored()? {
                 None => return Ok(None),
                 // Erased by a scavenge, or too old for the stream's `max_age`.
                 Some(None) => {}
                 Some(Some(e)) if e.timestamp < self.oldest => {}
-                Some(Some(e)) => return Ok(Some(e)),
+                Some(Some(e)) => {
+                    self.left -= 1;
+                    return Ok(Some(e));
+                }
             }
         }
     }
@@ -382,6 +400,8 @@ pub struct AllEvents {
     cursor: Option<FrameCursor>,
     /// Backward: decoded events of the current chunk; the next one to return is last.
     buf: Vec<RecordedEvent>,
+    /// Events still to return (the limit counts returned events, not positions skipped).
+    left: u64,
 }
 
 impl AllEvents {
@@ -389,9 +409,10 @@ impl AllEvents {
         let wm = inner.watermark();
         // Listed after the watermark was taken, so every segment it covers is here.
         let segments = inner.log.segments();
-        let range = span(&opts, wm.position);
+        let range = span(&unlimited(&opts), wm.position);
         let (lo, hi) = range.unwrap_or((1, 0));
         AllEvents {
+            left: opts.limit,
             engine: Arc::clone(inner),
             dir: inner.dir.clone(),
             segments,
@@ -532,7 +553,7 @@ impl Iterator for AllEvents {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            if self.done || self.lo > self.hi {
+            if self.done || self.lo > self.hi || self.left == 0 {
                 return None;
             }
             let next = if self.forward {
@@ -543,7 +564,11 @@ impl Iterator for AllEvents {
             match next {
                 // Metadata streams' events, and those their metadata no longer keeps.
                 Ok(Some(e)) if self.engine.hides(&e) => {}
-                Ok(e) => return e.map(Ok),
+                Ok(Some(e)) => {
+                    self.left -= 1;
+                    return Some(Ok(e));
+                }
+                Ok(None) => return None,
                 Err(e) => {
                     self.done = true;
                     return Some(Err(e));

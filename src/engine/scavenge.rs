@@ -484,17 +484,20 @@ impl Engine {
         Ok(())
     }
 
-    /// Fails with [`Error::BehindRetention`] when retention dropped events of `stream`: an
-    /// aggregate loaded from what is left would be wrong.
+    /// Fails with [`Error::BehindRetention`] when retention dropped live events of `stream`
+    /// (its first live one, by its metadata, is in a retired segment): an aggregate loaded
+    /// from what is left would be wrong.
     pub(crate) fn check_stream_retained(&self, stream: &str) -> Result<()> {
         if self.options.retention.keeps_all() {
             return Ok(());
         }
-        let first = self
-            .index
-            .read()
-            .locations(stream, 1, 1, u64::MAX)
-            .and_then(|(_, locs)| locs.first().copied());
+        let first = {
+            let ix = self.index.read();
+            let last = ix.version(stream).unwrap_or(0);
+            let from = self.rules(stream, last).map_or(1, |r| r.first_live);
+            ix.locations(stream, from, 1, u64::MAX)
+                .and_then(|(_, locs)| locs.first().copied())
+        };
         let Some(loc) = first else {
             return Ok(());
         };
@@ -737,6 +740,7 @@ fn rewrite(
             seg.ordinal,
             seg.base_position,
             retired,
+            seg.generation.saturating_add(1),
         ));
     }
     // Runs of frames with no live event become one erased frame each.

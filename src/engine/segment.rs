@@ -88,11 +88,15 @@ pub(crate) struct Segment {
     /// End of the frames written into this segment so far.
     end: AtomicU64,
     samples: RwLock<Vec<Sample>>,
-    /// The byte ranges of erased frames (a scavenged segment's, once known): a location in
-    /// one is an erased event's.
-    erased: OnceLock<Vec<(u64, u64)>>,
+    /// The byte ranges of erased frames (a scavenged segment's, once known), in order: a
+    /// location in one is an erased event's. `has_erased` says whether there are any, so
+    /// that reads of other segments do not take the lock.
+    erased: RwLock<Vec<(u64, u64)>>,
+    has_erased: std::sync::atomic::AtomicBool,
     /// Retention dropped all its events ([`crate::Retention`]).
     pub retired: bool,
+    /// How many times a scavenge rewrote it (its index checkpoint must say the same).
+    pub generation: u32,
 }
 
 impl Segment {
@@ -142,8 +146,8 @@ impl Segment {
         }
         file.read_exact_at(&mut header, 0)
             .map_err(|e| Error::io("read", &path, e))?;
-        let (found, base, flags) =
-            decode_header(&header).map_err(|r| Error::corruption(&path, 0, r))?;
+        let h = decode_header(&header).map_err(|r| Error::corruption(&path, 0, r))?;
+        let (found, base) = (h.ordinal, h.base_position);
         if found != ordinal {
             return Err(Error::corruption(
                 &path,
@@ -152,7 +156,8 @@ impl Segment {
             ));
         }
         let mut seg = Segment::with_file(path, ordinal, base, &file)?;
-        seg.retired = flags & RETIRED != 0;
+        seg.retired = h.flags & RETIRED != 0;
+        seg.generation = h.generation;
         Ok((seg, file))
     }
 
@@ -180,8 +185,10 @@ impl Segment {
             file: Arc::clone(file),
             end: AtomicU64::new(SEGMENT_HEADER_LEN),
             samples: RwLock::new(Vec::new()),
-            erased: OnceLock::new(),
+            erased: RwLock::new(Vec::new()),
+            has_erased: std::sync::atomic::AtomicBool::new(false),
             retired: false,
+            generation: 0,
         })
     }
 
@@ -397,18 +404,21 @@ impl Segment {
         Ok(v.clone())
     }
 
-    /// Notes where the segment's erased frames are (from its scan or checkpoint).
+    /// Notes where erased frames are (from a scan or checkpoint of the segment, or of the
+    /// part of it a follower took in): after those known already.
     pub(crate) fn set_erased(&self, ranges: Vec<(u64, u64)>) {
-        if !ranges.is_empty() {
-            let _ = self.erased.set(ranges);
-        }
+        let Some(&(first, _)) = ranges.first() else {
+            return;
+        };
+        let mut known = self.erased.write();
+        known.retain(|&(start, _)| start < first);
+        known.extend(ranges);
+        self.has_erased.store(true, Ordering::Release);
     }
 
     /// Whether `offset` lies in an erased frame: the location of an event a scavenge erased.
     pub(crate) fn is_erased(&self, offset: u64) -> bool {
-        self.erased
-            .get()
-            .is_some_and(|ranges| in_ranges(ranges, offset))
+        self.has_erased.load(Ordering::Acquire) && in_ranges(&self.erased.read(), offset)
     }
 
     /// Marks the segment sealed: never written again. Its written bytes get one view that
@@ -502,8 +512,10 @@ impl Segment {
             file: Arc::clone(&file),
             end: AtomicU64::new(SEGMENT_HEADER_LEN),
             samples: RwLock::new(Vec::new()),
-            erased: OnceLock::new(),
+            erased: RwLock::new(Vec::new()),
+            has_erased: std::sync::atomic::AtomicBool::new(false),
             retired: false,
+            generation: 0,
         };
         (seg, file)
     }

@@ -307,9 +307,11 @@ pub(crate) fn erase_frame(out: &mut [u8], first_position: u64, durable: u64, par
         dst.copy_from_slice(&body);
     }
     let body_len = crate::cast::u32_len(out.len().saturating_sub(FRAME_HEADER_LEN));
+    // The checksum covers the list, not the zeros after it: those are holes in the file,
+    // never read (reading them through a map would allocate them again, on tmpfs).
     let mut h = crc32fast::Hasher::new();
     h.update(&body_len.to_le_bytes());
-    h.update(out.get(FRAME_HEADER_LEN..).unwrap_or_default());
+    h.update(&body);
     let crc = h.finalize();
     put_u32(out, 0, body_len);
     put_u32(out, 4, crc);
@@ -318,9 +320,11 @@ pub(crate) fn erase_frame(out: &mut [u8], first_position: u64, durable: u64, par
 /// Computes again the checksum of the whole frame in `frame` (header included), after some
 /// of its records were erased.
 pub(crate) fn reseal_frame(frame: &mut [u8]) {
+    let body = frame.get(FRAME_HEADER_LEN..).unwrap_or_default();
+    let covered = erased_list(body).map_or(body, |n| body.get(..n).unwrap_or(body));
     let mut h = crc32fast::Hasher::new();
     h.update(frame.get(..4).unwrap_or_default());
-    h.update(frame.get(FRAME_HEADER_LEN..).unwrap_or_default());
+    h.update(covered);
     let crc = h.finalize();
     put_u32(frame, 4, crc);
 }
@@ -451,7 +455,7 @@ pub(crate) fn read_frame(buf: &[u8], offset: usize) -> FrameRead<'_> {
     };
     let mut h = crc32fast::Hasher::new();
     h.update(&len.to_le_bytes());
-    h.update(body);
+    h.update(erased_list(body).map_or(body, |n| body.get(..n).unwrap_or(body)));
     if h.finalize() != crc {
         return FrameRead::Bad("frame checksum mismatch");
     }
@@ -520,8 +524,28 @@ fn parse_body(buf: &[u8], offset: usize, body_len: usize) -> Option<Frame<'_>> {
     })
 }
 
+/// Where the list of an erased frame's body ends, if `body` has the shape of one (first
+/// version, stream name length and part count 0): what its checksum covers.
+fn erased_list(body: &[u8]) -> Option<usize> {
+    let mut c = Cursor::new(body, 8);
+    if c.u64()? != 0 {
+        return None;
+    }
+    let mut c = Cursor::new(body, BODY_FIXED_LEN - 2);
+    if c.u16()? != 0 || c.u16()? != 0 {
+        return None;
+    }
+    let n = c.u32()?;
+    for _ in 0..n {
+        let len = c.u16()? as usize;
+        c.bytes(len.checked_add(12)?)?;
+    }
+    Some(c.pos())
+}
+
 /// The rest of an erased frame's body, from its part count of 0: the erased parts (in log
-/// order, a stream possibly more than once), holding `count` events in all, then zeros.
+/// order, a stream possibly more than once), holding `count` events in all, then zeros
+/// (not covered by the checksum, and not read).
 fn parse_erased<'a>(
     buf: &'a [u8],
     c: &mut Cursor<'a>,
@@ -554,8 +578,7 @@ fn parse_erased<'a>(
             records_offset: 0,
         });
     }
-    let rest = buf.get(c.pos()..)?;
-    if total != u64::from(count) || rest.iter().any(|&b| b != 0) {
+    if total != u64::from(count) {
         return None;
     }
     let first = *parts.first()?;
@@ -914,11 +937,17 @@ mod tests {
         wrong[8 + 24..8 + 28].copy_from_slice(&3u32.to_le_bytes());
         reseal_frame(&mut wrong);
         assert!(matches!(read_frame(&wrong, 0), FrameRead::Malformed(_)));
-        let mut trailing = run.clone();
-        let last = trailing.len() - 1;
-        trailing[last] = 1;
-        reseal_frame(&mut trailing);
-        assert!(matches!(read_frame(&trailing, 0), FrameRead::Malformed(_)));
+        // The zeros after the list are neither covered nor read: a flipped bit in the list
+        // is caught, one in the zeros changes nothing.
+        let mut in_list = run.clone();
+        in_list[8 + 40] ^= 1;
+        assert!(matches!(read_frame(&in_list, 0), FrameRead::Bad(_)));
+        let mut in_zeros = run.clone();
+        let last = in_zeros.len() - 1;
+        in_zeros[last] = 1;
+        assert!(
+            matches!(read_frame(&in_zeros, 0), FrameRead::Frame(f) if f.erased && f.count == 3)
+        );
         // Too small a span for the list is refused before writing.
         assert!(!erased_frame_fits(40, &parts));
     }

@@ -12,8 +12,8 @@
 //! name   := len:u16 bytes (UTF-8)
 //! record := run:u32 type:u32 tag_count:u16 tag:u32 * tag_count   (indexes into the tables)
 //! ```
-//! Format 3 (a scavenged segment's) adds, after the records,
-//! `erased_count:u32 (start:u64 end:u64)*erased_count`, the byte ranges of its erased
+//! Format 3 (a scavenged segment's) adds, after the records, `generation:u32` (the
+//! segment header's) and `erased_count:u32 (start:u64 end:u64)*erased_count`, the byte ranges of its erased
 //! frames, and allows the type `0xFFFFFFFF` (with no tags): an erased event, which has none.
 //! A run's offsets for erased events point into those ranges.
 //! Format 1 ended after the runs. It is still read (without the records), so that a store
@@ -76,6 +76,8 @@ pub(crate) struct SegmentIndex {
     pub records: Option<Records>,
     /// The byte ranges of the segment's erased frames, in order (format 3).
     pub erased: Vec<(u64, u64)>,
+    /// The scavenge generation of the segment it describes (format 3; 0 before).
+    pub generation: u32,
 }
 
 /// The segment's records in log order, by index into its tables: what the query index
@@ -122,6 +124,7 @@ impl SegmentIndex {
         let offsets: usize = self.runs.iter().map(|r| r.offsets.len()).sum();
         let mut b = Vec::with_capacity(64 + self.samples.len() * 16 + offsets * 8);
         let scavenged = !self.erased.is_empty()
+            || self.generation > 0
             || self
                 .records
                 .as_ref()
@@ -177,6 +180,7 @@ impl SegmentIndex {
             }
         }
         if scavenged {
+            b.extend_from_slice(&self.generation.to_le_bytes());
             b.extend_from_slice(&crate::cast::u32_len(self.erased.len()).to_le_bytes());
             for (start, end) in &self.erased {
                 b.extend_from_slice(&start.to_le_bytes());
@@ -247,7 +251,9 @@ impl SegmentIndex {
             )?)
         };
         let mut erased = Vec::new();
+        let mut generation = 0;
         if version == FORMAT_3 {
+            generation = c.u32()?;
             let n = c.u32()? as usize;
             if n.checked_mul(16)? > body_len - c.pos() {
                 return None;
@@ -273,6 +279,7 @@ impl SegmentIndex {
             runs,
             records,
             erased,
+            generation,
         })
     }
 }
@@ -370,6 +377,7 @@ mod tests {
                 tag_ids: vec![0, 0],
             }),
             erased: Vec::new(),
+            generation: 0,
         }
     }
 
@@ -381,6 +389,7 @@ mod tests {
             r.tags_end = vec![1, 1, 2];
         }
         ix.erased = vec![(200, 400), (500, 600)];
+        ix.generation = 2;
         let bytes = ix.encode();
         assert_eq!(bytes[8], 3, "format 3");
         assert_eq!(SegmentIndex::decode(&bytes), Some(ix.clone()));
@@ -399,7 +408,7 @@ mod tests {
         );
         // Format 2 has no erased type: the same records under version 2 do not decode.
         let mut v2 = bytes.clone();
-        v2.truncate(v2.len() - 4 - 4 - 32);
+        v2.truncate(v2.len() - 4 - 4 - 4 - 32);
         v2[8] = 2;
         let crc = crc32fast::hash(&v2);
         v2.extend_from_slice(&crc.to_le_bytes());

@@ -4,6 +4,8 @@
 //! ```text
 //! header := "ANNALSEG" format:u16 flags:u16(0) ordinal:u32 base_position:u64
 //!           reserved:u32(0) crc:u32
+//! (format 3: flags bit 0 = retired by retention; `reserved` is the scavenge generation,
+//!  1 for the first rewrite of the segment and one more at each later one)
 //! format := 1 (records of format 1 only) | 2 (records may carry tags)
 //!         | 3 (rewritten by a scavenge: may hold erased frames and records)
 //! ```
@@ -47,21 +49,38 @@ pub(crate) fn parse_file_name(name: &str) -> Option<u32> {
 
 /// A segment header: segment `ordinal`, whose first frame holds `base_position`.
 pub(crate) fn encode_header(ordinal: u32, base_position: u64) -> [u8; SEGMENT_HEADER_BYTES] {
-    encode_versioned(ordinal, base_position, FORMAT_VERSION, 0)
+    encode_versioned(ordinal, base_position, FORMAT_VERSION, 0, 0)
 }
 
 /// Flag of a format-3 header: retention dropped every event of the segment.
 pub(crate) const RETIRED: u16 = 1;
 
-/// The header of segment `ordinal` as a scavenge rewrites it (format 3); `retired` when
-/// retention dropped all its events.
+/// The header of segment `ordinal` as a scavenge rewrites it (format 3) for the
+/// `generation`-th time; `retired` when retention dropped all its events.
 pub(crate) fn encode_scavenged_header(
     ordinal: u32,
     base_position: u64,
     retired: bool,
+    generation: u32,
 ) -> [u8; SEGMENT_HEADER_BYTES] {
     let flags = if retired { RETIRED } else { 0 };
-    encode_versioned(ordinal, base_position, SCAVENGED_FORMAT_VERSION, flags)
+    encode_versioned(
+        ordinal,
+        base_position,
+        SCAVENGED_FORMAT_VERSION,
+        flags,
+        generation,
+    )
+}
+
+/// What a segment header says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Header {
+    pub ordinal: u32,
+    pub base_position: u64,
+    pub flags: u16,
+    /// How many times a scavenge rewrote the segment (0: never).
+    pub generation: u32,
 }
 
 fn encode_versioned(
@@ -69,20 +88,21 @@ fn encode_versioned(
     base_position: u64,
     version: u16,
     flags: u16,
+    generation: u32,
 ) -> [u8; SEGMENT_HEADER_BYTES] {
     let mut body = Vec::with_capacity(20);
     body.extend_from_slice(&version.to_le_bytes());
     body.extend_from_slice(&flags.to_le_bytes());
     body.extend_from_slice(&ordinal.to_le_bytes());
     body.extend_from_slice(&base_position.to_le_bytes());
-    body.extend_from_slice(&0u32.to_le_bytes());
+    body.extend_from_slice(&generation.to_le_bytes());
     let mut h = [0u8; SEGMENT_HEADER_BYTES];
     h.copy_from_slice(&HEADER.seal(&body));
     h
 }
 
-/// The ordinal, base position and flags of a segment header.
-pub(crate) fn decode_header(buf: &[u8]) -> std::result::Result<(u32, u64, u16), &'static str> {
+/// What a segment header says.
+pub(crate) fn decode_header(buf: &[u8]) -> std::result::Result<Header, &'static str> {
     let short = HEADER.truncated;
     let body = HEADER.open(buf.get(..SEGMENT_HEADER_BYTES).ok_or(short)?)?;
     let mut c = Cursor::new(body, 0);
@@ -90,7 +110,7 @@ pub(crate) fn decode_header(buf: &[u8]) -> std::result::Result<(u32, u64, u16), 
     let flags = c.u16().ok_or(short)?;
     let ordinal = c.u32().ok_or(short)?;
     let base = c.u64().ok_or(short)?;
-    let _reserved = c.u32().ok_or(short)?;
+    let reserved = c.u32().ok_or(short)?;
     if !(OLDEST_FORMAT_VERSION..=SCAVENGED_FORMAT_VERSION).contains(&version) {
         return Err("unsupported segment format version (written by a newer annal?)");
     }
@@ -105,7 +125,16 @@ pub(crate) fn decode_header(buf: &[u8]) -> std::result::Result<(u32, u64, u16), 
     if flags & !known != 0 {
         return Err("segment header has unknown flags");
     }
-    Ok((ordinal, base, flags))
+    Ok(Header {
+        ordinal,
+        base_position: base,
+        flags,
+        generation: if version == SCAVENGED_FORMAT_VERSION {
+            reserved
+        } else {
+            0
+        },
+    })
 }
 
 #[cfg(test)]
@@ -116,9 +145,22 @@ mod tests {
     #[test]
     fn header_round_trip_and_checks() {
         let h = encode_header(7, 1234);
-        assert_eq!(decode_header(&h), Ok((7, 1234, 0)));
-        let r = encode_scavenged_header(7, 1234, true);
-        assert_eq!(decode_header(&r), Ok((7, 1234, RETIRED)));
+        let plain = Header {
+            ordinal: 7,
+            base_position: 1234,
+            flags: 0,
+            generation: 0,
+        };
+        assert_eq!(decode_header(&h), Ok(plain));
+        let r = encode_scavenged_header(7, 1234, true, 3);
+        assert_eq!(
+            decode_header(&r),
+            Ok(Header {
+                flags: RETIRED,
+                generation: 3,
+                ..plain
+            })
+        );
         for i in 0..h.len() {
             let mut b = h;
             b[i] ^= 0x10;
