@@ -18,7 +18,7 @@
 //!
 //! Crash safety: the new file is written as `NNNNNNNNNN.seg.tmp` and synced; the segment's
 //! index checkpoint is removed (directory synced) before the new file is renamed over the old
-//! one (directory synced), and a new checkpoint written after. A crash at any point leaves
+//! one (directory synced), and the sealer writes a new checkpoint after, in the background. A crash at any point leaves
 //! the old segment or the new one (a leftover `.tmp` is removed on open), and never a
 //! checkpoint of the other. A scavenge stopped, or crashed, is resumed by running it again:
 //! segments already rewritten have nothing newly dead and are skipped.
@@ -184,15 +184,16 @@ struct DeadRecord {
 }
 
 /// One frame of a segment, judged; borrowed from the segment's bytes.
-struct Judged<'a> {
+struct Judged {
     offset: usize,
     end: usize,
     first_position: u64,
     durable: u64,
     /// Its events.
     count: u64,
-    /// Its streams, first versions and counts, for an erased frame that takes it in.
-    parts: Vec<(&'a str, u64, u32)>,
+    /// Its streams (where their names are in the segment's bytes), first versions and
+    /// counts, for an erased frame that takes it in.
+    parts: Vec<(std::ops::Range<usize>, u64, u32)>,
     /// It is an erased frame already.
     erased: bool,
     /// Live events.
@@ -203,7 +204,7 @@ struct Judged<'a> {
     erased_records: u64,
 }
 
-impl Judged<'_> {
+impl Judged {
     /// Events that die in this scavenge.
     fn newly_dead(&self) -> u64 {
         if self.erased {
@@ -217,6 +218,9 @@ impl Judged<'_> {
 /// A rewritten segment's image, where its frames are, and what rewriting it erased.
 struct Image {
     bytes: Vec<u8>,
+    /// Bytes of the disk blocks the data took before, and takes in the image.
+    bytes_before: u64,
+    bytes_after: u64,
     layout: Layout,
     erased: u64,
     first_erased: u64,
@@ -355,11 +359,11 @@ impl Engine {
             // allocating them again).
             let data = seg.pread(0, seg.end())?;
             judge.retire = seg.retired;
-            let Some(image) = rewrite(seg, &data, &mut judge, seg.retired, false)? else {
+            let Some(image) = rewrite(seg, data, &mut judge, seg.retired, false)? else {
                 continue;
             };
-            report.bytes_before += blocks(&data);
-            report.bytes_after += blocks(&image.bytes);
+            report.bytes_before += image.bytes_before;
+            report.bytes_after += image.bytes_after;
             report.events_erased += image.erased;
             report.segments_rewritten += 1;
             report.first_erased = Some(
@@ -438,7 +442,7 @@ impl Engine {
                 }
             };
             judge.retire = true;
-            let Some(image) = rewrite(seg, &data, judge, true, true)? else {
+            let Some(image) = rewrite(seg, data, judge, true, true)? else {
                 continue;
             };
             self.swap(seg, &image)?;
@@ -571,11 +575,11 @@ impl Engine {
         seg.seal();
         let seg = Arc::new(seg);
         self.log.replace(Arc::clone(&seg));
-        if self.options.index_checkpoints {
-            // A checkpoint that fails to be written is only a slower next open.
-            if let Ok((ix, None)) = checkpoint::scan(&seg, image) {
-                let _ = checkpoint::write(storage, dir, &ix);
-            }
+        drop(_checkpoints);
+        // Its checkpoint is the sealer's to write, as for a segment a roll sealed (a next
+        // open without one scans the segment and writes it).
+        if let Some(tx) = &self.writer.lock().to_seal {
+            let _ = tx.send(SealJob::Sealed(seg));
         }
         Ok(())
     }
@@ -584,7 +588,7 @@ impl Engine {
 /// Where the frames of `image` are; fails unless they are whole and hold the positions of
 /// `frames` (`len` bytes of them), at the same offsets. Walks frame headers and checksums
 /// only: the records inside are those of the old file, or erased by this scavenge.
-fn check_image(seg: &Segment, frames: &[Judged<'_>], len: usize, image: &[u8]) -> Result<Layout> {
+fn check_image(seg: &Segment, frames: &[Judged], len: usize, image: &[u8]) -> Result<Layout> {
     let bad = || {
         Error::corruption(
             &seg.path,
@@ -718,12 +722,12 @@ fn write_sparse(storage: &dyn Storage, path: &Path, image: &[u8], len: u64) -> R
 /// `force` (retention retiring a segment whose events were all erased before).
 fn rewrite(
     seg: &Segment,
-    data: &[u8],
+    data: Vec<u8>,
     judge: &mut Judge<'_>,
     retired: bool,
     force: bool,
 ) -> Result<Option<Image>> {
-    let frames = judge_frames(seg, data, judge)?;
+    let frames = judge_frames(seg, &data, judge)?;
     let newly: u64 = frames.iter().map(Judged::newly_dead).sum();
     if newly == 0 && !force {
         return Ok(None);
@@ -734,7 +738,9 @@ fn rewrite(
         .flat_map(|f| f.dead.iter().map(|d| d.position))
         .min()
         .unwrap_or(0);
-    let mut out = data.to_vec();
+    let (len, bytes_before) = (data.len(), blocks(&data));
+    // Rewritten in place: each run's names are copied out before its frames are erased.
+    let mut out = data;
     if let Some(h) = out.get_mut(..SEGMENT_HEADER_BYTES) {
         h.copy_from_slice(&encode_scavenged_header(
             seg.ordinal,
@@ -744,7 +750,7 @@ fn rewrite(
         ));
     }
     // Runs of frames with no live event become one erased frame each.
-    let mut run: Vec<&Judged<'_>> = Vec::new();
+    let mut run: Vec<&Judged> = Vec::new();
     for f in &frames {
         if f.live == 0 {
             run.push(f);
@@ -755,9 +761,11 @@ fn rewrite(
         erase_records(&mut out, f);
     }
     erase_run(&mut out, &run);
-    let layout = check_image(seg, &frames, data.len(), &out)?;
+    let layout = check_image(seg, &frames, len, &out)?;
     Ok(Some(Image {
+        bytes_after: blocks(&out),
         bytes: out,
+        bytes_before,
         layout,
         erased: newly,
         first_erased,
@@ -766,7 +774,7 @@ fn rewrite(
 
 /// Writes one erased frame over a run of frames with no live event; when the run's list of
 /// streams does not fit in it (it always does for whole frames), erases each record instead.
-fn erase_run(out: &mut [u8], run: &[&Judged<'_>]) {
+fn erase_run(out: &mut [u8], run: &[&Judged]) {
     let (Some(first), Some(last)) = (run.first(), run.last()) else {
         return;
     };
@@ -774,7 +782,9 @@ fn erase_run(out: &mut [u8], run: &[&Judged<'_>]) {
         return;
     }
     let mut parts: Vec<ErasedPart> = Vec::new();
-    for &(stream, first_version, count) in run.iter().flat_map(|f| f.parts.iter()) {
+    for (name, first_version, count) in run.iter().flat_map(|f| f.parts.iter()) {
+        let (first_version, count) = (*first_version, *count);
+        let stream = std::str::from_utf8(out.get(name.clone()).unwrap_or_default()).unwrap_or("");
         match parts.last_mut() {
             Some(q)
                 if q.stream == stream
@@ -803,7 +813,7 @@ fn erase_run(out: &mut [u8], run: &[&Judged<'_>]) {
 }
 
 /// Erases the dead records of a frame that keeps others, and seals the frame again.
-fn erase_records(out: &mut [u8], f: &Judged<'_>) {
+fn erase_records(out: &mut [u8], f: &Judged) {
     if f.erased || f.dead.is_empty() {
         return;
     }
@@ -818,11 +828,7 @@ fn erase_records(out: &mut [u8], f: &Judged<'_>) {
 }
 
 /// Every frame of `data`, each event judged live or dead.
-fn judge_frames<'a>(
-    seg: &Segment,
-    data: &'a [u8],
-    judge: &mut Judge<'_>,
-) -> Result<Vec<Judged<'a>>> {
+fn judge_frames(seg: &Segment, data: &[u8], judge: &mut Judge<'_>) -> Result<Vec<Judged>> {
     let mut frames = Vec::new();
     let mut offset = SEGMENT_HEADER_BYTES;
     loop {
@@ -841,7 +847,10 @@ fn judge_frames<'a>(
             count: u64::from(f.count),
             parts: f
                 .parts()
-                .map(|p| (p.stream, p.first_version, p.count))
+                .map(|p| {
+                    let at = p.stream.as_ptr().addr() - data.as_ptr().addr();
+                    (at..at + p.stream.len(), p.first_version, p.count)
+                })
                 .collect(),
             erased: f.erased,
             live: 0,
