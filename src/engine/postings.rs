@@ -238,16 +238,9 @@ impl Postings {
         event_type: &str,
         tags: impl IntoIterator<Item = &'t str>,
     ) {
-        if self.off {
+        if !self.take_position(position, stream.0) {
             return;
         }
-        // Invariant: positions are dense and indexed in order.
-        debug_assert_eq!(
-            position,
-            self.stream_of.len() as u64 + 1,
-            "posting out of order"
-        );
-        self.stream_of.push(stream.0);
         self.types.push(event_type, location);
         if let Some(c) = self.category_id(stream) {
             self.categories.push_id(c, location);
@@ -259,15 +252,9 @@ impl Postings {
 
     /// [`Postings::push`], with every key already numbered (an open, from a segment's tables).
     pub(crate) fn push_ids(&mut self, e: &Numbered<'_>) {
-        if self.off {
+        if !self.take_position(e.position, e.stream) {
             return;
         }
-        debug_assert_eq!(
-            e.position,
-            self.stream_of.len() as u64 + 1,
-            "posting out of order"
-        );
-        self.stream_of.push(e.stream);
         self.types.push_id(e.event_type, e.location);
         self.note_category(e.stream, e.category);
         if let Some(c) = e.category {
@@ -280,15 +267,23 @@ impl Postings {
 
     /// Notes the position of an erased event (of stream `stream`): it is in no list.
     pub(crate) fn push_erased(&mut self, position: u64, stream: u32) {
+        self.take_position(position, stream);
+    }
+
+    /// Notes that the event at `position` (the next one) is of stream `stream`; `false`
+    /// when the query index is off.
+    fn take_position(&mut self, position: u64, stream: u32) -> bool {
         if self.off {
-            return;
+            return false;
         }
+        // Invariant: positions are dense and indexed in order.
         debug_assert_eq!(
             position,
             self.stream_of.len() as u64 + 1,
             "posting out of order"
         );
         self.stream_of.push(stream);
+        true
     }
 
     /// The number of the category of `stream` (its id and name), looked up once per stream.
