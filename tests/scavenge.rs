@@ -554,3 +554,31 @@ fn a_scavenge_judges_by_durable_events_only() {
         );
     }
 }
+
+/// A progress callback that panics ends the scavenge (the panic goes on up), and the store
+/// takes the next one.
+#[test]
+fn a_panicking_progress_callback_leaves_no_scavenge_hanging() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), common::tiny(4 * 1024)).unwrap();
+    for i in 0..100u64 {
+        let s = if i % 2 == 0 { "gone-1" } else { "live-1" };
+        store
+            .append(s, ExpectedVersion::Any, &[plain(s, i)])
+            .unwrap();
+    }
+    store
+        .delete_stream("gone-1", ExpectedVersion::Any, DeleteMode::Hard)
+        .unwrap();
+    let before = everything(&store);
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        store.scavenge_with(|p| {
+            assert!(p.done < 1, "stop here");
+            true
+        })
+    }));
+    assert!(panicked.is_err());
+    let r = store.scavenge().unwrap();
+    assert!(r.events_erased > 0, "{r:?}");
+    assert_eq!(everything(&store), before);
+}

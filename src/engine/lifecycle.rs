@@ -25,6 +25,22 @@ use crate::transaction::Transaction;
 #[derive(Debug, Default)]
 pub(crate) struct Lifecycle {
     streams: HashMap<Arc<str>, (u64, StreamMetadata)>,
+    /// The metadata each stream had before its current one was written: what reads go by
+    /// until the current one is acknowledged (published).
+    previous: HashMap<Arc<str>, StreamMetadata>,
+}
+
+impl Lifecycle {
+    /// The metadata of `stream` that reads go by when `visible` is the published position:
+    /// the current one once it is acknowledged, the one before until then.
+    fn visible(&self, stream: &str, visible: u64) -> Option<&StreamMetadata> {
+        let (position, current) = self.streams.get(stream)?;
+        if *position <= visible {
+            Some(current)
+        } else {
+            self.previous.get(stream)
+        }
+    }
 }
 
 /// Which events of one stream are live now.
@@ -81,9 +97,10 @@ pub(crate) fn is_system(stream: &str) -> bool {
 }
 
 impl Engine {
-    /// Which events of `stream` are live, with its last version `last`; `None` when all are.
-    /// A metadata stream keeps only its last event.
-    pub(crate) fn rules(&self, stream: &str, last: u64) -> Option<Rules> {
+    /// Which events of `stream` are live, with its last version `last`, for a read that sees
+    /// up to position `visible` (metadata not acknowledged by then does not apply yet);
+    /// `None` when all are. A metadata stream keeps only its last event.
+    pub(crate) fn rules(&self, stream: &str, last: u64, visible: u64) -> Option<Rules> {
         if is_system(stream) {
             return Some(Rules {
                 first_live: last.max(1),
@@ -94,7 +111,7 @@ impl Engine {
             return None;
         }
         let l = self.lifecycle.read();
-        let (_, m) = l.streams.get(stream)?;
+        let m = l.visible(stream, visible)?;
         Some(Rules::of(m, last, now_micros()))
     }
 
@@ -112,16 +129,15 @@ impl Engine {
         }
         // The version a read of the stream sees now, so that `$all` and the stream agree;
         // taken with no other lock held.
-        let wm = self.watermark().location;
+        let wm = self.watermark();
         let last = self
             .index
             .read()
-            .visible_version(&e.stream, wm)
+            .visible_version(&e.stream, wm.location)
             .unwrap_or(0);
         let l = self.lifecycle.read();
-        l.streams
-            .get(&*e.stream)
-            .is_some_and(|(_, m)| !Rules::of(m, last, now_micros()).keeps(e.version, e.timestamp))
+        l.visible(&e.stream, wm.position)
+            .is_some_and(|m| !Rules::of(m, last, now_micros()).keeps(e.version, e.timestamp))
     }
 
     /// Whether every event `stream` has written is live and stays so: its metadata (if
@@ -182,10 +198,11 @@ impl Engine {
     }
 
     fn set_rules(&self, stream: &str, position: u64, m: StreamMetadata) {
-        self.lifecycle
-            .write()
-            .streams
-            .insert(Arc::from(stream), (position, m));
+        let name: Arc<str> = Arc::from(stream);
+        let mut l = self.lifecycle.write();
+        if let Some((_, old)) = l.streams.insert(Arc::clone(&name), (position, m)) {
+            l.previous.insert(name, old);
+        }
         self.has_lifecycle.store(true, Ordering::Release);
     }
 

@@ -428,8 +428,14 @@ impl Engine {
         for job in jobs {
             match job {
                 SealJob::Sealed(seg) => {
-                    if let Some(old) = waiting.take().filter(|old| !unsynced(old)) {
-                        index(&old);
+                    // A segment a scavenge rewrote comes synced: one still waiting for its
+                    // sync goes on waiting.
+                    if let Some(old) = waiting.take() {
+                        if unsynced(&old) && !unsynced(&seg) {
+                            waiting = Some(old);
+                        } else if !unsynced(&old) {
+                            index(&old);
+                        }
                     }
                     if unsynced(&seg) {
                         waiting = Some(seg);

@@ -142,7 +142,7 @@ impl StreamEvents {
         };
         let last = visible.unwrap_or(0);
         let rules = inner
-            .rules(stream, last)
+            .rules(stream, last, wm.position)
             .unwrap_or(crate::engine::lifecycle::Rules::ALL);
         let range = span_within(&unlimited(&opts), rules.first_live, last);
         let (lo, hi) = range.unwrap_or((1, 0));

@@ -237,7 +237,7 @@ impl Engine {
     /// The rules of `stream` at version `last` and time `now` (see [`Engine::rules`]).
     pub(crate) fn rules_at(&self, stream: &str, last: u64, now: u64) -> Option<Rules> {
         if super::lifecycle::is_system(stream) {
-            return self.rules(stream, last);
+            return self.rules(stream, last, u64::MAX);
         }
         let m = self.metadata_of(stream)?;
         Some(Rules::of(&m, last, now))
@@ -288,6 +288,8 @@ impl Engine {
         };
         let total = sealed.len() as u64;
         std::thread::scope(|scope| -> Result<ScavengeReport> {
+            // Owned here, so that a panicking callback drops it and the judge stops waiting.
+            let answer = answer;
             let swapper = std::thread::Builder::new()
                 .name("annal-scavenge-io".into())
                 .spawn_scoped(scope, move || -> Result<()> {
@@ -422,11 +424,12 @@ impl Engine {
             if seg.retired {
                 continue;
             }
-            let data = seg.pread(0, seg.end())?;
+            // A view (no copy) to decide; a copy only to retire.
+            let view = seg.read(0, seg.end())?;
             let too_big = retention.max_bytes.is_some_and(|max| kept_bytes > max);
             let too_old = retention.max_age.is_some_and(|age| {
                 let age = u64::try_from(age.as_micros()).unwrap_or(u64::MAX);
-                newest_timestamp(seg, &data).is_ok_and(|t| t < now.saturating_sub(age))
+                newest_timestamp(seg, &view).is_ok_and(|t| t < now.saturating_sub(age))
             });
             if !too_big && !too_old {
                 break;
@@ -442,6 +445,7 @@ impl Engine {
                 }
             };
             judge.retire = true;
+            let data = seg.pread(0, seg.end())?;
             let Some(image) = rewrite(seg, data, judge, true, true)? else {
                 continue;
             };
@@ -495,13 +499,15 @@ impl Engine {
         if self.options.retention.keeps_all() {
             return Ok(());
         }
-        let first = {
-            let ix = self.index.read();
-            let last = ix.version(stream).unwrap_or(0);
-            let from = self.rules(stream, last).map_or(1, |r| r.first_live);
-            ix.locations(stream, from, 1, u64::MAX)
-                .and_then(|(_, locs)| locs.first().copied())
-        };
+        let last = self.index.read().version(stream).unwrap_or(0);
+        let from = self
+            .rules(stream, last, self.watermark().position)
+            .map_or(1, |r| r.first_live);
+        let first = self
+            .index
+            .read()
+            .locations(stream, from, 1, u64::MAX)
+            .and_then(|(_, locs)| locs.first().copied());
         let Some(loc) = first else {
             return Ok(());
         };
@@ -558,24 +564,29 @@ impl Engine {
         let name = file_name(old.ordinal);
         let path = dir.join(&name);
         let tmp = dir.join(format!("{name}.tmp"));
-        write_sparse(storage, &tmp, image, old.capacity)?;
-        let _checkpoints = self.checkpoint_lock.lock();
-        // Gone for good before the new file takes the name: a crash in between then leaves
-        // the old segment without a checkpoint (rebuilt on open), never the new with the old.
-        remove_if_exists(storage, &dir.join(checkpoint::file_name(old.ordinal)))?;
-        sync_dir(storage, dir)?;
-        storage
-            .rename(&tmp, &path)
-            .map_err(|e| Error::io("rename", &tmp, e))?;
-        sync_dir(storage, dir)?;
-        let (seg, _) = Segment::open(storage, dir, old.ordinal, false)?;
-        seg.set_samples(layout.samples.clone());
-        seg.set_end(image.len() as u64);
-        seg.set_erased(layout.erased.clone());
-        seg.seal();
-        let seg = Arc::new(seg);
-        self.log.replace(Arc::clone(&seg));
-        drop(_checkpoints);
+        write_sparse(storage, &tmp, image, old.capacity, &layout.erased)?;
+        // Only while the store is open: once `close` let the directory lock go, another
+        // process may have the store.
+        let seg = self.while_open(|| {
+            let _checkpoints = self.checkpoint_lock.lock();
+            // Gone for good before the new file takes the name: a crash in between then
+            // leaves the old segment without a checkpoint (rebuilt on open), never the new
+            // one with the old checkpoint.
+            remove_if_exists(storage, &dir.join(checkpoint::file_name(old.ordinal)))?;
+            sync_dir(storage, dir)?;
+            storage
+                .rename(&tmp, &path)
+                .map_err(|e| Error::io("rename", &tmp, e))?;
+            sync_dir(storage, dir)?;
+            let (seg, _) = Segment::open(storage, dir, old.ordinal, false)?;
+            seg.set_samples(layout.samples.clone());
+            seg.set_end(image.len() as u64);
+            seg.set_erased(layout.erased.clone());
+            seg.seal();
+            let seg = Arc::new(seg);
+            self.log.replace(Arc::clone(&seg));
+            Ok(seg)
+        })?;
         // Its checkpoint is the sealer's to write, as for a segment a roll sealed (a next
         // open without one scans the segment and writes it).
         if let Some(tx) = &self.writer.lock().to_seal {
@@ -671,6 +682,29 @@ fn blocks(data: &[u8]) -> u64 {
         * BLOCK as u64
 }
 
+/// Whether the block of `image` at `at` is left a hole: all zeros, inside one erased frame
+/// (whose zeros nothing reads). Zeros anywhere else (an erased record's) are read with
+/// their frame, so they are written: reading a hole through a map would allocate it again.
+fn is_hole(block: &[u8], at: usize, erased: &[(u64, u64)]) -> bool {
+    let (start, end) = (at as u64, (at + block.len()) as u64);
+    let i = erased.partition_point(|&(s, _)| s <= start);
+    let inside = i
+        .checked_sub(1)
+        .and_then(|i| erased.get(i))
+        .is_some_and(|&(_, e)| end <= e);
+    inside && block.iter().all(|&b| b == 0)
+}
+
+/// Bytes of the blocks of `image` a rewrite writes: all but its holes (`is_hole`).
+fn written_blocks(image: &[u8], erased: &[(u64, u64)]) -> u64 {
+    image
+        .chunks(BLOCK)
+        .enumerate()
+        .filter(|(i, b)| !is_hole(b, i * BLOCK, erased))
+        .count() as u64
+        * BLOCK as u64
+}
+
 fn sync_dir(storage: &dyn Storage, dir: &Path) -> Result<()> {
     storage
         .sync_dir(dir)
@@ -679,7 +713,13 @@ fn sync_dir(storage: &dyn Storage, dir: &Path) -> Result<()> {
 
 /// Creates `path` at `len` bytes holding `image`, writing only its 4 KiB blocks that are not
 /// all zeros (the others stay holes) and its last one, and syncs it.
-fn write_sparse(storage: &dyn Storage, path: &Path, image: &[u8], len: u64) -> Result<()> {
+fn write_sparse(
+    storage: &dyn Storage,
+    path: &Path,
+    image: &[u8],
+    len: u64,
+    erased: &[(u64, u64)],
+) -> Result<()> {
     remove_if_exists(storage, path)?;
     let file = storage
         .create(path)
@@ -694,7 +734,7 @@ fn write_sparse(storage: &dyn Storage, path: &Path, image: &[u8], len: u64) -> R
         };
         for (i, block) in image.chunks(BLOCK).enumerate() {
             let at = i * BLOCK;
-            match (block.iter().any(|&b| b != 0), start) {
+            match (!is_hole(block, at, erased), start) {
                 (true, None) => start = Some(at),
                 (false, Some(s)) => {
                     flush(s, at)?;
@@ -763,7 +803,7 @@ fn rewrite(
     erase_run(&mut out, &run);
     let layout = check_image(seg, &frames, len, &out)?;
     Ok(Some(Image {
-        bytes_after: blocks(&out),
+        bytes_after: written_blocks(&out, &layout.erased),
         bytes: out,
         bytes_before,
         layout,
