@@ -4,7 +4,7 @@
 //! Metadata lives in the log itself, as the last event of the stream's metadata stream
 //! (`$$` followed by the stream's name), so it is as durable as any append and crash-safe
 //! with it. Reads, subscriptions, projections and aggregate loads honour it from the moment
-//! it is written; [`Store::scavenge`](crate::Store::scavenge) then erases what it hides.
+//! it is acknowledged; [`Store::scavenge`](crate::Store::scavenge) then erases what it hides.
 
 use std::time::Duration;
 

@@ -431,7 +431,7 @@ impl Store {
     /// (`max_count`, `max_age`, `truncate_before`) and the user's own bytes. It is appended
     /// to the stream's metadata stream (`$$` + its name) in the log, so it is as durable as
     /// an append under the fsync policy, and reads, subscriptions, projections and aggregate
-    /// loads honour it from the moment it is written. `expected` is the version of the
+    /// loads honour it from the moment it is acknowledged. `expected` is the version of the
     /// metadata stream ([`stream_metadata`](Store::stream_metadata) returns it), so that two
     /// writers of metadata cannot both win. Returns the metadata stream's new version.
     ///
