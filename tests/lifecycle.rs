@@ -563,3 +563,58 @@ fn append_conditions_do_not_count_hidden_events() {
     // Hidden now: a decision that read everything readable holds, before any scavenge.
     store.commit(tx(kept)).unwrap();
 }
+
+/// Under `Always`, metadata not yet synced (and so not acknowledged) does not hide events
+/// from readers: a crash could still take it back.
+#[test]
+fn reads_go_by_metadata_once_it_is_acknowledged() {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+    let tmp = tempfile::tempdir().unwrap();
+    let storage = common::FaultyStorage::default();
+    let faults = Arc::clone(&storage.faults);
+    let store = Arc::new(
+        Store::open_with_storage(
+            Arc::new(storage),
+            tmp.path(),
+            annal::Options {
+                fsync: annal::FsyncPolicy::Always,
+                ..annal::Options::default()
+            },
+        )
+        .unwrap(),
+    );
+    fill(&store, "s-1", 4);
+    faults.hold_sync.store(true, Ordering::SeqCst);
+    let setter = {
+        let store = Arc::clone(&store);
+        std::thread::spawn(move || {
+            store
+                .set_stream_metadata(
+                    "s-1",
+                    ExpectedVersion::Any,
+                    StreamMetadata::new().max_count(1),
+                )
+                .unwrap();
+        })
+    };
+    // Written (the store knows it), waiting for its sync: readers still see every event.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while store.stream_metadata("s-1").unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the metadata was never written"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(!setter.is_finished());
+    assert_eq!(
+        versions(&store, "s-1", ReadOptions::forward()),
+        [1, 2, 3, 4]
+    );
+    assert_eq!(all_of(&store, "s-1"), [1, 2, 3, 4]);
+    faults.hold_sync.store(false, Ordering::SeqCst);
+    setter.join().unwrap();
+    assert_eq!(versions(&store, "s-1", ReadOptions::forward()), [4]);
+    assert_eq!(all_of(&store, "s-1"), [4]);
+}
