@@ -16,6 +16,9 @@
 //! Positions, versions, ids and timestamps of live events do not change. A read skips an
 //! erased event as if it were not there: `$all` then has gaps, stream versions too.
 //!
+//! A scavenge is background work: its threads run at a lower priority, and while appends
+//! come in it rests between segments (twice as long as it worked on the last one).
+//!
 //! Crash safety: the new file is written as `NNNNNNNNNN.seg.tmp` and synced; the segment's
 //! index checkpoint is removed (directory synced) before the new file is renamed over the old
 //! one (directory synced), and the sealer writes a new checkpoint after, in the background. A crash at any point leaves
@@ -25,6 +28,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use foldhash::{HashMap, HashMapExt};
 
@@ -341,6 +345,9 @@ impl Engine {
         to_swap: &std::sync::mpsc::SyncSender<(Arc<Segment>, Image)>,
     ) -> Result<ScavengeReport> {
         let mut judge = Judge::new(self, floor);
+        let mut appends = self
+            .written_appends
+            .load(std::sync::atomic::Ordering::Acquire);
         for (done, seg) in sealed.iter().enumerate() {
             let at = ScavengeProgress {
                 done: done as u64,
@@ -357,6 +364,7 @@ impl Engine {
                 return Err(Error::Closed);
             }
             report.segments_scanned += 1;
+            let started = std::time::Instant::now();
             // Read, not viewed: a view would fault in the holes of erased frames (on tmpfs,
             // allocating them again).
             let data = seg.pread(0, seg.end())?;
@@ -377,6 +385,17 @@ impl Engine {
                 // The writer stopped on an error, which it returns.
                 break;
             }
+            // Background work gives way to a busy writer: while appends come in, it rests
+            // twice as long as it worked (with none, it runs at full speed).
+            let now = self
+                .written_appends
+                .load(std::sync::atomic::Ordering::Acquire);
+            if now != appends {
+                std::thread::sleep((started.elapsed() * 2).min(Duration::from_secs(2)));
+            }
+            appends = self
+                .written_appends
+                .load(std::sync::atomic::Ordering::Acquire);
         }
         Ok(report)
     }
