@@ -71,6 +71,20 @@ fn plain(stream: &str, i: u64) -> EventData {
         .with_tags(["kept"])
 }
 
+/// `n` events, every `k`-th of stream `gone-1` and the others of `live-1`; then `gone-1`
+/// deleted with `mode`.
+fn interleave_and_delete(store: &Store, n: u64, k: u64, mode: DeleteMode) {
+    for i in 0..n {
+        let s = if i % k == 0 { "gone-1" } else { "live-1" };
+        store
+            .append(s, ExpectedVersion::Any, &[plain(s, i)])
+            .unwrap();
+    }
+    store
+        .delete_stream("gone-1", ExpectedVersion::Any, mode)
+        .unwrap();
+}
+
 fn blocks(dir: &Path) -> u64 {
     common::segment_files(dir)
         .iter()
@@ -352,15 +366,7 @@ fn append_conditions_and_retries_see_through_erased_events() {
 fn readers_and_writers_go_on_while_a_scavenge_runs() {
     let tmp = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(tmp.path(), common::tiny(16 * 1024)).unwrap());
-    for i in 0..600u64 {
-        let s = if i % 2 == 0 { "gone-1" } else { "live-1" };
-        store
-            .append(s, ExpectedVersion::Any, &[plain(s, i)])
-            .unwrap();
-    }
-    store
-        .delete_stream("gone-1", ExpectedVersion::Any, DeleteMode::Soft)
-        .unwrap();
+    interleave_and_delete(&store, 600, 2, DeleteMode::Soft);
     let live_before: Vec<_> = common::stream(&store, "live-1")
         .iter()
         .map(fingerprint)
@@ -424,15 +430,7 @@ fn readers_and_writers_go_on_while_a_scavenge_runs() {
 fn a_stopped_scavenge_resumes_where_it_stopped() {
     let tmp = tempfile::tempdir().unwrap();
     let store = Store::open(tmp.path(), common::tiny(4 * 1024)).unwrap();
-    for i in 0..300u64 {
-        let s = if i % 3 == 0 { "gone-1" } else { "live-1" };
-        store
-            .append(s, ExpectedVersion::Any, &[plain(s, i)])
-            .unwrap();
-    }
-    store
-        .delete_stream("gone-1", ExpectedVersion::Any, DeleteMode::Hard)
-        .unwrap();
+    interleave_and_delete(&store, 300, 3, DeleteMode::Hard);
     let before = everything(&store);
     let mut calls = 0;
     let first = store
@@ -561,15 +559,7 @@ fn a_scavenge_judges_by_durable_events_only() {
 fn a_panicking_progress_callback_leaves_no_scavenge_hanging() {
     let tmp = tempfile::tempdir().unwrap();
     let store = Store::open(tmp.path(), common::tiny(4 * 1024)).unwrap();
-    for i in 0..100u64 {
-        let s = if i % 2 == 0 { "gone-1" } else { "live-1" };
-        store
-            .append(s, ExpectedVersion::Any, &[plain(s, i)])
-            .unwrap();
-    }
-    store
-        .delete_stream("gone-1", ExpectedVersion::Any, DeleteMode::Hard)
-        .unwrap();
+    interleave_and_delete(&store, 100, 2, DeleteMode::Hard);
     let before = everything(&store);
     let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         store.scavenge_with(|p| {

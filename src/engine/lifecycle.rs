@@ -59,6 +59,14 @@ impl Rules {
         oldest: 0,
     };
 
+    /// Only version `last` (and any after it): a metadata stream's.
+    pub(crate) fn last_only(last: u64) -> Rules {
+        Rules {
+            first_live: last.max(1),
+            oldest: 0,
+        }
+    }
+
     /// Whether the event with this version and timestamp is live.
     pub(crate) fn keeps(&self, version: u64, timestamp: u64) -> bool {
         version >= self.first_live && timestamp >= self.oldest
@@ -102,10 +110,7 @@ impl Engine {
     /// `None` when all are. A metadata stream keeps only its last event.
     pub(crate) fn rules(&self, stream: &str, last: u64, visible: u64) -> Option<Rules> {
         if is_system(stream) {
-            return Some(Rules {
-                first_live: last.max(1),
-                oldest: 0,
-            });
+            return Some(Rules::last_only(last));
         }
         if !self.has_lifecycle.load(Ordering::Acquire) {
             return None;

@@ -36,7 +36,7 @@ use super::Engine;
 use super::SealJob;
 use super::Watermark;
 use super::checkpoint;
-use super::format::frame::{self, ErasedPart, FrameRead};
+use super::format::frame::{self, ErasedPart, Frame, FrameRead, Part};
 use super::format::segment_header::{SEGMENT_HEADER_BYTES, encode_scavenged_header, file_name};
 use super::index::pack;
 use super::lifecycle::{Rules, now_micros};
@@ -161,10 +161,7 @@ impl Judge<'_> {
             .unwrap_or(0);
         let verdict = if system {
             // A metadata stream keeps its last event up to the floor, and those after.
-            Verdict::Rules(Rules {
-                first_live: last.max(1),
-                oldest: 0,
-            })
+            Verdict::Rules(Rules::last_only(last))
         } else {
             match self.engine.metadata_with_position(stream) {
                 None => Verdict::Live,
@@ -663,28 +660,55 @@ fn check_image(seg: &Segment, frames: &[Judged], len: usize, image: &[u8]) -> Re
 /// The newest timestamp of the events of `data` (the segment's bytes); 0 when it has none.
 fn newest_timestamp(seg: &Segment, data: &[u8]) -> Result<u64> {
     let mut newest = 0;
-    let mut offset = SEGMENT_HEADER_BYTES;
-    loop {
-        let f = match frame::read_frame(data, offset) {
-            FrameRead::End => return Ok(newest),
-            FrameRead::Frame(f) => f,
-            FrameRead::Bad(reason) | FrameRead::Malformed(reason) => {
-                return Err(Error::corruption(&seg.path, offset as u64, reason));
-            }
-        };
+    for f in frames(seg, data) {
+        let f = f?;
         if !f.erased {
             for part in f.parts() {
-                let mut at = part.records_offset;
-                for _ in 0..part.count {
-                    let r = frame::read_record(data, at, false)
-                        .map_err(|reason| Error::corruption(&seg.path, at as u64, reason))?;
-                    newest = newest.max(r.timestamp);
-                    at = r.end;
+                for r in records(seg, data, &part) {
+                    newest = newest.max(r?.1.timestamp);
                 }
             }
         }
-        offset = f.end();
     }
+    Ok(newest)
+}
+
+/// The frames of a segment's bytes `data`, from the first to empty space; one that fails
+/// its check is corruption (the bytes of a sealed segment).
+fn frames<'a>(seg: &'a Segment, data: &'a [u8]) -> impl Iterator<Item = Result<Frame<'a>>> {
+    let mut offset = Some(SEGMENT_HEADER_BYTES);
+    std::iter::from_fn(move || {
+        let at = offset?;
+        match frame::read_frame(data, at) {
+            FrameRead::End => {
+                offset = None;
+                None
+            }
+            FrameRead::Frame(f) => {
+                offset = Some(f.end());
+                Some(Ok(f))
+            }
+            FrameRead::Bad(reason) | FrameRead::Malformed(reason) => {
+                offset = None;
+                Some(Err(Error::corruption(&seg.path, at as u64, reason)))
+            }
+        }
+    })
+}
+
+/// The records of `part` (of a frame of `data` that is not erased), each with its offset.
+fn records<'a>(
+    seg: &'a Segment,
+    data: &'a [u8],
+    part: &Part<'_>,
+) -> impl Iterator<Item = Result<(usize, frame::Record<'a>)>> {
+    let mut at = part.records_offset;
+    (0..part.count).map(move |_| {
+        let r = frame::read_record(data, at, false)
+            .map_err(|reason| Error::corruption(&seg.path, at as u64, reason))?;
+        let start = std::mem::replace(&mut at, r.end);
+        Ok((start, r))
+    })
 }
 
 /// Lowers the calling thread's priority (nice 10): a scavenge's threads are background work.
@@ -888,16 +912,9 @@ fn erase_records(out: &mut [u8], f: &Judged) {
 
 /// Every frame of `data`, each event judged live or dead.
 fn judge_frames(seg: &Segment, data: &[u8], judge: &mut Judge<'_>) -> Result<Vec<Judged>> {
-    let mut frames = Vec::new();
-    let mut offset = SEGMENT_HEADER_BYTES;
-    loop {
-        let f = match frame::read_frame(data, offset) {
-            FrameRead::End => break,
-            FrameRead::Frame(f) => f,
-            FrameRead::Bad(reason) | FrameRead::Malformed(reason) => {
-                return Err(Error::corruption(&seg.path, offset as u64, reason));
-            }
-        };
+    let mut judged = Vec::new();
+    for f in frames(seg, data) {
+        let f = f?;
         let mut j = Judged {
             offset: f.offset,
             end: f.end(),
@@ -919,10 +936,8 @@ fn judge_frames(seg: &Segment, data: &[u8], judge: &mut Judge<'_>) -> Result<Vec
         if !f.erased {
             for part in f.parts() {
                 let verdict = judge.of(part.stream);
-                let mut at = part.records_offset;
-                for _ in 0..part.count {
-                    let r = frame::read_record(data, at, false)
-                        .map_err(|reason| Error::corruption(&seg.path, at as u64, reason))?;
+                for r in records(seg, data, &part) {
+                    let (at, r) = r?;
                     if r.erased {
                         j.erased_records += 1;
                     } else if verdict.keeps(r.version, r.timestamp) {
@@ -936,12 +951,10 @@ fn judge_frames(seg: &Segment, data: &[u8], judge: &mut Judge<'_>) -> Result<Vec
                             edges: r.edges,
                         });
                     }
-                    at = r.end;
                 }
             }
         }
-        offset = f.end();
-        frames.push(j);
+        judged.push(j);
     }
-    Ok(frames)
+    Ok(judged)
 }
