@@ -145,6 +145,31 @@ pub enum Error {
         retained_from: u64,
     },
 
+    /// The store is a replica ([`Replica`](crate::Replica)): only its replication writes
+    /// to it; applications read it.
+    #[error(
+        "store {path} is a replica of JetStream stream {js_stream:?}: only its replication writes to it"
+    )]
+    IsReplica {
+        /// The store directory.
+        path: PathBuf,
+        /// The JetStream stream it replicates.
+        js_stream: String,
+    },
+
+    /// Replication (the relay to NATS JetStream, or a replica built from it) met something
+    /// it must not go past: a gap or a reordering in the positions, a message that is not
+    /// one a relay wrote, another store's messages, or the server's refusal.
+    #[error("replication of JetStream stream {js_stream:?}{}: {reason}", if *sequence > 0 { format!(" at message {sequence}") } else { String::new() })]
+    Replication {
+        /// The JetStream stream.
+        js_stream: String,
+        /// The JetStream sequence of the message involved (0: none in particular).
+        sequence: u64,
+        /// What happened.
+        reason: String,
+    },
+
     /// The store has been closed.
     #[error("store is closed")]
     Closed,

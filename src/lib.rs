@@ -126,6 +126,8 @@ mod event;
 mod lifecycle;
 mod options;
 mod query;
+#[cfg(feature = "nats")]
+mod replication;
 pub mod storage;
 mod store;
 mod transaction;
@@ -153,6 +155,10 @@ pub use event::{AppendResult, EventData, ExpectedVersion, Payload, RecordedEvent
 pub use lifecycle::{DeleteMode, StreamMetadata};
 pub use options::{FsyncPolicy, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, Options, Retention};
 pub use query::{Query, QueryItem};
+#[cfg(feature = "nats")]
+pub use replication::{
+    Relay, RelayOptions, RelayProgress, RelayReport, Replica, ReplicaOptions, ReplicaReport,
+};
 pub use store::{Stats, Store, StreamInfo};
 pub use transaction::{AppendCondition, CommitResult, Transaction};
 

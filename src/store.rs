@@ -338,6 +338,12 @@ impl Store {
         Ok(result)
     }
 
+    /// The engine beneath, for the layers beside this one (replication).
+    #[cfg(feature = "nats")]
+    pub(crate) fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
     /// [`sync`](Store::sync) for async code (feature `async`): waits for group commit's sync
     /// of everything written so far instead of leading one on this thread.
     ///

@@ -27,7 +27,25 @@ pub const MAX_TAGS: usize = 64;
 
 impl Engine {
     pub(crate) fn validate(&self, stream: &str, events: &[EventData]) -> Result<()> {
+        self.validate_with(stream, events, false)
+    }
+
+    /// [`validate`](Self::validate); with `system`, metadata streams' names (`$$` and a
+    /// stream's name) are accepted too (a replica writes them as its source did).
+    pub(crate) fn validate_with(
+        &self,
+        stream: &str,
+        events: &[EventData],
+        system: bool,
+    ) -> Result<()> {
         let invalid = |why: String| Err(Error::InvalidArgument(why));
+        let system = system && crate::engine::lifecycle::is_system(stream);
+        let stream_name = stream;
+        let stream = if system {
+            stream.get(2..).unwrap_or_default()
+        } else {
+            stream
+        };
         if stream.is_empty() {
             return invalid("stream name is empty".into());
         }
@@ -104,7 +122,7 @@ impl Engine {
                 pair[0].0
             ));
         }
-        let len = frame::frame_len(stream, events);
+        let len = frame::frame_len(stream_name, events);
         if u32::try_from(len).is_err() || u32::try_from(events.len()).is_err() {
             return invalid(format!(
                 "append to stream {stream:?} is {len} bytes, more than one frame holds (4 GiB)"
@@ -192,7 +210,7 @@ impl Engine {
         expected: ExpectedVersion,
         events: &[EventData],
     ) -> Result<(AppendResult, bool)> {
-        self.check_writable()?;
+        self.check_appendable()?;
         let mut guard = self.writer.lock();
         self.commit.check()?;
         self.check_not_deleted(stream)?;
@@ -260,6 +278,43 @@ impl Engine {
                 &mut w.offsets,
             ),
         }
+        let (ordinal, frame_offset) = self.place(w, first_position)?;
+        {
+            let location = |o: &u32| pack(ordinal, frame_offset + u64::from(*o));
+            let mut ix = self.index.write();
+            let mut rest: &[u32] = &w.offsets;
+            let mut position = first_position;
+            for part in parts {
+                let (mine, after) = rest.split_at(part.events.len().min(rest.len()));
+                rest = after;
+                let id = ix.push(part.stream, mine.iter().map(location));
+                for (e, o) in part.events.iter().zip(mine) {
+                    ix.post(
+                        position,
+                        id,
+                        location(o),
+                        &e.event_type,
+                        e.tags.iter().map(String::as_str),
+                    );
+                    position += 1;
+                }
+                debug_assert_eq!(
+                    ix.version(part.stream),
+                    Some(part.first_version + part.events.len() as u64 - 1),
+                    "stream {:?}: the index lost track of its version",
+                    part.stream
+                );
+            }
+        }
+        self.note_metadata(parts, first_position);
+        self.written_through(w, n, ordinal);
+        Ok((first_position, last_position, timestamp))
+    }
+
+    /// Under the writer lock: writes the frame in `w.buf`, whose first position is
+    /// `first_position` (the next one), rolling to a new segment when the active one is full.
+    /// Returns the segment ordinal and offset the frame went to.
+    pub(crate) fn place(&self, w: &mut Writer, first_position: u64) -> Result<(u32, u64)> {
         // Under `Always` every append waits for a sync anyway, and the one a roll makes
         // covers the appends waiting in the full segment; under the other policies the
         // full segment is synced in the background.
@@ -301,39 +356,17 @@ impl Engine {
                 let _ = tx.send(SealJob::Sealed(sealed));
             }
         }
-        let (ordinal, frame_offset) = (written.ordinal, written.offset);
-        {
-            let location = |o: &u32| pack(ordinal, frame_offset + u64::from(*o));
-            let mut ix = self.index.write();
-            let mut rest: &[u32] = &w.offsets;
-            let mut position = first_position;
-            for part in parts {
-                let (mine, after) = rest.split_at(part.events.len().min(rest.len()));
-                rest = after;
-                let id = ix.push(part.stream, mine.iter().map(location));
-                for (e, o) in part.events.iter().zip(mine) {
-                    ix.post(
-                        position,
-                        id,
-                        location(o),
-                        &e.event_type,
-                        e.tags.iter().map(String::as_str),
-                    );
-                    position += 1;
-                }
-                debug_assert_eq!(
-                    ix.version(part.stream),
-                    Some(part.first_version + part.events.len() as u64 - 1),
-                    "stream {:?}: the index lost track of its version",
-                    part.stream
-                );
-            }
-        }
-        self.note_metadata(parts, first_position);
+        Ok((written.ordinal, written.offset))
+    }
+
+    /// Under the writer lock, once a frame of `n` events was written to segment `ordinal`
+    /// and indexed: moves the written position past it and, unless every append waits for
+    /// its sync, publishes it.
+    pub(crate) fn written_through(&self, w: &mut Writer, n: u64, ordinal: u32) {
         w.next_position += n;
         self.written_appends.fetch_add(1, Ordering::AcqRel);
         w.written = Watermark {
-            position: last_position,
+            position: w.next_position - 1,
             location: pack(ordinal, w.active.offset),
         };
         if w.seal_due.is_some_and(|due| w.active.offset >= due) {
@@ -346,7 +379,6 @@ impl Engine {
             // Handed to the OS: acknowledged under every other policy.
             self.publish(w.written);
         }
-        Ok((first_position, last_position, timestamp))
     }
 
     /// The original result, if this append is a retry of one already written.

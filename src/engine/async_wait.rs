@@ -162,6 +162,39 @@ impl Engine {
     }
 }
 
+/// Ready once the published position passes `seen`, or the store closes.
+#[cfg(feature = "nats")]
+#[derive(Debug)]
+pub(crate) struct PublishedAfter {
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) seen: u64,
+    pub(crate) slot: Option<u64>,
+}
+
+#[cfg(feature = "nats")]
+impl Future for PublishedAfter {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        if this
+            .engine
+            .register_published(this.seen, cx.waker(), &mut this.slot)
+        {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    }
+}
+
+#[cfg(feature = "nats")]
+impl Drop for PublishedAfter {
+    fn drop(&mut self) {
+        self.engine.forget_published(&mut self.slot);
+    }
+}
+
 /// Async subscribers waiting for the published position to move, each under its id.
 #[derive(Debug, Default)]
 pub(crate) struct Wakers {

@@ -30,6 +30,7 @@ pub(crate) mod query_read;
 pub(crate) mod read;
 pub(crate) mod recovery;
 pub(crate) mod repair;
+pub(crate) mod replica;
 pub(crate) mod scavenge;
 pub(crate) mod segment;
 pub(crate) mod state;
@@ -53,6 +54,7 @@ use crate::error::{Error, Result};
 use crate::options::{FsyncPolicy, Options};
 use crate::storage::Storage;
 use commit::Commit;
+use format::replica_file::ReplicaFile;
 use index::{StreamIndex, pack};
 use log::{Active, Log};
 use read::{AllEvents, ReadOptions, StreamEvents};
@@ -174,6 +176,8 @@ pub(crate) struct Engine {
     board: Option<published::Board>,
     /// Why a follower stopped following, if it did.
     pub(crate) follow_failure: Mutex<Option<String>>,
+    /// What `REPLICA` says, in a replica's directory: only its replication appends.
+    pub(crate) replica: RwLock<Option<ReplicaFile>>,
     recovery: RecoveryReport,
     /// The directory lock (a read-only engine's is a placeholder), released by `close` so
     /// that the store can be opened again while old subscriptions drain; `None` once closed.
@@ -234,6 +238,7 @@ impl Engine {
         } else {
             lock_dir(storage.as_ref(), &dir)?
         };
+        let replica = replica::read_marker(storage.as_ref(), &dir)?;
         let mut index = StreamIndex::new(options.query_index);
         // Read before the directory is listed: see `RecoverOptions::state`.
         let state = state::read(storage.as_ref(), &dir)?;
@@ -312,6 +317,7 @@ impl Engine {
             background: Mutex::new(Background::default()),
             board: None,
             follow_failure: Mutex::new(None),
+            replica: RwLock::new(replica),
             lock: RwLock::new(Some(lock)),
         };
         engine.load_lifecycle()?;
@@ -510,6 +516,19 @@ impl Engine {
                  type, query subscriptions and append conditions need it"
                     .into(),
             ))
+        }
+    }
+
+    /// Fails with [`Error::ReadOnly`] for a store opened read-only, and with
+    /// [`Error::IsReplica`] for a replica: appends, transactions and metadata changes.
+    pub(crate) fn check_appendable(&self) -> Result<()> {
+        self.check_writable()?;
+        match &*self.replica.read() {
+            Some(r) => Err(Error::IsReplica {
+                path: self.dir.clone(),
+                js_stream: r.js_stream.clone(),
+            }),
+            None => Ok(()),
         }
     }
 

@@ -402,6 +402,82 @@ pub struct AllEvents {
     buf: Vec<RecordedEvent>,
     /// Events still to return (the limit counts returned events, not positions skipped).
     left: u64,
+    /// A walk of every position ([`LogEntries`]): nothing hidden, erased events reported.
+    raw: bool,
+}
+
+/// One position range of the log, as [`LogEntries`] walks it.
+#[derive(Debug, Clone)]
+pub(crate) enum Walked {
+    /// An event, whatever its stream (metadata streams too) and whether or not its stream's
+    /// metadata hides it; and whether it is the last event of its frame (its commit).
+    Event(
+        RecordedEvent,
+        #[cfg_attr(not(feature = "nats"), allow(dead_code))] bool,
+    ),
+    /// Events a scavenge erased: from `first_position` on, each part's versions in turn.
+    Erased {
+        first_position: u64,
+        parts: Vec<frame::ErasedPart>,
+    },
+}
+
+impl Walked {
+    /// The position after the entry's last one.
+    pub(crate) fn end(&self) -> u64 {
+        match self {
+            Walked::Event(e, _) => e.position + 1,
+            Walked::Erased {
+                first_position,
+                parts,
+            } => first_position + parts.iter().map(|p| u64::from(p.count)).sum::<u64>(),
+        }
+    }
+
+    fn first_position(&self) -> u64 {
+        match self {
+            Walked::Event(e, _) => e.position,
+            Walked::Erased { first_position, .. } => *first_position,
+        }
+    }
+}
+
+/// Every position of the log from a given one, in order, for replication: each event
+/// (metadata streams' and hidden ones included) and each run of erased events with their
+/// streams and versions, so that a copy can take the same positions and versions.
+#[cfg(feature = "nats")]
+#[derive(Debug)]
+pub(crate) struct LogEntries(AllEvents);
+
+#[cfg(feature = "nats")]
+impl LogEntries {
+    /// From `from` up to `to` (at most the published position as of now).
+    pub(crate) fn new(inner: &Arc<Engine>, from: u64, to: u64) -> Self {
+        let mut all = AllEvents::new(inner, ReadOptions::forward_from(from));
+        all.raw = true;
+        all.hi = all.hi.min(to);
+        LogEntries(all)
+    }
+}
+
+#[cfg(feature = "nats")]
+impl Iterator for LogEntries {
+    type Item = Result<Walked>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let all = &mut self.0;
+        if all.done || all.lo > all.hi {
+            return None;
+        }
+        match all.next_forward() {
+            Ok(Some(w)) => Some(Ok(w)),
+            Ok(None) => None,
+            Err(e) => {
+                all.done = true;
+                Some(Err(e))
+            }
+        }
+    }
 }
 
 impl AllEvents {
@@ -423,6 +499,7 @@ impl AllEvents {
             done: range.is_none(),
             cursor: None,
             buf: Vec::new(),
+            raw: false,
         }
     }
 
@@ -458,8 +535,9 @@ impl AllEvents {
         )
     }
 
-    /// The next event going forward: decoded straight from the frames, no buffering.
-    fn next_forward(&mut self) -> Result<Option<RecordedEvent>> {
+    /// The next event going forward (or, walking raw, erased run): decoded straight from
+    /// the frames, no buffering.
+    fn next_forward(&mut self) -> Result<Option<Walked>> {
         loop {
             let cursor = match &mut self.cursor {
                 Some(c) => c,
@@ -468,15 +546,19 @@ impl AllEvents {
                     let range = seg
                         .forward_range(self.lo, end)
                         .ok_or_else(|| Self::missing(&seg, end, self.lo))?;
-                    self.cursor.insert(FrameCursor::new(seg, range)?)
+                    let mut cursor = FrameCursor::new(seg, range)?;
+                    cursor.raw = self.raw;
+                    self.cursor.insert(cursor)
                 }
             };
             match cursor.next(self.lo, self.hi)? {
                 // Positions between `lo` and the event's were erased, in frames the cursor
                 // walked (it checks that positions are dense).
-                Some(e) if e.position == self.lo || cursor.covers(self.lo) => {
-                    self.lo = e.position + 1;
-                    return Ok(Some(e));
+                Some(w)
+                    if w.first_position() == self.lo || (!self.raw && cursor.covers(self.lo)) =>
+                {
+                    self.lo = w.end();
+                    return Ok(Some(w));
                 }
                 // The cursor skips positions below `lo`, so the event is past it: a gap.
                 Some(_) => {
@@ -509,8 +591,10 @@ impl AllEvents {
             .and_then(|c| seg.chunk_range(c, end))
             .ok_or_else(|| Self::missing(&seg, end, target))?;
         let mut cursor = FrameCursor::new(Arc::clone(&seg), range)?;
-        while let Some(e) = cursor.next(self.lo, self.hi)? {
-            self.buf.push(e);
+        while let Some(w) = cursor.next(self.lo, self.hi)? {
+            if let Walked::Event(e, _) = w {
+                self.buf.push(e);
+            }
         }
         // Every position up to `target` must have been walked (those not returned were
         // erased); with none returned, the chunk's are all erased: go on before it.
@@ -557,7 +641,11 @@ impl Iterator for AllEvents {
                 return None;
             }
             let next = if self.forward {
-                self.next_forward()
+                self.next_forward().map(|w| match w {
+                    Some(Walked::Event(e, _)) => Some(e),
+                    // Only a raw walk reports erased runs.
+                    Some(Walked::Erased { .. }) | None => None,
+                })
             } else {
                 self.next_backward()
             };
@@ -605,6 +693,8 @@ struct FrameCursor {
     first: Option<u64>,
     /// The position after the last frame walked (erased or not).
     walked: u64,
+    /// Report erased frames and records ([`Walked::Erased`]) instead of skipping them.
+    raw: bool,
 }
 
 impl FrameCursor {
@@ -624,6 +714,7 @@ impl FrameCursor {
             pending: std::collections::VecDeque::new(),
             first: None,
             walked: 0,
+            raw: false,
         })
     }
 
@@ -636,9 +727,9 @@ impl FrameCursor {
         Error::corruption(&self.seg.path, self.start + at as u64, reason)
     }
 
-    /// The next event with a position in `[lo, hi]`; `None` at the end of the range or once
-    /// past `hi`.
-    fn next(&mut self, lo: u64, hi: u64) -> Result<Option<RecordedEvent>> {
+    /// The next event with a position in `[lo, hi]` (walking raw, or erased run, cut to the
+    /// range); `None` at the end of the range or once past `hi`.
+    fn next(&mut self, lo: u64, hi: u64) -> Result<Option<Walked>> {
         loop {
             if self.left == 0
                 && let Some((stream, version, count, record)) = self.pending.pop_front()
@@ -672,6 +763,18 @@ impl FrameCursor {
                 self.walked = f.last_position() + 1;
                 self.offset = f.end();
                 if f.erased {
+                    if self.raw && f.last_position() >= lo && f.first_position <= hi {
+                        let parts = f.parts().map(|p| frame::ErasedPart {
+                            stream: p.stream.to_owned(),
+                            first_version: p.first_version,
+                            count: p.count,
+                        });
+                        let (first_position, parts) = clip_erased(f.first_position, parts, lo, hi);
+                        return Ok(Some(Walked::Erased {
+                            first_position,
+                            parts,
+                        }));
+                    }
                     continue;
                 }
                 if f.first_position > hi {
@@ -718,7 +821,7 @@ impl FrameCursor {
             self.left -= 1;
             self.position += 1;
             self.version += 1;
-            if r.position < lo || r.erased {
+            if r.position < lo || (r.erased && !self.raw) {
                 continue;
             }
             if r.position > hi {
@@ -729,14 +832,69 @@ impl FrameCursor {
             let Some(stream) = &self.stream else {
                 return Err(self.corrupt(at, "record outside a frame"));
             };
-            return Ok(Some(recorded(Arc::clone(stream), &r, &self.bytes)));
+            if r.erased {
+                return Ok(Some(Walked::Erased {
+                    first_position: r.position,
+                    parts: vec![frame::ErasedPart {
+                        stream: stream.to_string(),
+                        first_version: r.version,
+                        count: 1,
+                    }],
+                }));
+            }
+            let last = r.edges & frame::FLAG_LAST != 0;
+            return Ok(Some(Walked::Event(
+                recorded(Arc::clone(stream), &r, &self.bytes),
+                last,
+            )));
         }
     }
+}
+
+/// The events of an erased frame from `first_position` on (`parts` in order) that lie in
+/// `[lo, hi]`: the position of the first one kept, and the parts cut to them.
+fn clip_erased(
+    first_position: u64,
+    parts: impl Iterator<Item = frame::ErasedPart>,
+    lo: u64,
+    hi: u64,
+) -> (u64, Vec<frame::ErasedPart>) {
+    let mut kept = Vec::new();
+    let mut position = first_position;
+    for mut p in parts {
+        let (start, end) = (position, position + u64::from(p.count));
+        position = end;
+        let (from, to) = (start.max(lo), end.min(hi.saturating_add(1)));
+        if from >= to {
+            continue;
+        }
+        p.first_version += from - start;
+        p.count = u32::try_from(to - from).unwrap_or(p.count);
+        kept.push(p);
+    }
+    (first_position.max(lo), kept)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn erased_frames_are_cut_to_the_range() {
+        let part = |s: &str, v, c| frame::ErasedPart {
+            stream: s.into(),
+            first_version: v,
+            count: c,
+        };
+        let parts = || vec![part("a", 1, 3), part("b", 7, 2), part("a", 4, 1)].into_iter();
+        let (first, kept) = clip_erased(10, parts(), 12, 14);
+        assert_eq!(first, 12);
+        assert_eq!(kept, vec![part("a", 3, 1), part("b", 7, 2)]);
+        assert_eq!(
+            clip_erased(10, parts(), 1, 100).1,
+            parts().collect::<Vec<_>>()
+        );
+    }
 
     #[test]
     fn spans() {

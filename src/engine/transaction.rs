@@ -112,7 +112,7 @@ impl Engine {
         self: &Arc<Self>,
         tx: &Transaction,
     ) -> Result<(CommitResult, Option<u64>)> {
-        self.check_writable()?;
+        self.check_appendable()?;
         let mut guard = self.writer.lock();
         self.commit.check()?;
         for (stream, _, _) in &tx.appends {

@@ -500,15 +500,26 @@ impl DurableSubscription {
     /// when the ack file cannot be written (or synced, under [`FsyncPolicy::Always`]);
     /// [`Error::Closed`] once the store is closed.
     pub fn ack(&mut self, position: u64) -> Result<()> {
-        if position <= self.acked {
-            return Ok(());
-        }
-        if position > self.sub.last_position() {
+        if position > self.sub.last_position() && position > self.acked {
             return Err(Error::InvalidArgument(format!(
                 "durable subscription {:?}: cannot acknowledge position {position}, only {} was delivered",
                 self.name,
                 self.sub.last_position()
             )));
+        }
+        self.record_ack(position)
+    }
+
+    /// Acknowledges `position`, handled by the caller without reading it from this
+    /// subscription (the relay reads the log itself); at most the last published position.
+    #[cfg(feature = "nats")]
+    pub(crate) fn ack_handled(&mut self, position: u64) -> Result<()> {
+        self.record_ack(position.min(self.inner.last_position()))
+    }
+
+    fn record_ack(&mut self, position: u64) -> Result<()> {
+        if position <= self.acked {
+            return Ok(());
         }
         let sync = self.inner.options.fsync == FsyncPolicy::Always;
         self.inner.while_open(|| {

@@ -11,6 +11,7 @@ mod demo;
 mod inspect;
 mod lifecycle;
 mod output;
+mod replication;
 mod verify;
 mod write;
 
@@ -190,6 +191,48 @@ enum Command {
     /// reports what it erased. Interrupted (Ctrl-C, a crash), it leaves every segment as it
     /// was or rewritten: run it again to finish.
     Scavenge,
+    /// Publish every event of the log, in order, to a NATS JetStream stream (created if
+    /// missing), until SIGINT or SIGTERM; its progress and lag go to stderr every 5 s, and
+    /// its durable subscription (--name) shows the lag in `annal stats`. Beside a process
+    /// that writes the store, it follows that writer.
+    Relay {
+        /// NATS servers, comma-separated, such as nats://127.0.0.1:4222.
+        #[arg(long, value_name = "URL")]
+        nats_url: String,
+        /// The JetStream stream.
+        #[arg(long, value_name = "NAME")]
+        js_stream: String,
+        /// Subjects are PREFIX.<stream>; the JetStream stream takes PREFIX.>.
+        #[arg(long, value_name = "PREFIX")]
+        subject_prefix: String,
+        /// The durable subscription recording what JetStream acknowledged.
+        #[arg(long, value_name = "N", default_value = "relay")]
+        name: String,
+        /// Replicas of the JetStream stream, when the relay creates it.
+        #[arg(long, value_name = "R", default_value_t = 1)]
+        replicas: usize,
+        /// Messages published and not yet acknowledged, at most.
+        #[arg(long, value_name = "N", default_value_t = 4096)]
+        max_in_flight: usize,
+    },
+    /// Build (or bring up to date) a read-only replica in --dir from a relay's JetStream
+    /// stream; with --follow, keep applying new messages until SIGINT or SIGTERM.
+    /// Applications read the replica (as followers: `annal tail`, `Store::open_follower`);
+    /// only the replication writes to it.
+    Replica {
+        /// NATS servers, comma-separated.
+        #[arg(long, value_name = "URL")]
+        nats_url: String,
+        /// The relay's JetStream stream.
+        #[arg(long, value_name = "NAME")]
+        js_stream: String,
+        /// Keep following the stream.
+        #[arg(long)]
+        follow: bool,
+        /// When the replica's writes are synced: always, never, interval:MS or every:N.
+        #[arg(long, value_name = "POLICY", value_parser = parse_fsync, default_value = "always")]
+        fsync: FsyncPolicy,
+    },
     /// Check every checksum and invariant of the store's files, changing nothing.
     ///
     /// Exit status: 0 healthy; 3 synced data damaged or lost (opens refuse the store: see
@@ -341,6 +384,31 @@ fn run(cli: Cli) -> CliResult {
             expected_version,
         } => lifecycle::metadata(&dir, json, &stream, set.as_deref(), expected_version),
         Command::Scavenge => lifecycle::scavenge(&dir, json),
+        Command::Relay {
+            nats_url,
+            js_stream,
+            subject_prefix,
+            name,
+            replicas,
+            max_in_flight,
+        } => replication::relay(
+            &dir,
+            json,
+            replication::RelayArgs {
+                nats_url,
+                js_stream,
+                subject_prefix,
+                name,
+                replicas,
+                max_in_flight,
+            },
+        ),
+        Command::Replica {
+            nats_url,
+            js_stream,
+            follow,
+            fsync,
+        } => replication::replica(&dir, json, nats_url, js_stream, follow, fsync),
         Command::Verify => verify::verify(&dir, json),
         Command::Repair { accept_loss } => verify::repair(&dir, json, accept_loss),
         Command::Bench {

@@ -284,6 +284,16 @@ pub(crate) fn erased_frame_fits(len: usize, parts: &[ErasedPart]) -> bool {
         && u32::try_from(len).is_ok()
 }
 
+/// The shortest length an erased frame listing `parts` can have
+/// ([`erased_frame_fits`] holds for it).
+#[cfg(feature = "nats")]
+pub(crate) fn erased_frame_len(parts: &[ErasedPart]) -> usize {
+    let listed: usize = parts.iter().map(|p| 2 + p.stream.len() + 12).sum();
+    let count: usize = parts.iter().map(|p| p.count as usize).sum();
+    (FRAME_HEADER_LEN + ERASED_BODY_FIXED_LEN + listed)
+        .max(FRAME_HEADER_LEN + BODY_FIXED_LEN + count * MIN_RECORD_LEN)
+}
+
 /// Writes an erased frame over all of `out` (its header included): the events of `parts`,
 /// from `first_position` on, are gone. `erased_frame_fits` must hold.
 pub(crate) fn erase_frame(out: &mut [u8], first_position: u64, durable: u64, parts: &[ErasedPart]) {

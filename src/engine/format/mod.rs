@@ -8,15 +8,21 @@
 //!   - [`index_checkpoint`]: `NNNNNNNNNN.idx`, a sealed segment's index;
 //!   - [`ack_file`]: `NAME.sub`, a durable subscription's acknowledged position;
 //!   - [`projection_file`]: `NAME.proj`, a projection's checkpoint;
+//!   - [`replica_file`]: `REPLICA`, what a replica replicates and how far it read;
 //! - [`snapshot_file`]: `NNNNNNNNNN.snap`, appended snapshot records;
 //! - [`stream_metadata`]: a stream's metadata, the payload of its metadata stream's events;
-//! - [`published_file`]: `PUBLISHED`, the writer's acknowledged position, mapped shared.
+//! - [`published_file`]: `PUBLISHED`, the writer's acknowledged position, mapped shared;
+//! - `relay_message` (feature `nats`): the subjects and headers of the messages the relay
+//!   publishes to NATS JetStream, and the payload of an erased run.
 
 pub(crate) mod ack_file;
 pub(crate) mod frame;
 pub(crate) mod index_checkpoint;
 pub(crate) mod projection_file;
 pub(crate) mod published_file;
+#[cfg(feature = "nats")]
+pub(crate) mod relay_message;
+pub(crate) mod replica_file;
 pub(crate) mod segment_header;
 pub(crate) mod small_file;
 pub(crate) mod snapshot_file;

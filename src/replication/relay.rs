@@ -1,0 +1,622 @@
+//! The relay: every position of the log, in order, to a NATS JetStream stream.
+
+use std::collections::VecDeque;
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+use async_nats::jetstream::publish::PublishAck;
+use async_nats::jetstream::{self, stream};
+use parking_lot::Mutex;
+
+use super::message::{self, Outgoing};
+use super::{Fault, connect, fatal, transient};
+use crate::engine::async_wait::PublishedAfter;
+use crate::engine::format::frame::ErasedPart;
+use crate::engine::lifecycle::is_system;
+use crate::engine::read::{LogEntries, Walked};
+use crate::error::{Error, Result};
+use crate::es::durable::DurableSubscription;
+use crate::store::Store;
+
+/// Where and how a [`Relay`] publishes.
+#[derive(Debug, Clone)]
+pub struct RelayOptions {
+    /// NATS servers, comma-separated (`nats://127.0.0.1:4222,nats://…`): any of a
+    /// cluster's, the client finds the others.
+    pub nats_url: String,
+    /// The JetStream stream, created if missing.
+    pub js_stream: String,
+    /// Subjects are `<subject_prefix>.<stream token>`; the JetStream stream takes
+    /// `<subject_prefix>.>`.
+    pub subject_prefix: String,
+    /// The durable subscription that records what JetStream acknowledged (`relay`).
+    pub name: String,
+    /// Replicas of a JetStream stream the relay creates (1; 3 or 5 on a cluster).
+    pub replicas: usize,
+    /// Messages published and not yet acknowledged, at most (4096).
+    pub max_in_flight: usize,
+    /// JetStream's deduplication window of a stream the relay creates (2 minutes).
+    pub duplicate_window: Duration,
+}
+
+impl RelayOptions {
+    /// Relays to `js_stream` on the servers of `nats_url`, under `subject_prefix`.
+    pub fn new(
+        nats_url: impl Into<String>,
+        js_stream: impl Into<String>,
+        subject_prefix: impl Into<String>,
+    ) -> Self {
+        RelayOptions {
+            nats_url: nats_url.into(),
+            js_stream: js_stream.into(),
+            subject_prefix: subject_prefix.into(),
+            name: "relay".into(),
+            replicas: 1,
+            max_in_flight: 4096,
+            duplicate_window: Duration::from_secs(120),
+        }
+    }
+
+    /// The durable subscription's name.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Replicas of the JetStream stream, when the relay creates it.
+    pub fn replicas(mut self, n: usize) -> Self {
+        self.replicas = n;
+        self
+    }
+
+    /// Messages in flight, at most (at least 1).
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n.max(1);
+        self
+    }
+
+    /// JetStream's deduplication window, when the relay creates the stream.
+    pub fn duplicate_window(mut self, window: Duration) -> Self {
+        self.duplicate_window = window;
+        self
+    }
+}
+
+/// How far a relay has got, readable while it runs (from [`Relay::progress`]).
+#[derive(Debug, Default)]
+pub struct RelayProgress {
+    acknowledged: AtomicU64,
+    sent: AtomicU64,
+    retries: AtomicU64,
+    last_fault: Mutex<Option<String>>,
+    latency: Mutex<Histogram>,
+}
+
+impl RelayProgress {
+    /// The last position JetStream acknowledged (everything up to it is in the stream).
+    pub fn acknowledged(&self) -> u64 {
+        self.acknowledged.load(Ordering::Acquire)
+    }
+
+    /// The last position published (acknowledged or not yet).
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Acquire)
+    }
+
+    /// How many times the relay lost its connection or was refused and started again
+    /// from what JetStream holds.
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Acquire)
+    }
+
+    /// Why it last started again, if it did.
+    pub fn last_fault(&self) -> Option<String> {
+        self.last_fault.lock().clone()
+    }
+
+    /// The `p`-th percentile (0 to 100) of the time from an event's timestamp (when its
+    /// append wrote it) to JetStream's acknowledgement of its message, over every event
+    /// relayed so far; within an eighth of the true value. `None` before the first.
+    pub fn latency_percentile(&self, p: f64) -> Option<Duration> {
+        self.latency.lock().percentile(p)
+    }
+}
+
+/// Microseconds in buckets of an eighth of a power of two.
+#[derive(Debug)]
+struct Histogram {
+    counts: Vec<u64>,
+    total: u64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            counts: vec![0; 64 * 8],
+            total: 0,
+        }
+    }
+}
+
+impl Histogram {
+    fn bucket(us: u64) -> usize {
+        if us < 8 {
+            return us as usize;
+        }
+        let log = 63 - u64::from(us.leading_zeros());
+        let sub = (us >> (log - 3)) & 7;
+        (log * 8 + sub) as usize
+    }
+
+    fn lower_bound(bucket: usize) -> u64 {
+        if bucket < 8 {
+            return bucket as u64;
+        }
+        let (log, sub) = ((bucket / 8) as u64, (bucket % 8) as u64);
+        (8 + sub) << (log - 3)
+    }
+
+    fn record(&mut self, us: u64) {
+        if let Some(c) = self.counts.get_mut(Self::bucket(us)) {
+            *c += 1;
+            self.total += 1;
+        }
+    }
+
+    fn percentile(&self, p: f64) -> Option<Duration> {
+        if self.total == 0 {
+            return None;
+        }
+        let rank = ((p.clamp(0.0, 100.0) / 100.0) * self.total as f64)
+            .ceil()
+            .max(1.0) as u64;
+        let mut seen = 0;
+        for (i, &c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return Some(Duration::from_micros(Self::lower_bound(i)));
+            }
+        }
+        None
+    }
+}
+
+/// What a relay did, when it stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayReport {
+    /// The last position JetStream acknowledged.
+    pub acknowledged: u64,
+    /// Messages JetStream acknowledged in this run.
+    pub messages: u64,
+}
+
+/// Publishes every position of a store's log, in order, to a JetStream stream: each event
+/// as a message (metadata streams' events too), each run of events a scavenge erased or
+/// stream metadata hides as one "erased" message (no data); see the README's "Beyond one
+/// machine" for the guarantees.
+///
+/// Only what is durable in the store is published, so that JetStream never holds an event
+/// a power loss could take back from the store (under a policy other than
+/// [`FsyncPolicy::Always`](crate::FsyncPolicy::Always), the relay asks for the syncs). On
+/// a follower ([`Options::follow`](crate::Options::follow)) it publishes what the writer
+/// acknowledged: durable when the writer runs under `Always`.
+#[derive(Debug)]
+pub struct Relay {
+    store: Arc<Store>,
+    options: RelayOptions,
+    js: jetstream::Context,
+    sub: DurableSubscription,
+    progress: Arc<RelayProgress>,
+    messages: u64,
+}
+
+/// JetStream's answer to a publish.
+type Acked = std::result::Result<PublishAck, PublishError>;
+/// A publish's acknowledgement, awaited.
+type AckFuture = Pin<Box<dyn Future<Output = Acked> + Send>>;
+
+/// A published message waiting for JetStream's acknowledgement.
+struct InFlight {
+    /// The position after the message's last one.
+    end: u64,
+    /// The stream sequence it must get.
+    sequence: u64,
+    /// Its event's timestamp (0 for an erased run).
+    timestamp: u64,
+    ack: AckFuture,
+}
+
+impl Relay {
+    /// Connects to NATS, creates the JetStream stream if it is missing, and opens the
+    /// durable subscription `options.name`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Replication`] when NATS cannot be reached, or the stream exists with
+    /// subjects that do not take `<subject_prefix>.>`; [`Error::InvalidArgument`] for a
+    /// prefix that is not a subject, or a durable subscription that is open already.
+    pub async fn connect(store: Arc<Store>, options: RelayOptions) -> Result<Relay> {
+        super::check_prefix(&options.subject_prefix)?;
+        let js = connect(&options.nats_url, &options.js_stream, "annal relay").await?;
+        let subjects = format!("{}.>", options.subject_prefix);
+        let config = stream::Config {
+            name: options.js_stream.clone(),
+            subjects: vec![subjects.clone()],
+            num_replicas: options.replicas,
+            duplicate_window: options.duplicate_window,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        };
+        let s = js.get_or_create_stream(config).await.map_err(|e| {
+            super::failed(
+                &options.js_stream,
+                format!("cannot create or find the stream: {e}"),
+            )
+        })?;
+        if !s.cached_info().config.subjects.contains(&subjects) {
+            return Err(super::failed(
+                &options.js_stream,
+                format!(
+                    "the stream exists with subjects {:?}, which do not take {subjects}",
+                    s.cached_info().config.subjects
+                ),
+            ));
+        }
+        let sub = store.durable_subscription(&options.name)?;
+        Ok(Relay {
+            store,
+            options,
+            js,
+            sub,
+            progress: Arc::new(RelayProgress::default()),
+            messages: 0,
+        })
+    }
+
+    /// Its progress, to watch from another task or thread.
+    pub fn progress(&self) -> Arc<RelayProgress> {
+        Arc::clone(&self.progress)
+    }
+
+    /// Relays until `stop` completes, then waits (up to 10 s) for the acknowledgements of
+    /// what is in flight and records them. A lost connection or a refused publish is
+    /// retried (from what JetStream holds, after a pause that grows to 5 s), and shows in
+    /// [`RelayProgress::retries`].
+    ///
+    /// # Errors
+    ///
+    /// What cannot be retried: [`Error::Replication`] when the stream's last message is not
+    /// this relay's (another writer, another store), or holds a position this store does
+    /// not have; [`Error::BehindRetention`] when retention dropped events before they were
+    /// relayed; errors of the store (reading the log, writing the ack file).
+    pub async fn run_until(&mut self, stop: impl Future<Output = ()>) -> Result<RelayReport> {
+        let mut stop = std::pin::pin!(stop);
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let before = self.messages;
+            match self.session(&mut stop).await {
+                Ok(()) => {
+                    return Ok(RelayReport {
+                        acknowledged: self.progress.acknowledged(),
+                        messages: self.messages,
+                    });
+                }
+                Err(Fault::Fatal(e)) => return Err(e),
+                Err(Fault::Transient(why)) => {
+                    self.progress.retries.fetch_add(1, Ordering::AcqRel);
+                    *self.progress.last_fault.lock() = Some(why);
+                    if self.messages > before {
+                        pause = Duration::from_millis(50);
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        () = &mut stop => {
+                            return Ok(RelayReport {
+                                acknowledged: self.progress.acknowledged(),
+                                messages: self.messages,
+                            });
+                        }
+                    }
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// Where to go on from: the position after the stream's last message, and its
+    /// sequence.
+    async fn resync(&mut self) -> Result<(u64, u64), Fault> {
+        let name = &self.options.js_stream;
+        let mut s = self
+            .js
+            .get_stream(name)
+            .await
+            .map_err(|e| transient(format!("cannot find stream {name}: {e}")))?;
+        let info = s
+            .info()
+            .await
+            .map_err(|e| transient(format!("cannot read stream {name}'s state: {e}")))?;
+        let last = info.state.last_sequence;
+        if last == 0 {
+            return Ok((1, 0));
+        }
+        let m = s
+            .get_raw_message(last)
+            .await
+            .map_err(|e| transient(format!("cannot read message {last} of {name}: {e}")))?;
+        let prefix = &self.options.subject_prefix;
+        let end = match message::parse(prefix, &m.subject, Some(&m.headers), &m.payload) {
+            Ok(i) => i.end(),
+            Err(why) => {
+                return Err(fatal(
+                    name,
+                    last,
+                    format!("the stream's last message is not this relay's: {why}"),
+                ));
+            }
+        };
+        let have = self.store.last_position();
+        if end - 1 > have {
+            return Err(fatal(
+                name,
+                last,
+                format!(
+                    "the stream holds position {} but this store ends at {have}: it is another store's stream, or this store lost events",
+                    end - 1
+                ),
+            ));
+        }
+        let retained = self.store.retained_from();
+        if end < retained {
+            return Err(Fault::Fatal(Error::BehindRetention {
+                name: format!("relay {:?}", self.options.name),
+                position: end - 1,
+                retained_from: retained,
+            }));
+        }
+        Ok((end, last))
+    }
+
+    async fn session(
+        &mut self,
+        stop: &mut Pin<&mut impl Future<Output = ()>>,
+    ) -> Result<(), Fault> {
+        let (mut next, mut sequence) = self.resync().await?;
+        let engine = Arc::clone(self.store.engine());
+        self.progress
+            .acknowledged
+            .store(next - 1, Ordering::Release);
+        self.progress.sent.store(next - 1, Ordering::Release);
+        self.sub.ack_handled(next - 1).map_err(Fault::Fatal)?;
+        let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+        let mut feed: Option<LogEntries> = None;
+        let mut erased: Option<(u64, Vec<ErasedPart>)> = None;
+        let mut last_ack_write = Instant::now();
+        let max = self.options.max_in_flight;
+        loop {
+            // Publish what the log holds, up to the window.
+            while in_flight.len() < max {
+                if feed.is_none() {
+                    // A follower relays what its writer acknowledged (durable under
+                    // `Always`); the writer's process, only what is durable.
+                    let durable = if engine.options.follow {
+                        engine.last_position()
+                    } else {
+                        engine.commit.durable().min(engine.last_position())
+                    };
+                    if durable < next {
+                        break;
+                    }
+                    feed = Some(LogEntries::new(&engine, next, durable));
+                }
+                let Some(f) = feed.as_mut() else { break };
+                let out = match f.next() {
+                    Some(Ok(w)) => {
+                        next = w.end();
+                        self.convert(w, &engine, &mut erased)
+                    }
+                    Some(Err(e)) => return Err(Fault::Fatal(e)),
+                    None => {
+                        feed = None;
+                        let out = erased.take().map(|(first, parts)| {
+                            (
+                                message::erased(&self.options.subject_prefix, first, &parts),
+                                first + count(&parts),
+                                0,
+                            )
+                        });
+                        if out.is_none() {
+                            break;
+                        }
+                        out.into_iter().collect()
+                    }
+                };
+                for (msg, end, timestamp) in out {
+                    sequence += 1;
+                    let ack = self.publish(msg, sequence).await?;
+                    self.progress.sent.store(end - 1, Ordering::Release);
+                    in_flight.push_back(InFlight {
+                        end,
+                        sequence,
+                        timestamp,
+                        ack,
+                    });
+                }
+            }
+            let caught_up = feed.is_none() && in_flight.len() < max;
+            let unsynced =
+                !engine.options.follow && engine.last_position() > engine.commit.durable();
+            tokio::select! {
+                biased;
+                () = &mut *stop => {
+                    self.drain(&mut in_flight).await?;
+                    return Ok(());
+                }
+                acked = async {
+                    match in_flight.front_mut() {
+                        Some(f) => f.ack.as_mut().await,
+                        None => std::future::pending().await,
+                    }
+                }, if !in_flight.is_empty() => {
+                    let Some(f) = in_flight.pop_front() else { continue };
+                    self.acknowledged(&f, acked)?;
+                    if in_flight.is_empty() || last_ack_write.elapsed() >= Duration::from_millis(100) {
+                        self.sub.ack_handled(f.end - 1).map_err(Fault::Fatal)?;
+                        last_ack_write = Instant::now();
+                    }
+                }
+                synced = self.store.sync_async(), if caught_up && unsynced => {
+                    synced.map_err(Fault::Fatal)?;
+                }
+                () = PublishedAfter { engine: Arc::clone(&engine), seen: next - 1, slot: None }, if caught_up && !unsynced => {
+                    if engine.is_closed() {
+                        self.drain(&mut in_flight).await?;
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// The messages an entry of the log makes (with the position after each and its
+    /// event's timestamp): none while it only extends a run of erased events.
+    fn convert(
+        &self,
+        w: Walked,
+        engine: &crate::engine::Engine,
+        erased: &mut Option<(u64, Vec<ErasedPart>)>,
+    ) -> Vec<(Outgoing, u64, u64)> {
+        let prefix = &self.options.subject_prefix;
+        let (first, parts) = match w {
+            Walked::Event(e, last) if is_system(&e.stream) || !engine.hides(&e) => {
+                let mut out = Vec::with_capacity(2);
+                if let Some((first, parts)) = erased.take() {
+                    out.push((
+                        message::erased(prefix, first, &parts),
+                        first + count(&parts),
+                        0,
+                    ));
+                }
+                out.push((
+                    message::event(prefix, &e, last),
+                    e.position + 1,
+                    e.timestamp,
+                ));
+                return out;
+            }
+            // What the stream's metadata hides is relayed as erased: its data stays here.
+            Walked::Event(e, _) => (
+                e.position,
+                vec![ErasedPart {
+                    stream: e.stream.to_string(),
+                    first_version: e.version,
+                    count: 1,
+                }],
+            ),
+            Walked::Erased {
+                first_position,
+                parts,
+            } => (first_position, parts),
+        };
+        let run = erased.get_or_insert_with(|| (first, Vec::new()));
+        for p in parts {
+            match run.1.last_mut() {
+                Some(l)
+                    if l.stream == p.stream
+                        && l.first_version + u64::from(l.count) == p.first_version =>
+                {
+                    l.count = l.count.saturating_add(p.count);
+                }
+                _ => run.1.push(p),
+            }
+        }
+        // Runs stay well under NATS's default limit of 1 MiB per message.
+        let listed: usize = run.1.iter().map(|p| 14 + p.stream.len()).sum();
+        if listed > 256 * 1024 || count(&run.1) > u64::from(u32::MAX / 2) {
+            if let Some((first, parts)) = erased.take() {
+                return vec![(
+                    message::erased(prefix, first, &parts),
+                    first + count(&parts),
+                    0,
+                )];
+            }
+        }
+        Vec::new()
+    }
+
+    async fn publish(&self, msg: Outgoing, sequence: u64) -> Result<AckFuture, Fault> {
+        let mut headers = msg.headers;
+        headers.insert(
+            crate::engine::format::relay_message::EXPECTED_LAST_SEQUENCE,
+            (sequence - 1).to_string(),
+        );
+        let ack = self
+            .js
+            .publish_with_headers(msg.subject, headers, msg.payload)
+            .await
+            .map_err(|e| transient(format!("publish failed: {e}")))?;
+        Ok(ack.into_future())
+    }
+
+    /// Records JetStream's answer for `f`, the oldest message in flight.
+    fn acknowledged(&mut self, f: &InFlight, acked: Acked) -> Result<(), Fault> {
+        match acked {
+            Ok(a) if a.sequence == f.sequence => {
+                self.messages += 1;
+                self.progress
+                    .acknowledged
+                    .store(f.end - 1, Ordering::Release);
+                if f.timestamp > 0 {
+                    let now = crate::engine::lifecycle::now_micros();
+                    self.progress
+                        .latency
+                        .lock()
+                        .record(now.saturating_sub(f.timestamp));
+                }
+                Ok(())
+            }
+            Ok(a) => Err(transient(format!(
+                "JetStream put the message of position {} at sequence {}{}, not {}; starting again from what it holds",
+                f.end - 1,
+                a.sequence,
+                if a.duplicate { " (a duplicate)" } else { "" },
+                f.sequence
+            ))),
+            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Err(transient(format!(
+                "JetStream refused message {} (an earlier one was lost, or another writer published): {e}",
+                f.sequence
+            ))),
+            Err(e) => Err(transient(format!(
+                "no acknowledgement for message {}: {e}",
+                f.sequence
+            ))),
+        }
+    }
+
+    /// Waits for every acknowledgement in flight (10 s at most) and records them.
+    async fn drain(&mut self, in_flight: &mut VecDeque<InFlight>) -> Result<(), Fault> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while let Some(mut f) = in_flight.pop_front() {
+            match tokio::time::timeout_at(deadline, f.ack.as_mut()).await {
+                Ok(acked) => {
+                    if self.acknowledged(&f, acked).is_err() {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        self.sub
+            .ack_handled(self.progress.acknowledged())
+            .map_err(Fault::Fatal)
+    }
+}
+
+/// Positions an erased run covers.
+fn count(parts: &[ErasedPart]) -> u64 {
+    parts.iter().map(|p| u64::from(p.count)).sum()
+}
