@@ -8,9 +8,12 @@
 
 use std::path::Path;
 
+#[cfg(feature = "nats")]
 use super::Engine;
+#[cfg(feature = "nats")]
 use super::format::frame::{self, ErasedPart, TxPart};
 use super::format::replica_file::{self, FILE_NAME, ReplicaFile};
+#[cfg(feature = "nats")]
 use super::index::pack;
 use crate::error::{Error, Result};
 use crate::storage::Storage;

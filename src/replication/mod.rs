@@ -61,8 +61,15 @@ pub(crate) fn check_prefix(prefix: &str) -> Result<()> {
     Ok(())
 }
 
-/// Connects to the servers of `url` (comma-separated) as `name`, for JetStream.
-pub(crate) async fn connect(url: &str, js_stream: &str, name: &str) -> Result<jetstream::Context> {
+/// Connects to the servers of `url` (comma-separated) as `name`, for JetStream, with room
+/// for `in_flight` publishes waiting for their acknowledgements (the client's own limit
+/// would otherwise hold a publish back while the relay waits to send it).
+pub(crate) async fn connect(
+    url: &str,
+    js_stream: &str,
+    name: &str,
+    in_flight: usize,
+) -> Result<jetstream::Context> {
     let servers: Vec<async_nats::ServerAddr> = url
         .split(',')
         .map(|u| u.trim().parse())
@@ -73,7 +80,9 @@ pub(crate) async fn connect(url: &str, js_stream: &str, name: &str) -> Result<je
         .connect(servers)
         .await
         .map_err(|e| failed(js_stream, format!("cannot connect to NATS at {url}: {e}")))?;
-    let mut js = jetstream::new(client);
-    js.set_timeout(std::time::Duration::from_secs(5));
-    Ok(js)
+    Ok(jetstream::ContextBuilder::new()
+        .timeout(std::time::Duration::from_secs(5))
+        .max_ack_inflight(in_flight.saturating_add(16))
+        .backpressure_on_inflight(true)
+        .build(client))
 }

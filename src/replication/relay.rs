@@ -145,11 +145,11 @@ impl Default for Histogram {
 impl Histogram {
     fn bucket(us: u64) -> usize {
         if us < 8 {
-            return us as usize;
+            return crate::cast::usize_from(us);
         }
         let log = 63 - u64::from(us.leading_zeros());
         let sub = (us >> (log - 3)) & 7;
-        (log * 8 + sub) as usize
+        crate::cast::usize_from(log * 8 + sub)
     }
 
     fn lower_bound(bucket: usize) -> u64 {
@@ -171,6 +171,8 @@ impl Histogram {
         if self.total == 0 {
             return None;
         }
+        // The rank of the percentile, at least the first: a whole number below `total`.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         let rank = ((p.clamp(0.0, 100.0) / 100.0) * self.total as f64)
             .ceil()
             .max(1.0) as u64;
@@ -241,7 +243,13 @@ impl Relay {
     /// prefix that is not a subject, or a durable subscription that is open already.
     pub async fn connect(store: Arc<Store>, options: RelayOptions) -> Result<Relay> {
         super::check_prefix(&options.subject_prefix)?;
-        let js = connect(&options.nats_url, &options.js_stream, "annal relay").await?;
+        let js = connect(
+            &options.nats_url,
+            &options.js_stream,
+            "annal relay",
+            options.max_in_flight,
+        )
+        .await?;
         let subjects = format!("{}.>", options.subject_prefix);
         let config = stream::Config {
             name: options.js_stream.clone(),
@@ -536,14 +544,14 @@ impl Relay {
         }
         // Runs stay well under NATS's default limit of 1 MiB per message.
         let listed: usize = run.1.iter().map(|p| 14 + p.stream.len()).sum();
-        if listed > 256 * 1024 || count(&run.1) > u64::from(u32::MAX / 2) {
-            if let Some((first, parts)) = erased.take() {
-                return vec![(
-                    message::erased(prefix, first, &parts),
-                    first + count(&parts),
-                    0,
-                )];
-            }
+        if (listed > 256 * 1024 || count(&run.1) > u64::from(u32::MAX / 2))
+            && let Some((first, parts)) = erased.take()
+        {
+            return vec![(
+                message::erased(prefix, first, &parts),
+                first + count(&parts),
+                0,
+            )];
         }
         Vec::new()
     }

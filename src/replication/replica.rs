@@ -99,7 +99,7 @@ impl Replica {
         store_options: Options,
         options: ReplicaOptions,
     ) -> Result<Replica> {
-        let js = connect(&options.nats_url, &options.js_stream, "annal replica").await?;
+        let js = connect(&options.nats_url, &options.js_stream, "annal replica", 16).await?;
         let name = &options.js_stream;
         let mut s = js
             .get_stream(name)
@@ -165,7 +165,13 @@ impl Replica {
         loop {
             match self.session(&mut stop, &mut report).await {
                 Ok(()) => return Ok(report),
-                Err(Fault::Fatal(e)) => return Err(e),
+                Err(Fault::Fatal(e)) => {
+                    // What was written before the fault is good: make it what the policy
+                    // promises (and visible) before stopping.
+                    let engine = self.store.engine();
+                    engine.settle(engine.written_position(), false)?;
+                    return Err(e);
+                }
                 Err(Fault::Transient(_)) => {
                     tokio::select! {
                         () = tokio::time::sleep(Duration::from_millis(500)) => {}

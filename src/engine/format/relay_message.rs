@@ -157,6 +157,7 @@ pub(crate) fn decode_erased(buf: &[u8]) -> Result<Vec<ErasedPart>, &'static str>
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
 
