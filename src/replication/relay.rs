@@ -41,6 +41,9 @@ pub struct RelayOptions {
     pub max_in_flight: usize,
     /// JetStream's deduplication window of a stream the relay creates (2 minutes).
     pub duplicate_window: Duration,
+    /// Only the events this query matches (none of metadata streams, no erased runs), for
+    /// consumers that want part of the log; `None`: every position, as a replica needs.
+    pub query: Option<crate::query::Query>,
 }
 
 impl RelayOptions {
@@ -58,7 +61,15 @@ impl RelayOptions {
             replicas: 1,
             max_in_flight: 4096,
             duplicate_window: Duration::from_secs(120),
+            query: None,
         }
+    }
+
+    /// Relays only the events `query` matches: the stream then has gaps in positions, so no
+    /// replica can be built from it. The relay still reads every event to test it.
+    pub fn query(mut self, query: crate::query::Query) -> Self {
+        self.query = Some(query);
+        self
     }
 
     /// The durable subscription's name.
@@ -499,6 +510,20 @@ impl Relay {
         erased: &mut Option<(u64, Vec<ErasedPart>)>,
     ) -> Vec<(Outgoing, u64, u64)> {
         let prefix = &self.options.subject_prefix;
+        if let Some(q) = &self.options.query {
+            return match w {
+                Walked::Event(e, last)
+                    if !is_system(&e.stream) && q.matches_event(&e) && !engine.hides(&e) =>
+                {
+                    vec![(
+                        message::event(prefix, &e, last),
+                        e.position + 1,
+                        e.timestamp,
+                    )]
+                }
+                _ => Vec::new(),
+            };
+        }
         let (first, parts) = match w {
             Walked::Event(e, last) if is_system(&e.stream) || !engine.hides(&e) => {
                 let mut out = Vec::with_capacity(2);

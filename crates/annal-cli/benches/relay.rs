@@ -18,6 +18,7 @@
     reason = "a benchmark's failure is a panic"
 )]
 
+use std::future::IntoFuture;
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -102,10 +103,17 @@ fn main() {
         (started.elapsed(), server_cpu(server.id()) - cpu)
     });
     let (elapsed, server_secs) = elapsed;
+    let relay_rate = last as f64 / elapsed.as_secs_f64();
     println!(
-        "relay throughput: {last} events in {:.2} s = {:.0} events/s (nats-server used {server_secs:.2} s of CPU)",
+        "relay throughput: {last} events in {:.2} s = {relay_rate:.0} events/s (nats-server used {server_secs:.2} s of CPU)",
         elapsed.as_secs_f64(),
-        last as f64 / elapsed.as_secs_f64()
+    );
+    // The NATS client alone, publishing as many messages of the same size with the same
+    // headers and window: what the server and client allow on this machine.
+    let raw = rt.block_on(raw_publish(&url, last));
+    println!(
+        "async-nats alone, same messages: {raw:.0} messages/s; relay / client alone = {:.2}",
+        relay_rate / raw
     );
 
     // 2. Lag of live appends.
@@ -160,6 +168,51 @@ fn main() {
     );
     let _ = server.kill();
     let _ = server.wait();
+}
+
+/// Publishes `n` messages like the relay's (200-byte payload, the same headers, 4096 in
+/// flight) straight from the client; messages per second.
+async fn raw_publish(url: &str, n: u64) -> f64 {
+    use async_nats::jetstream;
+    let client = async_nats::connect(url).await.unwrap();
+    let js = jetstream::ContextBuilder::new()
+        .max_ack_inflight(5000)
+        .backpressure_on_inflight(true)
+        .build(client);
+    js.get_or_create_stream(jetstream::stream::Config {
+        name: "RAW".into(),
+        subjects: vec!["raw.>".into()],
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let payload = bytes::Bytes::from(vec![b'x'; 200]);
+    let mut acks = std::collections::VecDeque::new();
+    let started = Instant::now();
+    for i in 0..n {
+        let mut h = async_nats::HeaderMap::new();
+        h.insert("Nats-Msg-Id", format!("raw:{}", i + 1));
+        h.insert("Annal-Position", (i + 1).to_string());
+        h.insert("Annal-Stream", format!("s-{}", i % 10_000));
+        h.insert("Annal-Version", (i / 10_000 + 1).to_string());
+        h.insert("Annal-Type", "E");
+        h.insert("Annal-Timestamp", "1764643200000000");
+        h.insert("Annal-Commit-End", "1");
+        h.insert("Nats-Expected-Last-Sequence", i.to_string());
+        let ack = js
+            .publish_with_headers(format!("raw.s-{}", i % 10_000), h, payload.clone())
+            .await
+            .unwrap();
+        acks.push_back(ack.into_future());
+        if acks.len() >= 4096 {
+            acks.pop_front().unwrap().await.unwrap();
+        }
+    }
+    while let Some(a) = acks.pop_front() {
+        a.await.unwrap();
+    }
+    n as f64 / started.elapsed().as_secs_f64()
 }
 
 /// CPU seconds process `pid` used so far (user and system, from /proc).

@@ -214,6 +214,13 @@ enum Command {
         /// Messages published and not yet acknowledged, at most.
         #[arg(long, value_name = "N", default_value_t = 4096)]
         max_in_flight: usize,
+        /// Only events of this type (repeat for several): a relay of part of the log, for
+        /// consumers; no replica can be built from it.
+        #[arg(long = "event-type", value_name = "TYPE")]
+        event_types: Vec<String>,
+        /// Only events carrying this tag (repeat: all of them), as --event-type.
+        #[arg(long = "tag", value_name = "TAG")]
+        tags: Vec<String>,
     },
     /// Build (or bring up to date) a read-only replica in --dir from a relay's JetStream
     /// stream; with --follow, keep applying new messages until SIGINT or SIGTERM.
@@ -391,6 +398,8 @@ fn run(cli: Cli) -> CliResult {
             name,
             replicas,
             max_in_flight,
+            event_types,
+            tags,
         } => replication::relay(
             &dir,
             json,
@@ -401,6 +410,8 @@ fn run(cli: Cli) -> CliResult {
                 name,
                 replicas,
                 max_in_flight,
+                event_types,
+                tags,
             },
         ),
         Command::Replica {

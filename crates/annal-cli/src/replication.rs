@@ -18,6 +18,8 @@ pub struct RelayArgs {
     pub name: String,
     pub replicas: usize,
     pub max_in_flight: usize,
+    pub event_types: Vec<String>,
+    pub tags: Vec<String>,
 }
 
 /// A flag set by SIGINT or SIGTERM.
@@ -62,6 +64,13 @@ pub fn relay(dir: &Path, json: bool, args: RelayArgs) -> CliResult {
         .name(args.name)
         .replicas(args.replicas)
         .max_in_flight(args.max_in_flight);
+    let options = if args.event_types.is_empty() && args.tags.is_empty() {
+        options
+    } else {
+        options.query(annal::Query::items([annal::QueryItem::new()
+            .types(args.event_types)
+            .tags(args.tags)]))
+    };
     let rt = runtime()?;
     let report = rt.block_on(async {
         let mut relay = Relay::connect(Arc::clone(&store), options).await?;

@@ -699,3 +699,35 @@ fn a_three_node_cluster_losing_a_node_during_the_relay_loses_nothing() {
     let positions: Vec<u64> = msgs.iter().map(|m| m.2).collect();
     assert_eq!(positions, (1..=last).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_relay_of_a_query_publishes_only_the_events_it_matches() {
+    let server = Server::single();
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(varied_store(dir.path()));
+    let wanted: Vec<u64> = read_all(&store)
+        .iter()
+        .filter(|e| e.event_type == "ItemAdded" && e.tags.contains("sku-2"))
+        .map(|e| e.position)
+        .collect();
+    assert!(!wanted.is_empty());
+    let last_wanted = *wanted.last().unwrap();
+    rt.block_on(async {
+        let query = Query::items([QueryItem::new().types(["ItemAdded"]).tags(["sku-2"])]);
+        let mut relay = Relay::connect(
+            Arc::clone(&store),
+            RelayOptions::new(server.url(), "PART", "part").query(query),
+        )
+        .await
+        .unwrap();
+        let progress = relay.progress();
+        let watch = tokio::task::spawn_blocking(move || wait_acknowledged(&progress, last_wanted));
+        relay
+            .run_until(async move { watch.await.unwrap() })
+            .await
+            .unwrap();
+    });
+    let msgs = rt.block_on(messages(&server.url(), "PART"));
+    assert_eq!(msgs.iter().map(|m| m.2).collect::<Vec<_>>(), wanted);
+}
