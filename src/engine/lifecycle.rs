@@ -145,6 +145,18 @@ impl Engine {
             .is_some_and(|m| !Rules::of(m, last, now_micros()).keeps(e.version, e.timestamp))
     }
 
+    /// Whether `stream` was hard-deleted by a metadata event at or before `position`.
+    #[cfg(feature = "nats")]
+    pub(crate) fn deleted_as_of(&self, stream: &str, position: u64) -> bool {
+        self.has_lifecycle.load(Ordering::Acquire)
+            && self
+                .lifecycle
+                .read()
+                .streams
+                .get(stream)
+                .is_some_and(|(at, m)| m.deleted && *at <= position)
+    }
+
     /// Whether every event `stream` has written is live and stays so: its metadata (if
     /// any) sets no rule that hides events. Only then do snapshots and cached states,
     /// folded over every event, stand for it.

@@ -110,6 +110,11 @@ impl Engine {
             return Err(Error::InvalidArgument("an erased run of no events".into()));
         }
         let len = frame::erased_frame_len(parts);
+        if !frame::erased_frame_fits(len, parts) {
+            return Err(Error::InvalidArgument(format!(
+                "an erased run of {n} events at position {first_position} is too long for one frame"
+            )));
+        }
         let last = {
             let mut guard = self.writer.lock();
             self.commit.check()?;

@@ -95,11 +95,13 @@ impl Incoming {
     /// The position after its last one.
     pub(crate) fn end(&self) -> u64 {
         match self {
-            Incoming::Event { position, .. } => position + 1,
+            Incoming::Event { position, .. } => position.saturating_add(1),
             Incoming::Erased {
                 first_position,
                 parts,
-            } => first_position + parts.iter().map(|p| u64::from(p.count)).sum::<u64>(),
+            } => parts.iter().fold(*first_position, |end, p| {
+                end.saturating_add(u64::from(p.count))
+            }),
         }
     }
 }
@@ -126,8 +128,9 @@ pub(crate) fn parse(
 ) -> Result<Incoming, String> {
     let h = headers.ok_or("it has no headers: not a message of annal's relay")?;
     let position = number(h, m::POSITION)?;
-    if position == 0 {
-        return Err("its position is 0".into());
+    // Positions leave room to count past them (no store gets near).
+    if position == 0 || position > u64::MAX / 4 {
+        return Err(format!("its position {position} is out of range"));
     }
     let id = header(h, m::MSG_ID)?;
     if id != msg_id(prefix, position) {
@@ -148,7 +151,7 @@ pub(crate) fn parse(
         let n = number(h, m::ERASED)?;
         let parts = m::decode_erased(payload).map_err(str::to_owned)?;
         let listed: u64 = parts.iter().map(|p| u64::from(p.count)).sum();
-        if listed != n {
+        if listed != n || n > u64::MAX / 4 {
             return Err(format!("an erased run of {n} events lists {listed}"));
         }
         return Ok(Incoming::Erased {

@@ -208,9 +208,9 @@ pub struct RelayReport {
 }
 
 /// Publishes every position of a store's log, in order, to a JetStream stream: each event
-/// as a message (metadata streams' events too), each run of events a scavenge erased or
-/// stream metadata hides as one "erased" message (no data); see the README's "Beyond one
-/// machine" for the guarantees.
+/// as a message (metadata streams' events too, and events their metadata hides for now),
+/// each run of events a scavenge erased or a hard delete removed as "erased" messages (no
+/// data); see the README's "Beyond one machine" for the guarantees.
 ///
 /// Only what is durable in the store is published, so that JetStream never holds an event
 /// a power loss could take back from the store (under a policy other than
@@ -249,8 +249,8 @@ impl Relay {
     ///
     /// # Errors
     ///
-    /// [`Error::Replication`] when NATS cannot be reached, or the stream exists with
-    /// subjects that do not take `<subject_prefix>.>`; [`Error::InvalidArgument`] for a
+    /// [`Error::Replication`] when NATS cannot be reached, or the stream exists with other
+    /// subjects than `<subject_prefix>.>` alone; [`Error::InvalidArgument`] for a
     /// prefix that is not a subject, or a durable subscription that is open already.
     pub async fn connect(store: Arc<Store>, options: RelayOptions) -> Result<Relay> {
         super::check_prefix(&options.subject_prefix)?;
@@ -276,11 +276,11 @@ impl Relay {
                 format!("cannot create or find the stream: {e}"),
             )
         })?;
-        if !s.cached_info().config.subjects.contains(&subjects) {
+        if s.cached_info().config.subjects != [subjects.clone()] {
             return Err(super::failed(
                 &options.js_stream,
                 format!(
-                    "the stream exists with subjects {:?}, which do not take {subjects}",
+                    "the stream exists with subjects {:?}: a relay's stream takes {subjects} only",
                     s.cached_info().config.subjects
                 ),
             ));
@@ -416,42 +416,39 @@ impl Relay {
         let mut erased: Option<(u64, Vec<ErasedPart>)> = None;
         let mut last_ack_write = Instant::now();
         let max = self.options.max_in_flight;
+        // The position the current feed reads up to (durable, in the writer's process).
+        let mut bound = 0;
         loop {
             // Publish what the log holds, up to the window.
             while in_flight.len() < max {
                 if feed.is_none() {
                     // A follower relays what its writer acknowledged (durable under
                     // `Always`); the writer's process, only what is durable.
-                    let durable = if engine.options.follow {
+                    bound = if engine.options.follow {
                         engine.last_position()
                     } else {
                         engine.commit.durable().min(engine.last_position())
                     };
-                    if durable < next {
+                    if bound < next {
                         break;
                     }
-                    feed = Some(LogEntries::new(&engine, next, durable));
+                    feed = Some(LogEntries::new(&engine, next, bound));
                 }
                 let Some(f) = feed.as_mut() else { break };
                 let out = match f.next() {
                     Some(Ok(w)) => {
                         next = w.end();
-                        self.convert(w, &engine, &mut erased)
+                        self.convert(w, &engine, bound, &mut erased)
                     }
                     Some(Err(e)) => return Err(Fault::Fatal(e)),
                     None => {
                         feed = None;
-                        let out = erased.take().map(|(first, parts)| {
-                            (
-                                message::erased(&self.options.subject_prefix, first, &parts),
-                                first + count(&parts),
-                                0,
-                            )
-                        });
-                        if out.is_none() {
+                        let mut out = Vec::new();
+                        flush_erased(&self.options.subject_prefix, &mut erased, &mut out);
+                        if out.is_empty() {
                             break;
                         }
-                        out.into_iter().collect()
+                        out
                     }
                 };
                 for (msg, end, timestamp) in out {
@@ -502,11 +499,13 @@ impl Relay {
     }
 
     /// The messages an entry of the log makes (with the position after each and its
-    /// event's timestamp): none while it only extends a run of erased events.
+    /// event's timestamp): none while it only extends a run of erased events. `bound` is
+    /// the position the feed reads to: a hard delete counts once it is at or before it.
     fn convert(
         &self,
         w: Walked,
         engine: &crate::engine::Engine,
+        bound: u64,
         erased: &mut Option<(u64, Vec<ErasedPart>)>,
     ) -> Vec<(Outgoing, u64, u64)> {
         let prefix = &self.options.subject_prefix;
@@ -524,16 +523,13 @@ impl Relay {
                 _ => Vec::new(),
             };
         }
+        let mut out = Vec::new();
         let (first, parts) = match w {
-            Walked::Event(e, last) if is_system(&e.stream) || !engine.hides(&e) => {
-                let mut out = Vec::with_capacity(2);
-                if let Some((first, parts)) = erased.take() {
-                    out.push((
-                        message::erased(prefix, first, &parts),
-                        first + count(&parts),
-                        0,
-                    ));
-                }
+            // Events that metadata hides but may show again (a truncation, `max_count`,
+            // `max_age`) are relayed as events: a replica has the same metadata and hides
+            // them alike. Only a hard delete, which is for good, keeps their data here.
+            Walked::Event(e, last) if !engine.deleted_as_of(&e.stream, bound) => {
+                flush_erased(prefix, erased, &mut out);
                 out.push((
                     message::event(prefix, &e, last),
                     e.position + 1,
@@ -541,7 +537,6 @@ impl Relay {
                 ));
                 return out;
             }
-            // What the stream's metadata hides is relayed as erased: its data stays here.
             Walked::Event(e, _) => (
                 e.position,
                 vec![ErasedPart {
@@ -555,30 +550,37 @@ impl Relay {
                 parts,
             } => (first_position, parts),
         };
-        let run = erased.get_or_insert_with(|| (first, Vec::new()));
-        for p in parts {
-            match run.1.last_mut() {
-                Some(l)
-                    if l.stream == p.stream
-                        && l.first_version + u64::from(l.count) == p.first_version =>
-                {
-                    l.count = l.count.saturating_add(p.count);
+        let mut position = first;
+        for mut p in parts {
+            while p.count > 0 {
+                let run = erased.get_or_insert_with(|| (position, Vec::new()));
+                let room = MAX_RUN - count(&run.1);
+                let take = u32::try_from(u64::from(p.count).min(room)).unwrap_or(p.count);
+                match run.1.last_mut() {
+                    Some(l)
+                        if l.stream == p.stream
+                            && l.first_version + u64::from(l.count) == p.first_version =>
+                    {
+                        l.count += take;
+                    }
+                    _ => run.1.push(ErasedPart {
+                        stream: p.stream.clone(),
+                        first_version: p.first_version,
+                        count: take,
+                    }),
                 }
-                _ => run.1.push(p),
+                p.first_version += u64::from(take);
+                p.count -= take;
+                position += u64::from(take);
+                // Runs stay well under NATS's default limit of 1 MiB per message, and a
+                // replica's erased frame for one under 3 MiB.
+                let listed: usize = run.1.iter().map(|p| 14 + p.stream.len()).sum();
+                if count(&run.1) >= MAX_RUN || listed > MAX_LISTED {
+                    flush_erased(prefix, erased, &mut out);
+                }
             }
         }
-        // Runs stay well under NATS's default limit of 1 MiB per message.
-        let listed: usize = run.1.iter().map(|p| 14 + p.stream.len()).sum();
-        if (listed > 256 * 1024 || count(&run.1) > u64::from(u32::MAX / 2))
-            && let Some((first, parts)) = erased.take()
-        {
-            return vec![(
-                message::erased(prefix, first, &parts),
-                first + count(&parts),
-                0,
-            )];
-        }
-        Vec::new()
+        out
     }
 
     async fn publish(&self, msg: Outgoing, sequence: u64) -> Result<AckFuture, Fault> {
@@ -598,7 +600,7 @@ impl Relay {
     /// Records JetStream's answer for `f`, the oldest message in flight.
     fn acknowledged(&mut self, f: &InFlight, acked: Acked) -> Result<(), Fault> {
         match acked {
-            Ok(a) if a.sequence == f.sequence => {
+            Ok(a) if a.sequence == f.sequence && !a.duplicate => {
                 self.messages += 1;
                 self.progress
                     .acknowledged
@@ -619,6 +621,14 @@ impl Relay {
                 if a.duplicate { " (a duplicate)" } else { "" },
                 f.sequence
             ))),
+            Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => Err(fatal(
+                &self.options.js_stream,
+                0,
+                format!(
+                    "the message of position {} is larger than the server's max_payload: {e}",
+                    f.end - 1
+                ),
+            )),
             Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Err(transient(format!(
                 "JetStream refused message {} (an earlier one was lost, or another writer published): {e}",
                 f.sequence
@@ -646,6 +656,26 @@ impl Relay {
         self.sub
             .ack_handled(self.progress.acknowledged())
             .map_err(Fault::Fatal)
+    }
+}
+
+/// Positions one erased message covers, at most.
+const MAX_RUN: u64 = 1 << 16;
+/// Bytes of one erased message's list of parts, at most (about).
+const MAX_LISTED: usize = 256 * 1024;
+
+/// Moves the run of erased positions being gathered, if any, into `out` as a message.
+fn flush_erased(
+    prefix: &str,
+    erased: &mut Option<(u64, Vec<ErasedPart>)>,
+    out: &mut Vec<(Outgoing, u64, u64)>,
+) {
+    if let Some((first, parts)) = erased.take() {
+        out.push((
+            message::erased(prefix, first, &parts),
+            first + count(&parts),
+            0,
+        ));
     }
 }
 

@@ -11,12 +11,15 @@ use futures_util::StreamExt;
 
 use super::message::{self, Incoming};
 use super::{Fault, connect, failed, fatal, transient};
-use crate::engine::format::frame::TxPart;
+use crate::engine::format::frame::{ErasedPart, TxPart};
 use crate::engine::format::replica_file::ReplicaFile;
 use crate::error::Result;
 use crate::event::EventData;
 use crate::options::Options;
 use crate::store::Store;
+
+/// Erased positions in one of a replica's erased frames, at most (its zeros: under 3 MiB).
+const ERASED_FRAME_EVENTS: u32 = 1 << 16;
 
 /// Which JetStream stream a [`Replica`] reads, and whether it keeps following it.
 #[derive(Debug, Clone)]
@@ -287,9 +290,8 @@ impl Replica {
                 self.marker.sequence = sequence;
             }
             if !self.options.follow && sequence >= target {
-                self.flush(&mut pending, &mut unsettled)
-                    .map_err(|e| fatal(&name, sequence, e.to_string()))?;
-                self.marker.sequence = sequence;
+                // A commit the stream holds only part of yet stays unwritten (the marker
+                // points before it): a replica shows a commit whole or not at all.
                 self.settle(&mut unsettled, &pending, report, &mut last_mark, true)?;
                 return Ok(());
             }
@@ -325,7 +327,33 @@ impl Replica {
                 parts,
             } => {
                 self.flush(pending, unsettled)?;
-                *unsettled = Some(self.store.engine().import_erased(first_position, &parts)?);
+                // In frames of a bounded size, however long the run a message claims.
+                let mut position = first_position;
+                let mut chunk: Vec<ErasedPart> = Vec::new();
+                let mut in_chunk = 0u32;
+                for mut p in parts {
+                    while p.count > 0 {
+                        let take = p.count.min(ERASED_FRAME_EVENTS - in_chunk);
+                        chunk.push(ErasedPart {
+                            stream: p.stream.clone(),
+                            first_version: p.first_version,
+                            count: take,
+                        });
+                        p.first_version += u64::from(take);
+                        p.count -= take;
+                        in_chunk += take;
+                        if in_chunk == ERASED_FRAME_EVENTS {
+                            let engine = self.store.engine();
+                            *unsettled = Some(engine.import_erased(position, &chunk)?);
+                            position += u64::from(in_chunk);
+                            chunk.clear();
+                            in_chunk = 0;
+                        }
+                    }
+                }
+                if !chunk.is_empty() {
+                    *unsettled = Some(self.store.engine().import_erased(position, &chunk)?);
+                }
             }
         }
         Ok(())
@@ -399,6 +427,10 @@ impl Replica {
         }
         report.last_position = self.store.last_position();
         if force || last_mark.elapsed() >= Duration::from_secs(1) {
+            // The marker is synced: what it claims applied must be durable first.
+            if engine.options.fsync != crate::options::FsyncPolicy::Always {
+                engine.sync_all().map_err(Fault::Fatal)?;
+            }
             let mut marker = self.marker.clone();
             if !pending.events.is_empty() {
                 marker.sequence = pending.first_sequence.saturating_sub(1);

@@ -731,3 +731,117 @@ fn a_relay_of_a_query_publishes_only_the_events_it_matches() {
     let msgs = rt.block_on(messages(&server.url(), "PART"));
     assert_eq!(msgs.iter().map(|m| m.2).collect::<Vec<_>>(), wanted);
 }
+
+/// Relays everything `store` holds to `js_stream`, then returns.
+fn relay_all(rt: &tokio::runtime::Runtime, url: &str, store: &Arc<Store>, js_stream: &str) {
+    let last = store.last_position();
+    rt.block_on(async {
+        let mut relay = Relay::connect(Arc::clone(store), RelayOptions::new(url, js_stream, "p"))
+            .await
+            .unwrap();
+        let progress = relay.progress();
+        let watch = tokio::task::spawn_blocking(move || wait_acknowledged(&progress, last));
+        relay
+            .run_until(async move { watch.await.unwrap() })
+            .await
+            .unwrap();
+    });
+}
+
+/// Brings the replica in `dir` up to date with `js_stream`; returns its store.
+fn replicate(rt: &tokio::runtime::Runtime, url: &str, dir: &Path, js_stream: &str) -> Arc<Store> {
+    rt.block_on(async {
+        let mut replica =
+            Replica::open(dir, Options::default(), ReplicaOptions::new(url, js_stream))
+                .await
+                .unwrap();
+        replica.run_until(std::future::pending()).await.unwrap();
+        Arc::clone(replica.store())
+    })
+}
+
+#[test]
+fn metadata_loosened_after_the_relay_shows_the_events_again_in_both() {
+    let server = Server::single();
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path(), Options::default()).unwrap());
+    for i in 0..3 {
+        store
+            .append(
+                "s",
+                ExpectedVersion::Any,
+                &[EventData::new("E", format!("{i}"))],
+            )
+            .unwrap();
+    }
+    store
+        .set_stream_metadata(
+            "s",
+            ExpectedVersion::Any,
+            StreamMetadata::new().max_count(1),
+        )
+        .unwrap();
+    relay_all(&rt, &server.url(), &store, "LOOSE");
+    let rep_dir = tempfile::tempdir().unwrap();
+    let rep = replicate(&rt, &server.url(), rep_dir.path(), "LOOSE");
+    assert_eq!(read_all(&rep).len(), 1);
+    assert_eq!(read_all(&rep), read_all(&store));
+    drop(rep);
+    store
+        .set_stream_metadata("s", ExpectedVersion::Any, StreamMetadata::new())
+        .unwrap();
+    relay_all(&rt, &server.url(), &store, "LOOSE");
+    let rep = replicate(&rt, &server.url(), rep_dir.path(), "LOOSE");
+    assert_eq!(read_all(&rep).len(), 3);
+    assert_eq!(read_all(&rep), read_all(&store));
+}
+
+#[test]
+fn a_scavenged_run_longer_than_one_message_is_split_and_replicated() {
+    let server = Server::single();
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        Arc::new(Store::open(dir.path(), Options::default().fsync(FsyncPolicy::Never)).unwrap());
+    // 5,000 streams with 200-byte names, each hard-deleted: one erased frame lists them
+    // all, more than NATS's 1 MiB per message.
+    for i in 0..5_000u32 {
+        let name = format!("{i:0>200}");
+        store
+            .append(
+                &name,
+                ExpectedVersion::NoStream,
+                &[EventData::new("E", "x")],
+            )
+            .unwrap();
+    }
+    for i in 0..5_000u32 {
+        let name = format!("{i:0>200}");
+        store
+            .delete_stream(&name, ExpectedVersion::Any, DeleteMode::Hard)
+            .unwrap();
+    }
+    store
+        .append("live", ExpectedVersion::Any, &[EventData::new("E", "y")])
+        .unwrap();
+    store.scavenge().unwrap();
+    relay_all(&rt, &server.url(), &store, "SPLIT");
+    let msgs = rt.block_on(messages(&server.url(), "SPLIT"));
+    let erased = msgs.iter().filter(|m| m.1 == "p._annal.erased").count();
+    assert!(erased >= 2, "{erased} erased messages");
+    let rep_dir = tempfile::tempdir().unwrap();
+    let rep = replicate(&rt, &server.url(), rep_dir.path(), "SPLIT");
+    assert_eq!(read_all(&rep), read_all(&store));
+    assert_eq!(rep.last_position(), store.last_position());
+    let deleted = format!("{:0>200}", 7);
+    assert_eq!(
+        rep.stream_version(&deleted).unwrap(),
+        store.stream_version(&deleted).unwrap()
+    );
+    assert_eq!(
+        rep.stream_metadata(&deleted).unwrap(),
+        store.stream_metadata(&deleted).unwrap()
+    );
+    assert!(rep.stream_metadata(&deleted).unwrap().unwrap().1.deleted);
+}

@@ -2,8 +2,8 @@
 //! per run of erased events, and what a replica reads back from them.
 //!
 //! An event's message: subject `<prefix>.<token of its stream>`, payload the event's data,
-//! and the headers named below. A run of erased events (a scavenge's, or events the
-//! stream's metadata hides when the relay reaches them): subject `<prefix>._annal.erased`,
+//! and the headers named below. A run of erased events (a scavenge's, or events of a
+//! hard-deleted stream when the relay reaches them): subject `<prefix>._annal.erased`,
 //! headers `Nats-Msg-Id`, [`POSITION`] (the first) and [`ERASED`] (how many), and a payload
 //! listing their streams and versions:
 //!
