@@ -21,7 +21,7 @@ pub(crate) fn msg_id(prefix: &str, position: u64) -> String {
     format!("{prefix}:{position}")
 }
 
-/// The message of one event; `commit_end` on the last event of its commit.
+/// The message of one event; `commit_end` on the last event of its commit (its frame).
 pub(crate) fn event(prefix: &str, e: &RecordedEvent, commit_end: bool) -> Outgoing {
     let mut h = HeaderMap::new();
     h.insert(m::MSG_ID, msg_id(prefix, e.position));
@@ -43,8 +43,8 @@ pub(crate) fn event(prefix: &str, e: &RecordedEvent, commit_end: bool) -> Outgoi
     if !e.tags.is_empty() {
         h.insert(m::TAGS, m::tags_value(e.tags.iter()));
     }
-    if commit_end {
-        h.insert(m::COMMIT_END, "1");
+    if !commit_end {
+        h.insert(m::COMMIT_MORE, "1");
     }
     Outgoing {
         subject: format!("{prefix}.{stream}"),
@@ -197,6 +197,6 @@ pub(crate) fn parse(
         stream,
         version,
         event,
-        commit_end: h.get(m::COMMIT_END).is_some(),
+        commit_end: h.get(m::COMMIT_MORE).is_none(),
     })
 }

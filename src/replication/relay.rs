@@ -464,6 +464,19 @@ impl Relay {
                 }
             }
             let caught_up = feed.is_none() && in_flight.len() < max;
+            if caught_up && in_flight.is_empty() && self.options.query.is_some() {
+                // A relay of a query has handled the positions it passed over too: its
+                // lag is to the end of the log, not to the last event it published.
+                if self.progress.acknowledged() < next - 1 {
+                    self.progress
+                        .acknowledged
+                        .store(next - 1, Ordering::Release);
+                    if last_ack_write.elapsed() >= Duration::from_millis(100) {
+                        self.sub.ack_handled(next - 1).map_err(Fault::Fatal)?;
+                        last_ack_write = Instant::now();
+                    }
+                }
+            }
             let unsynced =
                 !engine.options.follow && engine.last_position() > engine.commit.durable();
             tokio::select! {

@@ -413,7 +413,6 @@ fn a_replica_refuses_a_gap() {
             h.insert("Annal-Version", position.to_string().as_str());
             h.insert("Annal-Type", "T");
             h.insert("Annal-Timestamp", "5");
-            h.insert("Annal-Commit-End", "1");
             js.publish_with_headers("g.s", h, "x".into())
                 .await
                 .unwrap()

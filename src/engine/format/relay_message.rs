@@ -39,8 +39,9 @@ pub(crate) const TIMESTAMP: &str = "Annal-Timestamp";
 pub(crate) const METADATA: &str = "Annal-Metadata";
 /// The event's tags, tokens separated by `,` (absent when none).
 pub(crate) const TAGS: &str = "Annal-Tags";
-/// `1` on the last event of its commit (its frame): a replica writes a commit whole.
-pub(crate) const COMMIT_END: &str = "Annal-Commit-End";
+/// `1` on every event of a commit (a frame) but its last: a replica writes a commit whole.
+/// (Absent on the last, so an append of one event, the usual case, carries no such header.)
+pub(crate) const COMMIT_MORE: &str = "Annal-Commit-More";
 /// An erased run: how many positions it covers.
 pub(crate) const ERASED: &str = "Annal-Erased";
 /// The subject, after the prefix, of erased runs (two tokens: no stream's subject).
