@@ -853,7 +853,7 @@ impl FrameCursor {
 
 /// The events of an erased frame from `first_position` on (`parts` in order) that lie in
 /// `[lo, hi]`: the position of the first one kept, and the parts cut to them.
-fn clip_erased(
+pub(crate) fn clip_erased(
     first_position: u64,
     parts: impl Iterator<Item = frame::ErasedPart>,
     lo: u64,

@@ -389,15 +389,21 @@ impl Relay {
                 ),
             ));
         }
+        self.check_retention(end)?;
+        Ok((end, last))
+    }
+
+    /// Fails when retention dropped positions from `next` on, which were not relayed.
+    fn check_retention(&self, next: u64) -> Result<(), Fault> {
         let retained = self.store.retained_from();
-        if end < retained {
+        if next < retained {
             return Err(Fault::Fatal(Error::BehindRetention {
                 name: format!("relay {:?}", self.options.name),
-                position: end - 1,
+                position: next - 1,
                 retained_from: retained,
             }));
         }
-        Ok((end, last))
+        Ok(())
     }
 
     async fn session(
@@ -405,6 +411,11 @@ impl Relay {
         stop: &mut Pin<&mut impl Future<Output = ()>>,
     ) -> Result<(), Fault> {
         let (mut next, mut sequence) = self.resync().await?;
+        if self.options.query.is_some() {
+            // A relay of a query also handled what it passed over since its last match.
+            next = next.max(self.sub.acked_position() + 1);
+            self.check_retention(next)?;
+        }
         let engine = Arc::clone(self.store.engine());
         self.progress
             .acknowledged
@@ -412,15 +423,31 @@ impl Relay {
         self.progress.sent.store(next - 1, Ordering::Release);
         self.sub.ack_handled(next - 1).map_err(Fault::Fatal)?;
         let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+        // Messages made from the log and not yet published (an entry can make many).
+        let mut backlog: VecDeque<(Outgoing, u64, u64)> = VecDeque::new();
         let mut feed: Option<LogEntries> = None;
-        let mut erased: Option<(u64, Vec<ErasedPart>)> = None;
+        let mut erased: Option<Run> = None;
         let mut last_ack_write = Instant::now();
         let max = self.options.max_in_flight;
         // The position the current feed reads up to (durable, in the writer's process).
         let mut bound = 0;
         loop {
-            // Publish what the log holds, up to the window.
-            while in_flight.len() < max {
+            // Publish what the log holds, up to the window; entries that make no message
+            // (a query's misses) give the runtime back now and then.
+            let mut walked = 0u32;
+            while in_flight.len() < max && walked < ENTRIES_PER_TURN {
+                if let Some((msg, end, timestamp)) = backlog.pop_front() {
+                    sequence += 1;
+                    let ack = self.publish(msg, sequence).await?;
+                    self.progress.sent.store(end - 1, Ordering::Release);
+                    in_flight.push_back(InFlight {
+                        end,
+                        sequence,
+                        timestamp,
+                        ack,
+                    });
+                    continue;
+                }
                 if feed.is_none() {
                     // A follower relays what its writer acknowledged (durable under
                     // `Always`); the writer's process, only what is durable.
@@ -435,10 +462,11 @@ impl Relay {
                     feed = Some(LogEntries::new(&engine, next, bound));
                 }
                 let Some(f) = feed.as_mut() else { break };
-                let out = match f.next() {
+                walked += 1;
+                match f.next() {
                     Some(Ok(w)) => {
                         next = w.end();
-                        self.convert(w, &engine, bound, &mut erased)
+                        backlog.extend(self.convert(w, &engine, bound, &mut erased));
                     }
                     Some(Err(e)) => return Err(Fault::Fatal(e)),
                     None => {
@@ -448,37 +476,27 @@ impl Relay {
                         if out.is_empty() {
                             break;
                         }
-                        out
+                        backlog.extend(out);
                     }
-                };
-                for (msg, end, timestamp) in out {
-                    sequence += 1;
-                    let ack = self.publish(msg, sequence).await?;
-                    self.progress.sent.store(end - 1, Ordering::Release);
-                    in_flight.push_back(InFlight {
-                        end,
-                        sequence,
-                        timestamp,
-                        ack,
-                    });
                 }
             }
-            let caught_up = feed.is_none() && in_flight.len() < max;
+            let room = in_flight.len() < max;
+            let more = room && (feed.is_some() || !backlog.is_empty());
+            let caught_up = room && feed.is_none() && backlog.is_empty();
             if caught_up && in_flight.is_empty() && self.options.query.is_some() {
                 // A relay of a query has handled the positions it passed over too: its
                 // lag is to the end of the log, not to the last event it published.
-                if self.progress.acknowledged() < next - 1 {
-                    self.progress
-                        .acknowledged
-                        .store(next - 1, Ordering::Release);
-                    if last_ack_write.elapsed() >= Duration::from_millis(100) {
-                        self.sub.ack_handled(next - 1).map_err(Fault::Fatal)?;
-                        last_ack_write = Instant::now();
-                    }
-                }
+                self.progress
+                    .acknowledged
+                    .fetch_max(next - 1, Ordering::AcqRel);
             }
+            // An ack file write owed: what JetStream acknowledged (or a query relay passed
+            // over) is past what the file says, and no message in flight will bring it.
+            let owed =
+                in_flight.is_empty() && self.sub.acked_position() < self.progress.acknowledged();
             let unsynced =
                 !engine.options.follow && engine.last_position() > engine.commit.durable();
+            let ack_due = tokio::time::Instant::from_std(last_ack_write + ACK_EVERY);
             tokio::select! {
                 biased;
                 () = &mut *stop => {
@@ -493,11 +511,18 @@ impl Relay {
                 }, if !in_flight.is_empty() => {
                     let Some(f) = in_flight.pop_front() else { continue };
                     self.acknowledged(&f, acked)?;
-                    if in_flight.is_empty() || last_ack_write.elapsed() >= Duration::from_millis(100) {
+                    if last_ack_write.elapsed() >= ACK_EVERY {
                         self.sub.ack_handled(f.end - 1).map_err(Fault::Fatal)?;
                         last_ack_write = Instant::now();
                     }
                 }
+                () = tokio::time::sleep_until(ack_due), if owed => {
+                    self.sub
+                        .ack_handled(self.progress.acknowledged())
+                        .map_err(Fault::Fatal)?;
+                    last_ack_write = Instant::now();
+                }
+                () = tokio::task::yield_now(), if more => {}
                 synced = self.store.sync_async(), if caught_up && unsynced => {
                     synced.map_err(Fault::Fatal)?;
                 }
@@ -519,16 +544,18 @@ impl Relay {
         w: Walked,
         engine: &crate::engine::Engine,
         bound: u64,
-        erased: &mut Option<(u64, Vec<ErasedPart>)>,
+        erased: &mut Option<Run>,
     ) -> Vec<(Outgoing, u64, u64)> {
         let prefix = &self.options.subject_prefix;
         if let Some(q) = &self.options.query {
+            // Its commits are not whole (what does not match is left out): no commit
+            // continues past a message.
             return match w {
-                Walked::Event(e, last)
+                Walked::Event(e, _)
                     if !is_system(&e.stream) && q.matches_event(&e) && !engine.hides(&e) =>
                 {
                     vec![(
-                        message::event(prefix, &e, last),
+                        message::event(prefix, &e, true),
                         e.position + 1,
                         e.timestamp,
                     )]
@@ -566,29 +593,37 @@ impl Relay {
         let mut position = first;
         for mut p in parts {
             while p.count > 0 {
-                let run = erased.get_or_insert_with(|| (position, Vec::new()));
-                let room = MAX_RUN - count(&run.1);
-                let take = u32::try_from(u64::from(p.count).min(room)).unwrap_or(p.count);
-                match run.1.last_mut() {
+                let run = erased.get_or_insert_with(|| Run {
+                    first: position,
+                    parts: Vec::new(),
+                    count: 0,
+                    listed: 0,
+                });
+                let take =
+                    u32::try_from(u64::from(p.count).min(MAX_RUN - run.count)).unwrap_or(p.count);
+                match run.parts.last_mut() {
                     Some(l)
                         if l.stream == p.stream
                             && l.first_version + u64::from(l.count) == p.first_version =>
                     {
                         l.count += take;
                     }
-                    _ => run.1.push(ErasedPart {
-                        stream: p.stream.clone(),
-                        first_version: p.first_version,
-                        count: take,
-                    }),
+                    _ => {
+                        run.listed += 14 + p.stream.len();
+                        run.parts.push(ErasedPart {
+                            stream: p.stream.clone(),
+                            first_version: p.first_version,
+                            count: take,
+                        });
+                    }
                 }
+                run.count += u64::from(take);
                 p.first_version += u64::from(take);
                 p.count -= take;
                 position += u64::from(take);
                 // Runs stay well under NATS's default limit of 1 MiB per message, and a
                 // replica's erased frame for one under 3 MiB.
-                let listed: usize = run.1.iter().map(|p| 14 + p.stream.len()).sum();
-                if count(&run.1) >= MAX_RUN || listed > MAX_LISTED {
+                if run.count >= MAX_RUN || run.listed > MAX_LISTED {
                     flush_erased(prefix, erased, &mut out);
                 }
             }
@@ -598,6 +633,10 @@ impl Relay {
 
     async fn publish(&self, msg: Outgoing, sequence: u64) -> Result<AckFuture, Fault> {
         let mut headers = msg.headers;
+        let position = headers
+            .get(crate::engine::format::relay_message::POSITION)
+            .map(|v| v.as_str().to_owned())
+            .unwrap_or_default();
         headers.insert(
             crate::engine::format::relay_message::EXPECTED_LAST_SEQUENCE,
             (sequence - 1).to_string(),
@@ -606,7 +645,16 @@ impl Relay {
             .js
             .publish_with_headers(msg.subject, headers, msg.payload)
             .await
-            .map_err(|e| transient(format!("publish failed: {e}")))?;
+            .map_err(|e| match e.kind() {
+                PublishErrorKind::MaxPayloadExceeded => fatal(
+                    &self.options.js_stream,
+                    0,
+                    format!(
+                        "the message of position {position} is larger than the server's max_payload: {e}"
+                    ),
+                ),
+                _ => transient(format!("publish failed: {e}")),
+            })?;
         Ok(ack.into_future())
     }
 
@@ -672,27 +720,33 @@ impl Relay {
     }
 }
 
+/// Log entries walked before the loop looks at its stop and its acknowledgements again.
+const ENTRIES_PER_TURN: u32 = 4096;
+/// How often the durable subscription's file is written while acknowledgements come in.
+const ACK_EVERY: Duration = Duration::from_millis(100);
+
 /// Positions one erased message covers, at most.
 const MAX_RUN: u64 = 1 << 16;
 /// Bytes of one erased message's list of parts, at most (about).
 const MAX_LISTED: usize = 256 * 1024;
 
+/// A run of erased positions being gathered into one message.
+struct Run {
+    first: u64,
+    parts: Vec<ErasedPart>,
+    /// Positions it covers.
+    count: u64,
+    /// Bytes of its list of parts.
+    listed: usize,
+}
+
 /// Moves the run of erased positions being gathered, if any, into `out` as a message.
-fn flush_erased(
-    prefix: &str,
-    erased: &mut Option<(u64, Vec<ErasedPart>)>,
-    out: &mut Vec<(Outgoing, u64, u64)>,
-) {
-    if let Some((first, parts)) = erased.take() {
+fn flush_erased(prefix: &str, erased: &mut Option<Run>, out: &mut Vec<(Outgoing, u64, u64)>) {
+    if let Some(run) = erased.take() {
         out.push((
-            message::erased(prefix, first, &parts),
-            first + count(&parts),
+            message::erased(prefix, run.first, &run.parts),
+            run.first + run.count,
             0,
         ));
     }
-}
-
-/// Positions an erased run covers.
-fn count(parts: &[ErasedPart]) -> u64 {
-    parts.iter().map(|p| u64::from(p.count)).sum()
 }

@@ -721,7 +721,10 @@ fn a_relay_of_a_query_publishes_only_the_events_it_matches() {
         .await
         .unwrap();
         let progress = relay.progress();
-        let watch = tokio::task::spawn_blocking(move || wait_acknowledged(&progress, last_wanted));
+        // Past the last match: to the end of the log, which it handled too.
+        let end = store.last_position();
+        assert!(end > last_wanted);
+        let watch = tokio::task::spawn_blocking(move || wait_acknowledged(&progress, end));
         relay
             .run_until(async move { watch.await.unwrap() })
             .await
@@ -729,15 +732,29 @@ fn a_relay_of_a_query_publishes_only_the_events_it_matches() {
     });
     let msgs = rt.block_on(messages(&server.url(), "PART"));
     assert_eq!(msgs.iter().map(|m| m.2).collect::<Vec<_>>(), wanted);
+    // It handled what it passed over too: no lag left on its durable subscription.
+    let relay_sub = store
+        .durable_subscriptions()
+        .unwrap()
+        .into_iter()
+        .find(|d| d.name == "relay")
+        .unwrap();
+    assert_eq!(
+        (relay_sub.acked_position, relay_sub.lag),
+        (store.last_position(), 0)
+    );
 }
 
 /// Relays everything `store` holds to `js_stream`, then returns.
 fn relay_all(rt: &tokio::runtime::Runtime, url: &str, store: &Arc<Store>, js_stream: &str) {
+    relay_all_with(rt, store, RelayOptions::new(url, js_stream, "p"));
+}
+
+/// [`relay_all`] with these options.
+fn relay_all_with(rt: &tokio::runtime::Runtime, store: &Arc<Store>, options: RelayOptions) {
     let last = store.last_position();
     rt.block_on(async {
-        let mut relay = Relay::connect(Arc::clone(store), RelayOptions::new(url, js_stream, "p"))
-            .await
-            .unwrap();
+        let mut relay = Relay::connect(Arc::clone(store), options).await.unwrap();
         let progress = relay.progress();
         let watch = tokio::task::spawn_blocking(move || wait_acknowledged(&progress, last));
         relay
@@ -803,10 +820,11 @@ fn a_scavenged_run_longer_than_one_message_is_split_and_replicated() {
     let dir = tempfile::tempdir().unwrap();
     let store =
         Arc::new(Store::open(dir.path(), Options::default().fsync(FsyncPolicy::Never)).unwrap());
-    // 5,000 streams with 200-byte names, each hard-deleted: one erased frame lists them
-    // all, more than NATS's 1 MiB per message.
+    // 5,000 streams with 1,000-byte names, each hard-deleted: one erased frame lists them
+    // all, more than NATS's 1 MiB per message, and makes more messages than a window of
+    // one (and the client's spare room) holds.
     for i in 0..5_000u32 {
-        let name = format!("{i:0>200}");
+        let name = format!("{i:0>1000}");
         store
             .append(
                 &name,
@@ -816,7 +834,7 @@ fn a_scavenged_run_longer_than_one_message_is_split_and_replicated() {
             .unwrap();
     }
     for i in 0..5_000u32 {
-        let name = format!("{i:0>200}");
+        let name = format!("{i:0>1000}");
         store
             .delete_stream(&name, ExpectedVersion::Any, DeleteMode::Hard)
             .unwrap();
@@ -825,15 +843,19 @@ fn a_scavenged_run_longer_than_one_message_is_split_and_replicated() {
         .append("live", ExpectedVersion::Any, &[EventData::new("E", "y")])
         .unwrap();
     store.scavenge().unwrap();
-    relay_all(&rt, &server.url(), &store, "SPLIT");
+    relay_all_with(
+        &rt,
+        &store,
+        RelayOptions::new(server.url(), "SPLIT", "p").max_in_flight(1),
+    );
     let msgs = rt.block_on(messages(&server.url(), "SPLIT"));
     let erased = msgs.iter().filter(|m| m.1 == "p._annal.erased").count();
-    assert!(erased >= 2, "{erased} erased messages");
+    assert!(erased >= 18, "{erased} erased messages");
     let rep_dir = tempfile::tempdir().unwrap();
     let rep = replicate(&rt, &server.url(), rep_dir.path(), "SPLIT");
     assert_eq!(read_all(&rep), read_all(&store));
     assert_eq!(rep.last_position(), store.last_position());
-    let deleted = format!("{:0>200}", 7);
+    let deleted = format!("{:0>1000}", 7);
     assert_eq!(
         rep.stream_version(&deleted).unwrap(),
         store.stream_version(&deleted).unwrap()
@@ -843,4 +865,39 @@ fn a_scavenged_run_longer_than_one_message_is_split_and_replicated() {
         store.stream_metadata(&deleted).unwrap()
     );
     assert!(rep.stream_metadata(&deleted).unwrap().unwrap().1.deleted);
+}
+
+#[test]
+fn an_event_larger_than_a_message_stops_the_relay_with_an_error() {
+    let server = Server::single();
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path(), Options::default()).unwrap());
+    store
+        .append(
+            "s",
+            ExpectedVersion::Any,
+            &[EventData::new("Big", vec![7u8; 1_500_000])],
+        )
+        .unwrap();
+    let err = rt.block_on(async {
+        let mut relay = Relay::connect(
+            Arc::clone(&store),
+            RelayOptions::new(server.url(), "BIG1", "b"),
+        )
+        .await
+        .unwrap();
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            relay.run_until(std::future::pending()),
+        )
+        .await
+        .expect("the relay must stop, not retry for ever")
+        .unwrap_err()
+    });
+    let text = err.to_string();
+    assert!(
+        matches!(err, annal::Error::Replication { .. }) && text.contains("max_payload"),
+        "{text}"
+    );
 }
