@@ -459,6 +459,11 @@ impl Relay {
                     if bound < next {
                         break;
                     }
+                    // Once the stream holds something, retention must not have dropped what
+                    // comes next (a new relay publishes what it dropped as erased runs).
+                    if sequence > 0 {
+                        self.check_retention(next)?;
+                    }
                     feed = Some(LogEntries::new(&engine, next, bound));
                 }
                 let Some(f) = feed.as_mut() else { break };

@@ -901,3 +901,49 @@ fn an_event_larger_than_a_message_stops_the_relay_with_an_error() {
         "{text}"
     );
 }
+
+#[test]
+fn a_relay_behind_the_retention_point_stops_and_says_so() {
+    let server = Server::single();
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options::default()
+        .segment_size(4096)
+        .retention(annal::Retention::new().max_bytes(16 * 1024));
+    let store = Arc::new(Store::open(dir.path(), options).unwrap());
+    let event = |i: u32| EventData::new("E", format!("{i:06}-{}", "x".repeat(100)));
+    for i in 0..10 {
+        store
+            .append("s", ExpectedVersion::Any, &[event(i)])
+            .unwrap();
+    }
+    relay_all(&rt, &server.url(), &store, "RETAINED");
+    // Retention drops what the relay has not published yet.
+    for i in 10..400 {
+        store
+            .append("s", ExpectedVersion::Any, &[event(i)])
+            .unwrap();
+    }
+    store.scavenge().unwrap();
+    assert!(
+        store.retained_from() > 11,
+        "retention kept from {}",
+        store.retained_from()
+    );
+    let err = rt.block_on(async {
+        let mut relay = Relay::connect(
+            Arc::clone(&store),
+            RelayOptions::new(server.url(), "RETAINED", "p"),
+        )
+        .await
+        .unwrap();
+        relay.run_until(std::future::pending()).await.unwrap_err()
+    });
+    assert!(
+        matches!(err, annal::Error::BehindRetention { position: 10, .. }),
+        "{err}"
+    );
+    // Nothing past what it had published reached JetStream.
+    let msgs = rt.block_on(messages(&server.url(), "RETAINED"));
+    assert_eq!(msgs.last().map(|m| m.2), Some(10));
+}
