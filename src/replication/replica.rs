@@ -18,6 +18,9 @@ use crate::event::EventData;
 use crate::options::Options;
 use crate::store::Store;
 
+/// Messages applied before a replica settles (syncs, under `Always`), at most.
+const SETTLE_EVERY: u32 = 4096;
+
 /// Erased positions in one of a replica's erased frames, at most (its zeros: under 3 MiB).
 const ERASED_FRAME_EVENTS: u32 = 1 << 16;
 
@@ -222,8 +225,16 @@ impl Replica {
         let mut pending = Pending::default();
         let mut last_mark = Instant::now();
         let mut unsettled: Option<u64> = None;
+        let mut batch = 0u32;
         loop {
-            // Settle a batch once nothing more is ready at once.
+            // Settle a batch once nothing more is ready at once, or once it is large (so
+            // a steady stream of messages still becomes visible and durable as it goes).
+            if unsettled.is_some() && batch >= SETTLE_EVERY {
+                self.settle(&mut unsettled, &pending, report, &mut last_mark, false)?;
+            }
+            if unsettled.is_none() {
+                batch = 0;
+            }
             let next = match unsettled {
                 Some(_) => match tokio::time::timeout(Duration::ZERO, messages.next()).await {
                     Ok(m) => m,
@@ -306,6 +317,7 @@ impl Replica {
                 self.apply(incoming, sequence, &mut pending, &mut unsettled)
                     .map_err(|e| fatal(&name, sequence, e.to_string()))?;
                 report.applied += 1;
+                batch += 1;
             }
             report.sequence = sequence;
             if pending.events.is_empty() {
