@@ -74,8 +74,13 @@ pub struct Stats {
     pub tag_index_bytes: u64,
     /// Snapshots retained.
     pub snapshots: u64,
-    /// Durable subscriptions, with their acknowledged positions and lag.
+    /// Durable subscriptions, with their acknowledged positions and lag (on a follower,
+    /// the followers' ones).
     pub durable_subscriptions: Vec<DurableInfo>,
+    /// The durable subscriptions of followers (in the store directory's `followers/`, such
+    /// as an `annal relay` running beside the writer), as the writer or a read-only open
+    /// sees them; empty on a follower, whose `durable_subscriptions` are those.
+    pub follower_subscriptions: Vec<DurableInfo>,
     /// Bytes of snapshot files.
     pub snapshot_bytes: u64,
     /// `fdatasync` calls on segment files since the store opened. Under
@@ -719,6 +724,7 @@ impl Store {
             snapshots,
             snapshot_bytes,
             durable_subscriptions: durable::list(&self.engine, &self.es.durables)?,
+            follower_subscriptions: durable::list_followers(&self.engine)?,
             segment_syncs: log.segment_syncs,
             reclaimable_events,
             reclaimable_bytes,

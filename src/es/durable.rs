@@ -174,6 +174,27 @@ impl Registry {
     }
 }
 
+/// The followers' durable subscriptions, read from `followers/` by a store that is not a
+/// follower (changing nothing); none on a follower.
+pub(crate) fn list_followers(inner: &Engine) -> Result<Vec<DurableInfo>> {
+    if inner.options.follow {
+        return Ok(Vec::new());
+    }
+    let dir = inner.dir.join(FOLLOWERS_DIR);
+    if inner.storage().list(&dir).is_err() {
+        return Ok(Vec::new());
+    }
+    let last = inner.last_position();
+    Ok(load(inner.storage(), &dir, last, false)?
+        .into_iter()
+        .map(|(name, (acked, _))| DurableInfo {
+            name,
+            acked_position: acked,
+            lag: last.saturating_sub(acked),
+        })
+        .collect())
+}
+
 /// The ack files in `dir`, by name, with positions past `last_position` pulled back (and,
 /// with `write`, rewritten).
 fn load(

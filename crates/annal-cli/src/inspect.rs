@@ -166,6 +166,25 @@ pub fn streams(dir: &Path, json: bool, prefix: Option<&str>) -> CliResult {
     Ok(store.close()?)
 }
 
+fn durable_json(d: &annal::DurableInfo) -> DurableJson {
+    DurableJson {
+        name: d.name.clone(),
+        acked_position: d.acked_position,
+        lag: d.lag,
+    }
+}
+
+/// Durable subscriptions in one line of `annal stats`.
+fn subs_text(subs: &[annal::DurableInfo]) -> String {
+    if subs.is_empty() {
+        return "none".to_string();
+    }
+    subs.iter()
+        .map(|d| format!("{} (acked {}, lag {})", d.name, d.acked_position, d.lag))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// One durable subscription in `annal stats --json`.
 #[derive(Serialize)]
 struct DurableJson {
@@ -187,6 +206,8 @@ struct StatsJson {
     snapshot_bytes: u64,
     index_memory_bytes: u64,
     durable_subscriptions: Vec<DurableJson>,
+    /// Followers' durable subscriptions (an `annal relay` beside the writer, say).
+    follower_subscriptions: Vec<DurableJson>,
     /// This open's own segment fdatasyncs: 0, as `stats` opens read-only.
     segment_syncs: u64,
     /// Events a scavenge would erase now, and the bytes of their records.
@@ -211,15 +232,8 @@ pub fn stats(dir: &Path, json: bool) -> CliResult {
             snapshots: s.snapshots,
             snapshot_bytes: s.snapshot_bytes,
             index_memory_bytes: s.index_memory_bytes,
-            durable_subscriptions: s
-                .durable_subscriptions
-                .iter()
-                .map(|d| DurableJson {
-                    name: d.name.clone(),
-                    acked_position: d.acked_position,
-                    lag: d.lag,
-                })
-                .collect(),
+            durable_subscriptions: s.durable_subscriptions.iter().map(durable_json).collect(),
+            follower_subscriptions: s.follower_subscriptions.iter().map(durable_json).collect(),
             segment_syncs: s.segment_syncs,
             reclaimable_events: s.reclaimable_events,
             reclaimable_bytes: s.reclaimable_bytes,
@@ -264,18 +278,8 @@ pub fn stats(dir: &Path, json: bool) -> CliResult {
                     thousands(s.reclaimable_bytes)
                 ),
             ),
-            (
-                "durable subs",
-                if s.durable_subscriptions.is_empty() {
-                    "none".to_string()
-                } else {
-                    s.durable_subscriptions
-                        .iter()
-                        .map(|d| format!("{} (acked {}, lag {})", d.name, d.acked_position, d.lag))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                },
-            ),
+            ("durable subs", subs_text(&s.durable_subscriptions)),
+            ("follower subs", subs_text(&s.follower_subscriptions)),
         ];
         for (k, v) in rows {
             t.row(&mut out, vec![k.to_string(), v])?;

@@ -534,6 +534,19 @@ fn a_relay_killed_at_random_moments_leaves_every_event_once_in_order() {
     }
     let last = store.last_position();
     rt.block_on(wait_in_stream(&url, "KILLED", last));
+    // The writer sees the relay's durable subscription (a follower's) and its lag.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let subs = store.stats().unwrap().follower_subscriptions;
+        if subs
+            .iter()
+            .any(|d| d.name == "relay" && d.acked_position == last && d.lag == 0)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{subs:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     kill9(&mut relay);
     let msgs = rt.block_on(messages(&url, "KILLED"));
     let positions: Vec<u64> = msgs.iter().map(|m| m.2).collect();
