@@ -185,14 +185,19 @@ pub(crate) fn list_followers(inner: &Engine) -> Result<Vec<DurableInfo>> {
         return Ok(Vec::new());
     }
     let last = inner.last_position();
-    Ok(load(inner.storage(), &dir, last, false)?
-        .into_iter()
-        .map(|(name, (acked, _))| DurableInfo {
-            name,
+    Ok(infos(&load(inner.storage(), &dir, last, false)?, last))
+}
+
+/// Subscriptions by name (with their acked positions) as listed, with their lag behind
+/// `last_position`.
+fn infos(subs: &BTreeMap<String, (u64, bool)>, last_position: u64) -> Vec<DurableInfo> {
+    subs.iter()
+        .map(|(name, &(acked, _))| DurableInfo {
+            name: name.clone(),
             acked_position: acked,
-            lag: last.saturating_sub(acked),
+            lag: last_position.saturating_sub(acked),
         })
-        .collect())
+        .collect()
 }
 
 /// The ack files in `dir`, by name, with positions past `last_position` pulled back (and,
@@ -233,14 +238,7 @@ fn load(
 
 impl Registry {
     pub(crate) fn list(&self, last_position: u64) -> Vec<DurableInfo> {
-        self.subs
-            .iter()
-            .map(|(name, &(acked, _))| DurableInfo {
-                name: name.clone(),
-                acked_position: acked,
-                lag: last_position.saturating_sub(acked),
-            })
-            .collect()
+        infos(&self.subs, last_position)
     }
 }
 

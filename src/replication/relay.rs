@@ -319,10 +319,7 @@ impl Relay {
             let before = self.messages;
             match self.session(&mut stop).await {
                 Ok(()) => {
-                    return Ok(RelayReport {
-                        acknowledged: self.progress.acknowledged(),
-                        messages: self.messages,
-                    });
+                    return Ok(self.report());
                 }
                 Err(Fault::Fatal(e)) => return Err(e),
                 Err(Fault::Transient(why)) => {
@@ -334,15 +331,19 @@ impl Relay {
                     tokio::select! {
                         () = tokio::time::sleep(pause) => {}
                         () = &mut stop => {
-                            return Ok(RelayReport {
-                                acknowledged: self.progress.acknowledged(),
-                                messages: self.messages,
-                            });
+                            return Ok(self.report());
                         }
                     }
                     pause = (pause * 2).min(Duration::from_secs(5));
                 }
             }
+        }
+    }
+
+    fn report(&self) -> RelayReport {
+        RelayReport {
+            acknowledged: self.progress.acknowledged(),
+            messages: self.messages,
         }
     }
 

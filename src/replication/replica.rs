@@ -276,14 +276,12 @@ impl Replica {
             })?;
             let expected = self.store.engine().written_position() + 1 + pending.events.len() as u64;
             // An erased run that a crash cut between its frames: go on from what is held.
+            let end = incoming.end();
             let incoming = match incoming {
                 Incoming::Erased {
                     first_position,
                     parts,
-                } if pending.events.is_empty()
-                    && first_position < expected
-                    && expected < incoming_end(first_position, &parts) =>
-                {
+                } if pending.events.is_empty() && first_position < expected && expected < end => {
                     let (first_position, parts) = crate::engine::read::clip_erased(
                         first_position,
                         parts.into_iter(),
@@ -474,11 +472,4 @@ impl Replica {
         }
         Ok(())
     }
-}
-
-/// The position after an erased run's last one.
-fn incoming_end(first_position: u64, parts: &[ErasedPart]) -> u64 {
-    parts.iter().fold(first_position, |end, p| {
-        end.saturating_add(u64::from(p.count))
-    })
 }

@@ -128,6 +128,17 @@ pub fn check_store_dir(dir: &Path) -> CliResult {
     }
 }
 
+/// A flag that SIGINT or SIGTERM sets, so that a long-running command ends its loop and
+/// closes the store cleanly instead of being killed.
+pub fn stop_flag() -> CliResult<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, std::sync::Arc::clone(&stop))
+            .map_err(|e| Fail::io("installing a signal handler", e))?;
+    }
+    Ok(stop)
+}
+
 /// Opens the store that must already exist in `dir`.
 pub fn open_existing(dir: &Path, options: Options) -> CliResult<Store> {
     check_store_dir(dir)?;

@@ -1,14 +1,14 @@
 //! Reading commands: `read`, `read-all`, `tail`, `streams`, `stats`.
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use annal::{Options, ReadOptions};
 use serde::Serialize;
 
-use crate::common::{CliResult, Fail, open_existing, thousands};
+use crate::common::{CliResult, open_existing, thousands};
 use crate::output::{EventPrinter, Out, Table};
 
 /// Where a read starts and how much it returns.
@@ -80,11 +80,7 @@ pub fn tail(dir: &Path, json: bool, args: TailArgs) -> CliResult {
     // A follower: no lock, beside a running writer, seeing each event it acknowledges.
     let store = open_existing(dir, Options::default().follow(true))?;
     // A signal ends the loop rather than the process, so the store is closed cleanly.
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))
-            .map_err(|e| Fail::io("installing a signal handler", e))?;
-    }
+    let stop = crate::common::stop_flag()?;
     let mut sub = match &args.stream {
         Some(s) => {
             let from = match args.from {

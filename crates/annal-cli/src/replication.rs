@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use annal::{FsyncPolicy, Options, Relay, RelayOptions, Replica, ReplicaOptions, Store};
 
-use crate::common::{CliResult, Fail, open_existing};
+use crate::common::{CliResult, Fail, open_existing, stop_flag};
 use crate::output::Out;
 
 /// What `annal relay` was given.
@@ -20,16 +20,6 @@ pub struct RelayArgs {
     pub max_in_flight: usize,
     pub event_types: Vec<String>,
     pub tags: Vec<String>,
-}
-
-/// A flag set by SIGINT or SIGTERM.
-fn stop_flag() -> CliResult<Arc<AtomicBool>> {
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))
-            .map_err(|e| Fail::io("installing a signal handler", e))?;
-    }
-    Ok(stop)
 }
 
 /// Completes once `flag` is set (looked at every 50 ms).

@@ -277,16 +277,11 @@ pub(crate) struct ErasedPart {
 /// Whether an erased frame listing `parts` fits in `len` bytes (header included) with room
 /// for a distinct offset per event (each erased event's location stays inside the frame).
 pub(crate) fn erased_frame_fits(len: usize, parts: &[ErasedPart]) -> bool {
-    let listed: usize = parts.iter().map(|p| 2 + p.stream.len() + 12).sum();
-    let count: usize = parts.iter().map(|p| p.count as usize).sum();
-    FRAME_HEADER_LEN + ERASED_BODY_FIXED_LEN + listed <= len
-        && FRAME_HEADER_LEN + BODY_FIXED_LEN + count * MIN_RECORD_LEN <= len
-        && u32::try_from(len).is_ok()
+    erased_frame_len(parts) <= len && u32::try_from(len).is_ok()
 }
 
-/// The shortest length an erased frame listing `parts` can have
-/// ([`erased_frame_fits`] holds for it).
-#[cfg(feature = "nats")]
+/// The shortest length an erased frame listing `parts` can have: room for its list, and
+/// for a distinct offset per event.
 pub(crate) fn erased_frame_len(parts: &[ErasedPart]) -> usize {
     let listed: usize = parts.iter().map(|p| 2 + p.stream.len() + 12).sum();
     let count: usize = parts.iter().map(|p| p.count as usize).sum();
