@@ -46,6 +46,15 @@ impl Active {
             map,
         }
     }
+
+    /// Has the write map, if there is one, fault its pages in ahead of the writes on a thread
+    /// of its own when `on` (see [`WriteMap::populate_ahead`]).
+    pub(crate) fn populated_ahead(mut self, on: bool) -> Self {
+        if let (true, Some(map)) = (on, self.map.as_mut()) {
+            map.populate_ahead();
+        }
+        self
+    }
 }
 
 /// Where a frame was written.
@@ -102,6 +111,9 @@ pub(crate) struct Log {
     recorded_floor: AtomicU64,
     /// The sealed segment whose sync a roll left for later, if any.
     unsynced: Mutex<Option<Unsynced>>,
+    /// New active segments fault their pages in ahead of the writes
+    /// ([`Active::populated_ahead`]).
+    populate_ahead: bool,
 }
 
 impl Log {
@@ -110,6 +122,7 @@ impl Log {
         dir: &Path,
         segment_size: u64,
         segments: Vec<Arc<Segment>>,
+        populate_ahead: bool,
     ) -> Self {
         Log {
             storage,
@@ -121,6 +134,7 @@ impl Log {
             recorded: Mutex::new(State::default()),
             recorded_floor: AtomicU64::new(0),
             unsynced: Mutex::new(None),
+            populate_ahead,
         }
     }
 
@@ -344,7 +358,9 @@ impl Log {
         })?;
         let seg = Arc::new(seg);
         self.segments.write().push(Arc::clone(&seg));
-        let old = std::mem::replace(active, Active::new(seg, file, SEGMENT_HEADER_LEN, true));
+        let next =
+            Active::new(seg, file, SEGMENT_HEADER_LEN, true).populated_ahead(self.populate_ahead);
+        let old = std::mem::replace(active, next);
         if seal == Seal::Defer {
             *self.unsynced.lock() = Some(Unsynced {
                 seg: old.seg,

@@ -277,11 +277,15 @@ impl Engine {
                 }
             }
         }
+        // Pages faulted in ahead are dirty zeros until written, which a sync writes too:
+        // worth it only where appends do not each wait for a sync.
+        let populate_ahead = policy != FsyncPolicy::Always;
         let log = Log::new(
             Arc::clone(&storage),
             &dir,
             options.segment_size,
             rec.segments,
+            populate_ahead,
         );
         let mut engine = Engine {
             log,
@@ -294,7 +298,7 @@ impl Engine {
             scavenging: Mutex::new(()),
             checkpoint_lock: Mutex::new(()),
             writer: Mutex::new(Writer {
-                active: rec.active,
+                active: rec.active.populated_ahead(populate_ahead),
                 next_position: rec.next_position,
                 written,
                 buf: Vec::new(),
@@ -410,24 +414,58 @@ impl Engine {
     /// way of the roll's, and of the appends right after it), and writes index checkpoints
     /// (with `checkpoints`), which are only ever written for synced segments.
     fn run_sealer(&self, jobs: &Receiver<SealJob>, checkpoints: bool) {
+        std::thread::scope(|scope| {
+            // Checkpoints are built on a thread of their own at a background priority: a
+            // scan of a full segment is only a faster next open, and must not take the
+            // CPU from the appends (or from the thread faulting pages in ahead of them).
+            let (to_index, indexing) = std::sync::mpsc::channel::<Arc<Segment>>();
+            let indexer = if checkpoints {
+                std::thread::Builder::new()
+                    .name("annal-checkpoint".into())
+                    .spawn_scoped(scope, move || {
+                        background_priority();
+                        for seg in indexing {
+                            self.write_checkpoint(&seg);
+                        }
+                    })
+                    .ok()
+            } else {
+                None
+            };
+            let index = |seg: &Arc<Segment>| {
+                if !checkpoints {
+                    return;
+                }
+                // Without its thread (it could not be made), here.
+                if indexer.is_none() || to_index.send(Arc::clone(seg)).is_err() {
+                    self.write_checkpoint(seg);
+                }
+            };
+            self.seal_jobs(jobs, &index);
+        });
+    }
+
+    /// Writes the index checkpoint of sealed segment `seg`, unless a scavenge has replaced it
+    /// since (and written its own).
+    fn write_checkpoint(&self, seg: &Arc<Segment>) {
+        let _swaps = self.checkpoint_lock.lock();
+        if self
+            .log
+            .segment(seg.ordinal)
+            .is_some_and(|now| Arc::ptr_eq(&now, seg))
+        {
+            // A checkpoint that fails to be written is only a slower next open.
+            let _ = checkpoint::build_and_write(self.storage.as_ref(), &self.dir, seg);
+        }
+    }
+
+    /// The sealer's loop: syncs sealed segments when due and hands each synced one to
+    /// `index`.
+    fn seal_jobs(&self, jobs: &Receiver<SealJob>, index: &dyn Fn(&Arc<Segment>)) {
         let unsynced = |seg: &Segment| {
             self.log
                 .unsynced()
                 .is_some_and(|u| u.seg.ordinal == seg.ordinal)
-        };
-        let index = |seg: &Arc<Segment>| {
-            if checkpoints {
-                let _swaps = self.checkpoint_lock.lock();
-                // A scavenge that rewrote the segment since wrote its checkpoint.
-                if self
-                    .log
-                    .segment(seg.ordinal)
-                    .is_some_and(|now| Arc::ptr_eq(&now, seg))
-                {
-                    // A checkpoint that fails to be written is only a slower next open.
-                    let _ = checkpoint::build_and_write(self.storage.as_ref(), &self.dir, seg);
-                }
-            }
         };
         // A sealed segment waiting for its sync (or for a sync someone else makes).
         let mut waiting: Option<Arc<Segment>> = None;
@@ -753,6 +791,14 @@ fn readable_by_others(storage: &dyn Storage, dir: &Path, group: bool) -> Result<
         }
     }
     Ok(found)
+}
+
+/// Lowers the calling thread's priority (nice 10), for background work (checkpoints, a
+/// scavenge) that must give way to appends. Failing to is only work that competes at the
+/// usual priority. The priority cannot be raised again without privilege: only threads that
+/// do nothing else call this.
+pub(crate) fn background_priority() {
+    let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10);
 }
 
 #[cfg(test)]

@@ -294,7 +294,7 @@ impl Engine {
             let swapper = std::thread::Builder::new()
                 .name("annal-scavenge-io".into())
                 .spawn_scoped(scope, move || -> Result<()> {
-                    lower_priority();
+                    crate::engine::background_priority();
                     for (seg, image) in swaps {
                         self.swap(&seg, &image)?;
                     }
@@ -304,7 +304,7 @@ impl Engine {
             let judge = std::thread::Builder::new()
                 .name("annal-scavenge".into())
                 .spawn_scoped(scope, move || -> Result<ScavengeReport> {
-                    lower_priority();
+                    crate::engine::background_priority();
                     self.judge_all(&sealed, floor, report, &ask, &answers, &to_swap)
                 })
                 .map_err(spawn_error)?;
@@ -709,12 +709,6 @@ fn records<'a>(
         let start = std::mem::replace(&mut at, r.end);
         Ok((start, r))
     })
-}
-
-/// Lowers the calling thread's priority (nice 10): a scavenge's threads are background work.
-/// Failing to is only a scavenge that competes at the usual priority.
-fn lower_priority() {
-    let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10);
 }
 
 /// Bytes of the 4 KiB blocks of `data` that hold anything but zeros.

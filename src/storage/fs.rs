@@ -8,8 +8,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use memmap2::Mmap;
-#[cfg(target_os = "linux")]
-use memmap2::MmapMut;
 
 #[cfg(target_os = "linux")]
 use super::WriteMap;
@@ -258,18 +256,22 @@ impl StorageFile for FsFile {
             return Ok(None);
         }
         let file = self.0.try_clone()?;
-        // SAFETY: the map must not outlive the file's length, and nothing may hold a
-        // reference to bytes written through it. annal never shrinks a segment while it is
+        // Making a raw map is safe; writing through it (`write_at`) relies on this: the map
+        // must not outlive the file's length, and nothing may hold a reference to bytes
+        // written through it. annal never shrinks a segment while it is
         // open (tail repair happens at open, before the map is made), and `write_at` copies
         // through a raw pointer, never through `&mut [u8]` of the map, into bytes past what
-        // readers view. Other programs changing the segment files are outside what annal
-        // supports (README, Limits).
-        let map = unsafe { MmapMut::map_mut(&file)? };
+        // readers view (the populating thread only faults pages in, which changes no byte).
+        // Other programs changing the segment files are outside what annal supports (README,
+        // Limits).
+        let map = Arc::new(memmap2::MmapOptions::new().map_raw(&file)?);
         Ok(Some(Box::new(FsWriteMap {
             file,
             map,
             allocated: 0,
             fallback: false,
+            populator: None,
+            populated: 0,
         })))
     }
 }
@@ -286,6 +288,15 @@ const ALLOCATE_AHEAD: u64 = 4 << 20;
 #[cfg(target_os = "linux")]
 const ALLOCATE_MIN: u64 = 2 << 20;
 
+/// How far ahead of the writes [`FsWriteMap::populate_ahead`] keeps the map's pages faulted
+/// in (and their blocks allocated, which it needs first).
+#[cfg(target_os = "linux")]
+const POPULATE_LEAD: u64 = 2 << 20;
+
+/// The populating thread's unit of work.
+#[cfg(target_os = "linux")]
+const POPULATE_STEP: u64 = 512 << 10;
+
 /// Writes at least this long go through `pwrite` (into the same page cache): copying a large
 /// frame in the kernel costs less than taking a page fault on each of its fresh pages.
 #[cfg(target_os = "linux")]
@@ -297,11 +308,16 @@ const PWRITE_FROM: usize = 64 << 10;
 #[derive(Debug)]
 struct FsWriteMap {
     file: File,
-    map: MmapMut,
+    map: Arc<memmap2::MmapRaw>,
     /// Bytes from the start known to have blocks allocated.
     allocated: u64,
     /// The file system cannot allocate ahead: every write goes through `pwrite`.
     fallback: bool,
+    /// The thread faulting pages in ahead of the writes ([`WriteMap::populate_ahead`]): it
+    /// takes byte ranges of the map and ends when this sender is dropped.
+    populator: Option<std::sync::mpsc::Sender<(usize, usize)>>,
+    /// Bytes from the start handed to the populating thread.
+    populated: u64,
 }
 
 #[cfg(target_os = "linux")]
@@ -339,6 +355,31 @@ impl FsWriteMap {
             other => other.map_err(io::Error::from),
         }
     }
+
+    /// Hands the populating thread, if there is one, the allocated pages up to a lead past
+    /// `end`, from the write at `offset` on the first time (the pages before it were written
+    /// already).
+    fn populate_to(&mut self, offset: u64, end: u64) {
+        let Some(tx) = &self.populator else {
+            return;
+        };
+        if self.populated == 0 {
+            self.populated = offset - offset % 4096;
+        }
+        let upto = end.saturating_add(POPULATE_LEAD).min(self.allocated);
+        while self.populated < upto {
+            let len = POPULATE_STEP.min(upto - self.populated);
+            let (Ok(at), Ok(n)) = (usize::try_from(self.populated), usize::try_from(len)) else {
+                return;
+            };
+            if tx.send((at, n)).is_err() {
+                // The thread is gone (it could not populate): the writer faults pages itself.
+                self.populator = None;
+                return;
+            }
+            self.populated += len;
+        }
+    }
 }
 
 #[cfg(target_os = "linux")]
@@ -352,8 +393,17 @@ impl WriteMap for FsWriteMap {
         if end > map_len {
             return Err(out_of_range());
         }
-        if end > self.allocated && !self.fallback {
-            self.allocate(end)?;
+        if !self.fallback {
+            // Populating needs blocks a lead ahead; failing to allocate those (a nearly full
+            // disk) only populates less, while failing to allocate this write's is its error.
+            let want = match self.populator {
+                Some(_) => end.saturating_add(POPULATE_LEAD).min(map_len),
+                None => end,
+            };
+            if want > self.allocated && self.allocate(want).is_err() && end > self.allocated {
+                self.allocate(end)?;
+            }
+            self.populate_to(offset, end);
         }
         if self.fallback || buf.len() >= PWRITE_FROM {
             return FileExt::write_all_at(&self.file, buf, offset);
@@ -368,6 +418,32 @@ impl WriteMap for FsWriteMap {
         }
         Ok(())
     }
+
+    fn populate_ahead(&mut self) {
+        if self.populator.is_some() || self.fallback {
+            return;
+        }
+        let (tx, rx) = std::sync::mpsc::channel::<(usize, usize)>();
+        let map = Arc::clone(&self.map);
+        let spawned = std::thread::Builder::new()
+            .name("annal-populate".into())
+            .spawn(move || {
+                for (at, len) in rx {
+                    // MADV_POPULATE_WRITE (Linux 5.14): write faults on every page, as the
+                    // writer's copy would take them, with no byte changed. Older kernels
+                    // refuse it, and the writer then takes its faults itself.
+                    if map
+                        .advise_range(memmap2::Advice::PopulateWrite, at, len)
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        if spawned.is_ok() {
+            self.populator = Some(tx);
+        }
+    }
 }
 
 #[cfg(all(test, target_os = "linux"))]
@@ -378,6 +454,16 @@ mod tests {
 
     #[test]
     fn write_map_writes_what_reads_see_and_allocates_ahead() {
+        write_map_round_trip(false);
+    }
+
+    #[test]
+    fn write_map_populating_ahead_writes_what_reads_see() {
+        write_map_round_trip(true);
+    }
+
+    #[allow(clippy::unwrap_used, clippy::expect_used, reason = "a test")]
+    fn write_map_round_trip(populate: bool) {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("seg");
         let file = FsStorage::default().create(&path).unwrap();
@@ -388,6 +474,9 @@ mod tests {
             .write_map()
             .unwrap()
             .expect("a write map on ext4 or tmpfs");
+        if populate {
+            map.populate_ahead();
+        }
         let blocks = || std::fs::metadata(&path).unwrap().blocks() * 512;
         assert_eq!(blocks(), 0, "created sparse");
 
@@ -420,5 +509,31 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
         assert!(map.write_at(b"x", u64::MAX).is_err());
         assert_eq!(std::fs::metadata(&path).unwrap().len(), len);
+
+        // A segment filled front to back in small frames, as the log does: every byte reads
+        // back (with the populating thread faulting pages in just ahead of the copies).
+        let path = tmp.path().join("seg2");
+        let file = FsStorage::default().create(&path).unwrap();
+        let len = 9 << 20;
+        file.set_len(len).unwrap();
+        let mut map = file.write_map().unwrap().unwrap();
+        if populate {
+            map.populate_ahead();
+        }
+        let mut expected = vec![0u8; usize::try_from(len).unwrap()];
+        let mut at = 0usize;
+        let mut i = 0u32;
+        while at + 333 <= expected.len() {
+            let frame: Vec<u8> = (0..333u32).map(|k| (k ^ i).to_le_bytes()[0] | 1).collect();
+            map.write_at(&frame, at as u64).unwrap();
+            expected[at..at + 333].copy_from_slice(&frame);
+            at += 333;
+            i += 1;
+        }
+        drop(map);
+        assert!(
+            std::fs::read(&path).unwrap() == expected,
+            "every frame reads back"
+        );
     }
 }

@@ -276,6 +276,12 @@ pub trait WriteMap: Send + Sync + Debug {
     /// A write past the view's length, or the operating system's error (ENOSPC when blocks
     /// cannot be allocated).
     fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// From now on, faults the map's pages in on a thread of its own a little ahead of the
+    /// writes, so the writing thread takes no page faults (the default does nothing). The
+    /// pages made writable ahead are dirty and hold zeros until written: a sync of the file
+    /// writes them too, which is why the log asks for this only under policies that do not
+    /// sync on every append.
+    fn populate_ahead(&mut self) {}
 }
 
 /// A file that does not exist: empty, and every write fails. Stands for the first segment of
