@@ -5,6 +5,7 @@
 //! eight bytes of index (plus the vector's spare capacity), and locations compare in log order.
 
 use foldhash::HashMap;
+use smol_str::SmolStr;
 use std::sync::Arc;
 
 use crate::engine::postings::Postings;
@@ -27,10 +28,12 @@ pub(crate) fn unpack(location: u64) -> (u32, u64) {
     )
 }
 
-/// One stream: its id (its place in `StreamIndex::names`) and its events' locations.
-#[derive(Debug, Default)]
+/// One stream: its id (its place in `StreamIndex::names`), its shared name, and its events'
+/// locations.
+#[derive(Debug)]
 struct Stream {
     id: u32,
+    name: Arc<str>,
     locs: Vec<u64>,
 }
 
@@ -38,7 +41,9 @@ struct Stream {
 /// query index.
 #[derive(Debug, Default)]
 pub(crate) struct StreamIndex {
-    streams: HashMap<Arc<str>, Stream>,
+    /// Keyed by names held in place when short ([`SmolStr`]): an append's lookup compares
+    /// the name inside the table, without following a pointer.
+    streams: HashMap<SmolStr, Stream>,
     /// Stream id to name.
     names: Vec<Arc<str>>,
     pub(crate) postings: Postings,
@@ -78,8 +83,9 @@ impl StreamIndex {
                 let name: Arc<str> = Arc::from(stream);
                 let id = crate::cast::u32_len(self.names.len());
                 self.names.push(Arc::clone(&name));
-                self.streams.entry(name).or_insert(Stream {
+                self.streams.entry(SmolStr::new(stream)).or_insert(Stream {
                     id,
+                    name,
                     locs: Vec::new(),
                 })
             }
@@ -130,7 +136,7 @@ impl StreamIndex {
         max: usize,
         watermark: u64,
     ) -> Option<(Arc<str>, Vec<u64>)> {
-        let (name, entry) = self.streams.get_key_value(stream)?;
+        let entry = self.streams.get(stream)?;
         let locs = &entry.locs;
         let start = usize::try_from(from.saturating_sub(1)).unwrap_or(usize::MAX);
         let taken = locs
@@ -141,30 +147,33 @@ impl StreamIndex {
             .take_while(|&&l| l < watermark)
             .copied()
             .collect();
-        Some((Arc::clone(name), taken))
+        Some((Arc::clone(&entry.name), taken))
     }
 
     /// The shared name of a stream.
     pub(crate) fn name(&self, stream: &str) -> Option<Arc<str>> {
-        self.streams
-            .get_key_value(stream)
-            .map(|(k, _)| Arc::clone(k))
+        self.streams.get(stream).map(|s| Arc::clone(&s.name))
     }
 
     /// Every stream with its visible version, in no particular order.
     pub(crate) fn streams(&self, watermark: u64) -> Vec<(Arc<str>, u64)> {
         self.streams
-            .keys()
-            .filter_map(|k| Some((Arc::clone(k), self.visible_version(k, watermark)?)))
+            .values()
+            .filter_map(|s| {
+                Some((
+                    Arc::clone(&s.name),
+                    self.visible_version(&s.name, watermark)?,
+                ))
+            })
             .collect()
     }
 
     /// The names of every metadata stream (`$$` + a stream's name).
     pub(crate) fn metadata_streams(&self) -> Vec<Arc<str>> {
         self.streams
-            .keys()
-            .filter(|k| crate::engine::lifecycle::is_system(k))
-            .cloned()
+            .values()
+            .filter(|s| crate::engine::lifecycle::is_system(&s.name))
+            .map(|s| Arc::clone(&s.name))
             .collect()
     }
 
@@ -176,13 +185,21 @@ impl StreamIndex {
     /// Approximate heap bytes held: location vectors, names, the hash table, and the query
     /// index.
     pub(crate) fn memory_bytes(&self) -> usize {
-        let per_entry = std::mem::size_of::<(Arc<str>, Stream)>() + 1;
+        let per_entry = std::mem::size_of::<(SmolStr, Stream)>() + 1;
         let table = self.streams.capacity() * per_entry + self.names.capacity() * 16;
         let names_and_locs: usize = self
             .streams
             .iter()
-            // An Arc<str> allocation holds two counters before the bytes.
-            .map(|(k, v)| 16 + k.len() + v.locs.capacity() * 8)
+            // An Arc<str> allocation holds two counters before the bytes; a key longer than
+            // SmolStr holds in place is a second one.
+            .map(|(k, v)| {
+                let key = if k.is_heap_allocated() {
+                    16 + k.len()
+                } else {
+                    0
+                };
+                16 + v.name.len() + key + v.locs.capacity() * 8
+            })
             .sum();
         table + names_and_locs + self.postings.memory_bytes()
     }

@@ -291,11 +291,11 @@ const ALLOCATE_MIN: u64 = 2 << 20;
 /// How far ahead of the writes [`FsWriteMap::populate_ahead`] keeps the map's pages faulted
 /// in (and their blocks allocated, which it needs first).
 #[cfg(target_os = "linux")]
-const POPULATE_LEAD: u64 = 2 << 20;
+const POPULATE_LEAD: u64 = 8 << 20;
 
 /// The populating thread's unit of work.
 #[cfg(target_os = "linux")]
-const POPULATE_STEP: u64 = 512 << 10;
+const POPULATE_STEP: u64 = 1 << 20;
 
 /// Writes at least this long go through `pwrite` (into the same page cache): copying a large
 /// frame in the kernel costs less than taking a page fault on each of its fresh pages.
@@ -467,7 +467,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("seg");
         let file = FsStorage::default().create(&path).unwrap();
-        let len = 10 << 20;
+        let len = 32 << 20;
         file.set_len(len).unwrap();
         // The test directory is on ext4 or tmpfs here (CI and development machines).
         let mut map = file
@@ -482,6 +482,12 @@ mod tests {
 
         map.write_at(b"first", 100).unwrap();
         assert!(blocks() >= ALLOCATE_AHEAD, "allocated ahead of the write");
+        if populate {
+            assert!(
+                blocks() >= POPULATE_LEAD,
+                "allocated ahead of the pages populated"
+            );
+        }
         assert!(blocks() < len, "not the whole file");
         // Across the allocation boundary, a frame large enough for pwrite, and the last byte.
         let straddle = vec![7u8; 64];
