@@ -8,7 +8,7 @@ use super::Engine;
 use super::SealJob;
 use super::Watermark;
 use super::Writer;
-use super::format::frame::{self, FrameStart, TxPart};
+use super::format::frame::{self, FRAME_HEADER_LEN, FrameStart, TxPart};
 use super::index::pack;
 use super::log::Seal;
 use super::read::{SegmentCache, read_event};
@@ -284,18 +284,32 @@ impl Engine {
             let mut ix = self.index.write();
             let mut rest: &[u32] = &w.offsets;
             let mut position = first_position;
+            let tag_ids = &mut w.tag_ids;
             for part in parts {
                 let (mine, after) = rest.split_at(part.events.len().min(rest.len()));
                 rest = after;
                 let id = ix.push(part.stream, mine.iter().map(location));
+                let run = w.checkpoint.run(id, part.stream, part.first_version);
                 for (e, o) in part.events.iter().zip(mine) {
-                    ix.post(
+                    tag_ids.clear();
+                    let type_id = ix.post(
                         position,
                         id,
                         location(o),
                         &e.event_type,
                         e.tags.iter().map(String::as_str),
+                        tag_ids,
                     );
+                    if let Some(run) = run {
+                        w.checkpoint.record(
+                            run,
+                            frame_offset + u64::from(*o),
+                            type_id,
+                            &e.event_type,
+                            tag_ids,
+                            e.tags.iter().map(String::as_str),
+                        );
+                    }
                     position += 1;
                 }
                 debug_assert_eq!(
@@ -306,6 +320,10 @@ impl Engine {
                 );
             }
         }
+        let header = w.buf.get(..FRAME_HEADER_LEN).unwrap_or_default();
+        let end = frame_offset + w.buf.len() as u64;
+        w.checkpoint
+            .frame(frame_offset, header, first_position, n, end);
         self.note_metadata(parts, first_position);
         self.written_through(w, n, ordinal);
         Ok((first_position, last_position, timestamp))
@@ -352,8 +370,9 @@ impl Engine {
                     0
                 });
             }
+            let ix = Some(Box::new(w.take_checkpoint()));
             if let Some(tx) = &w.to_seal {
-                let _ = tx.send(SealJob::Sealed(sealed));
+                let _ = tx.send(SealJob::Sealed(sealed, ix));
             }
         }
         Ok((written.ordinal, written.offset))

@@ -85,6 +85,7 @@ impl Engine {
         let seg = Arc::new(seg);
         self.log.adopt(Arc::clone(&seg))?;
         w.active = Active::new(Arc::clone(&seg), file, SEGMENT_HEADER_LEN, false);
+        w.checkpoint = super::checkpoint::Builder::given_up();
         Ok(seg)
     }
 

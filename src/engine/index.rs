@@ -108,7 +108,8 @@ impl StreamIndex {
     }
 
     /// Adds an event to the query index: the event at `position` (the next one), of the
-    /// stream with id `stream`, at `location`.
+    /// stream with id `stream`, at `location`. Returns the number of its type and adds those
+    /// of its tags to `tag_ids` (see [`Postings::push`]).
     pub(crate) fn post<'t>(
         &mut self,
         position: u64,
@@ -116,10 +117,17 @@ impl StreamIndex {
         location: u64,
         event_type: &str,
         tags: impl IntoIterator<Item = &'t str>,
-    ) {
+        tag_ids: &mut Vec<u32>,
+    ) -> Option<u32> {
         let name = self.names.get(stream as usize).map_or("", |n| n.as_ref());
-        self.postings
-            .push(position, (stream, name), location, event_type, tags);
+        self.postings.push(
+            position,
+            (stream, name),
+            location,
+            event_type,
+            tags,
+            tag_ids,
+        )
     }
 
     /// The name of the stream with id `id`.

@@ -88,13 +88,32 @@ pub(crate) struct Writer {
     /// Once the active segment reaches this offset, the segment before it, which its roll
     /// left unsynced, is due for its sync.
     pub(crate) seal_due: Option<u64>,
+    /// The active segment's index checkpoint, made as it is written.
+    pub(crate) checkpoint: checkpoint::Builder,
+    /// The tag numbers of the event being indexed (kept to spare an allocation per event).
+    pub(crate) tag_ids: Vec<u32>,
 }
+
+impl Writer {
+    /// After a roll sealed a segment: the builder of its checkpoint, replaced by a new one
+    /// for the active segment the roll created (which holds at most the frame that made the
+    /// roll, not yet noted).
+    pub(crate) fn take_checkpoint(&mut self) -> checkpoint::Builder {
+        let next = checkpoint::Builder::new(&self.active.seg, segment::SEGMENT_HEADER_LEN);
+        std::mem::replace(&mut self.checkpoint, next)
+    }
+}
+
+/// A sealed segment, with the builder of its checkpoint when the writer made one.
+type Sealed = (Arc<Segment>, Option<Box<checkpoint::Builder>>);
 
 /// Work for the sealer thread.
 #[derive(Debug)]
 pub(crate) enum SealJob {
-    /// A roll sealed this segment (or an open found it without an index checkpoint).
-    Sealed(Arc<Segment>),
+    /// A roll sealed this segment (or an open found it without an index checkpoint), with
+    /// the builder of its checkpoint when the writer made one as it wrote (else, or if the
+    /// builder gave up, the segment is scanned).
+    Sealed(Arc<Segment>, Option<Box<checkpoint::Builder>>),
     /// The segment a roll left unsynced is due for its sync.
     SyncDue,
 }
@@ -156,6 +175,8 @@ pub(crate) struct Engine {
     /// Held while an index checkpoint is written and while a scavenge swaps a segment, so
     /// that no checkpoint of a segment's old file outlives the swap.
     checkpoint_lock: Mutex<()>,
+    /// Index checkpoints written from what the writer noted, without a scan.
+    pub(crate) checkpoints_unscanned: AtomicU64,
     pub(crate) writer: Mutex<Writer>,
     pub(crate) commit: Commit,
     watermark: Mutex<Watermark>,
@@ -273,7 +294,7 @@ impl Engine {
         if checkpoints {
             for ord in &rec.unindexed {
                 if let Some(seg) = rec.segments.get(*ord as usize - 1) {
-                    let _ = to_seal.send(SealJob::Sealed(Arc::clone(seg)));
+                    let _ = to_seal.send(SealJob::Sealed(Arc::clone(seg), None));
                 }
             }
         }
@@ -297,7 +318,13 @@ impl Engine {
             has_lifecycle: AtomicBool::new(false),
             scavenging: Mutex::new(()),
             checkpoint_lock: Mutex::new(()),
+            checkpoints_unscanned: AtomicU64::new(0),
             writer: Mutex::new(Writer {
+                checkpoint: if read_only || !checkpoints {
+                    checkpoint::Builder::given_up()
+                } else {
+                    checkpoint::Builder::new(&rec.active.seg, rec.active.offset)
+                },
                 active: rec.active.populated_ahead(populate_ahead),
                 next_position: rec.next_position,
                 written,
@@ -305,6 +332,7 @@ impl Engine {
                 offsets: Vec::new(),
                 to_seal: (!read_only).then_some(to_seal),
                 seal_due: None,
+                tag_ids: Vec::new(),
             }),
             // Recovery synced the active segment, and the one before it if that had been
             // left unsynced; every earlier one was synced before the next roll.
@@ -418,36 +446,40 @@ impl Engine {
             // Checkpoints are built on a thread of their own at a background priority: a
             // scan of a full segment is only a faster next open, and must not take the
             // CPU from the appends (or from the thread faulting pages in ahead of them).
-            let (to_index, indexing) = std::sync::mpsc::channel::<Arc<Segment>>();
+            let (to_index, indexing) = std::sync::mpsc::channel::<Sealed>();
             let indexer = if checkpoints {
                 std::thread::Builder::new()
                     .name("annal-checkpoint".into())
                     .spawn_scoped(scope, move || {
                         background_priority();
-                        for seg in indexing {
-                            self.write_checkpoint(&seg);
+                        for (seg, ix) in indexing {
+                            self.write_checkpoint(&seg, ix);
                         }
                     })
                     .ok()
             } else {
                 None
             };
-            let index = |seg: &Arc<Segment>| {
+            let index = |(seg, ix): Sealed| {
                 if !checkpoints {
                     return;
                 }
                 // Without its thread (it could not be made), here.
-                if indexer.is_none() || to_index.send(Arc::clone(seg)).is_err() {
-                    self.write_checkpoint(seg);
+                if indexer.is_none() {
+                    self.write_checkpoint(&seg, ix);
+                } else if let Err(std::sync::mpsc::SendError((seg, ix))) = to_index.send((seg, ix))
+                {
+                    self.write_checkpoint(&seg, ix);
                 }
             };
             self.seal_jobs(jobs, &index);
         });
     }
 
-    /// Writes the index checkpoint of sealed segment `seg`, unless a scavenge has replaced it
-    /// since (and written its own).
-    fn write_checkpoint(&self, seg: &Arc<Segment>) {
+    /// Writes the index checkpoint of sealed segment `seg` (from `builder` when the writer
+    /// made one that saw all of it, else from a scan of the segment), unless a scavenge has
+    /// replaced the segment since (and written its own).
+    fn write_checkpoint(&self, seg: &Arc<Segment>, builder: Option<Box<checkpoint::Builder>>) {
         let _swaps = self.checkpoint_lock.lock();
         if self
             .log
@@ -455,36 +487,41 @@ impl Engine {
             .is_some_and(|now| Arc::ptr_eq(&now, seg))
         {
             // A checkpoint that fails to be written is only a slower next open.
-            let _ = checkpoint::build_and_write(self.storage.as_ref(), &self.dir, seg);
+            let _ = match builder.and_then(|b| b.finish(seg)) {
+                Some(ix) => checkpoint::write(self.storage.as_ref(), &self.dir, &ix).map(|_| {
+                    self.checkpoints_unscanned.fetch_add(1, Ordering::Relaxed);
+                }),
+                None => checkpoint::build_and_write(self.storage.as_ref(), &self.dir, seg),
+            };
         }
     }
 
     /// The sealer's loop: syncs sealed segments when due and hands each synced one to
     /// `index`.
-    fn seal_jobs(&self, jobs: &Receiver<SealJob>, index: &dyn Fn(&Arc<Segment>)) {
+    fn seal_jobs(&self, jobs: &Receiver<SealJob>, index: &dyn Fn(Sealed)) {
         let unsynced = |seg: &Segment| {
             self.log
                 .unsynced()
                 .is_some_and(|u| u.seg.ordinal == seg.ordinal)
         };
         // A sealed segment waiting for its sync (or for a sync someone else makes).
-        let mut waiting: Option<Arc<Segment>> = None;
+        let mut waiting: Option<Sealed> = None;
         for job in jobs {
             match job {
-                SealJob::Sealed(seg) => {
+                SealJob::Sealed(seg, ix) => {
                     // A segment a scavenge rewrote comes synced: one still waiting for its
                     // sync goes on waiting.
                     if let Some(old) = waiting.take() {
-                        if unsynced(&old) && !unsynced(&seg) {
+                        if unsynced(&old.0) && !unsynced(&seg) {
                             waiting = Some(old);
-                        } else if !unsynced(&old) {
-                            index(&old);
+                        } else if !unsynced(&old.0) {
+                            index(old);
                         }
                     }
                     if unsynced(&seg) {
-                        waiting = Some(seg);
+                        waiting = Some((seg, ix));
                     } else {
-                        index(&seg);
+                        index((seg, ix));
                     }
                     self.retain_in_background();
                 }
@@ -499,15 +536,15 @@ impl Engine {
                             return;
                         }
                     }
-                    if let Some(seg) = waiting.take() {
-                        index(&seg);
+                    if let Some(sealed) = waiting.take() {
+                        index(sealed);
                     }
                 }
             }
         }
         // Closing: the close synced everything it could.
-        if let Some(seg) = waiting.filter(|seg| !unsynced(seg)) {
-            index(&seg);
+        if let Some(sealed) = waiting.filter(|(seg, _)| !unsynced(seg)) {
+            index(sealed);
         }
     }
 

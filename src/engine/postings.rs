@@ -155,11 +155,6 @@ impl Lists {
         id
     }
 
-    fn push(&mut self, key: &str, location: u64) {
-        let id = self.id_of(key);
-        self.push_id(id, location);
-    }
-
     fn push_id(&mut self, id: u32, location: u64) {
         if let Some(list) = self.lists.get_mut(id as usize) {
             list.push(location);
@@ -229,7 +224,8 @@ pub(crate) struct Numbered<'a> {
 
 impl Postings {
     /// Adds the event at `position` (the next one: positions come in order), of stream
-    /// `stream` (its id and name), at `location`.
+    /// `stream` (its id and name), at `location`. Returns the number of its type and adds
+    /// those of its tags to `tag_ids`, in order; `None` when the query index is off.
     pub(crate) fn push<'t>(
         &mut self,
         position: u64,
@@ -237,17 +233,22 @@ impl Postings {
         location: u64,
         event_type: &str,
         tags: impl IntoIterator<Item = &'t str>,
-    ) {
+        tag_ids: &mut Vec<u32>,
+    ) -> Option<u32> {
         if !self.take_position(position, stream.0) {
-            return;
+            return None;
         }
-        self.types.push(event_type, location);
+        let type_id = self.types.id_of(event_type);
+        self.types.push_id(type_id, location);
         if let Some(c) = self.category_id(stream) {
             self.categories.push_id(c, location);
         }
         for tag in tags {
-            self.tags.push(tag, location);
+            let id = self.tags.id_of(tag);
+            self.tags.push_id(id, location);
+            tag_ids.push(id);
         }
+        Some(type_id)
     }
 
     /// [`Postings::push`], with every key already numbered (an open, from a segment's tables).
@@ -343,9 +344,15 @@ mod tests {
     #[test]
     fn lists_by_key_in_log_order_and_streams_by_position() {
         let mut p = Postings::default();
-        p.push(1, (0, "cart-1"), 10, "Added", ["a", "b"]);
-        p.push(2, (1, "user"), 20, "Added", []);
-        p.push(3, (0, "cart-1"), 30, "Removed", ["b"]);
+        let mut ids = Vec::new();
+        let added = p.push(1, (0, "cart-1"), 10, "Added", ["a", "b"], &mut ids);
+        assert_eq!(p.push(2, (1, "user"), 20, "Added", [], &mut ids), added);
+        let removed = p.push(3, (0, "cart-1"), 30, "Removed", ["b"], &mut ids);
+        assert_ne!(removed, added);
+        // Each event's tags numbered in order, the same tag the same number.
+        assert_eq!(ids.len(), 3);
+        assert_eq!(ids[2], ids[1]);
+        assert_ne!(ids[0], ids[1]);
         let all = |l: &PostingList| l.window(0, u64::MAX).iter().collect::<Vec<u64>>();
         assert_eq!(all(p.tags.get("b")), [10, 30]);
         assert_eq!(all(p.tags.get("a")), [10]);

@@ -130,6 +130,8 @@ impl Engine {
             w.buf.resize(len, 0);
             frame::erase_frame(&mut w.buf, first_position, self.commit.durable(), parts);
             let (ordinal, offset) = self.place(w, first_position)?;
+            // A checkpoint of erased frames is the scan's to make.
+            w.checkpoint.give_up();
             if w.active.seg.ordinal == ordinal {
                 w.active.seg.set_erased(vec![(offset, offset + len as u64)]);
             }

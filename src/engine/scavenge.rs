@@ -565,8 +565,9 @@ impl Engine {
         };
         self.publish(wm);
         self.commit.advance(wm.position);
+        let ix = Some(Box::new(w.take_checkpoint()));
         if let Some(tx) = &w.to_seal {
-            let _ = tx.send(SealJob::Sealed(sealed));
+            let _ = tx.send(SealJob::Sealed(sealed, ix));
         }
         Ok(())
     }
@@ -606,7 +607,7 @@ impl Engine {
         // Its checkpoint is the sealer's to write, as for a segment a roll sealed (a next
         // open without one scans the segment and writes it).
         if let Some(tx) = &self.writer.lock().to_seal {
-            let _ = tx.send(SealJob::Sealed(seg));
+            let _ = tx.send(SealJob::Sealed(seg, None));
         }
         Ok(())
     }
