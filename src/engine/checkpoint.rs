@@ -564,14 +564,14 @@ pub(crate) fn write(storage: &dyn Storage, dir: &Path, ix: &SegmentIndex) -> Res
     crate::storage::replace_file(storage, dir, &file_name(ix.ordinal), &ix.encode())
 }
 
-/// Scans a sealed segment and writes its checkpoint.
-pub(crate) fn build_and_write(storage: &dyn Storage, dir: &Path, seg: &Segment) -> Result<()> {
+/// The checkpoint of a sealed segment, from a scan of it.
+pub(crate) fn build(seg: &Segment) -> Result<SegmentIndex> {
     let bytes = seg.read(0, seg.end())?;
     let (ix, stop) = scan(seg, &bytes)?;
     if let Some(stop) = stop {
         return Err(Error::corruption(&seg.path, stop.offset, stop.reason));
     }
-    write(storage, dir, &ix).map(|_| ())
+    Ok(ix)
 }
 
 #[cfg(test)]

@@ -88,8 +88,10 @@ pub(crate) struct Writer {
     /// Once the active segment reaches this offset, the segment before it, which its roll
     /// left unsynced, is due for its sync.
     pub(crate) seal_due: Option<u64>,
-    /// The active segment's index checkpoint, made as it is written.
+    /// The active segment's index checkpoint, made as it is written (when `checkpoints`).
     pub(crate) checkpoint: checkpoint::Builder,
+    /// Index checkpoints are written (`Options::index_checkpoints`, a writable store).
+    pub(crate) checkpoints: bool,
     /// The tag numbers of the event being indexed (kept to spare an allocation per event).
     pub(crate) tag_ids: Vec<u32>,
 }
@@ -99,7 +101,11 @@ impl Writer {
     /// for the active segment the roll created (which holds at most the frame that made the
     /// roll, not yet noted).
     pub(crate) fn take_checkpoint(&mut self) -> checkpoint::Builder {
-        let next = checkpoint::Builder::new(&self.active.seg, segment::SEGMENT_HEADER_LEN);
+        let next = if self.checkpoints {
+            checkpoint::Builder::new(&self.active.seg, segment::SEGMENT_HEADER_LEN)
+        } else {
+            checkpoint::Builder::given_up()
+        };
         std::mem::replace(&mut self.checkpoint, next)
     }
 }
@@ -299,7 +305,7 @@ impl Engine {
             }
         }
         // Pages faulted in ahead are dirty zeros until written, which a sync writes too:
-        // worth it only where appends do not each wait for a sync.
+        // not where every append waits for a sync of its own.
         let populate_ahead = policy != FsyncPolicy::Always;
         let log = Log::new(
             Arc::clone(&storage),
@@ -320,11 +326,12 @@ impl Engine {
             checkpoint_lock: Mutex::new(()),
             checkpoints_unscanned: AtomicU64::new(0),
             writer: Mutex::new(Writer {
-                checkpoint: if read_only || !checkpoints {
-                    checkpoint::Builder::given_up()
-                } else {
+                checkpoint: if checkpoints {
                     checkpoint::Builder::new(&rec.active.seg, rec.active.offset)
+                } else {
+                    checkpoint::Builder::given_up()
                 },
+                checkpoints,
                 active: rec.active.populated_ahead(populate_ahead),
                 next_position: rec.next_position,
                 written,
@@ -439,8 +446,9 @@ impl Engine {
 impl Engine {
     /// The sealer's loop, until the store closes: syncs the segment a roll left unsynced
     /// when it is due (the next one is half full: the sync's writes then keep out of the
-    /// way of the roll's, and of the appends right after it), and writes index checkpoints
-    /// (with `checkpoints`), which are only ever written for synced segments.
+    /// way of the roll's, and of the appends right after it), and hands synced segments to
+    /// a thread of its own that writes their index checkpoints (with `checkpoints`), which
+    /// are only ever written for synced segments.
     fn run_sealer(&self, jobs: &Receiver<SealJob>, checkpoints: bool) {
         std::thread::scope(|scope| {
             // Checkpoints are built on a thread of their own at a background priority: a
@@ -480,19 +488,30 @@ impl Engine {
     /// made one that saw all of it, else from a scan of the segment), unless a scavenge has
     /// replaced the segment since (and written its own).
     fn write_checkpoint(&self, seg: &Arc<Segment>, builder: Option<Box<checkpoint::Builder>>) {
+        let current = || {
+            self.log
+                .segment(seg.ordinal)
+                .is_some_and(|now| Arc::ptr_eq(&now, seg))
+        };
+        if !current() {
+            return;
+        }
+        // Made (or scanned) outside the lock, at this thread's low priority: only the write
+        // holds it, so a scavenge's swap never waits for a scan. A checkpoint that cannot be
+        // made or written is only a slower next open.
+        let (ix, unscanned) = match builder.and_then(|b| b.finish(seg)) {
+            Some(ix) => (ix, true),
+            None => match checkpoint::build(seg) {
+                Ok(ix) => (ix, false),
+                Err(_) => return,
+            },
+        };
         let _swaps = self.checkpoint_lock.lock();
-        if self
-            .log
-            .segment(seg.ordinal)
-            .is_some_and(|now| Arc::ptr_eq(&now, seg))
+        if current()
+            && checkpoint::write(self.storage.as_ref(), &self.dir, &ix).is_ok()
+            && unscanned
         {
-            // A checkpoint that fails to be written is only a slower next open.
-            let _ = match builder.and_then(|b| b.finish(seg)) {
-                Some(ix) => checkpoint::write(self.storage.as_ref(), &self.dir, &ix).map(|_| {
-                    self.checkpoints_unscanned.fetch_add(1, Ordering::Relaxed);
-                }),
-                None => checkpoint::build_and_write(self.storage.as_ref(), &self.dir, seg),
-            };
+            self.checkpoints_unscanned.fetch_add(1, Ordering::Relaxed);
         }
     }
 

@@ -257,8 +257,9 @@ impl StorageFile for FsFile {
         }
         let file = self.0.try_clone()?;
         // Making a raw map is safe; writing through it (`write_at`) relies on this: the map
-        // must not outlive the file's length, and nothing may hold a reference to bytes
-        // written through it. annal never shrinks a segment while it is
+        // must not be written past the file's length (the populating thread's handle may
+        // outlive it, but only asks the kernel to fault pages in, which fails rather than
+        // raising a signal), and nothing may hold a reference to bytes written through it. annal never shrinks a segment while it is
         // open (tail repair happens at open, before the map is made), and `write_at` copies
         // through a raw pointer, never through `&mut [u8]` of the map, into bytes past what
         // readers view (the populating thread only faults pages in, which changes no byte).
@@ -272,6 +273,8 @@ impl StorageFile for FsFile {
             fallback: false,
             populator: None,
             populated: 0,
+            stepped: std::time::Instant::now(),
+            lead_refused: None,
         })))
     }
 }
@@ -294,10 +297,17 @@ const ALLOCATE_MIN: u64 = 2 << 20;
 const POPULATE_LEAD: u64 = 8 << 20;
 
 /// The populating thread's unit of work. Handing it one wakes the thread, which costs the
-/// writer a system call and, on a virtual machine, an interrupt to another CPU: few steps
-/// to a lead.
+/// writer a system call and, on a virtual machine, an interrupt to another CPU: the writer
+/// hands over whole steps only, a few to a lead.
 #[cfg(target_os = "linux")]
 const POPULATE_STEP: u64 = 4 << 20;
+
+/// A writer that took longer than this to fill the last step is slow: its page faults cost
+/// it little, while pages populated ahead would sit dirty (zeros) long enough for the kernel
+/// to write them back before the data, doubling what reaches the disk. It populates nothing
+/// until it is fast again.
+#[cfg(target_os = "linux")]
+const POPULATE_SLOW: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Writes at least this long go through `pwrite` (into the same page cache): copying a large
 /// frame in the kernel costs less than taking a page fault on each of its fresh pages.
@@ -316,10 +326,18 @@ struct FsWriteMap {
     /// The file system cannot allocate ahead: every write goes through `pwrite`.
     fallback: bool,
     /// The thread faulting pages in ahead of the writes ([`WriteMap::populate_ahead`]): it
-    /// takes byte ranges of the map and ends when this sender is dropped.
+    /// takes byte ranges of the map and ends when this sender is dropped (it holds the map
+    /// until then, past this map's own drop; a range it populates after the file shrank, or
+    /// after the segment was removed, only fails the `madvise`).
     populator: Option<std::sync::mpsc::Sender<(usize, usize)>>,
-    /// Bytes from the start handed to the populating thread.
+    /// Where the pages handed to the populating thread (or passed over: see
+    /// [`POPULATE_SLOW`]) end; 0 until the first write, from whose page they start.
     populated: u64,
+    /// When the last step was handed over (or passed over).
+    stepped: std::time::Instant,
+    /// `allocated` when allocating the lead failed for want of space: not tried again
+    /// until the writes themselves have allocated more.
+    lead_refused: Option<u64>,
 }
 
 #[cfg(target_os = "linux")]
@@ -358,9 +376,9 @@ impl FsWriteMap {
         }
     }
 
-    /// Hands the populating thread, if there is one, the allocated pages up to a lead past
-    /// `end`, from the write at `offset` on the first time (the pages before it were written
-    /// already).
+    /// Hands the populating thread, if there is one, whole steps of the allocated pages up
+    /// to a lead past `end` (and the rest of the map once the lead reaches its end), from the
+    /// page of the write at `offset` on the first time (the pages before it were written).
     fn populate_to(&mut self, offset: u64, end: u64) {
         let Some(tx) = &self.populator else {
             return;
@@ -368,8 +386,21 @@ impl FsWriteMap {
         if self.populated == 0 {
             self.populated = offset - offset % 4096;
         }
+        let map_len = self.map.len() as u64;
         let upto = end.saturating_add(POPULATE_LEAD).min(self.allocated);
-        while self.populated < upto {
+        let due = |populated: u64| {
+            populated < upto && (populated + POPULATE_STEP <= upto || upto == map_len)
+        };
+        if !due(self.populated) {
+            return;
+        }
+        if self.stepped.elapsed() > POPULATE_SLOW {
+            // Slow: pass the lead over; the writer faults its pages itself.
+            self.populated = upto;
+            self.stepped = std::time::Instant::now();
+            return;
+        }
+        while due(self.populated) {
             let len = POPULATE_STEP.min(upto - self.populated);
             let (Ok(at), Ok(n)) = (usize::try_from(self.populated), usize::try_from(len)) else {
                 return;
@@ -379,8 +410,11 @@ impl FsWriteMap {
                 self.populator = None;
                 return;
             }
+            #[cfg(test)]
+            tests::STEPS_HANDED.with(|s| s.set(s.get() + 1));
             self.populated += len;
         }
+        self.stepped = std::time::Instant::now();
     }
 }
 
@@ -398,12 +432,23 @@ impl WriteMap for FsWriteMap {
         if !self.fallback {
             // Populating needs blocks a lead ahead; failing to allocate those (a nearly full
             // disk) only populates less, while failing to allocate this write's is its error.
-            let want = match self.populator {
-                Some(_) => end.saturating_add(POPULATE_LEAD).min(map_len),
-                None => end,
+            let lead = match self.populator {
+                Some(_) if self.lead_refused != Some(self.allocated) => {
+                    end.saturating_add(POPULATE_LEAD).min(map_len)
+                }
+                _ => end,
             };
-            if want > self.allocated && self.allocate(want).is_err() && end > self.allocated {
-                self.allocate(end)?;
+            if lead > self.allocated {
+                match self.allocate(lead) {
+                    Ok(()) => {}
+                    Err(_) if lead > end => {
+                        self.lead_refused = Some(self.allocated);
+                        if end > self.allocated {
+                            self.allocate(end)?;
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             self.populate_to(offset, end);
         }
@@ -453,6 +498,11 @@ impl WriteMap for FsWriteMap {
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+
+    thread_local! {
+        /// Steps this thread's write maps handed to their populating threads.
+        pub(super) static STEPS_HANDED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
 
     #[test]
     fn write_map_writes_what_reads_see_and_allocates_ahead() {
@@ -528,6 +578,7 @@ mod tests {
         if populate {
             map.populate_ahead();
         }
+        STEPS_HANDED.with(|s| s.set(0));
         let mut expected = vec![0u8; usize::try_from(len).unwrap()];
         let mut at = 0usize;
         let mut i = 0u32;
@@ -543,5 +594,46 @@ mod tests {
             std::fs::read(&path).unwrap() == expected,
             "every frame reads back"
         );
+        // Whole steps, not one hand-over per write: 9 MiB is three steps (the last short).
+        let steps = STEPS_HANDED.with(std::cell::Cell::get);
+        if populate {
+            assert!((1..=3).contains(&steps), "{steps} steps handed over");
+        } else {
+            assert_eq!(steps, 0);
+        }
+    }
+
+    /// A writer slower than a step a second populates nothing ahead (the zeros would be
+    /// written back before its data), and populates again once it is fast.
+    #[test]
+    fn a_slow_writer_populates_nothing_ahead() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("seg");
+        let file = FsStorage::default().create(&path).unwrap();
+        file.set_len(32 << 20).unwrap();
+        let mut map = file.write_map().unwrap().unwrap();
+        map.populate_ahead();
+        STEPS_HANDED.with(|s| s.set(0));
+        std::thread::sleep(POPULATE_SLOW + std::time::Duration::from_millis(100));
+        map.write_at(b"late", 100).unwrap();
+        assert_eq!(
+            STEPS_HANDED.with(std::cell::Cell::get),
+            0,
+            "slow: passed over"
+        );
+        // Fast again: a step's worth of writes at once, and steps are handed over.
+        let frame = vec![5u8; 4000];
+        let mut at = 4096u64;
+        while at < 12 << 20 {
+            map.write_at(&frame, at).unwrap();
+            at += 4000;
+        }
+        assert!(
+            STEPS_HANDED.with(std::cell::Cell::get) >= 1,
+            "fast: populated again"
+        );
+        let mut back = vec![0u8; 4];
+        file.read_exact_at(&mut back, 100).unwrap();
+        assert_eq!(back, b"late");
     }
 }

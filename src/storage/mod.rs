@@ -278,9 +278,10 @@ pub trait WriteMap: Send + Sync + Debug {
     fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()>;
     /// From now on, faults the map's pages in on a thread of its own a little ahead of the
     /// writes, so the writing thread takes no page faults (the default does nothing). The
-    /// pages made writable ahead are dirty and hold zeros until written: a sync of the file
-    /// writes them too, which is why the log asks for this only under policies that do not
-    /// sync on every append.
+    /// pages made writable ahead are dirty and hold zeros until written: a sync of the file,
+    /// or the kernel's own writeback of a page left long enough, writes them too. So the log
+    /// asks for this only under policies that do not sync on every append, and
+    /// [`FsStorage`]'s map populates nothing ahead of a writer too slow to gain from it.
     fn populate_ahead(&mut self) {}
 }
 
