@@ -183,17 +183,27 @@ pub(crate) fn scan_from(
 /// What the writer learns of the active segment as it writes it: enough to make the segment's
 /// checkpoint when it is sealed without scanning it again, exactly the [`SegmentIndex`] a
 /// [`scan`] would make (a test checks that they agree). It numbers streams, types and tags
-/// by the query index's numbers, so an append hashes no name for it; without the query
-/// index (`Options::query_index(false)`), or for a segment it did not see from its first
-/// frame, or one with a frame it cannot describe (a replica's erased runs), it gives up and
-/// the sealed segment is scanned as before.
+/// by the query index's numbers, so an append hashes no name for it, and keeps 12 bytes per
+/// record (plus 4 per tag); [`Builder::finish`] lays it out as the checkpoint, on the
+/// checkpoint thread. Without the query index (`Options::query_index(false)`), for a
+/// segment it did not see from its first frame, or one with a frame it cannot describe (a
+/// replica's erased runs), it gives up and the sealed segment is scanned as before.
 #[derive(Debug)]
 pub(crate) struct Builder {
-    /// `None` once given up. Its runs' offsets are filled in by [`Builder::finish`], from
-    /// `offsets`: one vector pushed to per record costs the writer less than one per stream.
+    /// What the checkpoint says of the segment but its runs' offsets and records; `None`
+    /// once given up.
     ix: Option<SegmentIndex>,
-    /// Each record's offset, in log order.
-    offsets: Vec<u64>,
+    /// Per record, in log order: its offset in the segment, its run, its type (this
+    /// segment's number).
+    offsets: Vec<u32>,
+    run: Vec<u32>,
+    event_type: Vec<u32>,
+    /// (record, where its tags end in `tag_ids`) for each record with tags.
+    tagged: Vec<(u32, u32)>,
+    tag_ids: Vec<u32>,
+    /// This segment's types and tags, in order of first appearance.
+    types: Vec<Box<str>>,
+    tags: Vec<Box<str>>,
     /// Each run's number of records so far.
     run_len: Vec<u64>,
     /// Stream id (the index's) to run.
@@ -205,28 +215,25 @@ pub(crate) struct Builder {
 }
 
 impl Builder {
-    /// For `seg`, when nothing is written in it yet (else one that has given up).
+    /// For `seg`, when nothing is written in it yet (`end` is the header's end; else one
+    /// that has given up).
     pub(crate) fn new(seg: &Segment, end: u64) -> Self {
-        let fresh = end == SEGMENT_HEADER_LEN;
-        Builder {
-            ix: fresh.then(|| SegmentIndex {
-                ordinal: seg.ordinal,
-                base_position: seg.base_position,
-                events: 0,
-                end,
-                last_frame: None,
-                samples: Vec::new(),
-                runs: Vec::new(),
-                records: Some(Records::default()),
-                erased: Vec::new(),
-                generation: seg.generation,
-            }),
-            offsets: Vec::new(),
-            run_len: Vec::new(),
-            run_of: HashMap::new(),
-            type_of: Vec::new(),
-            tag_of: HashMap::new(),
-        }
+        // Offsets are kept in 4 bytes.
+        let fresh = end == SEGMENT_HEADER_LEN && u32::try_from(seg.capacity).is_ok();
+        let mut b = Builder::given_up();
+        b.ix = fresh.then(|| SegmentIndex {
+            ordinal: seg.ordinal,
+            base_position: seg.base_position,
+            events: 0,
+            end,
+            last_frame: None,
+            samples: Vec::new(),
+            runs: Vec::new(),
+            records: None,
+            erased: Vec::new(),
+            generation: seg.generation,
+        });
+        b
     }
 
     /// One that has given up: the segment will be scanned.
@@ -234,6 +241,12 @@ impl Builder {
         Builder {
             ix: None,
             offsets: Vec::new(),
+            run: Vec::new(),
+            event_type: Vec::new(),
+            tagged: Vec::new(),
+            tag_ids: Vec::new(),
+            types: Vec::new(),
+            tags: Vec::new(),
             run_len: Vec::new(),
             run_of: HashMap::new(),
             type_of: Vec::new(),
@@ -287,44 +300,48 @@ impl Builder {
         tag_ids: &[u32],
         tags: impl IntoIterator<Item = &'t str>,
     ) {
-        let (Some(ix), Some(type_id)) = (self.ix.as_mut(), type_id) else {
-            self.ix = None;
-            return;
-        };
-        let (Some(records), Some(len)) = (ix.records.as_mut(), self.run_len.get_mut(run as usize))
-        else {
+        let (true, Some(type_id), Ok(offset), Some(len)) = (
+            self.ix.is_some(),
+            type_id,
+            u32::try_from(offset),
+            self.run_len.get_mut(run as usize),
+        ) else {
             self.ix = None;
             return;
         };
         *len += 1;
         self.offsets.push(offset);
-        records.run.push(run);
+        self.run.push(run);
         let t = type_id as usize;
-        if self.type_of.len() <= t {
-            self.type_of.resize(t + 1, u32::MAX);
-        }
         let local = match self.type_of.get(t) {
             Some(&l) if l != u32::MAX => l,
             _ => {
-                let l = crate::cast::u32_len(records.types.len());
-                records.types.push(event_type.into());
+                if self.type_of.len() <= t {
+                    self.type_of.resize(t + 1, u32::MAX);
+                }
+                let l = crate::cast::u32_len(self.types.len());
+                self.types.push(event_type.into());
                 if let Some(slot) = self.type_of.get_mut(t) {
                     *slot = l;
                 }
                 l
             }
         };
-        records.event_type.push(local);
-        for (&id, tag) in tag_ids.iter().zip(tags) {
-            let local = *self.tag_of.entry(id).or_insert_with(|| {
-                records.tags.push(tag.into());
-                crate::cast::u32_len(records.tags.len() - 1)
-            });
-            records.tag_ids.push(local);
+        self.event_type.push(local);
+        if tag_ids.is_empty() {
+            return;
         }
-        records
-            .tags_end
-            .push(crate::cast::u32_len(records.tag_ids.len()));
+        for (&id, tag) in tag_ids.iter().zip(tags) {
+            let tags = &mut self.tags;
+            let local = *self.tag_of.entry(id).or_insert_with(|| {
+                tags.push(tag.into());
+                crate::cast::u32_len(tags.len() - 1)
+            });
+            self.tag_ids.push(local);
+        }
+        let record = crate::cast::u32_len(self.run.len() - 1);
+        self.tagged
+            .push((record, crate::cast::u32_len(self.tag_ids.len())));
     }
 
     /// After its records: the frame at `offset`, of `count` events from `first_position`,
@@ -365,18 +382,32 @@ impl Builder {
                 && ix.base_position == seg.base_position
                 && ix.generation == seg.generation
                 && ix.end == seg.end()
-                && ix
-                    .records
-                    .as_ref()
-                    .is_some_and(|r| r.run.len() as u64 == ix.events)
+                && self.run.len() as u64 == ix.events
         })?;
         for (run, &len) in ix.runs.iter_mut().zip(&self.run_len) {
             run.offsets.reserve_exact(crate::cast::usize_from(len));
         }
-        let records = ix.records.as_ref()?;
-        for (&r, &offset) in records.run.iter().zip(&self.offsets) {
-            ix.runs.get_mut(r as usize)?.offsets.push(offset);
+        for (&r, &offset) in self.run.iter().zip(&self.offsets) {
+            ix.runs.get_mut(r as usize)?.offsets.push(u64::from(offset));
         }
+        // Each record's tags end where the last tagged record's before it (or it) end.
+        let mut tags_end = Vec::with_capacity(self.run.len());
+        let mut tagged = self.tagged.iter().peekable();
+        let mut end = 0;
+        for i in 0..self.run.len() {
+            if let Some(&(_, e)) = tagged.next_if(|&&(r, _)| r as usize == i) {
+                end = e;
+            }
+            tags_end.push(end);
+        }
+        ix.records = Some(Records {
+            types: self.types,
+            tags: self.tags,
+            run: self.run,
+            event_type: self.event_type,
+            tags_end,
+            tag_ids: self.tag_ids,
+        });
         Some(ix)
     }
 }
