@@ -38,15 +38,9 @@ pub(crate) fn scan(seg: &Segment, bytes: &[u8]) -> Result<(SegmentIndex, Option<
     scan_from(seg, bytes, SEGMENT_HEADER_LEN, seg.base_position)
 }
 
-/// [`scan`] from the frame at `offset`, whose first position must be `position` (`verify`
-/// resumes there after damage). `base_position` of the result is `position`.
-pub(crate) fn scan_from(
-    seg: &Segment,
-    bytes: &[u8],
-    offset: u64,
-    position: u64,
-) -> Result<(SegmentIndex, Option<Stop>)> {
-    let mut ix = SegmentIndex {
+/// The index of no frame of `seg`, from `position` at `offset` on.
+fn empty(seg: &Segment, position: u64, offset: u64) -> SegmentIndex {
+    SegmentIndex {
         ordinal: seg.ordinal,
         base_position: position,
         events: 0,
@@ -57,7 +51,18 @@ pub(crate) fn scan_from(
         records: None,
         erased: Vec::new(),
         generation: seg.generation,
-    };
+    }
+}
+
+/// [`scan`] from the frame at `offset`, whose first position must be `position` (`verify`
+/// resumes there after damage). `base_position` of the result is `position`.
+pub(crate) fn scan_from(
+    seg: &Segment,
+    bytes: &[u8],
+    offset: u64,
+    position: u64,
+) -> Result<(SegmentIndex, Option<Stop>)> {
+    let mut ix = empty(seg, position, offset);
     let mut records = Records::default();
     let mut runs: HashMap<&str, usize> = HashMap::new();
     let mut types: HashMap<&str, u32> = HashMap::new();
@@ -221,18 +226,7 @@ impl Builder {
         // Offsets are kept in 4 bytes.
         let fresh = end == SEGMENT_HEADER_LEN && u32::try_from(seg.capacity).is_ok();
         let mut b = Builder::given_up();
-        b.ix = fresh.then(|| SegmentIndex {
-            ordinal: seg.ordinal,
-            base_position: seg.base_position,
-            events: 0,
-            end,
-            last_frame: None,
-            samples: Vec::new(),
-            runs: Vec::new(),
-            records: None,
-            erased: Vec::new(),
-            generation: seg.generation,
-        });
+        b.ix = fresh.then(|| empty(seg, seg.base_position, end));
         b
     }
 

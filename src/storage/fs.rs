@@ -607,18 +607,25 @@ mod tests {
         }
     }
 
+    /// A new 32 MiB file `name` in `dir` and its write map, populating ahead, with this
+    /// thread's count of steps handed over reset.
+    #[allow(clippy::unwrap_used, reason = "a test")]
+    fn populating(dir: &Path, name: &str) -> (Box<dyn StorageFile>, Box<dyn WriteMap>) {
+        let file = FsStorage::default().create(&dir.join(name)).unwrap();
+        file.set_len(32 << 20).unwrap();
+        let mut map = file.write_map().unwrap().unwrap();
+        map.populate_ahead();
+        STEPS_HANDED.with(|s| s.set(0));
+        (file, map)
+    }
+
     /// A writer slower than a step a second populates nothing ahead (the zeros would be
     /// written back before its data), and populates again once it is fast; frames written
     /// with `pwrite` populate nothing.
     #[test]
     fn populating_ahead_passes_over_slow_writers_and_pwrite_frames() {
         let tmp = tempfile::tempdir().unwrap();
-        let path = tmp.path().join("seg");
-        let file = FsStorage::default().create(&path).unwrap();
-        file.set_len(32 << 20).unwrap();
-        let mut map = file.write_map().unwrap().unwrap();
-        map.populate_ahead();
-        STEPS_HANDED.with(|s| s.set(0));
+        let (file, mut map) = populating(tmp.path(), "seg");
         std::thread::sleep(POPULATE_SLOW + std::time::Duration::from_millis(100));
         map.write_at(b"late", 100).unwrap();
         assert_eq!(
@@ -642,12 +649,7 @@ mod tests {
         assert_eq!(back, b"late");
 
         // Frames large enough for `pwrite` fault nothing: nothing is populated for them.
-        let path = tmp.path().join("seg2");
-        let file = FsStorage::default().create(&path).unwrap();
-        file.set_len(32 << 20).unwrap();
-        let mut map = file.write_map().unwrap().unwrap();
-        map.populate_ahead();
-        STEPS_HANDED.with(|s| s.set(0));
+        let (_file, mut map) = populating(tmp.path(), "seg2");
         let large = vec![6u8; PWRITE_FROM];
         for k in 0..100u64 {
             map.write_at(&large, k * PWRITE_FROM as u64).unwrap();
