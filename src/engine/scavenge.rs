@@ -17,7 +17,7 @@
 //! erased event as if it were not there: `$all` then has gaps, stream versions too.
 //!
 //! A scavenge is background work: its threads run at a lower priority, and while appends
-//! come in it rests between segments (twice as long as it worked on the last one).
+//! come in it rests between segments (four times as long as it worked on the last one).
 //!
 //! Crash safety: the new file is written as `NNNNNNNNNN.seg.tmp` and synced; the segment's
 //! index checkpoint is removed (directory synced) before the new file is renamed over the old
@@ -383,12 +383,14 @@ impl Engine {
                 break;
             }
             // Background work gives way to a busy writer: while appends come in, it rests
-            // twice as long as it worked (with none, it runs at full speed).
+            // four times as long as it worked (with none, it runs at full speed). Twice was
+            // not enough once appends stopped taking page faults (the writer map's pages
+            // faulted in ahead by a thread that a scavenge's threads then also compete with).
             let now = self
                 .written_appends
                 .load(std::sync::atomic::Ordering::Acquire);
             if now != appends {
-                std::thread::sleep((started.elapsed() * 2).min(Duration::from_secs(2)));
+                std::thread::sleep((started.elapsed() * 4).min(Duration::from_secs(2)));
             }
             appends = self
                 .written_appends
