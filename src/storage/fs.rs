@@ -378,14 +378,14 @@ impl FsWriteMap {
 
     /// Hands the populating thread, if there is one, whole steps of the allocated pages up
     /// to a lead past `end` (and the rest of the map once the lead reaches its end), from the
-    /// page of the write at `offset` on the first time (the pages before it were written).
+    /// page of the write at `offset` on (the pages before it were written).
     fn populate_to(&mut self, offset: u64, end: u64) {
         let Some(tx) = &self.populator else {
             return;
         };
-        if self.populated == 0 {
-            self.populated = offset - offset % 4096;
-        }
+        // Pages before this write's were written already (by it, or by `pwrite`s of large
+        // frames that populate nothing): never populated again.
+        self.populated = self.populated.max(offset - offset % 4096);
         let map_len = self.map.len() as u64;
         let upto = end.saturating_add(POPULATE_LEAD).min(self.allocated);
         let due = |populated: u64| {
@@ -650,10 +650,17 @@ mod tests {
 
         // Frames large enough for `pwrite` fault nothing: nothing is populated for them.
         let (_file, mut map) = populating(tmp.path(), "seg2");
+        map.write_at(b"first", 0).unwrap();
+        STEPS_HANDED.with(|s| s.set(0));
         let large = vec![6u8; PWRITE_FROM];
-        for k in 0..100u64 {
+        for k in 1..=300u64 {
             map.write_at(&large, k * PWRITE_FROM as u64).unwrap();
         }
         assert_eq!(STEPS_HANDED.with(std::cell::Cell::get), 0);
+        // A small frame after them populates from its own page on, not the pages the large
+        // ones wrote: the steps of one lead.
+        map.write_at(b"small", 301 * PWRITE_FROM as u64).unwrap();
+        let steps = STEPS_HANDED.with(std::cell::Cell::get);
+        assert!((1..=2).contains(&steps), "{steps} steps handed over");
     }
 }
