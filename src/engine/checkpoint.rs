@@ -3,8 +3,9 @@
 //! When a segment is sealed, a background thread (at a low priority) writes
 //! `NNNNNNNNNN.idx` (checksummed; written under a temporary name, synced, renamed, and the
 //! directory synced): from what the writer noted as it wrote the segment ([`Builder`]), or,
-//! for a segment the writer did not see whole, from a scan of it. On open, recovery loads these instead of scanning sealed segments, so
-//! open time follows the unsealed tail rather than the size of the log. Each checkpoint is
+//! for a segment the writer did not see whole, from a scan of it. On open, recovery loads
+//! these instead of scanning sealed segments, so open time follows the unsealed tail rather
+//! than the size of the log. Each checkpoint is
 //! written once and never replaced, so checkpointing costs O(new data), not O(log) per seal.
 //!
 //! A checkpoint that is missing, fails its checksum, or does not match its segment (checked
@@ -220,11 +221,11 @@ pub(crate) struct Builder {
 }
 
 impl Builder {
-    /// For `seg`, when nothing is written in it yet (`end` is the header's end; else one
-    /// that has given up).
-    pub(crate) fn new(seg: &Segment, end: u64) -> Self {
+    /// For `seg`, when checkpoints are written (`on`) and nothing is written in it yet (`end`
+    /// is the header's end); else one that has given up.
+    pub(crate) fn new(on: bool, seg: &Segment, end: u64) -> Self {
         // Offsets are kept in 4 bytes.
-        let fresh = end == SEGMENT_HEADER_LEN && u32::try_from(seg.capacity).is_ok();
+        let fresh = on && end == SEGMENT_HEADER_LEN && u32::try_from(seg.capacity).is_ok();
         let mut b = Builder::given_up();
         b.ix = fresh.then(|| empty(seg, seg.base_position, end));
         b

@@ -101,11 +101,11 @@ impl Writer {
     /// for the active segment the roll created (which holds at most the frame that made the
     /// roll, not yet noted).
     pub(crate) fn take_checkpoint(&mut self) -> checkpoint::Builder {
-        let next = if self.checkpoints {
-            checkpoint::Builder::new(&self.active.seg, segment::SEGMENT_HEADER_LEN)
-        } else {
-            checkpoint::Builder::given_up()
-        };
+        let next = checkpoint::Builder::new(
+            self.checkpoints,
+            &self.active.seg,
+            segment::SEGMENT_HEADER_LEN,
+        );
         std::mem::replace(&mut self.checkpoint, next)
     }
 }
@@ -326,11 +326,11 @@ impl Engine {
             checkpoint_lock: Mutex::new(()),
             checkpoints_unscanned: AtomicU64::new(0),
             writer: Mutex::new(Writer {
-                checkpoint: if checkpoints {
-                    checkpoint::Builder::new(&rec.active.seg, rec.active.offset)
-                } else {
-                    checkpoint::Builder::given_up()
-                },
+                checkpoint: checkpoint::Builder::new(
+                    checkpoints,
+                    &rec.active.seg,
+                    rec.active.offset,
+                ),
                 checkpoints,
                 active: rec.active.populated_ahead(populate_ahead),
                 next_position: rec.next_position,

@@ -259,12 +259,12 @@ impl StorageFile for FsFile {
         // Making a raw map is safe; writing through it (`write_at`) relies on this: the map
         // must not be written past the file's length (the populating thread's handle may
         // outlive it, but only asks the kernel to fault pages in, which fails rather than
-        // raising a signal), and nothing may hold a reference to bytes written through it. annal never shrinks a segment while it is
-        // open (tail repair happens at open, before the map is made), and `write_at` copies
-        // through a raw pointer, never through `&mut [u8]` of the map, into bytes past what
-        // readers view (the populating thread only faults pages in, which changes no byte).
-        // Other programs changing the segment files are outside what annal supports (README,
-        // Limits).
+        // raising a signal), and nothing may hold a reference to bytes written through it.
+        // annal never shrinks a segment while it is open (tail repair happens at open, before
+        // the map is made), and `write_at` copies through a raw pointer, never through
+        // `&mut [u8]` of the map, into bytes past what readers view (the populating thread
+        // only faults pages in, which changes no byte). Other programs changing the segment
+        // files are outside what annal supports (README, Limits).
         let map = Arc::new(memmap2::MmapOptions::new().map_raw(&file)?);
         Ok(Some(Box::new(FsWriteMap {
             file,
@@ -331,7 +331,7 @@ struct FsWriteMap {
     /// after the segment was removed, only fails the `madvise`).
     populator: Option<std::sync::mpsc::Sender<(usize, usize)>>,
     /// Where the pages handed to the populating thread (or passed over: see
-    /// [`POPULATE_SLOW`]) end; 0 until the first write, from whose page they start.
+    /// [`POPULATE_SLOW`]) end; never below the page of the last write through the map.
     populated: u64,
     /// When the last step was handed over (or passed over).
     stepped: std::time::Instant,
@@ -429,11 +429,14 @@ impl WriteMap for FsWriteMap {
         if end > map_len {
             return Err(out_of_range());
         }
+        // Only writes through the map fault; a `pwrite` fills the page cache itself, and
+        // pages populated under it are zeroed for nothing and contended for.
+        let through_map = !self.fallback && buf.len() < PWRITE_FROM;
         if !self.fallback {
             // Populating needs blocks a lead ahead; failing to allocate those (a nearly full
             // disk) only populates less, while failing to allocate this write's is its error.
             let lead = match self.populator {
-                Some(_) if self.lead_refused != Some(self.allocated) => {
+                Some(_) if through_map && self.lead_refused != Some(self.allocated) => {
                     end.saturating_add(POPULATE_LEAD).min(map_len)
                 }
                 _ => end,
@@ -450,13 +453,11 @@ impl WriteMap for FsWriteMap {
                     Err(e) => return Err(e),
                 }
             }
-            // Only writes through the map fault; a `pwrite` fills the page cache itself, and
-            // pages populated under it are zeroed for nothing and contended for.
-            if buf.len() < PWRITE_FROM {
+            if through_map {
                 self.populate_to(offset, end);
             }
         }
-        if self.fallback || buf.len() >= PWRITE_FROM {
+        if !through_map {
             return FileExt::write_all_at(&self.file, buf, offset);
         }
         let at = usize::try_from(offset).map_err(|_| out_of_range())?;
