@@ -124,9 +124,11 @@ proptest! {
             }
             // Whole events, not just positions: what a query returns is what read_all has.
             let q = Query::items([QueryItem::new().tags(["t0"])]);
-            for e in store.read_query(&q, ReadOptions::forward()).unwrap() {
-                let e = e.unwrap();
-                prop_assert_eq!(&e, &all[e.position as usize - 1]);
+            for o in [ReadOptions::forward(), ReadOptions::backward()] {
+                for e in store.read_query(&q, o).unwrap() {
+                    let e = e.unwrap();
+                    prop_assert_eq!(&e, &all[e.position as usize - 1]);
+                }
             }
             // Append conditions against the same scan: a condition fails exactly when an
             // event its query selects comes after its position, and names the first. (Each

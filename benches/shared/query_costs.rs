@@ -125,6 +125,8 @@ pub fn run(scale: u64, want: impl Fn(&str) -> bool) -> Figures {
                 )
                 .unwrap();
         }
+        // Reads measured on a quiet store: not beside the write-back of what was appended.
+        store.sync().unwrap();
         let reads = 2_000u64;
         let (by_stream, by_tag) = interleaved(
             7,

@@ -412,13 +412,14 @@ impl Engine {
 /// The timestamp and record length of the event at `loc`; `None` when it was erased.
 fn record_at(engine: &Engine, cache: &mut SegmentCache, loc: u64) -> Result<Option<(u64, u64)>> {
     let (ordinal, offset) = unpack(loc);
-    let Some(seg) = cache.segment(engine, ordinal).cloned() else {
+    cache.segment(engine, ordinal);
+    let (Some(seg), view) = cache.parts() else {
         return Ok(None);
     };
     if seg.is_erased(offset) {
         return Ok(None);
     }
-    let (bytes, at) = seg.record_source(offset, cache.view_mut())?;
+    let (bytes, at) = seg.record_source(offset, view)?;
     let r = super::format::frame::read_record(&bytes, at, false)
         .map_err(|reason| Error::corruption(&seg.path, offset, reason))?;
     Ok((!r.erased).then(|| (r.timestamp, (r.end - at) as u64)))

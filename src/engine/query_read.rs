@@ -18,8 +18,9 @@ use crate::query::Query;
 
 /// How many locations a read takes from the index at a time.
 const BATCH: usize = 256;
-/// How many events' streams a read looks up at once.
-const NAME_GROUP: usize = 32;
+/// How many events' streams a read looks up at once: the groups of records it touches
+/// ahead ([`warm`]), so that a group's lookups go with the touch of the next.
+const NAME_GROUP: usize = crate::engine::read::WARM_GROUP;
 
 /// What a read selects.
 #[derive(Debug, Clone)]
@@ -194,6 +195,9 @@ struct IndexRead {
     names: Vec<Option<(u64, Arc<str>)>>,
     /// Events of `batch` below this index have their stream looked up.
     named: usize,
+    /// The group being looked up: index in `batch`, position, stream id (kept for its
+    /// allocation).
+    group: Vec<(usize, u64, u32)>,
     cache: SegmentCache,
     done: bool,
 }
@@ -281,6 +285,7 @@ impl QueryEvents {
                 warmed: 0,
                 names: Vec::new(),
                 named: 0,
+                group: Vec::new(),
                 cache: SegmentCache::default(),
                 done: false,
             })),
@@ -326,7 +331,7 @@ fn upper_bound(segments: &[Arc<Segment>], position: u64) -> u64 {
 
 impl IndexRead {
     fn fill(&mut self) {
-        let mut found = Vec::new();
+        let mut found = Vec::with_capacity(BATCH * self.items.len());
         // Where an item stopped on its budget: nothing past it (this way) is known yet.
         let mut bound: Option<u64> = None;
         {
@@ -382,25 +387,46 @@ impl IndexRead {
             return;
         }
         let end = (self.next + NAME_GROUP).min(self.batch.len());
-        let positions: Vec<(usize, u64)> = (self.next..end)
-            .filter_map(|i| {
-                let loc = *self.batch.get(i)?;
-                Some((i, peek_position(&self.inner, &mut self.cache, loc)?))
-            })
-            .collect();
+        // The records of the group after this one start on their way too: the misses of
+        // this group's lookups below then overlap with theirs.
+        warm(
+            &self.inner,
+            &self.batch,
+            &mut self.cache,
+            true,
+            &mut self.warmed,
+            end,
+        );
+        let mut group = std::mem::take(&mut self.group);
+        group.clear();
+        group.extend((self.next..end).filter_map(|i| {
+            let loc = *self.batch.get(i)?;
+            Some((
+                i,
+                peek_position(&self.inner, &mut self.cache, loc)?,
+                u32::MAX,
+            ))
+        }));
         {
             let ix = self.inner.index.read();
-            for (i, position) in positions {
-                let name = ix
-                    .postings
-                    .stream_of(position)
-                    .and_then(|id| ix.name_of(id))
-                    .map(|n| (position, Arc::clone(n)));
+            // Pass by pass, so that each pass's cache misses overlap: an atomic increment
+            // (the clone) lets no later load start before it ends, so looking up and cloning
+            // one name at a time paid two misses per event, one after the other.
+            for (_, position, id) in &mut group {
+                *id = ix.postings.stream_of(*position).unwrap_or(u32::MAX);
+            }
+            let touched = group
+                .iter()
+                .filter_map(|&(_, _, id)| ix.name_of(id)?.as_bytes().first())
+                .fold(0u8, |acc, b| acc ^ b);
+            std::hint::black_box(touched);
+            for &(i, position, id) in &group {
                 if let Some(slot) = self.names.get_mut(i) {
-                    *slot = name;
+                    *slot = ix.name_of(id).map(|n| (position, Arc::clone(n)));
                 }
             }
         }
+        self.group = group;
         self.named = end;
     }
 
@@ -527,8 +553,9 @@ fn newest_of(ix: &StreamIndex, item: &crate::query::QueryItem, lo: u64, hi: u64)
 /// when it is read).
 fn peek_position(inner: &Engine, cache: &mut SegmentCache, loc: u64) -> Option<u64> {
     let (ordinal, offset) = unpack(loc);
-    let seg = cache.segment(inner, ordinal).cloned()?;
-    let (bytes, at) = seg.record_source(offset, cache.view_mut()).ok()?;
+    cache.segment(inner, ordinal);
+    let (seg, view) = cache.parts();
+    let (bytes, at) = seg?.record_source(offset, view).ok()?;
     let start = at.checked_add(frame::RECORD_HEADER_LEN)?;
     let b: [u8; 8] = bytes.get(start..start + 8)?.try_into().ok()?;
     Some(u64::from_le_bytes(b))
@@ -543,7 +570,9 @@ fn with_record<T>(
     f: impl FnOnce(&frame::Record<'_>, &bytes::Bytes, &Segment) -> Result<T>,
 ) -> Result<Option<T>> {
     let (ordinal, offset) = unpack(loc);
-    let seg = cache.segment(inner, ordinal).cloned().ok_or_else(|| {
+    cache.segment(inner, ordinal);
+    let (seg, view) = cache.parts();
+    let seg = seg.ok_or_else(|| {
         Error::corruption(
             &inner.dir,
             offset,
@@ -553,7 +582,7 @@ fn with_record<T>(
     if seg.is_erased(offset) {
         return Ok(None);
     }
-    let (bytes, at) = seg.record_source(offset, cache.view_mut())?;
+    let (bytes, at) = seg.record_source(offset, view)?;
     let r = frame::read_record(&bytes, at, true)
         .map_err(|reason| Error::corruption(&seg.path, offset, reason))?;
     if r.erased {

@@ -273,7 +273,7 @@ pub(crate) fn warm(
     for &loc in locations.get(range).unwrap_or_default() {
         let (ordinal, offset) = unpack(loc);
         cache.segment(inner, ordinal);
-        if let SegmentCache { seg: Some(s), view } = cache {
+        if let (Some(s), view) = cache.parts() {
             acc ^= s.touch(offset, view);
         }
     }
@@ -281,7 +281,7 @@ pub(crate) fn warm(
 }
 
 /// How many records a stream read touches ahead at a time (see [`warm`]).
-const WARM_GROUP: usize = 32;
+pub(crate) const WARM_GROUP: usize = 32;
 
 impl Iterator for StreamEvents {
     type Item = Result<RecordedEvent>;
@@ -306,9 +306,9 @@ pub(crate) struct SegmentCache {
 }
 
 impl SegmentCache {
-    /// The view of the active segment's written bytes, for [`Segment::record_source`].
-    pub(crate) fn view_mut(&mut self) -> &mut bytes::Bytes {
-        &mut self.view
+    /// The segment switched to last, and the view, borrowed together.
+    pub(crate) fn parts(&mut self) -> (Option<&Segment>, &mut bytes::Bytes) {
+        (self.seg.as_deref(), &mut self.view)
     }
 
     /// Segment `ordinal`, switching to it (and dropping the view) if it is another one.
@@ -333,8 +333,8 @@ pub(crate) fn read_event(
 ) -> Result<Option<(RecordedEvent, u8)>> {
     let (ordinal, offset) = unpack(loc);
     cached.segment(inner, ordinal);
-    let SegmentCache { seg, view } = cached;
-    let seg = seg.as_deref().ok_or_else(|| {
+    let (seg, view) = cached.parts();
+    let seg = seg.ok_or_else(|| {
         Error::corruption(
             &inner.dir,
             offset,
