@@ -755,9 +755,14 @@ impl SmallFigures {
     }
 }
 
-fn measure_small(sys: &mut dyn SmallAppends, events: u64, lap: u64) -> SmallFigures {
+fn measure_small(
+    sys: &mut dyn SmallAppends,
+    events: u64,
+    lap: u64,
+    sizes: &[u64],
+) -> SmallFigures {
     let mut f = SmallFigures::default();
-    for per_call in [1u64, 10] {
+    for &per_call in sizes {
         eprintln!("{}: small appends, {per_call} per call", sys.name());
         let tmp = tempfile::tempdir().unwrap();
         let laps = sys.append_laps(tmp.path(), &small_calls(events, per_call), lap);
@@ -1091,7 +1096,9 @@ fn main() {
             .find(|s| s.name() == name)
             .expect("unknown system");
         let lap: u64 = arg("--lap").map_or(200_000, |v| v.parse().unwrap());
-        let f = measure_small(sys.as_mut(), events, lap);
+        // `--per-call N`: that size only (for a profiler).
+        let sizes: Vec<u64> = arg("--per-call").map_or(vec![1, 10], |v| vec![v.parse().unwrap()]);
+        let f = measure_small(sys.as_mut(), events, lap, &sizes);
         println!("{}", serde_json::to_string(&f).unwrap());
         return;
     }

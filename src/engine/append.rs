@@ -288,8 +288,10 @@ impl Engine {
             for part in parts {
                 let (mine, after) = rest.split_at(part.events.len().min(rest.len()));
                 rest = after;
-                let id = ix.push(part.stream, mine.iter().map(location));
-                let run = w.checkpoint.run(id, part.stream, part.first_version);
+                let checkpoint = &mut w.checkpoint;
+                let (id, run) = ix.push_noting(part.stream, mine.iter().map(location), |slot| {
+                    checkpoint.run(part.stream, part.first_version, slot)
+                });
                 for (e, o) in part.events.iter().zip(mine) {
                     tag_ids.clear();
                     let type_id = ix.post(

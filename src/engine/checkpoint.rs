@@ -15,12 +15,13 @@
 
 use foldhash::{HashMap, HashMapExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::engine::format::frame::{self, FRAME_HEADER_LEN, FrameRead};
 pub(crate) use crate::engine::format::index_checkpoint::{
     ERASED_TYPE, Records, SegmentIndex, StreamRun, file_name, parse_file_name,
 };
-use crate::engine::index::{StreamIndex, pack};
+use crate::engine::index::{RunSlot, StreamIndex, pack};
 use crate::engine::segment::{SEGMENT_HEADER_LEN, Sample, Segment, sample_due};
 use crate::error::{Error, Result};
 use crate::storage::Storage;
@@ -210,15 +211,18 @@ pub(crate) struct Builder {
     /// This segment's types and tags, in order of first appearance.
     types: Vec<Box<str>>,
     tags: Vec<Box<str>>,
-    /// Each run's number of records so far.
-    run_len: Vec<u64>,
-    /// Stream id (the index's) to run.
-    run_of: HashMap<u32, u32>,
+    /// Each run's next version: its first plus its records so far.
+    next_version: Vec<u64>,
+    /// This builder's number, which the streams' [`RunSlot`]s name (0: none).
+    number: u32,
     /// Type number (the query index's) to this segment's, `u32::MAX` for none yet.
     type_of: Vec<u32>,
     /// Tag number (the query index's) to this segment's.
     tag_of: HashMap<u32, u32>,
 }
+
+/// Builders numbered so far in this process.
+static BUILDERS: AtomicU32 = AtomicU32::new(0);
 
 impl Builder {
     /// For `seg`, when checkpoints are written (`on`) and nothing is written in it yet (`end`
@@ -227,7 +231,21 @@ impl Builder {
         // Offsets are kept in 4 bytes.
         let fresh = on && end == SEGMENT_HEADER_LEN && u32::try_from(seg.capacity).is_ok();
         let mut b = Builder::given_up();
-        b.ix = fresh.then(|| empty(seg, seg.base_position, end));
+        // Numbers are never used twice in a process, else a stream's slot could name a run
+        // of another stream; once they are all used (after 4 billion segments), every
+        // segment is scanned.
+        let number = fresh
+            .then(|| {
+                BUILDERS
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1))
+                    .ok()
+            })
+            .flatten()
+            .map(|n| n + 1);
+        if let Some(n) = number {
+            b.number = n;
+            b.ix = Some(empty(seg, seg.base_position, end));
+        }
         b
     }
 
@@ -242,8 +260,8 @@ impl Builder {
             tag_ids: Vec::new(),
             types: Vec::new(),
             tags: Vec::new(),
-            run_len: Vec::new(),
-            run_of: HashMap::new(),
+            next_version: Vec::new(),
+            number: 0,
             type_of: Vec::new(),
             tag_of: HashMap::new(),
         }
@@ -255,17 +273,15 @@ impl Builder {
         self.ix = None;
     }
 
-    /// The run of stream `id` (named `stream`) in this segment, whose next event has version
-    /// `version`: its index, `None` once given up (or when the versions do not follow on,
-    /// which then gives up).
-    pub(crate) fn run(&mut self, id: u32, stream: &str, version: u64) -> Option<u32> {
+    /// The run of `stream` in this segment, whose next event has version `version`: its
+    /// index, `None` once given up (or when the versions do not follow on, which then gives
+    /// up). `slot` is the stream's note of its run, kept with the stream in the index so
+    /// that an append finds it without a lookup of its own.
+    pub(crate) fn run(&mut self, stream: &str, version: u64, slot: &mut RunSlot) -> Option<u32> {
         let ix = self.ix.as_mut()?;
-        if let Some(&r) = self.run_of.get(&id) {
-            let follows = match (ix.runs.get(r as usize), self.run_len.get(r as usize)) {
-                (Some(run), Some(&len)) => run.first_version + len == version,
-                _ => false,
-            };
-            if follows {
+        if slot.builder == self.number {
+            let r = slot.run;
+            if self.next_version.get(r as usize) == Some(&version) {
                 return Some(r);
             }
             self.ix = None;
@@ -277,8 +293,11 @@ impl Builder {
             first_version: version,
             offsets: Vec::new(),
         });
-        self.run_len.push(0);
-        self.run_of.insert(id, r);
+        self.next_version.push(version);
+        *slot = RunSlot {
+            builder: self.number,
+            run: r,
+        };
         Some(r)
     }
 
@@ -295,16 +314,16 @@ impl Builder {
         tag_ids: &[u32],
         tags: impl IntoIterator<Item = &'t str>,
     ) {
-        let (true, Some(type_id), Ok(offset), Some(len)) = (
+        let (true, Some(type_id), Ok(offset), Some(next)) = (
             self.ix.is_some(),
             type_id,
             u32::try_from(offset),
-            self.run_len.get_mut(run as usize),
+            self.next_version.get_mut(run as usize),
         ) else {
             self.ix = None;
             return;
         };
-        *len += 1;
+        *next += 1;
         self.offsets.push(offset);
         self.run.push(run);
         let t = type_id as usize;
@@ -379,7 +398,8 @@ impl Builder {
                 && ix.end == seg.end()
                 && self.run.len() as u64 == ix.events
         })?;
-        for (run, &len) in ix.runs.iter_mut().zip(&self.run_len) {
+        for (run, &next) in ix.runs.iter_mut().zip(&self.next_version) {
+            let len = next.saturating_sub(run.first_version);
             run.offsets.reserve_exact(crate::cast::usize_from(len));
         }
         for (&r, &offset) in self.run.iter().zip(&self.offsets) {

@@ -33,8 +33,18 @@ pub(crate) fn unpack(location: u64) -> (u32, u64) {
 #[derive(Debug)]
 struct Stream {
     id: u32,
+    run: RunSlot,
     name: Arc<str>,
     locs: Vec<u64>,
+}
+
+/// Which run of the active segment's checkpoint builder holds a stream's events there
+/// ([`Builder::run`](crate::engine::checkpoint::Builder::run)): kept with the stream, so
+/// that an append finds it without a lookup of its own. Builder 0 is none.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct RunSlot {
+    pub(crate) builder: u32,
+    pub(crate) run: u32,
 }
 
 /// Stream name to the locations of its events (entry `i` is version `i + 1`), and the
@@ -77,6 +87,17 @@ impl StreamIndex {
     /// Adds the next events of `stream` (in version order); returns the stream's id, for
     /// [`StreamIndex::post`].
     pub(crate) fn push(&mut self, stream: &str, locations: impl IntoIterator<Item = u64>) -> u32 {
+        self.push_noting(stream, locations, |_| ()).0
+    }
+
+    /// [`StreamIndex::push`], handing `note` the stream's note of its run in the checkpoint
+    /// builder; returns the stream's id and what `note` returned.
+    pub(crate) fn push_noting<R>(
+        &mut self,
+        stream: &str,
+        locations: impl IntoIterator<Item = u64>,
+        note: impl FnOnce(&mut RunSlot) -> R,
+    ) -> (u32, R) {
         let entry = match self.streams.get_mut(stream) {
             Some(s) => s,
             None => {
@@ -85,6 +106,7 @@ impl StreamIndex {
                 self.names.push(Arc::clone(&name));
                 self.streams.entry(SmolStr::new(stream)).or_insert(Stream {
                     id,
+                    run: RunSlot::default(),
                     name,
                     locs: Vec::new(),
                 })
@@ -104,7 +126,7 @@ impl StreamIndex {
                     .is_none_or(|new| new.windows(2).all(|w| w[0] < w[1])),
             "stream {stream:?}: locations out of log order"
         );
-        id
+        (id, note(&mut entry.run))
     }
 
     /// Adds an event to the query index: the event at `position` (the next one), of the

@@ -9,6 +9,7 @@
 //! event is decoded to be rejected.
 
 use foldhash::HashMap;
+use smol_str::SmolStr;
 
 /// The locations of the events with one key, in log order, 4 bytes each.
 #[derive(Debug, Default)]
@@ -139,7 +140,9 @@ impl<'a> Window<'a> {
 /// resolve a segment's table of keys once and then add its events without hashing.
 #[derive(Debug, Default)]
 pub(crate) struct Lists {
-    ids: HashMap<Box<str>, u32>,
+    /// Keys held in place when short ([`SmolStr`]): the lookup of an append's event type
+    /// compares it inside the table, without following a pointer.
+    ids: HashMap<SmolStr, u32>,
     lists: Vec<PostingList>,
 }
 
@@ -150,7 +153,7 @@ impl Lists {
             return id;
         }
         let id = crate::cast::u32_len(self.lists.len());
-        self.ids.insert(key.into(), id);
+        self.ids.insert(SmolStr::new(key), id);
         self.lists.push(PostingList::default());
         id
     }
@@ -174,9 +177,14 @@ impl Lists {
     }
 
     fn memory_bytes(&self) -> usize {
-        let per_entry = std::mem::size_of::<(Box<str>, u32)>() + 1;
+        let per_entry = std::mem::size_of::<(SmolStr, u32)>() + 1;
         self.ids.capacity() * per_entry
-            + self.ids.keys().map(|k| k.len()).sum::<usize>()
+            + self
+                .ids
+                .keys()
+                .filter(|k| k.is_heap_allocated())
+                .map(|k| k.len())
+                .sum::<usize>()
             + self.lists.capacity() * std::mem::size_of::<PostingList>()
             + self
                 .lists

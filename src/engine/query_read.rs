@@ -588,7 +588,7 @@ fn with_record<T>(
     if r.erased {
         return Ok(None);
     }
-    f(&r, &bytes, &seg).map(Some)
+    f(&r, &bytes, seg).map(Some)
 }
 
 /// Reads and checks the record at `loc`, whose stream the index knows by its position.
