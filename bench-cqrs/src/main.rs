@@ -3,16 +3,16 @@
 //! snapshot taken with every commit), on postgres-es against a real PostgreSQL
 //! (`synchronous_commit` on and off), and on cqrs-es's `MemStore`; with 1 and 16 tasks.
 //!
-//! `bash bench-cqrs/run.sh [--commands N] [--runs R] [--only NAME,NAME]` (`--only`: the
-//! configurations whose names contain one of these). The parent starts a
+//! `bash bench-cqrs/run.sh [--commands N] [--accounts A] [--runs R] [--only NAME,NAME]`
+//! (`--only`: the configurations whose names contain one of these). The parent starts a
 //! PostgreSQL server of its own (a temporary data directory, a loopback port, fsync on) and
 //! runs each configuration in a child process of its own, interleaved over the rounds; it
 //! prints the median commands per second of each and stops the server.
 //!
-//! The workload: `N` commands (default 3200) over 160 accounts, 20 each (an opening, then
-//! deposits and withdrawals), the accounts split evenly between the tasks, each task issuing
-//! its accounts' commands round robin. No query is attached: the figures are the command
-//! path's (load the aggregate, handle, commit).
+//! The workload: `N` commands (default 3200) over `A` accounts (default 160), `N / A` each
+//! (an opening, then deposits and withdrawals), the accounts split evenly between the
+//! tasks, each task issuing its accounts' commands round robin. No query is attached: the
+//! figures are the command path's (load the aggregate, handle, commit).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[allow(dead_code, missing_docs)]
@@ -28,7 +28,12 @@ use annal::{FsyncPolicy, Options, Store};
 use cqrs_es::{CqrsFramework, EventStore};
 use demo::{BankAccount, BankAccountCommand, BankAccountServices, HappyPathBankAccountServices};
 
-const ACCOUNTS: usize = 160;
+/// The accounts the commands go to: `--accounts N`, 160 unless given (a larger number makes
+/// a longer run of the same per-account shape).
+fn accounts() -> usize {
+    static ACCOUNTS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *ACCOUNTS.get_or_init(|| arg("--accounts").map_or(160, |v| v.parse().unwrap()))
+}
 
 /// The configurations: (name, tasks).
 fn configurations() -> Vec<(&'static str, usize)> {
@@ -54,11 +59,11 @@ fn services() -> BankAccountServices {
 /// The commands of one task: its accounts' opening, then alternating deposits and
 /// withdrawals, round robin over its accounts.
 fn commands(task: usize, tasks: usize, total: usize) -> Vec<(String, BankAccountCommand)> {
-    let mine: Vec<String> = (0..ACCOUNTS)
+    let mine: Vec<String> = (0..accounts())
         .filter(|a| a % tasks == task)
         .map(|a| format!("acct-{a}"))
         .collect();
-    let per_account = total / ACCOUNTS;
+    let per_account = total / accounts();
     let mut v = Vec::new();
     for round in 0..per_account {
         for account in &mine {
@@ -98,7 +103,7 @@ where
     for h in handles {
         h.await.unwrap();
     }
-    (total / ACCOUNTS * ACCOUNTS) as f64 / start.elapsed().as_secs_f64()
+    (total / accounts() * accounts()) as f64 / start.elapsed().as_secs_f64()
 }
 
 async fn child(system: &str, tasks: usize, total: usize, pg_url: Option<&str>) -> f64 {
@@ -116,7 +121,10 @@ async fn child(system: &str, tasks: usize, total: usize, pg_url: Option<&str>) -
         )
     };
     match system {
-        "annal Always, events" | "annal Never, events" | "annal Always, snapshots" | "annal Never, snapshots" => {
+        "annal Always, events"
+        | "annal Never, events"
+        | "annal Always, snapshots"
+        | "annal Never, snapshots" => {
             let fsync = if system.contains("Always") {
                 FsyncPolicy::Always
             } else {
@@ -124,7 +132,11 @@ async fn child(system: &str, tasks: usize, total: usize, pg_url: Option<&str>) -
             };
             let store = annal(fsync);
             let cqrs = if system.ends_with("snapshots") {
-                annal_es::annal_aggregate_cqrs::<BankAccount>(Arc::clone(&store), vec![], services())
+                annal_es::annal_aggregate_cqrs::<BankAccount>(
+                    Arc::clone(&store),
+                    vec![],
+                    services(),
+                )
             } else {
                 annal_es::annal_cqrs::<BankAccount>(Arc::clone(&store), vec![], services())
             };
@@ -138,7 +150,12 @@ async fn child(system: &str, tasks: usize, total: usize, pg_url: Option<&str>) -
         }
         "MemStore" => {
             let store = cqrs_es::mem_store::MemStore::<BankAccount>::default();
-            drive(Arc::new(CqrsFramework::new(store, vec![], services())), tasks, total).await
+            drive(
+                Arc::new(CqrsFramework::new(store, vec![], services())),
+                tasks,
+                total,
+            )
+            .await
         }
         s if s.starts_with("postgres-es") => {
             let mut url = pg_url.expect("a PostgreSQL URL").to_string();
@@ -154,10 +171,11 @@ async fn child(system: &str, tasks: usize, total: usize, pg_url: Option<&str>) -
                 .execute(&pool)
                 .await
                 .unwrap();
-            let (setting,): (String,) = sqlx::query_as("SELECT current_setting('synchronous_commit')")
-                .fetch_one(&pool)
-                .await
-                .unwrap();
+            let (setting,): (String,) =
+                sqlx::query_as("SELECT current_setting('synchronous_commit')")
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
             let want = if s.ends_with("off") { "off" } else { "on" };
             assert_eq!(setting, want, "the connection's synchronous_commit");
             let cqrs = postgres_es::postgres_cqrs::<BankAccount>(pool, vec![], services());
@@ -180,13 +198,17 @@ struct Postgres {
 impl Postgres {
     fn bin_dir() -> PathBuf {
         let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect())
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.path().join("bin"))
+                    .collect()
+            })
             .unwrap_or_default();
         found.retain(|p| p.join("initdb").exists());
         found.sort();
-        found
-            .pop()
-            .expect("no PostgreSQL under /usr/lib/postgresql: run bench-cqrs/run.sh, which installs it")
+        found.pop().expect(
+            "no PostgreSQL under /usr/lib/postgresql: run bench-cqrs/run.sh, which installs it",
+        )
     }
 
     /// `program args`, as the `postgres` user when this process is root (the server
@@ -203,12 +225,20 @@ impl Postgres {
 
     fn start() -> Postgres {
         let bin = Self::bin_dir();
-        let as_postgres = Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
+        let as_postgres = Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| o.stdout == b"0\n")
+            .unwrap_or(false);
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         std::fs::create_dir(&data).unwrap();
         if as_postgres {
-            let ok = Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()).status().unwrap();
+            let ok = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
             assert!(ok.success());
             // The temporary directory's parent must let the postgres user through.
             let _ = Command::new("chmod").arg("755").arg(dir.path()).status();
@@ -225,9 +255,22 @@ impl Postgres {
         let server = Self::command(&bin, "postgres", as_postgres)
             .arg("-D")
             .arg(&data)
-            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c"])
+            .args([
+                "-p",
+                &port.to_string(),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+            ])
             .arg(format!("unix_socket_directories={}", dir.path().display()))
-            .args(["-c", "fsync=on", "-c", "max_connections=64", "-c", "shared_buffers=256MB"])
+            .args([
+                "-c",
+                "fsync=on",
+                "-c",
+                "max_connections=64",
+                "-c",
+                "shared_buffers=256MB",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -262,7 +305,19 @@ impl Postgres {
              current_snapshot bigint CHECK (current_snapshot >= 0) NOT NULL, payload json NOT NULL, \
              PRIMARY KEY (aggregate_type, aggregate_id, last_sequence));";
         let created = Command::new(pg.bin.join("psql"))
-            .args(["-h", "127.0.0.1", "-p", &pg.port.to_string(), "-U", "bench", "-d", "postgres", "-q", "-c", schema])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &pg.port.to_string(),
+                "-U",
+                "bench",
+                "-d",
+                "postgres",
+                "-q",
+                "-c",
+                schema,
+            ])
             .status()
             .unwrap();
         assert!(created.success(), "creating the tables failed");
@@ -298,7 +353,9 @@ fn free_port() -> u16 {
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
 }
 
 fn main() {
@@ -321,7 +378,10 @@ fn main() {
     let exe = std::env::current_exe().unwrap();
     let configs: Vec<(&str, usize)> = configurations()
         .into_iter()
-        .filter(|(s, _)| only.as_deref().is_none_or(|o| o.split(',').any(|o| s.contains(o))))
+        .filter(|(s, _)| {
+            only.as_deref()
+                .is_none_or(|o| o.split(',').any(|o| s.contains(o)))
+        })
         .collect();
     let mut rates: Vec<Vec<f64>> = configs.iter().map(|_| Vec::new()).collect();
     for round in 0..runs {
@@ -330,6 +390,7 @@ fn main() {
             let out = Command::new(&exe)
                 .args(["--child", system, "--tasks", &tasks.to_string()])
                 .args(["--commands", &total.to_string(), "--pg", &pg.url()])
+                .args(["--accounts", &accounts().to_string()])
                 .stderr(Stdio::inherit())
                 .output()
                 .unwrap();
@@ -350,7 +411,8 @@ fn main() {
         v[v.len() / 2]
     };
     println!(
-        "\n{total} bank-account commands over {ACCOUNTS} accounts, median of {runs} interleaved rounds (commands/s)\n"
+        "\n{total} bank-account commands over {} accounts, median of {runs} interleaved rounds (commands/s)\n",
+        accounts()
     );
     println!("{:<40} {:>10} {:>10}", "", "1 task", "16 tasks");
     let mut table = std::collections::BTreeMap::<&str, [f64; 2]>::new();
@@ -365,10 +427,18 @@ fn main() {
     }
     let get = |s: &str, col: usize| table.get(s).map(|r| r[col]);
     if let (Some(a), Some(m)) = (get("annal Never, snapshots", 0), get("MemStore", 0)) {
-        let b = get("annal Never, snapshots", 1).zip(get("MemStore", 1)).map_or(f64::NAN, |(a, m)| a / m);
-        println!("\nannal Never with snapshots / MemStore: {:.2}x (1 task), {b:.2}x (16 tasks); target >= 0.8x", a / m);
+        let b = get("annal Never, snapshots", 1)
+            .zip(get("MemStore", 1))
+            .map_or(f64::NAN, |(a, m)| a / m);
+        println!(
+            "\nannal Never with snapshots / MemStore: {:.2}x (1 task), {b:.2}x (16 tasks); target >= 0.8x",
+            a / m
+        );
     }
-    if let (Some(a), Some(p)) = (get("annal Always, snapshots", 1), get("postgres-es synchronous_commit=on", 1)) {
+    if let (Some(a), Some(p)) = (
+        get("annal Always, snapshots", 1),
+        get("postgres-es synchronous_commit=on", 1),
+    ) {
         let e = get("annal Always, events", 1).map_or(f64::NAN, |e| e / p);
         println!(
             "annal Always / postgres-es synchronous_commit=on, 16 tasks: {:.2}x with snapshots, {e:.2}x rebuilding from events; target >= 3x",
