@@ -755,12 +755,7 @@ impl SmallFigures {
     }
 }
 
-fn measure_small(
-    sys: &mut dyn SmallAppends,
-    events: u64,
-    lap: u64,
-    sizes: &[u64],
-) -> SmallFigures {
+fn measure_small(sys: &mut dyn SmallAppends, events: u64, lap: u64, sizes: &[u64]) -> SmallFigures {
     let mut f = SmallFigures::default();
     for &per_call in sizes {
         eprintln!("{}: small appends, {per_call} per call", sys.name());

@@ -15,7 +15,7 @@
 //! figures are the command path's (load the aggregate, handle, commit).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[allow(dead_code, missing_docs)]
+#[allow(dead_code)]
 #[path = "../../crates/annal-es/examples/bank_account.rs"]
 mod demo;
 

@@ -928,14 +928,13 @@ mod tests {
         // cache's bound, so that records come from the batch, straight writes and several
         // files, and some do not fit a piece.
         let state = |stream: usize, v: u64| -> Vec<u8> {
-            let len = match (stream + v as usize) % 7 {
+            let len = match (stream as u64 + v) % 7 {
                 0 => COPY_CHUNK + 300,
                 1 => 70 * 1024,
-                k => 20 + k * 97,
+                k => 20 + usize::from(k.to_le_bytes()[0]) * 97,
             };
-            (0..len)
-                .map(|i| (i as u64 ^ v ^ stream as u64) as u8)
-                .collect()
+            let seed = (v ^ stream as u64).to_le_bytes()[0];
+            (0..len).map(|i: usize| i.to_le_bytes()[0] ^ seed).collect()
         };
         let disk = SimDisk::new(11);
         let store = open(&disk, 2);
