@@ -182,8 +182,10 @@ impl Lists {
             + self
                 .ids
                 .keys()
+                // A key longer than SmolStr holds in place is an Arc<str> of its own: two
+                // counters before the bytes.
                 .filter(|k| k.is_heap_allocated())
-                .map(|k| k.len())
+                .map(|k| 16 + k.len())
                 .sum::<usize>()
             + self.lists.capacity() * std::mem::size_of::<PostingList>()
             + self
