@@ -380,6 +380,19 @@ impl IndexRead {
         self.named = 0;
     }
 
+    /// Touches the group of records of `batch` from `at` on, unless touched already (the
+    /// batch is in read order whichever way the read goes).
+    fn warm_from(&mut self, at: usize) {
+        warm(
+            &self.inner,
+            &self.batch,
+            &mut self.cache,
+            true,
+            &mut self.warmed,
+            at,
+        );
+    }
+
     /// Looks up the streams of the next group of events: their positions as their records
     /// say (read unchecked here; the check comes when each is read), then the index, once.
     fn name_ahead(&mut self) {
@@ -389,14 +402,7 @@ impl IndexRead {
         let end = (self.next + NAME_GROUP).min(self.batch.len());
         // The records of the group after this one start on their way too: the misses of
         // this group's lookups below then overlap with theirs.
-        warm(
-            &self.inner,
-            &self.batch,
-            &mut self.cache,
-            true,
-            &mut self.warmed,
-            end,
-        );
+        self.warm_from(end);
         let mut group = std::mem::take(&mut self.group);
         group.clear();
         group.extend((self.next..end).filter_map(|i| {
@@ -441,14 +447,7 @@ impl IndexRead {
             };
             // The matching events are scattered through the log: touch a group ahead so
             // that their cache misses overlap.
-            warm(
-                &self.inner,
-                &self.batch,
-                &mut self.cache,
-                true,
-                &mut self.warmed,
-                self.next,
-            );
+            self.warm_from(self.next);
             self.name_ahead();
             let hint = self.names.get_mut(self.next).and_then(Option::take);
             self.next += 1;
