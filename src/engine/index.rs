@@ -8,7 +8,7 @@ use foldhash::HashMap;
 use smol_str::SmolStr;
 use std::sync::Arc;
 
-use crate::engine::postings::Postings;
+use crate::engine::postings::{Postings, key_heap_bytes};
 
 /// Bits of a location that hold the byte offset within the segment.
 const OFFSET_BITS: u32 = 40;
@@ -220,16 +220,8 @@ impl StreamIndex {
         let names_and_locs: usize = self
             .streams
             .iter()
-            // An Arc<str> allocation holds two counters before the bytes; a key longer than
-            // SmolStr holds in place is a second one.
-            .map(|(k, v)| {
-                let key = if k.is_heap_allocated() {
-                    16 + k.len()
-                } else {
-                    0
-                };
-                16 + v.name.len() + key + v.locs.capacity() * 8
-            })
+            // An Arc<str> allocation holds two counters before the bytes.
+            .map(|(k, v)| 16 + v.name.len() + key_heap_bytes(k) + v.locs.capacity() * 8)
             .sum();
         table + names_and_locs + self.postings.memory_bytes()
     }

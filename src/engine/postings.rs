@@ -179,20 +179,23 @@ impl Lists {
     fn memory_bytes(&self) -> usize {
         let per_entry = std::mem::size_of::<(SmolStr, u32)>() + 1;
         self.ids.capacity() * per_entry
-            + self
-                .ids
-                .keys()
-                // A key longer than SmolStr holds in place is an Arc<str> of its own: two
-                // counters before the bytes.
-                .filter(|k| k.is_heap_allocated())
-                .map(|k| 16 + k.len())
-                .sum::<usize>()
+            + self.ids.keys().map(key_heap_bytes).sum::<usize>()
             + self.lists.capacity() * std::mem::size_of::<PostingList>()
             + self
                 .lists
                 .iter()
                 .map(PostingList::memory_bytes)
                 .sum::<usize>()
+    }
+}
+
+/// Heap bytes of an index key beside its table entry: none when it is held in place; else
+/// an `Arc<str>` of its own, two counters before the bytes.
+pub(crate) fn key_heap_bytes(key: &SmolStr) -> usize {
+    if key.is_heap_allocated() {
+        16 + key.len()
+    } else {
+        0
     }
 }
 

@@ -134,6 +134,21 @@ impl State {
         self.cached_bytes = self.cached_bytes.saturating_sub(old.cached_bytes());
     }
 
+    /// Retained snapshots of `stream` of this kind at or below `max_version`, newest first.
+    fn newest_first<'a>(
+        &'a self,
+        stream: &str,
+        kind: &'a Kind,
+        max_version: u64,
+    ) -> impl Iterator<Item = &'a Entry> + 'a {
+        self.by_stream
+            .get(stream)
+            .into_iter()
+            .flatten()
+            .rev()
+            .filter(move |e| e.version <= max_version && e.kind == *kind)
+    }
+
     /// Indexes a snapshot, dropping the oldest of its stream and aggregate beyond `keep`.
     fn add(&mut self, stream: &str, entry: Entry, keep: usize) {
         self.live_bytes += entry.len;
@@ -239,16 +254,9 @@ impl SnapshotStore {
     /// Retained snapshots of `stream` of this kind at or below `max_version`, newest first.
     pub(crate) fn candidates(&self, stream: &str, kind: &Kind, max_version: u64) -> Vec<Entry> {
         let st = self.state.lock();
-        st.by_stream
-            .get(stream)
-            .map(|v| {
-                v.iter()
-                    .rev()
-                    .filter(|e| e.version <= max_version && e.kind == *kind)
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default()
+        st.newest_first(stream, kind, max_version)
+            .cloned()
+            .collect()
     }
 
     /// The newest retained snapshot of `stream` of this kind above `floor` and at or below
@@ -263,12 +271,7 @@ impl SnapshotStore {
         max_version: u64,
     ) -> Option<(u64, Vec<u8>)> {
         let st = self.state.lock();
-        let e = st
-            .by_stream
-            .get(stream)?
-            .iter()
-            .rev()
-            .find(|e| e.version <= max_version && e.kind == *kind)?;
+        let e = st.newest_first(stream, kind, max_version).next()?;
         match (&e.state, e.verified && e.version > floor) {
             (Some(state), true) => Some((e.version, state.to_vec())),
             _ => None,
@@ -278,11 +281,8 @@ impl SnapshotStore {
     /// Version of the newest retained snapshot of `stream` of this kind.
     pub(crate) fn last_version(&self, stream: &str, kind: &Kind) -> Option<u64> {
         let st = self.state.lock();
-        st.by_stream
-            .get(stream)?
-            .iter()
-            .rev()
-            .find(|e| e.kind == *kind)
+        st.newest_first(stream, kind, u64::MAX)
+            .next()
             .map(|e| e.version)
     }
 
