@@ -541,7 +541,7 @@ impl Store {
     /// every live event where it was: positions, versions, ids and timestamps do not change,
     /// and `$all` then has gaps where events were erased. Appends, reads and subscriptions go
     /// on meanwhile: readers never see an error or miss a live event. It is background work:
-    /// its two threads run at a lower priority, and while appends come in it rests between
+    /// its three threads run at a lower priority, and while appends come in it rests between
     /// segments, so a busy writer keeps most of its speed and the scavenge takes longer. It is crash-safe at
     /// every step (a crash leaves each segment as it was or as rewritten). Then the snapshots
     /// of streams whose events are hidden are dropped from the snapshot files, and projection

@@ -217,17 +217,22 @@ impl Segment {
     /// Bytes `[offset, offset + len)` read with `pread`, never through the map; fewer at the
     /// end of the file.
     pub(crate) fn pread(&self, offset: u64, len: u64) -> Result<Vec<u8>> {
-        let len = len.min(self.capacity.saturating_sub(offset));
-        let mut buf = vec![
-            0u8;
-            usize::try_from(len).map_err(|_| {
-                Error::corruption(&self.path, offset, "read larger than the address space")
-            })?
-        ];
-        self.file
-            .read_exact_at(&mut buf, offset)
-            .map_err(|e| Error::io("read", &self.path, e))?;
+        let mut buf = Vec::new();
+        self.pread_into(offset, len, &mut buf)?;
         Ok(buf)
+    }
+
+    /// [`pread`](Self::pread) into `buf`, whose allocation (and pages, already faulted in) it
+    /// reuses: only bytes past its old length are zeroed first.
+    pub(crate) fn pread_into(&self, offset: u64, len: u64, buf: &mut Vec<u8>) -> Result<()> {
+        let len = usize::try_from(len.min(self.capacity.saturating_sub(offset))).map_err(|_| {
+            Error::corruption(&self.path, offset, "read larger than the address space")
+        })?;
+        buf.truncate(len);
+        buf.resize(len, 0);
+        self.file
+            .read_exact_at(buf, offset)
+            .map_err(|e| Error::io("read", &self.path, e))
     }
 
     /// The file's bytes from offset 0 up to the end of its last data (past it the file is a

@@ -440,6 +440,16 @@ pub(crate) enum FrameRead<'a> {
 
 /// Reads the frame at `offset` of `buf`.
 pub(crate) fn read_frame(buf: &[u8], offset: usize) -> FrameRead<'_> {
+    read_frame_checking(buf, offset, true)
+}
+
+/// Reads the frame at `offset` of `buf` as [`read_frame`] does, but without computing its
+/// checksum: for bytes whose frame passed it before and that nothing has written since.
+pub(crate) fn read_frame_checked_before(buf: &[u8], offset: usize) -> FrameRead<'_> {
+    read_frame_checking(buf, offset, false)
+}
+
+fn read_frame_checking(buf: &[u8], offset: usize, check: bool) -> FrameRead<'_> {
     let rest = buf.get(offset..).unwrap_or_default();
     if rest.is_empty() {
         return FrameRead::End;
@@ -458,11 +468,13 @@ pub(crate) fn read_frame(buf: &[u8], offset: usize) -> FrameRead<'_> {
     let Some(body) = c.bytes(len as usize) else {
         return FrameRead::Bad("frame length runs past the end of the segment");
     };
-    let mut h = crc32fast::Hasher::new();
-    h.update(&len.to_le_bytes());
-    h.update(erased_list(body).map_or(body, |n| body.get(..n).unwrap_or(body)));
-    if h.finalize() != crc {
-        return FrameRead::Bad("frame checksum mismatch");
+    if check {
+        let mut h = crc32fast::Hasher::new();
+        h.update(&len.to_le_bytes());
+        h.update(erased_list(body).map_or(body, |n| body.get(..n).unwrap_or(body)));
+        if h.finalize() != crc {
+            return FrameRead::Bad("frame checksum mismatch");
+        }
     }
     match parse_body(buf, offset, len as usize) {
         Some(f) => FrameRead::Frame(f),
