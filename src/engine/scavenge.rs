@@ -225,6 +225,9 @@ struct Image {
     layout: Layout,
     erased: u64,
     first_erased: u64,
+    /// The offsets of the frames the rewrite wrote (for a test that they are all of them).
+    #[cfg(test)]
+    changed: Vec<usize>,
 }
 
 /// What a segment's reads need of its frames: the sparse position samples and the erased
@@ -314,9 +317,14 @@ impl Engine {
                         let written = self.write_image(&seg, &image)?;
                         // The judge may be done with it: then it is dropped.
                         let _ = give_back.send(image.bytes);
-                        if to_install.send((seg, written)).is_err() {
-                            // The installer stopped on an error, which it returns; the
-                            // unsynced `.tmp` is removed by the next open.
+                        if let Err(std::sync::mpsc::SendError((_, w))) =
+                            to_install.send((seg, written))
+                        {
+                            // The installer stopped on an error, which it returns. The
+                            // `.tmp` would hold its blocks (on a full disk, perhaps) until
+                            // the next open.
+                            drop(w.file);
+                            let _ = self.while_open(|| remove_if_exists(self.storage(), &w.tmp));
                             break;
                         }
                     }
@@ -615,13 +623,17 @@ impl Engine {
     /// thread: the syncing one installs it, while this one writes the next).
     fn write_image(&self, old: &Segment, image: &Image) -> Result<Written> {
         let tmp = self.dir.join(format!("{}.tmp", file_name(old.ordinal)));
-        let file = write_sparse(
-            self.storage(),
-            &tmp,
-            &image.bytes,
-            old.capacity,
-            &image.layout.erased,
-        )?;
+        // Only while the store is open: once `close` let the directory lock go, another
+        // process may be scavenging the same segment.
+        let file = self.while_open(|| {
+            write_sparse(
+                self.storage(),
+                &tmp,
+                &image.bytes,
+                old.capacity,
+                &image.layout.erased,
+            )
+        })?;
         Ok(Written {
             file,
             tmp,
@@ -943,6 +955,8 @@ fn rewrite(
     erase_run(&mut out, &run, &mut changed);
     let layout = check_image(seg, &frames, len, &out, &changed)?;
     Ok(Some(Image {
+        #[cfg(test)]
+        changed,
         bytes_after: written_blocks(&out, &layout.erased),
         bytes: out,
         bytes_before,
@@ -1072,9 +1086,17 @@ mod tests {
     /// frames whose bytes the rewrite changed.
     fn rewritten() -> (Arc<Engine>, Arc<Segment>, Vec<u8>, Image, Vec<usize>) {
         let (_disk, engine) = testing::fresh();
-        for _ in 0..200 {
+        for i in 0..200 {
             testing::append(&engine, "live-1", 3);
             testing::append(&engine, "dead-1", 3);
+            if i % 10 == 0 {
+                // A frame of both: its dead records are erased, the frame resealed.
+                let e = || vec![crate::event::EventData::new("T", "both")];
+                let tx = crate::transaction::Transaction::new()
+                    .append("live-1", ExpectedVersion::Any, e())
+                    .append("dead-1", ExpectedVersion::Any, e());
+                engine.commit_transaction(&tx).unwrap();
+            }
         }
         engine
             .delete_stream("dead-1", ExpectedVersion::Any, DeleteMode::Hard)
@@ -1100,6 +1122,14 @@ mod tests {
             .map(|f| f.offset)
             .collect();
         assert!(changed.len() > 10, "{changed:?}");
+        let resealed = frames(&seg, &image.bytes)
+            .map(|f| f.unwrap())
+            .filter(|f| !f.erased && changed.contains(&f.offset))
+            .count();
+        assert!(resealed > 3, "frames with erased records: {resealed}");
+        // What the rewrite noted is every frame it changed, and only those: `check_image`
+        // checksums exactly these.
+        assert_eq!(image.changed, changed);
         (engine, seg, data, image, changed)
     }
 
