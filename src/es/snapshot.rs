@@ -10,11 +10,13 @@
 //! dropped ones outweigh live ones the files are compacted into a new one.
 #![deny(clippy::indexing_slicing)]
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use foldhash::HashMap;
 use parking_lot::Mutex;
+use smol_str::SmolStr;
 
 use crate::engine::Engine;
 use crate::engine::format::snapshot_file::{Snapshot, decode, encode, file_name, parse_file_name};
@@ -83,14 +85,14 @@ struct State {
     /// The file new snapshots are appended to; `None`: start a new one.
     active: Option<u32>,
     /// Per stream, retained snapshots ordered by version.
-    by_stream: HashMap<Box<str>, Vec<Entry>>,
+    by_stream: HashMap<SmolStr, Vec<Entry>>,
     live_bytes: u64,
     total_bytes: u64,
     /// Bytes of the states kept in entries.
     cached_bytes: usize,
     /// Encoded records not yet written, and the stream of each with its offset in `batch`.
     batch: Vec<u8>,
-    batched: Vec<(Box<str>, u64)>,
+    batched: Vec<(SmolStr, u64)>,
     /// The distinct (aggregate, codec) names, shared by every entry of that kind.
     names: Vec<(Arc<str>, Arc<str>)>,
     /// Opened read-only: snapshots are read, never written.
@@ -155,15 +157,21 @@ impl State {
         self.cached_bytes += entry.cached_bytes();
         let entries = match self.by_stream.get_mut(stream) {
             Some(e) => e,
-            None => self.by_stream.entry(stream.into()).or_default(),
+            None => self.by_stream.entry(SmolStr::new(stream)).or_default(),
         };
-        let mut dropped = Vec::new();
+        // What the dropped entries held, taken off once the borrow of `entries` ends.
+        let (mut freed, mut uncached) = (0u64, 0usize);
+        let mut drop_at = |entries: &mut Vec<Entry>, i: usize| {
+            let old = entries.remove(i);
+            freed += old.len;
+            uncached += old.cached_bytes();
+        };
         // Same stream, aggregate and version: the newer record replaces the older.
         if let Some(i) = entries
             .iter()
             .position(|e| e.version == entry.version && e.kind == entry.kind)
         {
-            dropped.push(entries.remove(i));
+            drop_at(entries, i);
         }
         let at = entries.partition_point(|e| e.version <= entry.version);
         // Retention counts per aggregate and codec: a schema bump retires the old schema's
@@ -173,20 +181,22 @@ impl State {
             Arc::clone(&entry.kind.codec),
         );
         entries.insert(at, entry);
-        let same: Vec<usize> = entries
+        let same = |e: &Entry| e.kind.aggregate == aggregate && e.kind.codec == codec;
+        let mut over = entries
             .iter()
-            .enumerate()
-            .filter(|(_, e)| e.kind.aggregate == aggregate && e.kind.codec == codec)
-            .map(|(i, _)| i)
-            .collect();
-        if same.len() > keep {
-            for &i in same.iter().take(same.len() - keep).rev() {
-                dropped.push(entries.remove(i));
-            }
+            .filter(|e| same(e))
+            .count()
+            .saturating_sub(keep);
+        // The oldest go first: entries are in version order.
+        while over > 0 {
+            let Some(i) = entries.iter().position(same) else {
+                break;
+            };
+            drop_at(entries, i);
+            over -= 1;
         }
-        for old in &dropped {
-            self.forget(old);
-        }
+        self.live_bytes = self.live_bytes.saturating_sub(freed);
+        self.cached_bytes = self.cached_bytes.saturating_sub(uncached);
     }
 }
 
@@ -327,7 +337,7 @@ impl SnapshotStore {
     pub(crate) fn erase(&self, keep: impl Fn(&str) -> bool) -> Result<()> {
         let mut st = self.state.lock();
         self.flush_locked(&mut st)?;
-        let gone: Vec<Box<str>> = st.by_stream.keys().filter(|s| !keep(s)).cloned().collect();
+        let gone: Vec<SmolStr> = st.by_stream.keys().filter(|s| !keep(s)).cloned().collect();
         for stream in &gone {
             for old in st.by_stream.remove(stream).unwrap_or_default() {
                 st.forget(&old);
@@ -387,7 +397,7 @@ impl SnapshotStore {
             // Loads find it in memory until the batch is written.
             let offset = st.batch.len() as u64;
             st.batch.extend_from_slice(&bytes);
-            st.batched.push((s.stream.as_str().into(), offset));
+            st.batched.push((SmolStr::new(&s.stream), offset));
             (PENDING, offset)
         } else {
             self.flush_locked(&mut st)?;
@@ -550,7 +560,7 @@ impl SnapshotStore {
         let (mut window_file, mut window_start, mut window) = (0u32, 0u64, Vec::new());
         let mut pending: Vec<u8> = Vec::new();
         let (mut len, mut written) = (0u64, 0u64);
-        let mut moved: Vec<(Box<str>, usize, u64)> = Vec::with_capacity(order.len());
+        let mut moved: Vec<(SmolStr, usize, u64)> = Vec::with_capacity(order.len());
         let write = |pending: &mut Vec<u8>, written: &mut u64| -> Result<()> {
             out.write_all_at(pending, *written)
                 .map_err(|err| Error::io("write", &tmp, err))?;
@@ -581,7 +591,7 @@ impl SnapshotStore {
                     Error::corruption(&f.path, offset, "snapshot record out of reach")
                 })?;
             pending.extend_from_slice(record);
-            moved.push((stream.into(), i, len));
+            moved.push((SmolStr::new(stream), i, len));
             len += e_len;
             if pending.len() >= COPY_CHUNK {
                 write(&mut pending, &mut written)?;

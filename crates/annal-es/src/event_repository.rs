@@ -326,9 +326,10 @@ impl PersistedEventRepository for AnnalEventRepository {
             return Ok(self.commit(events, None).await?);
         };
         let stream = names::aggregate_stream(A::TYPE, &aggregate_id);
+        // The same stream exactly when the same type and id (the names are one to one).
         let batch: Vec<&SerializedEvent> = events
             .iter()
-            .filter(|e| names::aggregate_stream(&e.aggregate_type, &e.aggregate_id) == stream)
+            .filter(|e| e.aggregate_type == A::TYPE && e.aggregate_id == aggregate_id)
             .collect();
         if batch.is_empty() {
             return Err(AnnalAggregateError::unknown(format!(

@@ -16,7 +16,12 @@ pub(crate) fn category(aggregate_type: &str) -> String {
 
 /// The stream of one aggregate instance.
 pub(crate) fn aggregate_stream(aggregate_type: &str, aggregate_id: &str) -> String {
-    format!("{}-{aggregate_id}", escape(aggregate_type))
+    // Built in one allocation: it is made several times per command.
+    let mut out = String::with_capacity(aggregate_type.len() * 3 + 1 + aggregate_id.len());
+    escape_into(&mut out, aggregate_type);
+    out.push('-');
+    out.push_str(aggregate_id);
+    out
 }
 
 /// The aggregate id of a stream of `category`, if the stream is one of it.
@@ -31,6 +36,18 @@ pub(crate) fn view_stream(view_name: &str, view_id: &str) -> String {
 
 fn escape(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
+    escape_into(&mut out, name);
+    out
+}
+
+fn escape_into(out: &mut String, name: &str) {
+    if name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':'))
+    {
+        out.push_str(name);
+        return;
+    }
     for c in name.chars() {
         if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':') {
             out.push(c);
@@ -42,7 +59,6 @@ fn escape(name: &str) -> String {
             }
         }
     }
-    out
 }
 
 #[cfg(test)]

@@ -52,7 +52,16 @@ pub(crate) fn encode(s: &Snapshot) -> Option<Vec<u8>> {
         b.extend_from_slice(text.as_bytes());
         Some(())
     };
-    let mut b = vec![0u8; RECORD_HEADER_LEN];
+    // Sized once: the fixed fields are 3 names' lengths and 5 numbers.
+    let len = RECORD_HEADER_LEN
+        + 6
+        + s.stream.len()
+        + s.aggregate.len()
+        + s.codec.len()
+        + 36
+        + s.state.len();
+    let mut b = Vec::with_capacity(len);
+    b.extend_from_slice(&[0u8; RECORD_HEADER_LEN]);
     name(&mut b, &s.stream)?;
     name(&mut b, &s.aggregate)?;
     name(&mut b, &s.codec)?;
@@ -67,10 +76,9 @@ pub(crate) fn encode(s: &Snapshot) -> Option<Vec<u8>> {
     h.update(&body_len.to_le_bytes());
     h.update(b.get(RECORD_HEADER_LEN..).unwrap_or_default());
     let crc = h.finalize();
-    let mut header = [0u8; RECORD_HEADER_LEN];
-    header[..4].copy_from_slice(&body_len.to_le_bytes());
-    header[4..].copy_from_slice(&crc.to_le_bytes());
-    b.splice(..RECORD_HEADER_LEN, header);
+    b.get_mut(..4)?.copy_from_slice(&body_len.to_le_bytes());
+    b.get_mut(4..RECORD_HEADER_LEN)?
+        .copy_from_slice(&crc.to_le_bytes());
     Some(b)
 }
 
