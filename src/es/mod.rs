@@ -48,7 +48,7 @@ impl EsState {
             engine.dir(),
             options.snapshots_kept.max(1),
             write,
-            options.fsync == crate::options::FsyncPolicy::Always,
+            options.fsync != crate::options::FsyncPolicy::Never,
         )?;
         // A follower keeps its own durable subscriptions apart from the writer's.
         let durables = if options.follow {

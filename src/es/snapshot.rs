@@ -106,9 +106,10 @@ pub(crate) struct SnapshotStore {
     storage: Arc<dyn Storage>,
     dir: PathBuf,
     keep: usize,
-    /// A compaction syncs its new file before it deletes the old ones (`FsyncPolicy::Always`):
-    /// otherwise a power loss soon after one may take every snapshot, which the log's other
-    /// policies risk for the events themselves.
+    /// A compaction to drop dead records syncs its new file before it deletes the old ones
+    /// (every policy but `FsyncPolicy::Never`, which syncs only on `sync()`, `close()` and
+    /// full segments): without, a power loss soon after one may take every snapshot. An
+    /// erasure's compaction always syncs.
     durable_compaction: bool,
     state: Mutex<State>,
 }
@@ -351,7 +352,9 @@ impl SnapshotStore {
             }
         }
         if st.total_bytes > st.live_bytes {
-            self.compact(&mut st)?;
+            // Synced whatever the policy: a power loss must not bring an erased snapshot's
+            // file back.
+            self.compact(&mut st, true)?;
         }
         Ok(())
     }
@@ -435,7 +438,7 @@ impl SnapshotStore {
     fn maybe_compact(&self, st: &mut State) -> Result<()> {
         let dead = st.total_bytes.saturating_sub(st.live_bytes);
         if st.batch.is_empty() && dead > st.live_bytes && dead >= COMPACT_MIN_DEAD {
-            self.compact(st)?;
+            self.compact(st, self.durable_compaction)?;
         }
         Ok(())
     }
@@ -541,8 +544,9 @@ impl SnapshotStore {
         Ok(n)
     }
 
-    /// Copies the retained snapshots into a new file and removes the old files.
-    fn compact(&self, st: &mut State) -> Result<()> {
+    /// Copies the retained snapshots into a new file and removes the old files; `durable`:
+    /// the new file and the directory are synced before the old files go, and after.
+    fn compact(&self, st: &mut State, durable: bool) -> Result<()> {
         let n = st.files.keys().next_back().map_or(1, |n| n + 1);
         let path = self.dir.join(file_name(n));
         let tmp = self.dir.join(format!("{}.tmp", file_name(n)));
@@ -607,14 +611,14 @@ impl SnapshotStore {
         write(&mut pending, &mut written)?;
         let io = |op, p: &Path, e| Error::io(op, p, e);
         let sync_dir = || {
-            if self.durable_compaction {
+            if durable {
                 self.storage
                     .sync_dir(&self.dir)
                     .map_err(|e| io("fsync directory", &self.dir, e))?;
             }
             Ok::<(), Error>(())
         };
-        if self.durable_compaction {
+        if durable {
             out.sync_data()
                 .map_err(|e| Error::io("fdatasync", &tmp, e))?;
         }
@@ -1016,13 +1020,15 @@ mod tests {
         assert!(bytes < 2 << 20, "{bytes} bytes of snapshot files");
     }
 
-    /// Writes 200 snapshots of 100 KiB to one stream (compactions run) on a disk whose next
-    /// `sync_data` fails; returns the first error.
-    fn compact_with_syncs_failing(disk: &SimDisk, durable: bool) -> Result<()> {
+    /// Writes 200 snapshots of 100 KiB to one stream (compactions run), on a disk whose next
+    /// `sync_data` fails if `fail_sync`; returns the first error.
+    fn compact_200(disk: &SimDisk, durable: bool, fail_sync: bool) -> Result<SnapshotStore> {
         disk.create_dir_all(Path::new(DIR)).unwrap();
         let store =
             SnapshotStore::open(Arc::new(disk.clone()), Path::new(DIR), 4, true, durable).unwrap();
-        disk.fail_sync_after(1);
+        if fail_sync {
+            disk.fail_sync_after(1);
+        }
         for v in 1..=200u64 {
             store.write(&Snapshot {
                 state: vec![v.to_le_bytes()[0]; 100 * 1024],
@@ -1034,23 +1040,73 @@ mod tests {
             bytes < 2 << 20,
             "compacted: {bytes} bytes of snapshot files"
         );
-        Ok(())
+        Ok(store)
     }
 
     #[test]
-    fn a_compaction_syncs_its_file_only_when_the_log_syncs_every_append() {
-        // `Always`: the compacted file is synced before the old ones go.
-        let disk = SimDisk::new(8);
-        assert!(compact_with_syncs_failing(&disk, true).is_err());
-        // The other policies: no sync (a power loss may take the snapshots, as it may the
-        // events not synced yet), and what a crash leaves reads back whole or not at all.
-        let disk = SimDisk::new(9);
-        compact_with_syncs_failing(&disk, false).unwrap();
-        let after = disk.crash();
-        let again = open(&after, 4);
-        for e in again.candidates("a", &kind(), u64::MAX) {
-            if let Some(read) = again.read(&e).unwrap() {
+    fn a_compaction_syncs_its_file_unless_the_policy_is_never() {
+        // Durable: the first compaction's sync of its file fails, and so does the write.
+        let err = compact_200(&SimDisk::new(8), true, true).err();
+        assert!(
+            matches!(&err, Some(Error::Io { op, .. }) if *op == "fdatasync"),
+            "{err:?}"
+        );
+        // Under `Never`: no sync at all, so none fails.
+        compact_200(&SimDisk::new(9), false, true).unwrap();
+        // Durable, crashed right after: the last compaction's file was synced, so its
+        // snapshots are there (those written after it may not be), each whole.
+        for seed in 0..6 {
+            let disk = SimDisk::new(seed);
+            drop(compact_200(&disk, true, false).unwrap());
+            let again = open(&disk.crash(), 4);
+            let found = again.candidates("a", &kind(), u64::MAX);
+            assert!(
+                !found.is_empty(),
+                "seed {seed}: no snapshot after the crash"
+            );
+            for e in found {
+                let read = again.read(&e).unwrap().unwrap();
                 assert_eq!(read.state, vec![e.version.to_le_bytes()[0]; 100 * 1024]);
+            }
+        }
+    }
+
+    #[test]
+    fn an_erasure_is_synced_whatever_the_policy() {
+        let secret = b"SECRET-STATE-".repeat(100);
+        for seed in 0..12 {
+            let disk = SimDisk::new(seed);
+            disk.create_dir_all(Path::new(DIR)).unwrap();
+            // Not durable (`Never`): the erasure's compaction syncs all the same.
+            let store = SnapshotStore::open(Arc::new(disk.clone()), Path::new(DIR), 4, true, false)
+                .unwrap();
+            for v in 1..=3 {
+                store
+                    .write(&Snapshot {
+                        state: secret.clone(),
+                        ..snap("secret-1", v)
+                    })
+                    .unwrap();
+                store.write(&snap("kept-1", v)).unwrap();
+            }
+            store.flush().unwrap();
+            // Written back, as the operating system would in time: the secret is durable.
+            for path in disk.paths() {
+                Storage::open(&disk, &path, false)
+                    .and_then(|f| f.sync_data())
+                    .unwrap();
+            }
+            Storage::sync_dir(&disk, Path::new(DIR)).unwrap();
+            store.erase(|s| s != "secret-1").unwrap();
+            drop(store);
+            let after = disk.crash();
+            for path in after.paths() {
+                let bytes = after.contents(&path).unwrap_or_default();
+                assert!(
+                    !bytes.windows(13).any(|w| w == b"SECRET-STATE-"),
+                    "seed {seed}: {} holds an erased snapshot after a crash",
+                    path.display()
+                );
             }
         }
     }
