@@ -7,8 +7,9 @@
 //! them is off: checksum, aggregate type, schema version, codec, or the fingerprint of the
 //! event they claim to cover (which catches a snapshot that outlived its events in a power
 //! loss). Only the newest `snapshots_kept` per stream and aggregate type are retained; when
-//! dropped ones outweigh live ones the files are compacted into a new one, which under
-//! `FsyncPolicy::Always` is synced before the old files are deleted.
+//! dropped ones outweigh live ones the files are compacted into a new one, synced before the
+//! old files are deleted unless the policy is `FsyncPolicy::Never` (a scavenge's erasure of
+//! snapshots is synced under every policy).
 #![deny(clippy::indexing_slicing)]
 
 use std::collections::BTreeMap;
