@@ -314,9 +314,9 @@ impl Engine {
                 .spawn_scoped(scope, move || -> Result<()> {
                     crate::engine::background_priority();
                     for (seg, image) in swaps {
-                        let written = self.write_image(&seg, &image)?;
+                        let (written, bytes) = self.write_image(&seg, image)?;
                         // The judge may be done with it: then it is dropped.
-                        let _ = give_back.send(image.bytes);
+                        let _ = give_back.send(bytes);
                         if let Err(std::sync::mpsc::SendError((_, w))) =
                             to_install.send((seg, written))
                         {
@@ -505,7 +505,7 @@ impl Engine {
             let Some(image) = rewrite(seg, &mut data, judge, true, true)? else {
                 continue;
             };
-            self.swap(seg, &image)?;
+            self.swap(seg, image)?;
             kept_bytes = kept_bytes.saturating_sub(seg.end());
             retired += 1;
         }
@@ -614,14 +614,15 @@ impl Engine {
 
     /// Puts the rewritten image of `old` in its place, durably (see the module's comment),
     /// and in the log's list of segments.
-    fn swap(&self, old: &Segment, image: &Image) -> Result<()> {
-        let written = self.write_image(old, image)?;
+    fn swap(&self, old: &Segment, image: Image) -> Result<()> {
+        let (written, _) = self.write_image(old, image)?;
         self.install(old, written)
     }
 
     /// Writes the image of `old` to its `.tmp` file, not synced yet (a scavenge's writing
-    /// thread: the syncing one installs it, while this one writes the next).
-    fn write_image(&self, old: &Segment, image: &Image) -> Result<Written> {
+    /// thread: the syncing one installs it, while this one writes the next); hands back the
+    /// image's buffer.
+    fn write_image(&self, old: &Segment, image: Image) -> Result<(Written, Vec<u8>)> {
         let tmp = self.dir.join(format!("{}.tmp", file_name(old.ordinal)));
         // Only while the store is open: once `close` let the directory lock go, another
         // process may be scavenging the same segment.
@@ -634,15 +635,13 @@ impl Engine {
                 &image.layout.erased,
             )
         })?;
-        Ok(Written {
+        let written = Written {
             file,
             tmp,
             len: image.bytes.len() as u64,
-            layout: Layout {
-                samples: image.layout.samples.clone(),
-                erased: image.layout.erased.clone(),
-            },
-        })
+            layout: image.layout,
+        };
+        Ok((written, image.bytes))
     }
 
     /// Syncs a written image of `old`, and renames it over `old` (see the module's comment).
@@ -676,9 +675,9 @@ impl Engine {
                 .map_err(|e| Error::io("rename", &tmp, e))?;
             sync_dir(storage, dir)?;
             let (seg, _) = Segment::open(storage, dir, old.ordinal, false)?;
-            seg.set_samples(layout.samples.clone());
+            seg.set_samples(layout.samples);
             seg.set_end(len);
-            seg.set_erased(layout.erased.clone());
+            seg.set_erased(layout.erased);
             seg.seal();
             let seg = Arc::new(seg);
             self.log.replace(Arc::clone(&seg));
