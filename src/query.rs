@@ -1,6 +1,8 @@
 //! Queries: which events a read, a subscription or an append condition is about, by event
 //! type and tag, with the semantics of Dynamic Consistency Boundaries (dcb.events).
 
+use smallvec::SmallVec;
+
 use crate::event::RecordedEvent;
 
 /// A selection of events: those that match any of its items. [`Query::all`] matches every
@@ -20,25 +22,27 @@ use crate::event::RecordedEvent;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Query {
     /// `None`: every event.
-    items: Option<Vec<QueryItem>>,
+    items: Option<SmallVec<[QueryItem; 1]>>,
 }
 
 /// One part of a [`Query`]: events of one of its types (any type when none is given) that
 /// carry all of its tags.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QueryItem {
-    pub(crate) types: Vec<String>,
-    pub(crate) tags: Vec<String>,
+    pub(crate) types: SmallVec<[String; 1]>,
+    pub(crate) tags: SmallVec<[String; 1]>,
 }
 
 impl QueryItem {
     /// An item that matches every event, until narrowed by [`types`](Self::types) and
     /// [`tags`](Self::tags).
+    #[inline]
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Only events of one of these types (added to any given before).
+    #[inline]
     pub fn types<I, S>(mut self, types: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -49,6 +53,7 @@ impl QueryItem {
     }
 
     /// Only events that carry all of these tags (added to any given before).
+    #[inline]
     pub fn tags<I, S>(mut self, tags: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -81,13 +86,15 @@ impl QueryItem {
 
 impl Query {
     /// Every event.
+    #[inline]
     pub fn all() -> Self {
         Query { items: None }
     }
 
     /// The events that match any of `items` (none: no event at all).
+    #[inline]
     pub fn items(items: impl IntoIterator<Item = QueryItem>) -> Self {
-        let items: Vec<QueryItem> = items.into_iter().collect();
+        let items: SmallVec<[QueryItem; 1]> = items.into_iter().collect();
         if items.iter().any(QueryItem::is_all) {
             return Query::all();
         }

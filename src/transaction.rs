@@ -1,6 +1,8 @@
 //! Transactions: appends to several streams, checks on streams not written, and a condition
 //! on a query (Dynamic Consistency Boundaries), committed as one atomic frame.
 
+use smallvec::SmallVec;
+
 use crate::event::{AppendResult, EventData, ExpectedVersion};
 use crate::query::Query;
 
@@ -17,7 +19,7 @@ use crate::query::Query;
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct Transaction {
-    pub(crate) appends: Vec<(String, ExpectedVersion, Vec<EventData>)>,
+    pub(crate) appends: SmallVec<[(String, ExpectedVersion, Vec<EventData>); 1]>,
     pub(crate) expects: Vec<(String, ExpectedVersion)>,
     pub(crate) condition: Option<AppendCondition>,
     /// (stream, kind, state): saved once the commit succeeded, at the stream's new version.
@@ -26,12 +28,14 @@ pub struct Transaction {
 
 impl Transaction {
     /// An empty transaction.
+    #[inline]
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Appends `events` to `stream`, which must be at `expected`. Each stream at most once
     /// per transaction.
+    #[inline]
     pub fn append(
         mut self,
         stream: impl Into<String>,
@@ -44,6 +48,7 @@ impl Transaction {
     }
 
     /// Checks that `stream`, which this transaction does not write, is at `expected`.
+    #[inline]
     pub fn expect(mut self, stream: impl Into<String>, expected: ExpectedVersion) -> Self {
         self.expects.push((stream.into(), expected));
         self
@@ -54,6 +59,7 @@ impl Transaction {
     /// transaction appends to, at the version the commit brings it to: the state with this
     /// transaction's events folded in. Saved after the frame, with no sync of its own; if
     /// it cannot be saved the commit still stands (a snapshot is a cache).
+    #[inline]
     pub fn snapshot(
         mut self,
         stream: impl Into<String>,
@@ -67,6 +73,7 @@ impl Transaction {
 
     /// Fails the commit with [`Error::AppendConditionFailed`](crate::Error::AppendConditionFailed)
     /// if an event the condition's query selects was appended after its position.
+    #[inline]
     pub fn condition(mut self, condition: AppendCondition) -> Self {
         self.condition = Some(condition);
         self
@@ -85,11 +92,13 @@ pub struct AppendCondition {
 impl AppendCondition {
     /// Fails if any event `query` selects exists (until narrowed by
     /// [`after`](Self::after)).
+    #[inline]
     pub fn new(query: Query) -> Self {
         AppendCondition { query, after: None }
     }
 
     /// Only events after `position` count: the decision saw everything up to it.
+    #[inline]
     pub fn after(mut self, position: u64) -> Self {
         self.after = Some(position);
         self

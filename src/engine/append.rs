@@ -1,6 +1,7 @@
 //! The append path: validate, check the expected version (or recognise a retry), encode the
 //! frame, write it, index it, and wait until it is acknowledged under the fsync policy.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -9,12 +10,14 @@ use super::SealJob;
 use super::Watermark;
 use super::Writer;
 use super::format::frame::{self, FRAME_HEADER_LEN, FrameStart, TxPart};
+use super::format::stream_metadata;
 use super::index::pack;
 use super::log::Seal;
 use super::read::{SegmentCache, read_event};
 use crate::error::{Error, Result};
 use crate::event::{AppendResult, EventData, ExpectedVersion};
 use crate::options::FsyncPolicy;
+use crate::transaction::AppendCondition;
 
 /// Longest accepted stream name, in bytes.
 pub const MAX_STREAM_NAME_LEN: usize = 1024;
@@ -132,7 +135,7 @@ impl Engine {
     }
 
     pub(crate) fn append(
-        &self,
+        self: &Arc<Self>,
         stream: &str,
         expected: ExpectedVersion,
         events: &[EventData],
@@ -205,21 +208,45 @@ impl Engine {
     /// Under the writer lock: checks the expected version, encodes and writes the frame, and
     /// indexes it. Returns the result and whether it was a recognised retry (nothing written).
     pub(crate) fn write(
-        &self,
+        self: &Arc<Self>,
         stream: &str,
         expected: ExpectedVersion,
         events: &[EventData],
     ) -> Result<(AppendResult, bool)> {
+        self.write_one(stream, expected, events, &[], None)
+            .map(|(r, stamped)| (r, stamped.is_none()))
+    }
+
+    /// [`write`](Engine::write) with a transaction's other checks: the streams it `expects`
+    /// and its condition (a one-stream transaction, a conditional append most often, needs
+    /// none of a transaction's sets and vectors). Returns the result and the timestamp its
+    /// events were given (`None` for a recognised retry).
+    pub(crate) fn write_one(
+        self: &Arc<Self>,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: &[EventData],
+        expects: &[(String, ExpectedVersion)],
+        condition: Option<&AppendCondition>,
+    ) -> Result<(AppendResult, Option<u64>)> {
         self.check_appendable()?;
         let mut guard = self.writer.lock();
         self.commit.check()?;
-        self.check_not_deleted(stream)?;
+        // A metadata stream's appends (annal's own) are refused once its stream is deleted.
+        self.check_not_deleted(stream_metadata::described(stream).unwrap_or(stream))?;
         let current = self.index.read().version(stream);
         if let Some(original) = self.find_retry(stream, expected, current, events)? {
-            return Ok((original, true));
+            return Ok((original, None));
         }
         check_expected(stream, expected, current)?;
+        for (other, expected) in expects {
+            let current = self.index.read().version(other);
+            check_expected(other, *expected, current)?;
+        }
         let w = &mut *guard;
+        if let Some(condition) = condition {
+            self.check_condition(condition, w.written)?;
+        }
         // Invariant: positions are dense; everything before the next one has been written.
         debug_assert_eq!(
             w.next_position,
@@ -233,7 +260,7 @@ impl Engine {
             first_version,
             events,
         }];
-        let (first_position, last_position, _) = self.put(w, &parts)?;
+        let (first_position, last_position, timestamp) = self.put(w, &parts)?;
         Ok((
             AppendResult {
                 first_version,
@@ -242,7 +269,7 @@ impl Engine {
                 last_position,
                 deduplicated: false,
             },
-            false,
+            Some(timestamp),
         ))
     }
 

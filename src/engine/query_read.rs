@@ -6,6 +6,8 @@
 
 use std::sync::Arc;
 
+use smallvec::SmallVec;
+
 use crate::engine::Engine;
 use crate::engine::format::frame;
 use crate::engine::index::{MAX_ORDINAL, StreamIndex, pack, unpack};
@@ -240,7 +242,7 @@ impl QueryEvents {
                     .iter()
                     .map(|i| Item {
                         required: i.tags.iter().cloned().map(Key::Tag).collect(),
-                        types: i.types.clone(),
+                        types: i.types.to_vec(),
                     })
                     .collect(),
             },
@@ -520,12 +522,13 @@ pub(crate) fn newest_match_after(
 /// or the types' together) back from `hi`, each candidate checked in the others by binary
 /// search.
 fn newest_of(ix: &StreamIndex, item: &crate::query::QueryItem, lo: u64, hi: u64) -> Option<u64> {
-    let tag_lists: Vec<Window<'_>> = item
+    // In place: a condition's check decides most appends' fate by these two lists.
+    let tag_lists: SmallVec<[Window<'_>; 2]> = item
         .tags
         .iter()
         .map(|t| ix.postings.tags.get(t).window(lo, hi))
         .collect();
-    let type_lists: Vec<Window<'_>> = item
+    let type_lists: SmallVec<[Window<'_>; 2]> = item
         .types
         .iter()
         .map(|t| ix.postings.types.get(t).window(lo, hi))

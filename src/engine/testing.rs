@@ -33,7 +33,7 @@ pub(crate) fn fresh() -> (SimDisk, Arc<Engine>) {
 }
 
 /// Appends `n` events of type `T` to `stream`, whatever its version.
-pub(crate) fn append(engine: &Engine, stream: &str, n: usize) -> AppendResult {
+pub(crate) fn append(engine: &Arc<Engine>, stream: &str, n: usize) -> AppendResult {
     let events: Vec<EventData> = (0..n)
         .map(|i| EventData::new("T", format!("{stream}:{i}").into_bytes()))
         .collect();

@@ -37,34 +37,33 @@ impl Engine {
         // One append (a conditional append, most often) needs no sets: `validate` checked
         // it, and its frame is a plain one.
         let single = tx.appends.len() == 1;
-        let mut ids = HashSet::new();
-        let mut streams = HashSet::with_capacity(if single { 0 } else { tx.appends.len() });
+        // (ids, streams) seen so far, for several appends.
+        let mut seen =
+            (!single).then(|| (HashSet::new(), HashSet::with_capacity(tx.appends.len())));
         for (stream, _, events) in &tx.appends {
             self.validate(stream, events)?;
-            if !single && !streams.insert(stream.as_str()) {
+            let Some((ids, streams)) = &mut seen else {
+                continue;
+            };
+            if !streams.insert(stream.as_str()) {
                 return invalid(format!(
                     "the transaction appends to stream {stream:?} twice: give its events in one append"
                 ));
             }
             // Within one append, `validate` found any id given twice.
-            if tx.appends.len() > 1 {
-                for e in events {
-                    if let Some(id) = e.id
-                        && !ids.insert(id)
-                    {
-                        return invalid(format!(
-                            "the transaction has the id {id:032x} twice: an id names one event"
-                        ));
-                    }
+            for e in events {
+                if let Some(id) = e.id
+                    && !ids.insert(id)
+                {
+                    return invalid(format!(
+                        "the transaction has the id {id:032x} twice: an id names one event"
+                    ));
                 }
             }
         }
-        let appends_to = |stream: &str| {
-            if single {
-                tx.appends.iter().any(|(s, _, _)| s == stream)
-            } else {
-                streams.contains(stream)
-            }
+        let appends_to = |stream: &str| match &seen {
+            None => tx.appends.iter().any(|(s, _, _)| s == stream),
+            Some((_, streams)) => streams.contains(stream),
         };
         for (stream, kind, _) in &tx.snapshots {
             if !appends_to(stream) {
@@ -112,6 +111,22 @@ impl Engine {
         self: &Arc<Self>,
         tx: &Transaction,
     ) -> Result<(CommitResult, Option<u64>)> {
+        if let [(stream, expected, events)] = tx.appends.as_slice() {
+            let (r, stamped) = self.write_one(
+                stream,
+                *expected,
+                events,
+                &tx.expects,
+                tx.condition.as_ref(),
+            )?;
+            let result = CommitResult {
+                first_position: r.first_position,
+                last_position: r.last_position,
+                appends: vec![r],
+                deduplicated: stamped.is_none(),
+            };
+            return Ok((result, stamped));
+        }
         self.check_appendable()?;
         let mut guard = self.writer.lock();
         self.commit.check()?;
@@ -134,13 +149,8 @@ impl Engine {
             check_expected(stream, *expected, current)?;
         }
         let w = &mut *guard;
-        if let Some(condition) = &tx.condition
-            && let Some(position) = self.first_match(condition, w.written)?
-        {
-            return Err(Error::AppendConditionFailed {
-                position,
-                after: condition.after,
-            });
+        if let Some(condition) = &tx.condition {
+            self.check_condition(condition, w.written)?;
         }
         let parts: Vec<TxPart<'_>> = tx
             .appends
@@ -178,6 +188,22 @@ impl Engine {
             },
             Some(timestamp),
         ))
+    }
+
+    /// Under the writer lock: [`Error::AppendConditionFailed`] if an event `condition`'s
+    /// query selects was written after its position.
+    pub(crate) fn check_condition(
+        self: &Arc<Self>,
+        condition: &AppendCondition,
+        written: super::Watermark,
+    ) -> Result<()> {
+        match self.first_match(condition, written)? {
+            Some(position) => Err(Error::AppendConditionFailed {
+                position,
+                after: condition.after,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// The position of the first event the condition's query selects after its position,
