@@ -232,17 +232,13 @@ impl Engine {
         self.check_appendable()?;
         let mut guard = self.writer.lock();
         self.commit.check()?;
-        // A metadata stream's appends (annal's own) are refused once its stream is deleted.
-        self.check_not_deleted(stream_metadata::described(stream).unwrap_or(stream))?;
+        self.check_stream_live(stream)?;
         let current = self.index.read().version(stream);
         if let Some(original) = self.find_retry(stream, expected, current, events)? {
             return Ok((original, None));
         }
         check_expected(stream, expected, current)?;
-        for (other, expected) in expects {
-            let current = self.index.read().version(other);
-            check_expected(other, *expected, current)?;
-        }
+        self.check_expects(expects)?;
         let w = &mut *guard;
         if let Some(condition) = condition {
             self.check_condition(condition, w.written)?;
@@ -271,6 +267,22 @@ impl Engine {
             },
             Some(timestamp),
         ))
+    }
+
+    /// [`Error::StreamDeleted`] if `stream` was hard-deleted, or is the metadata stream
+    /// (annal's own appends) of one that was.
+    pub(crate) fn check_stream_live(&self, stream: &str) -> Result<()> {
+        self.check_not_deleted(stream_metadata::described(stream).unwrap_or(stream))
+    }
+
+    /// Under the writer lock: each stream a transaction `expect`s (and does not write) is at
+    /// its expected version.
+    pub(crate) fn check_expects(&self, expects: &[(String, ExpectedVersion)]) -> Result<()> {
+        for (stream, expected) in expects {
+            let current = self.index.read().version(stream);
+            check_expected(stream, *expected, current)?;
+        }
+        Ok(())
     }
 
     /// Under the writer lock, once every check passed: encodes `parts` as one frame (a

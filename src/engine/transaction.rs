@@ -131,8 +131,7 @@ impl Engine {
         let mut guard = self.writer.lock();
         self.commit.check()?;
         for (stream, _, _) in &tx.appends {
-            let owner = crate::engine::format::stream_metadata::described(stream).unwrap_or(stream);
-            self.check_not_deleted(owner)?;
+            self.check_stream_live(stream)?;
         }
         let currents: Vec<Option<u64>> = {
             let ix = self.index.read();
@@ -144,10 +143,7 @@ impl Engine {
         for ((stream, expected, _), &current) in tx.appends.iter().zip(&currents) {
             check_expected(stream, *expected, current)?;
         }
-        for (stream, expected) in &tx.expects {
-            let current = self.index.read().version(stream);
-            check_expected(stream, *expected, current)?;
-        }
+        self.check_expects(&tx.expects)?;
         let w = &mut *guard;
         if let Some(condition) = &tx.condition {
             self.check_condition(condition, w.written)?;
